@@ -1,0 +1,115 @@
+//! `/api/v1/users`: add, list, re-password and remove users.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{AdminState, ApiError};
+use crate::auth::local::hash_password;
+use crate::store::UserRecord;
+
+/// RFC 2865 caps an attribute value at 253 octets; PAP passwords at 128.
+const MAX_NAME: usize = 253;
+const MAX_PASSWORD: usize = 128;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserView {
+    pub name: String,
+    pub has_password: bool,
+    pub created: u64,
+    pub updated: u64,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(u: UserRecord) -> Self {
+        Self {
+            name: u.name,
+            has_password: u.password_hash.is_some(),
+            created: u.created,
+            updated: u.updated,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    pub password: String,
+}
+
+pub async fn list(State(s): State<Arc<AdminState>>) -> Result<Json<Vec<UserView>>, ApiError> {
+    Ok(Json(s.store.users()?.into_iter().map(Into::into).collect()))
+}
+
+pub async fn add(
+    State(s): State<Arc<AdminState>>,
+    Json(body): Json<NewUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    check_name(&body.name)?;
+    let hash = match body.password {
+        Some(pw) => Some(hash(pw).await?),
+        None => None,
+    };
+    let record = UserRecord::new(body.name, hash);
+    s.store.insert_user(&record).await?;
+    tracing::info!(user = %record.name, "user added");
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+pub async fn set_password(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Json(body): Json<NewPassword>,
+) -> Result<StatusCode, ApiError> {
+    let hash = hash(body.password).await?;
+    s.store.set_user_password(&name, hash).await?;
+    s.local.forget(&name);
+    tracing::info!(user = %name, "password changed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.store.remove_user(&name).await?;
+    s.local.forget(&name);
+    tracing::info!(user = %name, "user removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(ApiError::bad_request(format!(
+            "user name must be 1 to {MAX_NAME} bytes"
+        )));
+    }
+    if name.chars().any(char::is_control) || name.trim() != name {
+        return Err(ApiError::bad_request(
+            "user name must not contain control characters or surrounding spaces",
+        ));
+    }
+    Ok(())
+}
+
+async fn hash(password: String) -> Result<String, ApiError> {
+    if password.is_empty() || password.len() > MAX_PASSWORD {
+        return Err(ApiError::bad_request(format!(
+            "password must be 1 to {MAX_PASSWORD} bytes (the PAP limit)"
+        )));
+    }
+    tokio::task::spawn_blocking(move || hash_password(password.as_bytes()))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}

@@ -1,0 +1,182 @@
+//! The local user directory: argon2id hashes in the store, with a bounded cache of recently
+//! verified credentials so reconnect storms do not pay argon2 each time.
+//!
+//! A cache entry is an HMAC (random per-process key) over the password *and* the stored hash,
+//! so a changed password or a removed user can never be served from the cache, even if an
+//! invalidation races a verification.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier as _, SaltString};
+use argon2::Argon2;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use super::{AuthError, PasswordVerifier};
+use crate::config::Problem;
+use crate::store::Store;
+
+/// `[auth.local]`: the local user directory.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalAuthConfig {
+    /// How long a verified credential is trusted without running argon2 again.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Most credentials kept in the cache.
+    pub cache_capacity: u64,
+    /// Argon2 computations at once (each takes ~19 MiB); 0 = number of CPUs.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for LocalAuthConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl: Duration::from_secs(15 * 60),
+            cache_capacity: 100_000,
+            max_concurrent_hashes: 0,
+        }
+    }
+}
+
+impl LocalAuthConfig {
+    pub fn validate(&self, prefix: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if self.cache_ttl > Duration::from_secs(24 * 3600) {
+            p.push(Problem {
+                key: format!("{prefix}.cache_ttl"),
+                why: "must be at most 24h".into(),
+            });
+        }
+        p
+    }
+}
+
+type CacheTag = [u8; 32];
+
+pub struct LocalVerifier {
+    store: Store,
+    cache: moka::sync::Cache<String, CacheTag>,
+    cache_key: [u8; 32],
+    hash_permits: Arc<Semaphore>,
+}
+
+impl LocalVerifier {
+    pub fn new(store: Store, config: &LocalAuthConfig) -> Self {
+        let mut cache_key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut cache_key);
+        let permits = match config.max_concurrent_hashes {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Self {
+            store,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(config.cache_capacity)
+                .time_to_live(config.cache_ttl)
+                .build(),
+            cache_key,
+            hash_permits: Arc::new(Semaphore::new(permits)),
+        }
+    }
+
+    fn tag(&self, password: &[u8], hash: &str) -> CacheTag {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.cache_key).expect("any key length");
+        mac.update(&(password.len() as u64).to_be_bytes());
+        mac.update(password);
+        mac.update(hash.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Drops a user's cached credential (after a password change or removal).
+    pub fn forget(&self, user: &str) {
+        self.cache.invalidate(user);
+    }
+}
+
+impl PasswordVerifier for LocalVerifier {
+    async fn verify(&self, user: &str, password: &[u8]) -> Result<(), AuthError> {
+        let record = self.store.user(user)?.ok_or(AuthError::UnknownUser)?;
+        let hash = record.password_hash.ok_or(AuthError::NoPassword)?;
+        let tag = self.tag(password, &hash);
+        if let Some(cached) = self.cache.get(user) {
+            if bool::from(cached.ct_eq(&tag)) {
+                return Ok(());
+            }
+        }
+        let _permit = self
+            .hash_permits
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Internal("shutting down".into()))?;
+        let password = password.to_vec();
+        let ok = tokio::task::spawn_blocking(move || verify_hash(&password, &hash))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        if ok {
+            self.cache.insert(user.to_owned(), tag);
+            Ok(())
+        } else {
+            Err(AuthError::BadPassword)
+        }
+    }
+}
+
+fn verify_hash(password: &[u8], hash: &str) -> Result<bool, AuthError> {
+    let parsed = PasswordHash::new(hash)
+        .map_err(|e| AuthError::Internal(format!("stored hash unreadable: {e}")))?;
+    Ok(Argon2::default()
+        .verify_password(password, &parsed)
+        .is_ok())
+}
+
+/// Hashes a new password with argon2id (default parameters: 19 MiB, t=2, p=1). Blocking.
+pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::UserRecord;
+
+    #[tokio::test]
+    async fn verifies_caches_and_notices_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v = LocalVerifier::new(store.clone(), &LocalAuthConfig::default());
+        let h = hash_password(b"pw1").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        store
+            .insert_user(&UserRecord::new("alice", Some(h)))
+            .await
+            .unwrap();
+
+        assert!(matches!(v.verify("bob", b"pw1").await, Err(AuthError::UnknownUser)));
+        assert!(matches!(v.verify("alice", b"nope").await, Err(AuthError::BadPassword)));
+        v.verify("alice", b"pw1").await.unwrap();
+        assert!(v.cache.get("alice").is_some());
+        v.verify("alice", b"pw1").await.unwrap();
+
+        // Password changed without calling `forget`: the cached tag no longer matches.
+        store
+            .set_user_password("alice", hash_password(b"pw2").unwrap())
+            .await
+            .unwrap();
+        assert!(matches!(v.verify("alice", b"pw1").await, Err(AuthError::BadPassword)));
+        v.verify("alice", b"pw2").await.unwrap();
+
+        store.remove_user("alice").await.unwrap();
+        assert!(matches!(v.verify("alice", b"pw2").await, Err(AuthError::UnknownUser)));
+    }
+}

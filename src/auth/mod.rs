@@ -1,0 +1,50 @@
+//! Password verdicts. The hot path asks a [`PasswordVerifier`]; which source answers is chosen
+//! by `[auth] source`.
+
+pub mod local;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::store::StoreError;
+
+/// Why a password was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no authentication source selected")]
+    NotSelected,
+    #[error("unknown user")]
+    UnknownUser,
+    #[error("bad password")]
+    BadPassword,
+    #[error("user has no local password")]
+    NoPassword,
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("password check failed: {0}")]
+    Internal(String),
+}
+
+/// Checks a user's password. Implementations must not block the async workers.
+pub trait PasswordVerifier: Send + Sync {
+    fn verify(
+        &self,
+        user: &str,
+        password: &[u8],
+    ) -> impl Future<Output = Result<(), AuthError>> + Send;
+}
+
+/// The configured source, dispatched statically.
+pub enum Source {
+    NotSelected,
+    Local(Arc<local::LocalVerifier>),
+}
+
+impl PasswordVerifier for Source {
+    async fn verify(&self, user: &str, password: &[u8]) -> Result<(), AuthError> {
+        match self {
+            Source::NotSelected => Err(AuthError::NotSelected),
+            Source::Local(v) => v.verify(user, password).await,
+        }
+    }
+}

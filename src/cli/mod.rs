@@ -1,0 +1,128 @@
+//! The `ravpnd` command line: clap types and what each subcommand does.
+
+mod client;
+mod users;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, LogFormat};
+use crate::server;
+
+#[derive(Debug, Parser)]
+#[command(name = "ravpnd", version, about = "RADIUS authorization daemon for remote-access VPNs")]
+pub struct Cli {
+    /// Configuration file (also used by admin commands to find the running daemon).
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "RAVPND_CONFIG",
+        default_value = "/etc/ravpnd/ravpnd.toml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Validate the configuration and print every problem.
+    CheckConfig,
+    /// Manage the users allowed to connect.
+    #[command(subcommand)]
+    User(users::UserCommand),
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve => serve(&cli.config),
+        Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::User(cmd) => {
+            let config = Config::load(&cli.config)
+                .with_context(|| format!("while reading {}", cli.config.display()))?;
+            runtime()?.block_on(users::run(&config, cmd))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load_valid(path) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { problems, .. }) => {
+            for p in &problems {
+                eprintln!("{}: {p}", path.display());
+            }
+            eprintln!("{} problem(s) found", problems.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load_valid(path)?;
+    init_tracing(&config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    rt.block_on(async move {
+        let store = server::open_store(&config)?;
+        let sockets = server::Sockets::bind(&config).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        server::run(config, store, sockets, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,272 @@
+//! The typed configuration tree: built-in defaults < TOML file < `RAVPND_*` environment.
+//!
+//! Environment keys nest with `__` (`RAVPND_ADMIN__ADDR=127.0.0.1:9900`); a key ending in
+//! `_FILE` reads the value from that file (`RAVPND_ADMIN__TOKEN_FILE=/run/secrets/token`), so
+//! secrets need not sit in the environment. Unknown keys are errors.
+
+mod secret;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use secret::Secret;
+pub use validate::Problem;
+
+use crate::auth::local::LocalAuthConfig;
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// RADIUS listeners and request handling.
+    pub radius: RadiusConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
+    /// The admin API (CLI, metrics, health).
+    pub admin: AdminConfig,
+    /// Where passwords are checked.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The NAS clients (VPN gateways) allowed to send requests, each with its own secret.
+    pub clients: Vec<ClientConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            radius: RadiusConfig::default(),
+            store: StoreConfig::default(),
+            admin: AdminConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+            clients: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RadiusConfig {
+    /// UDP address for Access-Requests and Status-Server.
+    pub auth_addr: SocketAddr,
+    /// Requests handled at once; further datagrams wait in the socket buffer.
+    pub max_in_flight: usize,
+    /// How long a response is kept to answer a retransmitted duplicate (RFC 5080 §2.2.2).
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Upper bound on the time one request may spend in the backends before it is dropped.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for RadiusConfig {
+    fn default() -> Self {
+        Self {
+            auth_addr: ([0, 0, 0, 0], 1812).into(),
+            max_in_flight: 4096,
+            dedup_window: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the sled database (created if missing). Relative paths are relative to
+    /// the working directory.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/ravpnd"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// HTTP address of the admin API, `/metrics` and `/healthz`. Keep it on loopback.
+    pub addr: SocketAddr,
+    /// Bearer token for the admin API. When absent, the daemon generates one on first start
+    /// and keeps it in `<store.path>/admin.token` (mode 0600), where the CLI reads it.
+    pub token: Option<Secret>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            addr: ([127, 0, 0, 1], 9812).into(),
+            token: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The file holding the generated token when `token` is not configured.
+    pub fn token_file(&self, store: &StoreConfig) -> PathBuf {
+        store.path.join("admin.token")
+    }
+}
+
+/// Which password source is active. Exactly one; absent means "not selected".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthSource {
+    Local,
+    ActiveDirectory,
+    AzureAd,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `"local"`, `"active_directory"` or `"azure_ad"`. Absent: every request is rejected
+    /// with "no authentication source selected".
+    pub source: Option<AuthSource>,
+    /// Settings of the local user directory.
+    pub local: LocalAuthConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Default level filter (`RUST_LOG` overrides it), e.g. `"info"` or `"ravpnd=debug"`.
+    pub level: String,
+    /// `"pretty"` for people, `"json"` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// One NAS client (VPN gateway).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Source address or network (`192.0.2.10` or `192.0.2.0/24`); the most specific match wins.
+    #[serde(deserialize_with = "ip_or_net")]
+    pub address: IpNet,
+    /// The RADIUS shared secret of this client.
+    pub secret: Secret,
+    /// Drop Access-Requests without a valid Message-Authenticator (BlastRADIUS, CVE-2024-3596).
+    #[serde(default = "yes")]
+    pub require_message_authenticator: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Accepts `10.0.0.1` as `10.0.0.1/32` as well as CIDR networks.
+fn ip_or_net<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+    let s = String::deserialize(d)?;
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IP address or CIDR network")))
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {var}: {source}")]
+    SecretFile {
+        var: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(Box<figment::Error>),
+    #[error("{} problem(s) in {}:\n{}", .problems.len(), .file.display(), validate::render(.problems))]
+    Invalid { file: PathBuf, problems: Vec<Problem> },
+}
+
+impl Config {
+    /// Loads defaults < `path` < environment, without validating.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // A missing file is an error: silently running on defaults would surprise.
+        std::fs::metadata(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file_exact(path))
+            .merge(
+                Env::prefixed("RAVPND_")
+                    .ignore(&["CONFIG"])
+                    .filter(|k| !k.as_str().ends_with("_file"))
+                    .split("__"),
+            );
+        for (var, value) in std::env::vars() {
+            let Some(key) = var
+                .strip_prefix("RAVPND_")
+                .and_then(|k| k.strip_suffix("_FILE"))
+            else {
+                continue;
+            };
+            let content = std::fs::read_to_string(&value).map_err(|source| {
+                ConfigError::SecretFile {
+                    var: var.clone(),
+                    source,
+                }
+            })?;
+            let key = key.to_ascii_lowercase().replace("__", ".");
+            figment = figment.merge(Serialized::default(&key, content.trim_end_matches(['\n', '\r'])));
+        }
+        // Secrets serialize redacted, so the defaults provider must not carry any: it has none.
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// Loads and validates; every problem is reported at once.
+    pub fn load_valid(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::load(path)?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                file: path.to_owned(),
+                problems,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+use std::io::Write;
+
+use super::*;
+
+fn write(content: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(content.as_bytes()).unwrap();
+    f
+}
+
+const MINIMAL: &str = r#"
+[store]
+path = "./data"
+[auth]
+source = "local"
+[[clients]]
+name = "gw"
+address = "127.0.0.1"
+secret = "testing123"
+"#;
+
+#[test]
+fn defaults_apply_under_a_minimal_file() {
+    let f = write(MINIMAL);
+    let c = Config::load_valid(f.path()).unwrap();
+    assert_eq!(c.radius.auth_addr.to_string(), "0.0.0.0:1812");
+    assert_eq!(c.admin.addr.to_string(), "127.0.0.1:9812");
+    assert_eq!(c.radius.dedup_window, Duration::from_secs(5));
+    assert_eq!(c.clients[0].address.to_string(), "127.0.0.1/32");
+    assert!(c.clients[0].require_message_authenticator);
+    assert_eq!(c.auth.source, Some(AuthSource::Local));
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let f = write("[radius]\nauth_adr = \"127.0.0.1:1812\"\n");
+    let err = Config::load(f.path()).unwrap_err().to_string();
+    assert!(err.contains("auth_adr"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let f = write("[radius]\nauth_addr = \"not an address\"\n");
+    let err = Config::load(f.path()).unwrap_err().to_string();
+    assert!(err.contains("radius.auth_addr"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let f = write(
+        r#"
+[admin]
+token = "short"
+[[clients]]
+name = "a"
+address = "10.0.0.0/8"
+secret = "x"
+[[clients]]
+name = "a"
+address = "10.1.2.3/8"
+secret = "long enough"
+"#,
+    );
+    let problems = Config::load(f.path()).unwrap().validate();
+    let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["admin.token", "clients[0].secret", "clients[1].name", "clients[1].address"],
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for name in ["ravpnd.toml", "ravpnd.example.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+        let c = Config::load_valid(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!c.clients.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let err = Config::load(Path::new("/nonexistent/ravpnd.toml")).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+}

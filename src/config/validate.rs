@@ -1,0 +1,118 @@
+//! Semantic checks the type system cannot express. Every problem is collected, not just the
+//! first, so `check-config` shows an admin everything to fix in one go.
+
+use std::collections::HashMap;
+
+use super::{AuthSource, Config};
+
+/// One configuration problem: the key it concerns and why it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub why: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            why: why.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.why)
+    }
+}
+
+pub(super) fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Shortest shared secret accepted; RFC 2865 §3 asks for at least 16 octets, we refuse the
+/// trivially guessable ones and leave the rest to operator judgement.
+const MIN_SECRET_LEN: usize = 8;
+const MIN_TOKEN_LEN: usize = 16;
+
+impl Config {
+    /// All semantic problems of this configuration; empty means it can be served.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.radius.max_in_flight == 0 {
+            problems.push(Problem::new("radius.max_in_flight", "must be at least 1"));
+        }
+        if self.radius.dedup_window.is_zero() {
+            problems.push(Problem::new(
+                "radius.dedup_window",
+                "must be longer than 0s (RFC 5080 duplicate detection)",
+            ));
+        }
+        if self.radius.request_timeout.is_zero() {
+            problems.push(Problem::new("radius.request_timeout", "must be longer than 0s"));
+        }
+        if self.store.path.as_os_str().is_empty() {
+            problems.push(Problem::new("store.path", "must not be empty"));
+        }
+        if let Some(token) = &self.admin.token {
+            if token.expose().len() < MIN_TOKEN_LEN {
+                problems.push(Problem::new(
+                    "admin.token",
+                    format!("must be at least {MIN_TOKEN_LEN} characters (or leave it out to have one generated)"),
+                ));
+            }
+        }
+        match self.auth.source {
+            None | Some(AuthSource::Local) => {}
+            Some(other) => problems.push(Problem::new(
+                "auth.source",
+                format!(
+                    "`{}` is not supported by this version of ravpnd yet; use \"local\"",
+                    match other {
+                        AuthSource::ActiveDirectory => "active_directory",
+                        AuthSource::AzureAd => "azure_ad",
+                        AuthSource::Local => unreachable!(),
+                    }
+                ),
+            )),
+        }
+        problems.extend(self.auth.local.validate("auth.local"));
+        if self.clients.is_empty() {
+            problems.push(Problem::new(
+                "clients",
+                "no [[clients]] configured: every request would be dropped",
+            ));
+        }
+        let mut names = HashMap::new();
+        let mut nets = HashMap::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let key = |field: &str| format!("clients[{i}].{field}");
+            if client.name.trim().is_empty() {
+                problems.push(Problem::new(key("name"), "must not be empty"));
+            } else if let Some(j) = names.insert(client.name.as_str(), i) {
+                problems.push(Problem::new(
+                    key("name"),
+                    format!("`{}` is already used by clients[{j}]", client.name),
+                ));
+            }
+            if let Some(j) = nets.insert(client.address, i) {
+                problems.push(Problem::new(
+                    key("address"),
+                    format!("{} is already matched by clients[{j}]", client.address),
+                ));
+            }
+            if client.secret.expose().len() < MIN_SECRET_LEN {
+                problems.push(Problem::new(
+                    key("secret"),
+                    format!("must be at least {MIN_SECRET_LEN} characters"),
+                ));
+            }
+        }
+        problems
+    }
+}

@@ -1,0 +1,20 @@
+//! ravpnd — RADIUS authorization for AnyConnect-compatible VPN gateways.
+//!
+//! One request, one straight path:
+//! [`radius::listener`] frames the datagram, finds the NAS, checks the Message-Authenticator
+//! and the duplicate cache → [`policy`] asks [`auth`] for the password verdict →
+//! [`reply`] builds the signed response → the listener sends it and logs one line.
+//!
+//! Around it: [`config`] (typed, validated), [`store`] (the only sled user), [`admin`]
+//! (HTTP API the [`cli`] talks to, `/metrics`), [`metrics`], and [`server`] (lifecycle).
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod policy;
+pub mod radius;
+pub mod reply;
+pub mod server;
+pub mod store;

@@ -1,0 +1,64 @@
+//! The one closed list of outcomes: each feeds the Reply-Message, the log line and the
+//! metric label, so the three never disagree.
+
+/// Why a request was answered the way it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Accepted,
+    NoAuthSource,
+    UnknownUser,
+    BadPassword,
+    NoPassword,
+    MissingUserName,
+    InvalidUserName,
+    MissingPassword,
+    MalformedPassword,
+    InternalError,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 10] = [
+        Reason::Accepted,
+        Reason::NoAuthSource,
+        Reason::UnknownUser,
+        Reason::BadPassword,
+        Reason::NoPassword,
+        Reason::MissingUserName,
+        Reason::InvalidUserName,
+        Reason::MissingPassword,
+        Reason::MalformedPassword,
+        Reason::InternalError,
+    ];
+
+    /// The Reply-Message text.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reason::Accepted => "accepted",
+            Reason::NoAuthSource => "no authentication source selected",
+            Reason::UnknownUser => "unknown user",
+            Reason::BadPassword => "bad password",
+            Reason::NoPassword => "no password set for this user",
+            Reason::MissingUserName => "missing user name",
+            Reason::InvalidUserName => "invalid user name",
+            Reason::MissingPassword => "missing password (only PAP is supported)",
+            Reason::MalformedPassword => "malformed password attribute",
+            Reason::InternalError => "internal error",
+        }
+    }
+
+    /// The metric label and log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Accepted => "accepted",
+            Reason::NoAuthSource => "no_auth_source",
+            Reason::UnknownUser => "unknown_user",
+            Reason::BadPassword => "bad_password",
+            Reason::NoPassword => "no_password",
+            Reason::MissingUserName => "missing_user_name",
+            Reason::InvalidUserName => "invalid_user_name",
+            Reason::MissingPassword => "missing_password",
+            Reason::MalformedPassword => "malformed_password",
+            Reason::InternalError => "internal_error",
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The first, cheap look at a datagram: header, length and attribute framing, before any
+//! cryptography or allocation. Full attribute decoding is left to the `radius` crate.
+
+use super::dict;
+
+pub const HEADER_LEN: usize = 20;
+/// RFC 2865 §3: "The maximum length is 4096."
+pub const MAX_LEN: usize = 4096;
+
+/// Why a datagram is not a RADIUS packet we can consider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("datagram shorter than a RADIUS header")]
+    Truncated,
+    #[error("length field outside 20..=4096")]
+    BadLength,
+    #[error("datagram shorter than its length field")]
+    ShortDatagram,
+    #[error("attribute framing broken at offset {0}")]
+    BadAttribute(usize),
+    #[error("Message-Authenticator is not 16 octets or occurs twice")]
+    BadMessageAuthenticator,
+}
+
+/// A framed packet: the bytes the length field covers, with the Message-Authenticator located.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// Exactly the octets covered by the length field.
+    pub bytes: &'a [u8],
+    /// Offset of the Message-Authenticator *value* (16 octets), if present.
+    pub message_authenticator: Option<usize>,
+}
+
+impl<'a> Frame<'a> {
+    /// Checks framing without trusting anything the datagram says.
+    pub fn parse(datagram: &'a [u8]) -> Result<Self, Malformed> {
+        if datagram.len() < HEADER_LEN {
+            return Err(Malformed::Truncated);
+        }
+        let len = u16::from_be_bytes([datagram[2], datagram[3]]) as usize;
+        if !(HEADER_LEN..=MAX_LEN).contains(&len) {
+            return Err(Malformed::BadLength);
+        }
+        // RFC 2865 §3: "If the packet is shorter than the Length field indicates, it MUST be
+        // silently discarded." / "Octets outside the range of the Length field MUST be treated
+        // as padding and ignored on reception."
+        if datagram.len() < len {
+            return Err(Malformed::ShortDatagram);
+        }
+        let bytes = &datagram[..len];
+        let mut message_authenticator = None;
+        let mut i = HEADER_LEN;
+        while i < len {
+            if len - i < 2 {
+                return Err(Malformed::BadAttribute(i));
+            }
+            let (typ, alen) = (bytes[i], bytes[i + 1] as usize);
+            if alen < 2 || i + alen > len {
+                return Err(Malformed::BadAttribute(i));
+            }
+            if typ == dict::MESSAGE_AUTHENTICATOR {
+                if alen != 18 || message_authenticator.is_some() {
+                    return Err(Malformed::BadMessageAuthenticator);
+                }
+                message_authenticator = Some(i + 2);
+            }
+            i += alen;
+        }
+        Ok(Self {
+            bytes,
+            message_authenticator,
+        })
+    }
+
+    pub fn code(&self) -> u8 {
+        self.bytes[0]
+    }
+
+    pub fn identifier(&self) -> u8 {
+        self.bytes[1]
+    }
+
+    pub fn authenticator(&self) -> [u8; 16] {
+        self.bytes[4..HEADER_LEN].try_into().expect("header checked")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(attrs: &[u8]) -> Vec<u8> {
+        let mut p = vec![1, 7, 0, 0];
+        p.extend([0xAA; 16]);
+        p.extend(attrs);
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn accepts_well_framed_and_finds_message_authenticator() {
+        let mut attrs = vec![1, 7, b'a', b'l', b'i', b'c', b'e', 80, 18];
+        attrs.extend([0; 16]);
+        let p = packet(&attrs);
+        let f = Frame::parse(&p).unwrap();
+        assert_eq!(f.message_authenticator, Some(HEADER_LEN + 9));
+        assert_eq!(f.identifier(), 7);
+    }
+
+    #[test]
+    fn padding_beyond_length_is_ignored() {
+        let mut p = packet(&[1, 3, b'x']);
+        p.extend([0xFF; 10]);
+        assert_eq!(Frame::parse(&p).unwrap().bytes.len(), 23);
+    }
+
+    #[test]
+    fn rejects_broken_framing() {
+        assert_eq!(Frame::parse(&[1; 19]).unwrap_err(), Malformed::Truncated);
+        let mut p = packet(&[1, 3, b'x']);
+        p[2..4].copy_from_slice(&30u16.to_be_bytes());
+        assert_eq!(Frame::parse(&p).unwrap_err(), Malformed::ShortDatagram);
+        p[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(Frame::parse(&p).unwrap_err(), Malformed::BadLength);
+        p[2..4].copy_from_slice(&5000u16.to_be_bytes());
+        assert_eq!(Frame::parse(&p).unwrap_err(), Malformed::BadLength);
+        for attrs in [&[1u8, 0][..], &[1, 1], &[1, 9, b'x'], &[1]] {
+            assert!(matches!(
+                Frame::parse(&packet(attrs)).unwrap_err(),
+                Malformed::BadAttribute(20)
+            ));
+        }
+        let mut two = vec![80, 18];
+        two.extend([0; 16]);
+        two.extend(two.clone());
+        assert_eq!(
+            Frame::parse(&packet(&two)).unwrap_err(),
+            Malformed::BadMessageAuthenticator
+        );
+        assert_eq!(
+            Frame::parse(&packet(&[80, 4, 0, 0])).unwrap_err(),
+            Malformed::BadMessageAuthenticator
+        );
+    }
+}

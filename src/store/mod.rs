@@ -1,0 +1,97 @@
+//! The only module that knows sled: typed records, tree names, key encoding, schema version.
+//!
+//! Records are JSON values under UTF-8 keys; every write a caller depends on is flushed before
+//! the call returns, so nothing acknowledged is lost on a crash.
+
+mod users;
+
+use std::path::Path;
+
+pub use users::UserRecord;
+
+/// Bumped when a record layout changes incompatibly; a newer store is refused, not misread.
+const SCHEMA_VERSION: u32 = 1;
+
+const META_TREE: &str = "meta";
+const USERS_TREE: &str = "users";
+const SCHEMA_KEY: &str = "schema_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store i/o: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record under key {key:?}: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("store schema version {found} is newer than this ravpnd understands ({SCHEMA_VERSION})")]
+    Schema { found: u32 },
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// Handle to the embedded database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    users: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let meta = db.open_tree(META_TREE)?;
+        match meta.get(SCHEMA_KEY)? {
+            Some(v) => {
+                let found = v
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Schema { found });
+                }
+            }
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+        }
+        let users = db.open_tree(USERS_TREE)?;
+        Ok(Self { db, users })
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialize infallibly")
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
