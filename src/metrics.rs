@@ -69,7 +69,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let dropped_vec = IntCounterVec::new(
-            Opts::new("ravpnd_dropped_total", "Datagrams dropped without an answer, by cause"),
+            Opts::new(
+                "ravpnd_dropped_total",
+                "Datagrams dropped without an answer, by cause",
+            ),
             &["cause"],
         )
         .expect("valid metric");
@@ -92,8 +95,8 @@ impl Metrics {
                 "Time from datagram received to response sent",
             )
             .buckets(vec![
-                0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01,
-                0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
         )
         .expect("valid metric");
@@ -109,7 +112,11 @@ impl Metrics {
         let access = Reason::ALL
             .iter()
             .map(|r| {
-                let outcome = if *r == Reason::Accepted { "accept" } else { "reject" };
+                let outcome = if *r == Reason::Accepted {
+                    "accept"
+                } else {
+                    "reject"
+                };
                 requests.with_label_values(&["access", outcome, r.label()])
             })
             .collect();

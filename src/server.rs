@@ -30,7 +30,10 @@ pub enum ServerError {
     #[error("cannot open the store at {path}: {source} (is another ravpnd running on it?)")]
     Store { path: String, source: StoreError },
     #[error("cannot read or create the admin token file {path}: {source}")]
-    Token { path: String, source: std::io::Error },
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("final store flush failed: {0}")]
     Flush(StoreError),
     #[error("admin server: {0}")]
@@ -107,6 +110,10 @@ pub async fn run(
 
     let auth_addr = sockets.auth.local_addr().map_err(ServerError::Admin)?;
     let admin_addr = sockets.admin.local_addr().map_err(ServerError::Admin)?;
+    let addr_file = config.admin.addr_file(&config.store);
+    if let Err(e) = std::fs::write(&addr_file, admin_addr.to_string()) {
+        tracing::warn!(file = %addr_file.display(), error = %e, "cannot record the admin address");
+    }
     let admin_stop = CancellationToken::new();
     let app = admin::router(Arc::new(AdminState {
         store: store.clone(),
@@ -140,7 +147,10 @@ pub async fn run(
     )
     .await;
 
-    info!(in_flight = tracker.len(), "shutting down: finishing in-flight requests");
+    info!(
+        in_flight = tracker.len(),
+        "shutting down: finishing in-flight requests"
+    );
     tracker.close();
     tracker.wait().await;
     store.flush().await.map_err(ServerError::Flush)?;

@@ -47,18 +47,16 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-async fn require_token(
-    State(state): State<Arc<AdminState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     match presented {
         Some(token) if state.token.matches(token) => next.run(req).await,
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong admin token").into_response(),
+        _ => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong admin token").into_response()
+        }
     }
 }
 
@@ -103,6 +101,12 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.message })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }

@@ -131,9 +131,7 @@ impl PasswordVerifier for LocalVerifier {
 fn verify_hash(password: &[u8], hash: &str) -> Result<bool, AuthError> {
     let parsed = PasswordHash::new(hash)
         .map_err(|e| AuthError::Internal(format!("stored hash unreadable: {e}")))?;
-    Ok(Argon2::default()
-        .verify_password(password, &parsed)
-        .is_ok())
+    Ok(Argon2::default().verify_password(password, &parsed).is_ok())
 }
 
 /// Hashes a new password with argon2id (default parameters: 19 MiB, t=2, p=1). Blocking.
@@ -162,8 +160,14 @@ mod tests {
             .await
             .unwrap();
 
-        assert!(matches!(v.verify("bob", b"pw1").await, Err(AuthError::UnknownUser)));
-        assert!(matches!(v.verify("alice", b"nope").await, Err(AuthError::BadPassword)));
+        assert!(matches!(
+            v.verify("bob", b"pw1").await,
+            Err(AuthError::UnknownUser)
+        ));
+        assert!(matches!(
+            v.verify("alice", b"nope").await,
+            Err(AuthError::BadPassword)
+        ));
         v.verify("alice", b"pw1").await.unwrap();
         assert!(v.cache.get("alice").is_some());
         v.verify("alice", b"pw1").await.unwrap();
@@ -173,10 +177,16 @@ mod tests {
             .set_user_password("alice", hash_password(b"pw2").unwrap())
             .await
             .unwrap();
-        assert!(matches!(v.verify("alice", b"pw1").await, Err(AuthError::BadPassword)));
+        assert!(matches!(
+            v.verify("alice", b"pw1").await,
+            Err(AuthError::BadPassword)
+        ));
         v.verify("alice", b"pw2").await.unwrap();
 
         store.remove_user("alice").await.unwrap();
-        assert!(matches!(v.verify("alice", b"pw2").await, Err(AuthError::UnknownUser)));
+        assert!(matches!(
+            v.verify("alice", b"pw2").await,
+            Err(AuthError::UnknownUser)
+        ));
     }
 }

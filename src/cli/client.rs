@@ -17,6 +17,18 @@ pub struct AdminClient {
 impl AdminClient {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let mut addr = config.admin.addr;
+        if addr.port() == 0 {
+            let file = config.admin.addr_file(&config.store);
+            addr = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "[admin] addr has port 0 and {} does not name the running daemon's address; is it running?",
+                        file.display()
+                    )
+                })?;
+        }
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }

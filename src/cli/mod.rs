@@ -14,7 +14,11 @@ use crate::config::{Config, ConfigError, LogFormat};
 use crate::server;
 
 #[derive(Debug, Parser)]
-#[command(name = "ravpnd", version, about = "RADIUS authorization daemon for remote-access VPNs")]
+#[command(
+    name = "ravpnd",
+    version,
+    about = "RADIUS authorization daemon for remote-access VPNs"
+)]
 pub struct Cli {
     /// Configuration file (also used by admin commands to find the running daemon).
     #[arg(
@@ -116,11 +120,12 @@ async fn wait_for_signal(shutdown: CancellationToken) {
 
 fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log.format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -62,7 +62,7 @@ pub async fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else {
-                println!("{:<32} {:<8} {}", "NAME", "PASSWORD", "CREATED (unix)");
+                println!("{:<32} {:<8} CREATED (unix)", "NAME", "PASSWORD");
                 for u in &users {
                     let pw = if u.has_password { "set" } else { "-" };
                     println!("{:<32} {:<8} {}", u.name, pw, u.created);

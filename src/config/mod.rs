@@ -22,7 +22,7 @@ pub use validate::Problem;
 use crate::auth::local::LocalAuthConfig;
 
 /// The whole daemon configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// RADIUS listeners and request handling.
@@ -37,19 +37,6 @@ pub struct Config {
     pub log: LogConfig,
     /// The NAS clients (VPN gateways) allowed to send requests, each with its own secret.
     pub clients: Vec<ClientConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            radius: RadiusConfig::default(),
-            store: StoreConfig::default(),
-            admin: AdminConfig::default(),
-            auth: AuthConfig::default(),
-            log: LogConfig::default(),
-            clients: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,6 +104,12 @@ impl AdminConfig {
     /// The file holding the generated token when `token` is not configured.
     pub fn token_file(&self, store: &StoreConfig) -> PathBuf {
         store.path.join("admin.token")
+    }
+
+    /// The file where the running daemon records the admin address it bound, so the CLI
+    /// finds it when `addr` asks for an ephemeral port (`:0`).
+    pub fn addr_file(&self, store: &StoreConfig) -> PathBuf {
+        store.path.join("admin.addr")
     }
 }
 
@@ -191,9 +184,9 @@ fn ip_or_net<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> 
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    s.parse::<std::net::IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IP address or CIDR network")))
+    s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| {
+        serde::de::Error::custom(format!("`{s}` is not an IP address or CIDR network"))
+    })
 }
 
 /// Why a configuration could not be used.
@@ -205,14 +198,14 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("cannot read {var}: {source}")]
-    SecretFile {
-        var: String,
-        source: std::io::Error,
-    },
+    SecretFile { var: String, source: std::io::Error },
     #[error("{0}")]
     Parse(Box<figment::Error>),
     #[error("{} problem(s) in {}:\n{}", .problems.len(), .file.display(), validate::render(.problems))]
-    Invalid { file: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 impl Config {
@@ -228,7 +221,7 @@ impl Config {
             .merge(
                 Env::prefixed("RAVPND_")
                     .ignore(&["CONFIG"])
-                    .filter(|k| !k.as_str().ends_with("_file"))
+                    .filter(|k| !k.as_str().to_ascii_lowercase().ends_with("_file"))
                     .split("__"),
             );
         for (var, value) in std::env::vars() {
@@ -238,14 +231,16 @@ impl Config {
             else {
                 continue;
             };
-            let content = std::fs::read_to_string(&value).map_err(|source| {
-                ConfigError::SecretFile {
+            let content =
+                std::fs::read_to_string(&value).map_err(|source| ConfigError::SecretFile {
                     var: var.clone(),
                     source,
-                }
-            })?;
+                })?;
             let key = key.to_ascii_lowercase().replace("__", ".");
-            figment = figment.merge(Serialized::default(&key, content.trim_end_matches(['\n', '\r'])));
+            figment = figment.merge(Serialized::default(
+                &key,
+                content.trim_end_matches(['\n', '\r']),
+            ));
         }
         // Secrets serialize redacted, so the defaults provider must not carry any: it has none.
         figment

@@ -65,7 +65,12 @@ secret = "long enough"
     let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["admin.token", "clients[0].secret", "clients[1].name", "clients[1].address"],
+        [
+            "admin.token",
+            "clients[0].secret",
+            "clients[1].name",
+            "clients[1].address"
+        ],
         "{problems:?}"
     );
 }
@@ -73,7 +78,9 @@ secret = "long enough"
 #[test]
 fn shipped_configs_are_valid() {
     for name in ["ravpnd.toml", "ravpnd.example.toml"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name);
         let c = Config::load_valid(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!c.clients.is_empty(), "{name}");
     }

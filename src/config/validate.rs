@@ -54,7 +54,10 @@ impl Config {
             ));
         }
         if self.radius.request_timeout.is_zero() {
-            problems.push(Problem::new("radius.request_timeout", "must be longer than 0s"));
+            problems.push(Problem::new(
+                "radius.request_timeout",
+                "must be longer than 0s",
+            ));
         }
         if self.store.path.as_os_str().is_empty() {
             problems.push(Problem::new("store.path", "must not be empty"));

@@ -44,6 +44,12 @@ pub fn verify_request_message_authenticator(
     expected.ct_eq(&packet[ma_offset..ma_offset + 16]).into()
 }
 
+/// Fills a request's Message-Authenticator in place (the client side; tests, load driver).
+pub fn sign_request(packet: &mut [u8], ma_offset: usize, secret: &[u8]) {
+    let ma = message_authenticator(packet, ma_offset, None, secret);
+    packet[ma_offset..ma_offset + 16].copy_from_slice(&ma);
+}
+
 /// Signs an encoded response in place: fills its Message-Authenticator (if `ma_offset`)
 /// and then the Response Authenticator.
 ///
@@ -83,7 +89,11 @@ pub fn verify_response(
     md5.update(request_authenticator);
     md5.update(&response[HEADER_LEN..]);
     md5.update(secret);
-    let ok_auth: bool = md5.finalize().as_slice().ct_eq(&response[4..HEADER_LEN]).into();
+    let ok_auth: bool = md5
+        .finalize()
+        .as_slice()
+        .ct_eq(&response[4..HEADER_LEN])
+        .into();
     let ok_ma = match ma_offset {
         Some(off) => {
             let ma = message_authenticator(response, off, Some(request_authenticator), secret);
@@ -105,7 +115,7 @@ pub fn decode_pap(
     secret: &[u8],
     request_authenticator: &[u8; 16],
 ) -> Result<Vec<u8>, PapError> {
-    if hidden.is_empty() || hidden.len() > 128 || hidden.len() % 16 != 0 {
+    if hidden.is_empty() || hidden.len() > 128 || !hidden.len().is_multiple_of(16) {
         return Err(PapError);
     }
     let mut out = Vec::with_capacity(hidden.len());
@@ -197,8 +207,7 @@ mod tests {
         req.extend([5; 16]);
         req.extend([80, 18]);
         req.extend([0; 16]);
-        let ma = message_authenticator(&req, 22, None, b"k");
-        req[22..38].copy_from_slice(&ma);
+        sign_request(&mut req, 22, b"k");
         assert!(verify_request_message_authenticator(&req, 22, b"k"));
         assert!(!verify_request_message_authenticator(&req, 22, b"j"));
     }

@@ -34,7 +34,12 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(nas: NasTable, policy: Policy, dedup_window: Duration, request_timeout: Duration) -> Self {
+    pub fn new(
+        nas: NasTable,
+        policy: Policy,
+        dedup_window: Duration,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             nas,
             dedup: DedupCache::new(dedup_window, DEDUP_CAPACITY),
@@ -45,7 +50,12 @@ impl Handler {
     }
 
     /// Handles one datagram from a known NAS; `None` means drop silently.
-    pub async fn handle_datagram(&self, datagram: &[u8], source: SocketAddr, nas: &Nas) -> Option<Vec<u8>> {
+    pub async fn handle_datagram(
+        &self,
+        datagram: &[u8],
+        source: SocketAddr,
+        nas: &Nas,
+    ) -> Option<Vec<u8>> {
         let started = Instant::now();
         let frame = match Frame::parse(datagram) {
             Ok(f) => f,
@@ -57,11 +67,12 @@ impl Handler {
         }
         let secret = nas.secret.expose().as_bytes();
         match frame.message_authenticator {
-            Some(off) => {
-                if !crypto::verify_request_message_authenticator(frame.bytes, off, secret) {
-                    return drop_it(DropCause::BadMessageAuthenticator, source, nas, &"");
-                }
+            Some(off)
+                if !crypto::verify_request_message_authenticator(frame.bytes, off, secret) =>
+            {
+                return drop_it(DropCause::BadMessageAuthenticator, source, nas, &"");
             }
+            Some(_) => {}
             // RFC 5997 §3: Status-Server without Message-Authenticator "MUST be silently
             // discarded"; BlastRADIUS: so must Access-Requests from clients that require it.
             None if nas.require_message_authenticator || code == dict::code::STATUS_SERVER => {
@@ -93,8 +104,11 @@ impl Handler {
                 return Some(resp);
             }
         }
-        let Ok((user, decision)) =
-            tokio::time::timeout(self.request_timeout, self.decide(&packet, &key.authenticator, secret)).await
+        let Ok((user, decision)) = tokio::time::timeout(
+            self.request_timeout,
+            self.decide(&packet, &key.authenticator, secret),
+        )
+        .await
         else {
             self.dedup.abandon(&key);
             return drop_it(DropCause::Timeout, source, nas, &"");
@@ -107,7 +121,10 @@ impl Handler {
             Decision::Reject(r) => *r,
         };
         METRICS.access(reason).inc();
-        METRICS.client_requests.with_label_values(&[&nas.name]).inc();
+        METRICS
+            .client_requests
+            .with_label_values(&[&nas.name])
+            .inc();
         let elapsed = started.elapsed();
         METRICS.request_seconds.observe(elapsed.as_secs_f64());
         info!(
@@ -123,7 +140,12 @@ impl Handler {
 
     /// Extracts the user and password and asks the policy. Returns the user name as seen
     /// (lossily decoded, for the log line) with the decision.
-    async fn decide(&self, packet: &Packet, authenticator: &[u8; 16], secret: &[u8]) -> (String, Decision) {
+    async fn decide(
+        &self,
+        packet: &Packet,
+        authenticator: &[u8; 16],
+        secret: &[u8],
+    ) -> (String, Decision) {
         let Some(raw_user) = packet.lookup(dict::USER_NAME).map(|a| a.encode_bytes()) else {
             return (String::new(), Decision::Reject(Reason::MissingUserName));
         };
@@ -150,7 +172,12 @@ impl Handler {
     }
 }
 
-fn drop_it<T>(cause: DropCause, source: SocketAddr, nas: &Nas, detail: &dyn std::fmt::Debug) -> Option<T> {
+fn drop_it<T>(
+    cause: DropCause,
+    source: SocketAddr,
+    nas: &Nas,
+    detail: &dyn std::fmt::Debug,
+) -> Option<T> {
     METRICS.dropped(cause).inc();
     debug!(client = %nas.name, %source, cause = cause.label(), ?detail, "dropped");
     None

@@ -81,7 +81,9 @@ impl<'a> Frame<'a> {
     }
 
     pub fn authenticator(&self) -> [u8; 16] {
-        self.bytes[4..HEADER_LEN].try_into().expect("header checked")
+        self.bytes[4..HEADER_LEN]
+            .try_into()
+            .expect("header checked")
     }
 }
 

@@ -25,7 +25,9 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
-    #[error("store schema version {found} is newer than this ravpnd understands ({SCHEMA_VERSION})")]
+    #[error(
+        "store schema version {found} is newer than this ravpnd understands ({SCHEMA_VERSION})"
+    )]
     Schema { found: u32 },
     #[error("{0} already exists")]
     Exists(String),

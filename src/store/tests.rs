@@ -15,13 +15,24 @@ async fn user_lifecycle() {
         store.insert_user(&alice).await,
         Err(StoreError::Exists(_))
     ));
-    store.insert_user(&UserRecord::new("bob", None)).await.unwrap();
+    store
+        .insert_user(&UserRecord::new("bob", None))
+        .await
+        .unwrap();
     let names: Vec<_> = store.users().unwrap().into_iter().map(|u| u.name).collect();
     assert_eq!(names, ["alice", "bob"]);
 
-    store.set_user_password("alice", "hash2".into()).await.unwrap();
+    store
+        .set_user_password("alice", "hash2".into())
+        .await
+        .unwrap();
     assert_eq!(
-        store.user("alice").unwrap().unwrap().password_hash.as_deref(),
+        store
+            .user("alice")
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
         Some("hash2")
     );
     assert!(matches!(

@@ -1,0 +1,123 @@
+//! `check-config` and the configuration layering, on the real binary.
+
+use crate::support::daemon::{cli_in, default_config, stderr, stdout};
+use crate::support::radclient;
+use crate::support::TestDaemon;
+
+fn dir_with(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ravpnd.toml"), config).unwrap();
+    dir
+}
+
+#[test]
+fn check_config_accepts_the_shipped_files() {
+    for name in ["ravpnd.toml", "ravpnd.example.toml"] {
+        let path = format!("{}/config/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new(crate::support::daemon::BIN)
+            .args(["check-config", "--config", &path])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(stdout(&out).contains("OK"));
+    }
+}
+
+#[test]
+fn check_config_lists_every_problem_with_key_and_file() {
+    let dir = dir_with(
+        r#"
+[admin]
+token = "short"
+[auth]
+source = "azure_ad"
+[[clients]]
+name = "gw"
+address = "10.0.0.1"
+secret = "x"
+"#,
+    );
+    let out = cli_in(dir.path(), &["check-config"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for key in ["admin.token", "auth.source", "clients[0].secret"] {
+        assert!(
+            err.contains(&format!("ravpnd.toml: {key}:")),
+            "{key} missing in:\n{err}"
+        );
+    }
+    assert!(err.contains("3 problem(s)"), "{err}");
+}
+
+#[test]
+fn check_config_names_the_key_of_a_type_error() {
+    let dir = dir_with("[radius]\nauth_addr = 1812\n");
+    let out = cli_in(dir.path(), &["check-config"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("radius.auth_addr"),
+        "{}",
+        stderr(&out)
+    );
+    let dir = dir_with("[radius]\nlisten = \"x\"\n");
+    let out = cli_in(dir.path(), &["check-config"], None);
+    assert!(stderr(&out).contains("listen"), "{}", stderr(&out));
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_non_zero_exit() {
+    let dir =
+        dir_with("[[clients]]\nname = \"gw\"\naddress = \"nonsense\"\nsecret = \"12345678\"\n");
+    let out = cli_in(dir.path(), &["serve"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nonsense"), "{}", stderr(&out));
+}
+
+#[test]
+fn environment_overrides_the_file_and_secret_files_are_read() {
+    let dir = dir_with(&default_config(true));
+    std::fs::write(dir.path().join("secret.txt"), "from-a-file-0123456789\n").unwrap();
+    let env_check = std::process::Command::new(crate::support::daemon::BIN)
+        .args(["check-config", "--config", "ravpnd.toml"])
+        .current_dir(dir.path())
+        .env("RAVPND_RADIUS__MAX_IN_FLIGHT", "0")
+        .output()
+        .unwrap();
+    assert!(!env_check.status.success());
+    assert!(
+        stderr(&env_check).contains("radius.max_in_flight"),
+        "{}",
+        stderr(&env_check)
+    );
+
+    // A secret can come from a file named by RAVPND_<KEY>_FILE.
+    let out = std::process::Command::new(crate::support::daemon::BIN)
+        .args(["check-config", "--config", "ravpnd.toml"])
+        .current_dir(dir.path())
+        .env("RAVPND_ADMIN__TOKEN_FILE", "secret.txt")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = std::process::Command::new(crate::support::daemon::BIN)
+        .args(["check-config", "--config", "ravpnd.toml"])
+        .current_dir(dir.path())
+        .env("RAVPND_ADMIN__TOKEN_FILE", "missing.txt")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("RAVPND_ADMIN__TOKEN_FILE"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_running_daemon_honours_environment_overrides() {
+    // The file selects no source; the environment selects "local".
+    let config = default_config(true).replace("source = \"local\"", "");
+    let d = TestDaemon::with_config_env(&config, &[("RAVPND_AUTH__SOURCE", "local")]);
+    d.add_user("alice", "pass-alice");
+    let r = radclient::auth(d.auth_addr, "alice", "pass-alice");
+    assert!(r.is("Access-Accept"), "{}", r.output);
+}

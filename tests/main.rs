@@ -1,0 +1,9 @@
+//! Integration tests: the real `ravpnd` binary, real `radclient`, real UDP.
+
+mod support;
+
+mod bad_input;
+mod cli_config;
+mod cli_users;
+mod radius_basic;
+mod restart;

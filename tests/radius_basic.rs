@@ -1,0 +1,181 @@
+//! The basic RADIUS exchange against radclient and raw packets.
+
+use std::time::Duration;
+
+use crate::support::daemon::{default_config, SECRET};
+use crate::support::packet::{verify, Client, Request};
+use crate::support::radclient;
+use crate::support::TestDaemon;
+
+#[test]
+fn radclient_accepts_good_password_and_rejects_bad_and_unknown() {
+    let d = TestDaemon::start();
+    d.add_user("alice", "correct horse");
+
+    let ok = radclient::auth(d.auth_addr, "alice", "correct horse");
+    assert!(ok.is("Access-Accept"), "{}", ok.output);
+    assert!(ok.attr("Message-Authenticator").is_some(), "{}", ok.output);
+
+    let bad = radclient::auth(d.auth_addr, "alice", "wrong horse");
+    assert!(bad.is("Access-Reject"), "{}", bad.output);
+    assert_eq!(bad.attr("Reply-Message").as_deref(), Some("bad password"));
+
+    let unknown = radclient::auth(d.auth_addr, "mallory", "correct horse");
+    assert!(unknown.is("Access-Reject"), "{}", unknown.output);
+    assert_eq!(
+        unknown.attr("Reply-Message").as_deref(),
+        Some("unknown user")
+    );
+
+    assert_eq!(
+        d.metric("ravpnd_requests_total{outcome=\"accept\",reason=\"accepted\",type=\"access\"}"),
+        1.0
+    );
+    assert_eq!(
+        d.metric(
+            "ravpnd_requests_total{outcome=\"reject\",reason=\"bad_password\",type=\"access\"}"
+        ),
+        1.0
+    );
+    assert!(d.log().contains("access decision"));
+    assert!(
+        !d.log().contains("correct horse"),
+        "password reached the log"
+    );
+}
+
+#[test]
+fn missing_message_authenticator_is_dropped_when_required() {
+    let d = TestDaemon::start();
+    d.add_user("alice", "pw-alice-1");
+    let r = radclient::send(
+        d.auth_addr,
+        "auth",
+        SECRET,
+        "User-Name=alice,User-Password=pw-alice-1",
+    );
+    assert_eq!(r.code, None, "{}", r.output);
+    assert_eq!(
+        d.metric("ravpnd_dropped_total{cause=\"missing_message_authenticator\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn missing_message_authenticator_is_answered_when_not_required() {
+    let d = TestDaemon::with_config(&default_config(false));
+    d.add_user("alice", "pw-alice-1");
+    let r = radclient::send(
+        d.auth_addr,
+        "auth",
+        SECRET,
+        "User-Name=alice,User-Password=pw-alice-1",
+    );
+    assert!(r.is("Access-Accept"), "{}", r.output);
+    // Message-Authenticator is added to every response all the same.
+    assert!(r.attr("Message-Authenticator").is_some(), "{}", r.output);
+}
+
+#[test]
+fn wrong_shared_secret_gets_no_valid_answer() {
+    let d = TestDaemon::start();
+    d.add_user("alice", "pw-alice-1");
+    let r = radclient::send(
+        d.auth_addr,
+        "auth",
+        "not-the-secret",
+        "User-Name=alice,User-Password=pw-alice-1,Message-Authenticator=0x00",
+    );
+    assert_eq!(r.code, None, "{}", r.output);
+    assert_eq!(
+        d.metric("ravpnd_dropped_total{cause=\"bad_message_authenticator\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn unknown_source_address_gets_nothing() {
+    let d = TestDaemon::start();
+    d.add_user("alice", "pw-alice-1");
+    let req = Request::access(1)
+        .user(b"alice")
+        .password("pw-alice-1", SECRET);
+    let stranger = Client::from("127.0.0.9", d.auth_addr);
+    stranger.send(&req.build(SECRET));
+    assert_eq!(stranger.recv_within(Duration::from_millis(700)), None);
+    assert_eq!(
+        d.metric("ravpnd_dropped_total{cause=\"unknown_client\"}"),
+        1.0
+    );
+    // The same request from the known address is answered.
+    let known = Client::new(d.auth_addr);
+    known.send(&req.build(SECRET));
+    let resp = known.recv().expect("answer from known client");
+    assert_eq!(verify(&resp, &req, SECRET).code, 2);
+}
+
+#[test]
+fn status_server_is_answered() {
+    let d = TestDaemon::start();
+    let r = radclient::send(d.auth_addr, "status", SECRET, "Message-Authenticator=0x00");
+    assert!(r.is("Access-Accept"), "{}", r.output);
+    // RFC 5997: without Message-Authenticator it is silently discarded.
+    let c = Client::new(d.auth_addr);
+    let bare = Request::status(3).without_message_authenticator();
+    c.send(&bare.build(SECRET));
+    assert_eq!(c.recv_within(Duration::from_millis(500)), None);
+}
+
+#[test]
+fn retransmitted_duplicate_gets_identical_response_and_is_processed_once() {
+    let d = TestDaemon::start();
+    d.add_user("alice", "pw-alice-1");
+    let c = Client::new(d.auth_addr);
+    let req = Request::access(42)
+        .user(b"alice")
+        .password("pw-alice-1", SECRET);
+    let bytes = req.build(SECRET);
+    c.send(&bytes);
+    let first = c.recv().expect("first answer");
+    c.send(&bytes);
+    let second = c.recv().expect("answer to the retransmission");
+    assert_eq!(first, second);
+    assert_eq!(verify(&first, &req, SECRET).code, 2);
+    assert_eq!(
+        d.metric("ravpnd_requests_total{outcome=\"accept\",reason=\"accepted\",type=\"access\"}"),
+        1.0
+    );
+    assert_eq!(d.metric("ravpnd_duplicates_answered_total"), 1.0);
+
+    // A new request (new authenticator, same id) is processed afresh.
+    let again = Request::access(42)
+        .user(b"alice")
+        .password("pw-alice-1", SECRET);
+    assert_ne!(again.authenticator, req.authenticator);
+    c.send(&again.build(SECRET));
+    assert_eq!(verify(&c.recv().unwrap(), &again, SECRET).code, 2);
+    assert_eq!(
+        d.metric("ravpnd_requests_total{outcome=\"accept\",reason=\"accepted\",type=\"access\"}"),
+        2.0
+    );
+}
+
+#[test]
+fn no_source_selected_rejects_with_reason() {
+    let config = default_config(true).replace("source = \"local\"", "");
+    let d = TestDaemon::with_config(&config);
+    let r = radclient::auth(d.auth_addr, "alice", "whatever1");
+    assert!(r.is("Access-Reject"), "{}", r.output);
+    assert_eq!(
+        r.attr("Reply-Message").as_deref(),
+        Some("no authentication source selected")
+    );
+}
+
+#[test]
+fn graceful_shutdown_on_sigterm() {
+    let mut d = TestDaemon::start();
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(d.log().contains("stopped"));
+}
