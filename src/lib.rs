@@ -2,8 +2,10 @@
 //!
 //! One request, one straight path:
 //! [`radius::listener`] frames the datagram, finds the NAS, checks the Message-Authenticator
-//! and the duplicate cache → [`policy`] asks [`auth`] for the password verdict →
-//! [`reply`] builds the signed response → the listener sends it and logs one line.
+//! and the duplicate cache → [`policy`] finds the user in the [`store`], asks [`auth`] for the
+//! password verdict, then checks the device ([`policy::device`]: match or auto-register)
+//! → [`reply`] builds the signed response → the listener sends it and logs one line.
+//! Registration failures go to [`notify`], a background mailer off the request path.
 //!
 //! Around it: [`config`] (typed, validated), [`store`] (the only sled user), [`admin`]
 //! (HTTP API the [`cli`] talks to, `/metrics`), [`metrics`], and [`server`] (lifecycle).
@@ -13,6 +15,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod radius;
 pub mod reply;

@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::policy::Reason;
@@ -53,6 +54,10 @@ pub struct Metrics {
     pub duplicates_answered: IntCounter,
     pub client_requests: IntCounterVec,
     pub request_seconds: Histogram,
+    pub mail_queue: IntGauge,
+    pub mail_sent: IntCounter,
+    pub mail_failed: IntCounter,
+    pub mail_dropped: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -100,12 +105,33 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let mail_queue = IntGauge::new(
+            "ravpnd_mail_queue_depth",
+            "Notifications waiting for the mail task",
+        )
+        .expect("valid metric");
+        let mail_sent = IntCounter::new("ravpnd_mail_sent_total", "Notification mails delivered")
+            .expect("valid metric");
+        let mail_failed = IntCounter::new(
+            "ravpnd_mail_failed_total",
+            "Notification mails given up after the retry window",
+        )
+        .expect("valid metric");
+        let mail_dropped = IntCounter::new(
+            "ravpnd_mail_dropped_total",
+            "Notifications dropped because the mail queue was full",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dropped_vec.clone()),
             Box::new(duplicates_answered.clone()),
             Box::new(client_requests.clone()),
             Box::new(request_seconds.clone()),
+            Box::new(mail_queue.clone()),
+            Box::new(mail_sent.clone()),
+            Box::new(mail_failed.clone()),
+            Box::new(mail_dropped.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -133,6 +159,10 @@ impl Metrics {
             duplicates_answered,
             client_requests,
             request_seconds,
+            mail_queue,
+            mail_sent,
+            mail_failed,
+            mail_dropped,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::auth::local::LocalVerifier;
 use crate::auth::Source;
 use crate::config::{AuthSource, Config, Secret};
+use crate::notify::Notifier;
 use crate::policy::Policy;
 use crate::radius::listener::{self, Handler};
 use crate::radius::nas::NasTable;
@@ -36,6 +37,8 @@ pub enum ServerError {
     },
     #[error("final store flush failed: {0}")]
     Flush(StoreError),
+    #[error("cannot start the mailer: {0}")]
+    Mail(String),
     #[error("admin server: {0}")]
     Admin(std::io::Error),
 }
@@ -94,7 +97,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let token = admin_token(&config)?;
-    let local = Arc::new(LocalVerifier::new(store.clone(), &config.auth.local));
+    let local = Arc::new(LocalVerifier::new(&config.auth.local));
+    let mail_stop = CancellationToken::new();
+    let (notifier, mail_task) = if config.registration.notify_on_failure {
+        let (n, task) = Notifier::start(
+            &config.smtp,
+            &config.registration.notify_to,
+            config.registration.batch_window,
+            mail_stop.clone(),
+        )
+        .map_err(ServerError::Mail)?;
+        (n, Some(task))
+    } else {
+        (Notifier::disabled(), None)
+    };
     let source = match config.auth.source {
         None => Source::NotSelected,
         Some(AuthSource::Local) => Source::Local(local.clone()),
@@ -103,7 +119,13 @@ pub async fn run(
     };
     let handler = Arc::new(Handler::new(
         NasTable::new(&config.clients),
-        Policy::new(source),
+        Policy::new(
+            store.clone(),
+            source,
+            config.devices.clone(),
+            config.registration.clone(),
+            notifier,
+        ),
         config.radius.dedup_window,
         config.radius.request_timeout,
     ));
@@ -119,6 +141,7 @@ pub async fn run(
         store: store.clone(),
         local,
         token,
+        max_devices: config.devices.max_per_user,
     }));
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
@@ -154,6 +177,10 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     store.flush().await.map_err(ServerError::Flush)?;
+    mail_stop.cancel();
+    if let Some(task) = mail_task {
+        let _ = task.await;
+    }
     admin_stop.cancel();
     match admin_task.await {
         Ok(r) => r.map_err(ServerError::Admin)?,

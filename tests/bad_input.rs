@@ -23,7 +23,7 @@ fn with_len(mut p: Vec<u8>, len: u16) -> Vec<u8> {
 #[test]
 fn malformed_datagrams_are_dropped_and_counted() {
     let d = TestDaemon::start();
-    d.add_user("alice", "pw-alice-1");
+    d.add_vpn_user("alice", "pw-alice-1");
     let c = Client::new(d.auth_addr);
     good(&c, 1);
 
@@ -77,7 +77,7 @@ fn malformed_datagrams_are_dropped_and_counted() {
 #[test]
 fn maximum_size_packet_is_answered() {
     let d = TestDaemon::start();
-    d.add_user("alice", "pw-alice-1");
+    d.add_vpn_user("alice", "pw-alice-1");
     let c = Client::new(d.auth_addr);
     // Fill to exactly 4096 octets with Class attributes (type 25), which we ignore.
     let mut req = Request::access(5)
@@ -103,7 +103,7 @@ fn maximum_size_packet_is_answered() {
 #[test]
 fn non_utf8_user_name_is_rejected_and_daemon_keeps_going() {
     let d = TestDaemon::start();
-    d.add_user("alice", "pw-alice-1");
+    d.add_vpn_user("alice", "pw-alice-1");
     let c = Client::new(d.auth_addr);
     let req = Request::access(7)
         .user(&[0xff, 0xfe, b'a', 0xc3])

@@ -117,7 +117,7 @@ fn a_running_daemon_honours_environment_overrides() {
     // The file selects no source; the environment selects "local".
     let config = default_config(true).replace("source = \"local\"", "");
     let d = TestDaemon::with_config_env(&config, &[("RAVPND_AUTH__SOURCE", "local")]);
-    d.add_user("alice", "pass-alice");
+    d.add_vpn_user("alice", "pass-alice");
     let r = radclient::auth(d.auth_addr, "alice", "pass-alice");
     assert!(r.is("Access-Accept"), "{}", r.output);
 }

@@ -45,7 +45,7 @@ fn user_crud_through_the_cli() {
 #[test]
 fn password_change_and_removal_take_effect_at_once_despite_the_cache() {
     let d = TestDaemon::start();
-    d.add_user("alice", "first-pass");
+    d.add_vpn_user("alice", "first-pass");
     // Log in twice: the second is served from the credential cache.
     for _ in 0..2 {
         assert!(radclient::auth(d.auth_addr, "alice", "first-pass").is("Access-Accept"));
@@ -113,7 +113,7 @@ fn cli_explains_a_stopped_daemon_and_a_bad_token() {
 #[test]
 fn user_names_with_odd_characters_round_trip() {
     let d = TestDaemon::start();
-    d.add_user("DOMAIN\\alice smith", "pass-1234");
+    d.add_vpn_user("DOMAIN\\alice smith", "pass-1234");
     let c = Client::new(d.auth_addr);
     let req = Request::access(1)
         .user("DOMAIN\\alice smith".as_bytes())

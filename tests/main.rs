@@ -5,5 +5,6 @@ mod support;
 mod bad_input;
 mod cli_config;
 mod cli_users;
+mod devices;
 mod radius_basic;
 mod restart;

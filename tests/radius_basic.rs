@@ -10,7 +10,7 @@ use crate::support::TestDaemon;
 #[test]
 fn radclient_accepts_good_password_and_rejects_bad_and_unknown() {
     let d = TestDaemon::start();
-    d.add_user("alice", "correct horse");
+    d.add_vpn_user("alice", "correct horse");
 
     let ok = radclient::auth(d.auth_addr, "alice", "correct horse");
     assert!(ok.is("Access-Accept"), "{}", ok.output);
@@ -47,7 +47,7 @@ fn radclient_accepts_good_password_and_rejects_bad_and_unknown() {
 #[test]
 fn missing_message_authenticator_is_dropped_when_required() {
     let d = TestDaemon::start();
-    d.add_user("alice", "pw-alice-1");
+    d.add_vpn_user("alice", "pw-alice-1");
     let r = radclient::send(
         d.auth_addr,
         "auth",
@@ -64,7 +64,7 @@ fn missing_message_authenticator_is_dropped_when_required() {
 #[test]
 fn missing_message_authenticator_is_answered_when_not_required() {
     let d = TestDaemon::with_config(&default_config(false));
-    d.add_user("alice", "pw-alice-1");
+    d.add_vpn_user("alice", "pw-alice-1");
     let r = radclient::send(
         d.auth_addr,
         "auth",
@@ -79,7 +79,7 @@ fn missing_message_authenticator_is_answered_when_not_required() {
 #[test]
 fn wrong_shared_secret_gets_no_valid_answer() {
     let d = TestDaemon::start();
-    d.add_user("alice", "pw-alice-1");
+    d.add_vpn_user("alice", "pw-alice-1");
     let r = radclient::send(
         d.auth_addr,
         "auth",
@@ -96,7 +96,7 @@ fn wrong_shared_secret_gets_no_valid_answer() {
 #[test]
 fn unknown_source_address_gets_nothing() {
     let d = TestDaemon::start();
-    d.add_user("alice", "pw-alice-1");
+    d.add_vpn_user("alice", "pw-alice-1");
     let req = Request::access(1)
         .user(b"alice")
         .password("pw-alice-1", SECRET);
@@ -129,7 +129,7 @@ fn status_server_is_answered() {
 #[test]
 fn retransmitted_duplicate_gets_identical_response_and_is_processed_once() {
     let d = TestDaemon::start();
-    d.add_user("alice", "pw-alice-1");
+    d.add_vpn_user("alice", "pw-alice-1");
     let c = Client::new(d.auth_addr);
     let req = Request::access(42)
         .user(b"alice")

@@ -6,7 +6,7 @@ use crate::support::TestDaemon;
 #[test]
 fn users_survive_kill_9_and_restart() {
     let mut d = TestDaemon::start();
-    d.add_user("alice", "pass-alice");
+    d.add_vpn_user("alice", "pass-alice");
     d.kill9();
     d.restart();
     let r = radclient::auth(d.auth_addr, "alice", "pass-alice");

@@ -1,8 +1,12 @@
 //! The admin HTTP API (bearer token), `/metrics` and `/healthz`. The CLI is its client.
 
+mod devices;
+mod import;
 pub mod token;
 mod users;
 
+pub use devices::{Assignment, DeviceInput, DevicePatch};
+pub use import::{DeviceRow, Imported, UserRow};
 pub use users::UserView;
 
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -25,13 +29,27 @@ pub struct AdminState {
     pub store: Store,
     pub local: Arc<LocalVerifier>,
     pub token: Secret,
+    /// `[devices] max_per_user`.
+    pub max_devices: u32,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
     let api = Router::new()
         .route("/users", get(users::list).post(users::add))
-        .route("/users/{name}", axum::routing::delete(users::remove))
+        .route("/users/{name}", delete(users::remove).patch(users::update))
         .route("/users/{name}/password", put(users::set_password))
+        .route("/devices", get(devices::list).post(devices::add))
+        .route(
+            "/devices/{name}",
+            get(devices::show)
+                .patch(devices::update)
+                .delete(devices::remove),
+        )
+        .route("/devices/{name}/reset-serial", post(devices::reset_serial))
+        .route("/assignments", post(devices::assign))
+        .route("/assignments/{user}/{device}", delete(devices::unassign))
+        .route("/import/users", post(import::users))
+        .route("/import/devices", post(import::devices))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     Router::new()
@@ -65,11 +83,15 @@ async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next:
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    problems: Vec<String>,
 }
 
 #[derive(Serialize, serde::Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// Itemized problems (e.g. one per bad import row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl ApiError {
@@ -77,7 +99,23 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            problems: Vec::new(),
         }
+    }
+
+    pub fn with_problems(
+        status: StatusCode,
+        message: impl Into<String>,
+        problems: Vec<String>,
+    ) -> Self {
+        Self {
+            problems,
+            ..Self::new(status, message)
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -90,6 +128,8 @@ impl From<StoreError> for ApiError {
         let status = match e {
             StoreError::Exists(_) => StatusCode::CONFLICT,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             _ => {
                 tracing::error!(error = %e, "store failure in admin API");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -105,6 +145,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 error: self.message,
+                problems: self.problems,
             }),
         )
             .into_response()

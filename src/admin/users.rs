@@ -19,6 +19,11 @@ const MAX_PASSWORD: usize = 128;
 pub struct UserView {
     pub name: String,
     pub has_password: bool,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// The user's own limit, if set.
+    #[serde(default)]
+    pub max_devices: Option<u32>,
     pub created: u64,
     pub updated: u64,
 }
@@ -28,6 +33,8 @@ impl From<UserRecord> for UserView {
         Self {
             name: u.name,
             has_password: u.password_hash.is_some(),
+            devices: u.devices,
+            max_devices: u.max_devices,
             created: u.created,
             updated: u.updated,
         }
@@ -66,6 +73,28 @@ pub async fn add(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// The user's own device limit; `null` returns to `[devices] max_per_user`.
+    pub max_devices: Option<u32>,
+}
+
+pub async fn update(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Json(patch): Json<UserPatch>,
+) -> Result<StatusCode, ApiError> {
+    if patch.max_devices == Some(0) {
+        return Err(ApiError::bad_request("max_devices must be at least 1"));
+    }
+    s.store
+        .set_user_max_devices(&name, patch.max_devices)
+        .await?;
+    tracing::info!(user = %name, max_devices = ?patch.max_devices, "device limit changed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn set_password(
     State(s): State<Arc<AdminState>>,
     Path(name): Path<String>,
@@ -88,7 +117,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(ApiError::bad_request(format!(
             "user name must be 1 to {MAX_NAME} bytes"
@@ -102,12 +131,17 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn hash(password: String) -> Result<String, ApiError> {
+pub(super) fn check_password(password: &str) -> Result<(), ApiError> {
     if password.is_empty() || password.len() > MAX_PASSWORD {
         return Err(ApiError::bad_request(format!(
             "password must be 1 to {MAX_PASSWORD} bytes (the PAP limit)"
         )));
     }
+    Ok(())
+}
+
+async fn hash(password: String) -> Result<String, ApiError> {
+    check_password(&password)?;
     tokio::task::spawn_blocking(move || hash_password(password.as_bytes()))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

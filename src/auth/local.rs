@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 use super::{AuthError, PasswordVerifier};
 use crate::config::Problem;
-use crate::store::Store;
+use crate::store::UserRecord;
 
 /// `[auth.local]`: the local user directory.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -61,14 +61,13 @@ impl LocalAuthConfig {
 type CacheTag = [u8; 32];
 
 pub struct LocalVerifier {
-    store: Store,
     cache: moka::sync::Cache<String, CacheTag>,
     cache_key: [u8; 32],
     hash_permits: Arc<Semaphore>,
 }
 
 impl LocalVerifier {
-    pub fn new(store: Store, config: &LocalAuthConfig) -> Self {
+    pub fn new(config: &LocalAuthConfig) -> Self {
         let mut cache_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut cache_key);
         let permits = match config.max_concurrent_hashes {
@@ -76,7 +75,6 @@ impl LocalVerifier {
             n => n,
         };
         Self {
-            store,
             cache: moka::sync::Cache::builder()
                 .max_capacity(config.cache_capacity)
                 .time_to_live(config.cache_ttl)
@@ -101,11 +99,10 @@ impl LocalVerifier {
 }
 
 impl PasswordVerifier for LocalVerifier {
-    async fn verify(&self, user: &str, password: &[u8]) -> Result<(), AuthError> {
-        let record = self.store.user(user)?.ok_or(AuthError::UnknownUser)?;
-        let hash = record.password_hash.ok_or(AuthError::NoPassword)?;
+    async fn verify(&self, user: &UserRecord, password: &[u8]) -> Result<(), AuthError> {
+        let hash = user.password_hash.clone().ok_or(AuthError::NoPassword)?;
         let tag = self.tag(password, &hash);
-        if let Some(cached) = self.cache.get(user) {
+        if let Some(cached) = self.cache.get(&user.name) {
             if bool::from(cached.ct_eq(&tag)) {
                 return Ok(());
             }
@@ -120,7 +117,7 @@ impl PasswordVerifier for LocalVerifier {
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))??;
         if ok {
-            self.cache.insert(user.to_owned(), tag);
+            self.cache.insert(user.name.clone(), tag);
             Ok(())
         } else {
             Err(AuthError::BadPassword)
@@ -146,47 +143,34 @@ pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::UserRecord;
 
     #[tokio::test]
     async fn verifies_caches_and_notices_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let v = LocalVerifier::new(store.clone(), &LocalAuthConfig::default());
+        let v = LocalVerifier::new(&LocalAuthConfig::default());
         let h = hash_password(b"pw1").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        store
-            .insert_user(&UserRecord::new("alice", Some(h)))
-            .await
-            .unwrap();
+        let mut alice = UserRecord::new("alice", Some(h));
 
         assert!(matches!(
-            v.verify("bob", b"pw1").await,
-            Err(AuthError::UnknownUser)
-        ));
-        assert!(matches!(
-            v.verify("alice", b"nope").await,
+            v.verify(&alice, b"nope").await,
             Err(AuthError::BadPassword)
         ));
-        v.verify("alice", b"pw1").await.unwrap();
+        v.verify(&alice, b"pw1").await.unwrap();
         assert!(v.cache.get("alice").is_some());
-        v.verify("alice", b"pw1").await.unwrap();
+        v.verify(&alice, b"pw1").await.unwrap();
 
         // Password changed without calling `forget`: the cached tag no longer matches.
-        store
-            .set_user_password("alice", hash_password(b"pw2").unwrap())
-            .await
-            .unwrap();
+        alice.password_hash = Some(hash_password(b"pw2").unwrap());
         assert!(matches!(
-            v.verify("alice", b"pw1").await,
+            v.verify(&alice, b"pw1").await,
             Err(AuthError::BadPassword)
         ));
-        v.verify("alice", b"pw2").await.unwrap();
+        v.verify(&alice, b"pw2").await.unwrap();
 
-        store.remove_user("alice").await.unwrap();
+        let directory_user = UserRecord::new("bob", None);
         assert!(matches!(
-            v.verify("alice", b"pw2").await,
-            Err(AuthError::UnknownUser)
+            v.verify(&directory_user, b"x").await,
+            Err(AuthError::NoPassword)
         ));
     }
 }

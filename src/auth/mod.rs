@@ -6,7 +6,7 @@ pub mod local;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, UserRecord};
 
 /// Why a password was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +27,10 @@ pub enum AuthError {
 
 /// Checks a user's password. Implementations must not block the async workers.
 pub trait PasswordVerifier: Send + Sync {
+    /// Verifies `password` for `user` (already known to the store).
     fn verify(
         &self,
-        user: &str,
+        user: &UserRecord,
         password: &[u8],
     ) -> impl Future<Output = Result<(), AuthError>> + Send;
 }
@@ -41,7 +42,7 @@ pub enum Source {
 }
 
 impl PasswordVerifier for Source {
-    async fn verify(&self, user: &str, password: &[u8]) -> Result<(), AuthError> {
+    async fn verify(&self, user: &UserRecord, password: &[u8]) -> Result<(), AuthError> {
         match self {
             Source::NotSelected => Err(AuthError::NotSelected),
             Source::Local(v) => v.verify(user, password).await,

@@ -96,7 +96,14 @@ impl AdminClient {
         let message = resp
             .json::<ErrorBody>()
             .await
-            .map(|b| b.error)
+            .map(|b| {
+                let mut m = b.error;
+                for p in b.problems {
+                    m.push_str("\n  ");
+                    m.push_str(&p);
+                }
+                m
+            })
             .unwrap_or_else(|_| status.to_string());
         match status {
             StatusCode::UNAUTHORIZED => bail!(
@@ -105,4 +112,17 @@ impl AdminClient {
             _ => bail!("{message}"),
         }
     }
+}
+
+/// Percent-encodes a path segment.
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

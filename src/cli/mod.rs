@@ -1,6 +1,8 @@
 //! The `ravpnd` command line: clap types and what each subcommand does.
 
 mod client;
+mod devices;
+mod import;
 mod users;
 
 use std::path::PathBuf;
@@ -42,6 +44,16 @@ pub enum Command {
     /// Manage the users allowed to connect.
     #[command(subcommand)]
     User(users::UserCommand),
+    /// Manage devices.
+    #[command(subcommand)]
+    Device(devices::DeviceCommand),
+    /// Assign a device to a user.
+    Assign { user: String, device: String },
+    /// Take a device away from a user.
+    Unassign { user: String, device: String },
+    /// Bulk import from CSV (all rows or none).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 /// Runs the chosen subcommand.
@@ -49,10 +61,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => serve(&cli.config),
         Command::CheckConfig => Ok(check_config(&cli.config)),
-        Command::User(cmd) => {
+        admin => {
             let config = Config::load(&cli.config)
                 .with_context(|| format!("while reading {}", cli.config.display()))?;
-            runtime()?.block_on(users::run(&config, cmd))?;
+            let client = client::AdminClient::from_config(&config)?;
+            runtime()?.block_on(async move {
+                match admin {
+                    Command::User(cmd) => users::run(&client, cmd).await,
+                    Command::Device(cmd) => devices::run(&client, cmd).await,
+                    Command::Assign { user, device } => {
+                        devices::assign(&client, user, device).await
+                    }
+                    Command::Unassign { user, device } => {
+                        devices::unassign(&client, user, device).await
+                    }
+                    Command::Import(cmd) => import::run(&client, cmd).await,
+                    Command::Serve | Command::CheckConfig => unreachable!("handled above"),
+                }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,9 +7,8 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
 
-use super::client::AdminClient;
+use super::client::{encode, AdminClient};
 use crate::admin::UserView;
-use crate::config::Config;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -28,6 +27,13 @@ pub enum UserCommand {
     },
     /// Remove a user.
     Remove { name: String },
+    /// Change a user's settings.
+    Set {
+        name: String,
+        /// Devices this user may have: a number, or `default` for `[devices] max_per_user`.
+        #[arg(long)]
+        max_devices: String,
+    },
     /// Set a user's password.
     Passwd {
         name: String,
@@ -37,8 +43,7 @@ pub enum UserCommand {
     },
 }
 
-pub async fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
-    let client = AdminClient::from_config(config)?;
+pub async fn run(client: &AdminClient, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add {
             name,
@@ -62,12 +67,41 @@ pub async fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else {
-                println!("{:<32} {:<8} CREATED (unix)", "NAME", "PASSWORD");
+                println!(
+                    "{:<32} {:<8} {:<11} DEVICES",
+                    "NAME", "PASSWORD", "MAX-DEVICES"
+                );
                 for u in &users {
                     let pw = if u.has_password { "set" } else { "-" };
-                    println!("{:<32} {:<8} {}", u.name, pw, u.created);
+                    let max = u
+                        .max_devices
+                        .map_or("default".to_owned(), |m| m.to_string());
+                    println!(
+                        "{:<32} {:<8} {:<11} {}",
+                        u.name,
+                        pw,
+                        max,
+                        u.devices.join(",")
+                    );
                 }
             }
+        }
+        UserCommand::Set { name, max_devices } => {
+            let max: Option<u32> = if max_devices == "default" {
+                None
+            } else {
+                Some(max_devices.parse().map_err(|_| {
+                    anyhow::anyhow!("--max-devices: `{max_devices}` is not a number or `default`")
+                })?)
+            };
+            client
+                .call::<_, ()>(
+                    Method::PATCH,
+                    &format!("/users/{}", encode(&name)),
+                    Some(&json!({ "max_devices": max })),
+                )
+                .await?;
+            println!("user {name} changed");
         }
         UserCommand::Remove { name } => {
             client
@@ -91,19 +125,6 @@ pub async fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Percent-encodes a path segment.
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {

@@ -20,6 +20,8 @@ pub use secret::Secret;
 pub use validate::Problem;
 
 use crate::auth::local::LocalAuthConfig;
+use crate::notify::SmtpConfig;
+use crate::policy::device::{DevicesConfig, RegistrationConfig};
 
 /// The whole daemon configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -33,6 +35,12 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Where passwords are checked.
     pub auth: AuthConfig,
+    /// Device assignment rules.
+    pub devices: DevicesConfig,
+    /// First-connect auto-registration and its failure mail.
+    pub registration: RegistrationConfig,
+    /// Mail relay.
+    pub smtp: SmtpConfig,
     /// Logging.
     pub log: LogConfig,
     /// The NAS clients (VPN gateways) allowed to send requests, each with its own secret.

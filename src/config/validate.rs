@@ -85,6 +85,30 @@ impl Config {
             )),
         }
         problems.extend(self.auth.local.validate("auth.local"));
+        problems.extend(self.devices.validate("devices"));
+        problems.extend(self.smtp.validate("smtp"));
+        for (i, addr) in self.registration.notify_to.iter().enumerate() {
+            if addr.parse::<lettre::message::Mailbox>().is_err() {
+                problems.push(Problem::new(
+                    format!("registration.notify_to[{i}]"),
+                    format!("`{addr}` is not a mail address"),
+                ));
+            }
+        }
+        if self.registration.notify_on_failure {
+            if self.registration.notify_to.is_empty() {
+                problems.push(Problem::new(
+                    "registration.notify_to",
+                    "notify_on_failure is on but no address is given",
+                ));
+            }
+            if self.smtp.host.is_none() {
+                problems.push(Problem::new(
+                    "smtp.host",
+                    "notify_on_failure is on but no mail relay is configured",
+                ));
+            }
+        }
         if self.clients.is_empty() {
             problems.push(Problem::new(
                 "clients",

@@ -14,10 +14,18 @@ pub enum Reason {
     MissingPassword,
     MalformedPassword,
     InternalError,
+    DeviceNotAssigned,
+    DeviceDisabled,
+    DeviceIdMismatch,
+    NoDeviceId,
+    PlatformMismatch,
+    DeviceRegistered,
+    SerialInUse,
+    NoFreeDeviceSlot,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Accepted,
         Reason::NoAuthSource,
         Reason::UnknownUser,
@@ -28,6 +36,14 @@ impl Reason {
         Reason::MissingPassword,
         Reason::MalformedPassword,
         Reason::InternalError,
+        Reason::DeviceNotAssigned,
+        Reason::DeviceDisabled,
+        Reason::DeviceIdMismatch,
+        Reason::NoDeviceId,
+        Reason::PlatformMismatch,
+        Reason::DeviceRegistered,
+        Reason::SerialInUse,
+        Reason::NoFreeDeviceSlot,
     ];
 
     /// The Reply-Message text.
@@ -43,6 +59,14 @@ impl Reason {
             Reason::MissingPassword => "missing password (only PAP is supported)",
             Reason::MalformedPassword => "malformed password attribute",
             Reason::InternalError => "internal error",
+            Reason::DeviceNotAssigned => "device not assigned",
+            Reason::DeviceDisabled => "device disabled",
+            Reason::DeviceIdMismatch => "device id mismatch",
+            Reason::NoDeviceId => "no device id presented",
+            Reason::PlatformMismatch => "device platform does not match the device type",
+            Reason::DeviceRegistered => "device registered: reconnect to start the VPN session",
+            Reason::SerialInUse => "device id already registered to another device",
+            Reason::NoFreeDeviceSlot => "no free device slot to register this device",
         }
     }
 
@@ -59,6 +83,14 @@ impl Reason {
             Reason::MissingPassword => "missing_password",
             Reason::MalformedPassword => "malformed_password",
             Reason::InternalError => "internal_error",
+            Reason::DeviceNotAssigned => "device_not_assigned",
+            Reason::DeviceDisabled => "device_disabled",
+            Reason::DeviceIdMismatch => "device_id_mismatch",
+            Reason::NoDeviceId => "no_device_id",
+            Reason::PlatformMismatch => "platform_mismatch",
+            Reason::DeviceRegistered => "device_registered",
+            Reason::SerialInUse => "serial_in_use",
+            Reason::NoFreeDeviceSlot => "no_free_device_slot",
         }
     }
 }

@@ -106,7 +106,7 @@ impl Handler {
         }
         let Ok((user, decision)) = tokio::time::timeout(
             self.request_timeout,
-            self.decide(&packet, &key.authenticator, secret),
+            self.decide(&packet, &key.authenticator, nas),
         )
         .await
         else {
@@ -144,8 +144,9 @@ impl Handler {
         &self,
         packet: &Packet,
         authenticator: &[u8; 16],
-        secret: &[u8],
+        nas: &Nas,
     ) -> (String, Decision) {
+        let secret = nas.secret.expose().as_bytes();
         let Some(raw_user) = packet.lookup(dict::USER_NAME).map(|a| a.encode_bytes()) else {
             return (String::new(), Decision::Reject(Reason::MissingUserName));
         };
@@ -164,9 +165,12 @@ impl Handler {
         let Ok(password) = crypto::decode_pap(&hidden, secret, authenticator) else {
             return (user.to_owned(), Decision::Reject(Reason::MalformedPassword));
         };
+        let avpairs = dict::cisco_avpairs(packet);
         let request = AccessRequest {
             user_name: user,
             password: &password,
+            avpairs: &avpairs,
+            client: &nas.name,
         };
         (user.to_owned(), self.policy.authorize(&request).await)
     }

@@ -3,10 +3,12 @@
 //! Records are JSON values under UTF-8 keys; every write a caller depends on is flushed before
 //! the call returns, so nothing acknowledged is lost on a crash.
 
+mod devices;
 mod users;
 
 use std::path::Path;
 
+pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
 pub use users::UserRecord;
 
 /// Bumped when a record layout changes incompatibly; a newer store is refused, not misread.
@@ -14,6 +16,11 @@ const SCHEMA_VERSION: u32 = 1;
 
 const META_TREE: &str = "meta";
 const USERS_TREE: &str = "users";
+const DEVICES_TREE: &str = "devices";
+/// Serial (upper-cased) → device name: a serial belongs to one device at most.
+const SERIALS_TREE: &str = "serials";
+/// Canonical MAC → device name.
+const MACS_TREE: &str = "macs";
 const SCHEMA_KEY: &str = "schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +40,10 @@ pub enum StoreError {
     Exists(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Handle to the embedded database; cheap to clone.
@@ -40,6 +51,9 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     users: sled::Tree,
+    devices: sled::Tree,
+    serials: sled::Tree,
+    macs: sled::Tree,
 }
 
 impl Store {
@@ -66,8 +80,13 @@ impl Store {
                 db.flush()?;
             }
         }
-        let users = db.open_tree(USERS_TREE)?;
-        Ok(Self { db, users })
+        Ok(Self {
+            users: db.open_tree(USERS_TREE)?,
+            devices: db.open_tree(DEVICES_TREE)?,
+            serials: db.open_tree(SERIALS_TREE)?,
+            macs: db.open_tree(MACS_TREE)?,
+            db,
+        })
     }
 
     /// Makes every write so far durable.

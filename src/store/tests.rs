@@ -61,3 +61,151 @@ async fn survives_reopen() {
     let store = Store::open(&path).unwrap();
     assert!(store.user("alice").unwrap().is_some());
 }
+
+fn device(name: &str) -> DeviceRecord {
+    DeviceRecord {
+        name: name.into(),
+        device_type: DeviceType::Windows,
+        enabled: true,
+        device_auth: true,
+        method: AuthMethod::Serial,
+        serial: None,
+        mac: None,
+        owner: None,
+        registered_at: None,
+        created: 0,
+        updated: 0,
+    }
+}
+
+#[tokio::test]
+async fn assignment_rules() {
+    let (_dir, store) = temp();
+    store
+        .insert_user(&UserRecord::new("alice", None))
+        .await
+        .unwrap();
+    store
+        .insert_user(&UserRecord::new("bob", None))
+        .await
+        .unwrap();
+    for n in ["d1", "d2", "d3"] {
+        store.insert_device(&device(n)).await.unwrap();
+    }
+    assert!(matches!(
+        store.insert_device(&device("d1")).await,
+        Err(StoreError::Exists(_))
+    ));
+    store.assign("alice", "d1", 2).await.unwrap();
+    store.assign("alice", "d2", 2).await.unwrap();
+    let err = store.assign("alice", "d3", 2).await.unwrap_err();
+    assert!(err.to_string().contains("limit"), "{err}");
+    assert!(matches!(
+        store.assign("bob", "d1", 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.set_user_max_devices("alice", Some(3)).await.unwrap();
+    store.assign("alice", "d3", 2).await.unwrap();
+
+    // Assigned devices cannot be removed; unassigned ones can.
+    assert!(matches!(
+        store.remove_device("d1").await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.unassign("alice", "d1").await.unwrap();
+    store.remove_device("d1").await.unwrap();
+
+    // Removing the user unassigns the rest.
+    store.remove_user("alice").await.unwrap();
+    assert_eq!(store.device("d2").unwrap().unwrap().owner, None);
+    store.remove_device("d2").await.unwrap();
+}
+
+#[tokio::test]
+async fn serials_are_unique_and_registration_is_atomic() {
+    let (_dir, store) = temp();
+    let mut a = device("a");
+    a.serial = Some("SER-A".into());
+    store.insert_device(&a).await.unwrap();
+    let mut clash = device("b");
+    clash.serial = Some("ser-a".into());
+    assert!(matches!(
+        store.insert_device(&clash).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.insert_device(&device("b")).await.unwrap();
+    store.insert_device(&device("c")).await.unwrap();
+    assert_eq!(
+        store.device_by_serial("ser-a").unwrap().as_deref(),
+        Some("a")
+    );
+
+    assert_eq!(
+        store.register_serial("b", "SER-A").await.unwrap(),
+        Registration::SerialInUse { device: "a".into() }
+    );
+    // Many concurrent registrations of different serials on one free device: one wins.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.register_serial("b", &format!("S{i}")).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap() == Registration::Registered {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    // One serial on two free devices concurrently: only one gets it.
+    let (s1, s2) = (store.clone(), store.clone());
+    let (r1, r2) = tokio::join!(
+        tokio::spawn(async move { s1.register_serial("c", "SHARED").await.unwrap() }),
+        tokio::spawn(async move { s2.register_serial("b", "SHARED").await.unwrap() }),
+    );
+    let regs = [r1.unwrap(), r2.unwrap()];
+    assert_eq!(
+        regs.iter()
+            .filter(|r| **r == Registration::Registered)
+            .count(),
+        1,
+        "{regs:?}"
+    );
+
+    // Changing a serial moves the index entry.
+    store
+        .update_device("a", |d| {
+            d.serial = Some("SER-NEW".into());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.device_by_serial("SER-A").unwrap(), None);
+    assert_eq!(
+        store.device_by_serial("ser-new").unwrap().as_deref(),
+        Some("a")
+    );
+}
+
+#[tokio::test]
+async fn import_is_all_or_nothing() {
+    let (_dir, store) = temp();
+    let mut owned = device("d1");
+    owned.owner = Some("carol".into());
+    let users = [UserRecord::new("carol", None)];
+    let mut dup = device("d2");
+    dup.serial = Some("X".into());
+    let mut dup2 = device("d3");
+    dup2.serial = Some("x".into());
+    let err = store
+        .import(&users, &[owned.clone(), dup.clone(), dup2], 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(store.users().unwrap().is_empty());
+    assert!(store.devices().unwrap().is_empty());
+    store.import(&users, &[owned, dup], 2).await.unwrap();
+    assert_eq!(store.user("carol").unwrap().unwrap().devices, ["d1"]);
+}

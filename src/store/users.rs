@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use sled::Transactional;
+
+use super::devices::{abort, tx_get, tx_put, unwrap_tx, DeviceRecord};
 use super::{decode, encode, now_secs, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -10,6 +13,12 @@ pub struct UserRecord {
     /// PHC-format argon2id hash; `None` for users whose password lives in a directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<String>,
+    /// Assigned devices, by name (the device records name their owner too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Per-user device limit; `None` means `[devices] max_per_user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_devices: Option<u32>,
     /// Unix seconds.
     pub created: u64,
     /// Unix seconds of the last change.
@@ -22,6 +31,8 @@ impl UserRecord {
         Self {
             name: name.into(),
             password_hash,
+            devices: Vec::new(),
+            max_devices: None,
             created: now,
             updated: now,
         }
@@ -80,11 +91,46 @@ impl Store {
         self.flush().await
     }
 
-    /// Removes a user durably.
-    pub async fn remove_user(&self, name: &str) -> Result<(), StoreError> {
-        if self.users.remove(name.as_bytes())?.is_none() {
+    /// Sets (or with `None` clears) a user's own device limit durably.
+    pub async fn set_user_max_devices(
+        &self,
+        name: &str,
+        max: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let mut missing = false;
+        self.users.fetch_and_update(name.as_bytes(), |old| {
+            let Some(old) = old else {
+                missing = true;
+                return None;
+            };
+            let mut rec: UserRecord = decode(name.as_bytes(), old).ok()?;
+            rec.max_devices = max;
+            rec.updated = now_secs();
+            Some(encode(&rec))
+        })?;
+        if missing {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
+        self.flush().await
+    }
+
+    /// Removes a user durably, unassigning their devices in the same transaction.
+    pub async fn remove_user(&self, name: &str) -> Result<(), StoreError> {
+        let r = (&self.users, &self.devices).transaction(|(tu, td)| {
+            let Some(u) = tx_get::<UserRecord>(tu, name)? else {
+                return abort(StoreError::NotFound(format!("user `{name}`")));
+            };
+            for dev in &u.devices {
+                if let Some(mut d) = tx_get::<DeviceRecord>(td, dev)? {
+                    d.owner = None;
+                    d.updated = now_secs();
+                    tx_put(td, dev, &d)?;
+                }
+            }
+            tu.remove(name.as_bytes())?;
+            Ok(())
+        });
+        unwrap_tx(r)?;
         self.flush().await
     }
 }

@@ -163,6 +163,48 @@ impl TestDaemon {
             .unwrap_or(0.0)
     }
 
+    /// Adds a user with one assigned device that needs no device ID, so plain requests
+    /// (no Cisco-AVPair) are accepted.
+    pub fn add_vpn_user(&self, name: &str, password: &str) {
+        self.add_user(name, password);
+        let device: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect::<String>()
+            + "-dev";
+        self.ok(&[
+            "device",
+            "add",
+            &device,
+            "--type",
+            "windows",
+            "--no-device-auth",
+        ]);
+        self.ok(&["assign", name, &device]);
+    }
+
+    /// Runs a CLI command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args, None);
+        assert!(
+            out.status.success(),
+            "ravpnd {args:?} failed: {}",
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// Runs a CLI command that must fail; returns its standard error.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args, None);
+        assert!(
+            !out.status.success(),
+            "ravpnd {args:?} should have failed: {}",
+            stdout(&out)
+        );
+        stderr(&out)
+    }
+
     /// Adds a user through the CLI.
     pub fn add_user(&self, name: &str, password: &str) {
         let out = self.cli(&["user", "add", name, "--password-stdin"], Some(password));

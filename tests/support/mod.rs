@@ -3,5 +3,6 @@
 pub mod daemon;
 pub mod packet;
 pub mod radclient;
+pub mod smtp;
 
 pub use daemon::TestDaemon;

@@ -68,3 +68,14 @@ pub fn auth(addr: SocketAddr, user: &str, password: &str) -> Reply {
         &format!("User-Name=\"{user}\",User-Password=\"{password}\",Message-Authenticator=0x00"),
     )
 }
+
+/// An AnyConnect-like Access-Request: PAP, Message-Authenticator and Cisco-AVPair device data.
+pub fn anyconnect(addr: SocketAddr, user: &str, password: &str, avpairs: &[&str]) -> Reply {
+    let mut attrs = format!(
+        "User-Name=\"{user}\",User-Password=\"{password}\",Message-Authenticator=0x00,NAS-Port-Type=Virtual"
+    );
+    for pair in avpairs {
+        attrs.push_str(&format!(",Cisco-AVPair=\"{pair}\""));
+    }
+    send(addr, "auth", super::daemon::SECRET, &attrs)
+}

@@ -1,0 +1,301 @@
+//! `/api/v1/devices` and `/api/v1/assignments`: the device registry and who owns what.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{AdminState, ApiError};
+use crate::policy::device::normalize_mac;
+use crate::store::{AuthMethod, DeviceRecord, DeviceType};
+
+const MAX_NAME: usize = 64;
+const MAX_SERIAL: usize = 128;
+
+/// A device as the admin describes it (add, import). Strings are parsed here so every
+/// problem can be reported by field name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInput {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub device_type: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub device_auth: Option<bool>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// Fields to change; absent ones stay. `mac: ""` clears the MAC.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePatch {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_auth: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Assignment {
+    pub user: String,
+    pub device: String,
+}
+
+/// Checks the name rule: letters, digits, `-`, `_`, `.`.
+pub fn check_device_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!("name: must be 1 to {MAX_NAME} characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "name: `{name}` may contain only letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    Ok(())
+}
+
+fn check_serial(serial: &str) -> Result<String, String> {
+    let s = serial.trim();
+    if s.is_empty() || s.len() > MAX_SERIAL || !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "serial: must be 1 to {MAX_SERIAL} printable characters without spaces"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_mac(mac: &str) -> Result<String, String> {
+    normalize_mac(mac)
+        .ok_or_else(|| format!("mac: `{mac}` is not a MAC address like 12:34:56:78:90:ab"))
+}
+
+/// The cross-field rules of SPEC §2.2, on a complete record.
+fn check_rules(d: &DeviceRecord, problems: &mut Vec<String>) {
+    if d.method == AuthMethod::Mac && matches!(d.device_type, DeviceType::Ios | DeviceType::Android)
+    {
+        problems.push(format!(
+            "method: mac is not allowed for {} devices; use serial",
+            d.device_type.as_str()
+        ));
+    }
+}
+
+impl DeviceInput {
+    /// A validated record, or every problem found (each naming its field).
+    pub fn into_record(self) -> Result<DeviceRecord, Vec<String>> {
+        let mut problems = Vec::new();
+        if let Err(e) = check_device_name(&self.name) {
+            problems.push(e);
+        }
+        let device_type = self
+            .device_type
+            .parse::<DeviceType>()
+            .map_err(|e| problems.push(e))
+            .ok();
+        let method = match self.method.as_deref().filter(|m| !m.is_empty()) {
+            Some(m) => m.parse().map_err(|e| problems.push(e)).ok(),
+            None => Some(AuthMethod::Serial),
+        };
+        let serial = self
+            .serial
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| check_serial(s).map_err(|e| problems.push(e)).ok());
+        let mac = self
+            .mac
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(|m| parse_mac(m).map_err(|e| problems.push(e)).ok());
+        let (Some(device_type), Some(method)) = (device_type, method) else {
+            return Err(problems);
+        };
+        let now = now();
+        let record = DeviceRecord {
+            name: self.name,
+            device_type,
+            enabled: self.enabled.unwrap_or(true),
+            device_auth: self.device_auth.unwrap_or(true),
+            method,
+            serial,
+            mac,
+            owner: None,
+            registered_at: None,
+            created: now,
+            updated: now,
+        };
+        check_rules(&record, &mut problems);
+        if record.device_auth && record.method == AuthMethod::Mac && record.mac.is_none() {
+            problems.push("mac: required when the method is mac".into());
+        }
+        if problems.is_empty() {
+            Ok(record)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn invalid(problems: Vec<String>) -> ApiError {
+    ApiError::bad_request(problems.join("; "))
+}
+
+pub async fn list(State(s): State<Arc<AdminState>>) -> Result<Json<Vec<DeviceRecord>>, ApiError> {
+    Ok(Json(s.store.devices()?))
+}
+
+pub async fn show(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<DeviceRecord>, ApiError> {
+    s.store
+        .device(&name)?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("device `{name}` not found")))
+}
+
+pub async fn add(
+    State(s): State<Arc<AdminState>>,
+    Json(input): Json<DeviceInput>,
+) -> Result<(StatusCode, Json<DeviceRecord>), ApiError> {
+    let record = input.into_record().map_err(invalid)?;
+    s.store.insert_device(&record).await?;
+    tracing::info!(device = %record.name, "device added");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+pub async fn update(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Json(patch): Json<DevicePatch>,
+) -> Result<Json<DeviceRecord>, ApiError> {
+    // Parse once, outside the (retryable) transaction closure.
+    let mut problems = Vec::new();
+    let device_type = patch
+        .device_type
+        .as_deref()
+        .map(|t| t.parse::<DeviceType>().map_err(|e| problems.push(e)).ok());
+    let method = patch
+        .method
+        .as_deref()
+        .map(|m| m.parse::<AuthMethod>().map_err(|e| problems.push(e)).ok());
+    let serial = patch
+        .serial
+        .as_deref()
+        .map(|s| check_serial(s).map_err(|e| problems.push(e)).ok());
+    let mac = patch.mac.as_deref().map(|m| {
+        if m.is_empty() {
+            Some(None)
+        } else {
+            parse_mac(m).map_err(|e| problems.push(e)).ok().map(Some)
+        }
+    });
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    let updated = s
+        .store
+        .update_device(&name, |d| {
+            if let Some(Some(t)) = device_type {
+                d.device_type = t;
+            }
+            if let Some(Some(m)) = method {
+                d.method = m;
+            }
+            if let Some(Some(serial)) = &serial {
+                d.serial = Some(serial.clone());
+                d.registered_at = None;
+            }
+            if let Some(Some(mac)) = &mac {
+                d.mac = mac.clone();
+            }
+            if let Some(a) = patch.device_auth {
+                d.device_auth = a;
+            }
+            if let Some(e) = patch.enabled {
+                d.enabled = e;
+            }
+            let mut problems = Vec::new();
+            check_rules(d, &mut problems);
+            if d.device_auth && d.method == AuthMethod::Mac && d.mac.is_none() {
+                problems.push("mac: required when the method is mac".into());
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(crate::store::StoreError::Invalid(problems.join("; ")))
+            }
+        })
+        .await?;
+    tracing::info!(device = %name, "device changed");
+    Ok(Json(updated))
+}
+
+pub async fn reset_serial(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<DeviceRecord>, ApiError> {
+    let updated = s
+        .store
+        .update_device(&name, |d| {
+            d.serial = None;
+            d.registered_at = None;
+            Ok(())
+        })
+        .await?;
+    tracing::info!(device = %name, "device serial reset");
+    Ok(Json(updated))
+}
+
+pub async fn remove(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.store.remove_device(&name).await?;
+    tracing::info!(device = %name, "device removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn assign(
+    State(s): State<Arc<AdminState>>,
+    Json(a): Json<Assignment>,
+) -> Result<StatusCode, ApiError> {
+    s.store.assign(&a.user, &a.device, s.max_devices).await?;
+    tracing::info!(user = %a.user, device = %a.device, "device assigned");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unassign(
+    State(s): State<Arc<AdminState>>,
+    Path((user, device)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    s.store.unassign(&user, &device).await?;
+    tracing::info!(%user, %device, "device unassigned");
+    Ok(StatusCode::NO_CONTENT)
+}

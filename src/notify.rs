@@ -1,0 +1,332 @@
+//! Registration-failure mail. The request path only does a non-blocking `try_send` into a
+//! bounded queue; a background task batches what arrives within `batch_window` into one
+//! mail to every address, and retries with backoff for `retry_for`. A slow or dead mail
+//! server therefore never delays a RADIUS answer, and a burst is one mail, not a storm.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Problem, Secret};
+use crate::metrics::METRICS;
+
+/// Events queued at most; beyond, new ones are dropped and counted.
+const QUEUE: usize = 1024;
+/// Events in one mail at most; the rest wait for the next mail.
+const MAX_BATCH: usize = 500;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP (only for a relay on loopback or a trusted network).
+    None,
+    /// STARTTLS upgrade, certificate checked (default port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte, certificate checked (default port 465).
+    Tls,
+}
+
+/// `[smtp]`: the mail relay for notifications and profile links.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Relay host name (checked against its certificate unless `tls = "none"`).
+    pub host: Option<String>,
+    /// Port; default by `tls`: 25, 587 or 465.
+    pub port: Option<u16>,
+    /// Sender address, e.g. `"ravpnd <ravpnd@example.com>"`.
+    pub from: String,
+    /// Login, if the relay requires one.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// `"none"`, `"starttls"` or `"tls"`.
+    pub tls: SmtpTls,
+    /// Time allowed for one delivery attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long undelivered mail is retried before it is dropped (and counted).
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: None,
+            from: "ravpnd <ravpnd@localhost>".into(),
+            username: None,
+            password: None,
+            tls: SmtpTls::Starttls,
+            timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl SmtpConfig {
+    pub fn validate(&self, prefix: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if self.from.parse::<Mailbox>().is_err() {
+            p.push(Problem {
+                key: format!("{prefix}.from"),
+                why: format!("`{}` is not a mail address", self.from),
+            });
+        }
+        if self.username.is_some() != self.password.is_some() {
+            p.push(Problem {
+                key: format!("{prefix}.username"),
+                why: "username and password go together".into(),
+            });
+        }
+        if self.port == Some(0) {
+            p.push(Problem {
+                key: format!("{prefix}.port"),
+                why: "must be 1..=65535".into(),
+            });
+        }
+        p
+    }
+
+    fn transport(
+        &self,
+    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, lettre::transport::smtp::Error> {
+        let host = self.host.as_deref().unwrap_or("localhost");
+        let mut b = match self.tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?,
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
+        };
+        if let Some(port) = self.port {
+            b = b.port(port);
+        }
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            b = b.credentials(Credentials::new(u.clone(), p.expose().to_owned()));
+        }
+        Ok(b.timeout(Some(self.timeout)).build())
+    }
+}
+
+/// One failed auto-registration, as the admin reads it.
+#[derive(Debug, Clone)]
+pub struct RegistrationFailure {
+    pub user: String,
+    /// What the device presented.
+    pub serial: Option<String>,
+    pub mac: Option<String>,
+    pub platform: Option<String>,
+    pub reason: &'static str,
+    /// The NAS that asked.
+    pub client: String,
+    pub at: SystemTime,
+}
+
+/// Handle the request path uses; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    tx: Option<mpsc::Sender<RegistrationFailure>>,
+}
+
+impl Notifier {
+    /// A notifier that sends nothing (notifications off).
+    pub fn disabled() -> Self {
+        Self { tx: None }
+    }
+
+    /// Starts the mail task. It stops when `shutdown` is cancelled, after one last attempt.
+    pub fn start(
+        smtp: &SmtpConfig,
+        to: &[String],
+        batch_window: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, JoinHandle<()>), String> {
+        let from: Mailbox = smtp.from.parse().map_err(|e| format!("smtp.from: {e}"))?;
+        let to = to
+            .iter()
+            .map(|a| a.parse::<Mailbox>().map_err(|e| format!("`{a}`: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let transport = smtp.transport().map_err(|e| format!("smtp: {e}"))?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mailer = Mailer {
+            transport,
+            from,
+            to,
+            batch_window,
+            retry_for: smtp.retry_for,
+        };
+        let task = tokio::spawn(mailer.run(rx, shutdown));
+        Ok((Self { tx: Some(tx) }, task))
+    }
+
+    /// Queues a notification without waiting; a full queue drops it (counted).
+    pub fn notify(&self, event: RegistrationFailure) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(event) {
+            Ok(()) => METRICS.mail_queue.inc(),
+            Err(_) => METRICS.mail_dropped.inc(),
+        }
+    }
+}
+
+struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    batch_window: Duration,
+    retry_for: Duration,
+}
+
+impl Mailer {
+    async fn run(self, mut rx: mpsc::Receiver<RegistrationFailure>, shutdown: CancellationToken) {
+        let mut batch: Vec<RegistrationFailure> = Vec::new();
+        loop {
+            // Wait for the first event of a batch.
+            if batch.is_empty() {
+                tokio::select! {
+                    ev = rx.recv() => match ev {
+                        Some(ev) => self.take(&mut batch, ev),
+                        None => return,
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+                // Gather what else arrives within the window.
+                let until = tokio::time::Instant::now() + self.batch_window;
+                self.gather(&mut rx, &mut batch, until, &shutdown).await;
+            }
+            let first_try = Instant::now();
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                match self.send(&batch).await {
+                    Ok(()) => {
+                        info!(events = batch.len(), "registration failure mail sent");
+                        METRICS.mail_sent.inc();
+                        batch.clear();
+                        break;
+                    }
+                    Err(e) if first_try.elapsed() >= self.retry_for || shutdown.is_cancelled() => {
+                        warn!(error = %e, events = batch.len(), "giving up on registration failure mail");
+                        METRICS.mail_failed.inc();
+                        batch.clear();
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retry_in = ?backoff, "registration failure mail not sent; will retry");
+                        let until = tokio::time::Instant::now() + backoff;
+                        self.gather(&mut rx, &mut batch, until, &shutdown).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&self, batch: &mut Vec<RegistrationFailure>, ev: RegistrationFailure) {
+        METRICS.mail_queue.dec();
+        if batch.len() < MAX_BATCH {
+            batch.push(ev);
+        } else {
+            METRICS.mail_dropped.inc();
+        }
+    }
+
+    /// Adds arriving events to `batch` until `until` (or shutdown).
+    async fn gather(
+        &self,
+        rx: &mut mpsc::Receiver<RegistrationFailure>,
+        batch: &mut Vec<RegistrationFailure>,
+        until: tokio::time::Instant,
+        shutdown: &CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.take(batch, ev),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(until) => return,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn send(&self, batch: &[RegistrationFailure]) -> Result<(), String> {
+        let mut builder = Message::builder().from(self.from.clone()).subject(format!(
+            "ravpnd: {} device registration failure(s)",
+            batch.len()
+        ));
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        // Plain 7-bit when possible, so serials stay whole and greppable in the raw mail.
+        let text = render(batch);
+        let body = Body::new_with_encoding(text.clone(), ContentTransferEncoding::SevenBit)
+            .unwrap_or_else(|_| Body::new(text));
+        let message = builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| e.to_string())?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The mail body: one paragraph per failure.
+fn render(batch: &[RegistrationFailure]) -> String {
+    let mut body = String::from(
+        "ravpnd could not auto-register the following devices. Check the users' device\n\
+         assignments (`ravpnd device list`) and reset or add devices as needed.\n\n",
+    );
+    for ev in batch {
+        body.push_str(&format!(
+            "time:     {}\nuser:     {}\nserial:   {}\nmac:      {}\nplatform: {}\nreason:   {}\nclient:   {}\n\n",
+            humantime::format_rfc3339_seconds(ev.at),
+            ev.user,
+            ev.serial.as_deref().unwrap_or("-"),
+            ev.mac.as_deref().unwrap_or("-"),
+            ev.platform.as_deref().unwrap_or("-"),
+            ev.reason,
+            ev.client
+        ));
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_names_user_device_reason_and_time() {
+        let body = render(&[RegistrationFailure {
+            user: "alice".into(),
+            serial: Some("ABC".into()),
+            mac: None,
+            platform: Some("win".into()),
+            reason: "no free device slot",
+            client: "asa1".into(),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }]);
+        for part in [
+            "alice",
+            "serial:   ABC",
+            "platform: win",
+            "no free device slot",
+            "2023-11-14T22:13:20Z",
+            "asa1",
+        ] {
+            assert!(body.contains(part), "{part} in {body}");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Device identity from the Access-Request, matching against the user's assigned devices,
+//! and the decision to auto-register. Pure: the store write is the caller's.
+
+use serde::{Deserialize, Serialize};
+
+use super::Reason;
+use crate::config::Problem;
+use crate::store::{AuthMethod, DeviceRecord, DeviceType};
+
+/// `[devices]`: device assignment rules.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// Devices a user may have unless their own limit says otherwise.
+    pub max_per_user: u32,
+    /// Which `mdm-tlv` key of the Cisco-AVPair carries the device's serial ID.
+    pub serial_key: String,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        Self {
+            max_per_user: 2,
+            serial_key: "device-uid".into(),
+        }
+    }
+}
+
+/// `[registration]`: first-connect auto-registration and its failure mail.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Register the serial a user's device presents on its first connection (recommended).
+    pub auto_register: bool,
+    /// Mail every address in `notify_to` when an auto-registration fails (recommended).
+    pub notify_on_failure: bool,
+    /// Where failure mail goes (one or more addresses); sent through `[smtp]`.
+    pub notify_to: Vec<String>,
+    /// Failures within this window are sent as one mail.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: std::time::Duration,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            auto_register: true,
+            notify_on_failure: false,
+            notify_to: Vec::new(),
+            batch_window: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl DevicesConfig {
+    pub fn validate(&self, prefix: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if self.max_per_user == 0 {
+            p.push(Problem {
+                key: format!("{prefix}.max_per_user"),
+                why: "must be at least 1".into(),
+            });
+        }
+        if self.serial_key.is_empty() || self.serial_key.contains('=') {
+            p.push(Problem {
+                key: format!("{prefix}.serial_key"),
+                why: "must be an mdm-tlv key such as \"device-uid\"".into(),
+            });
+        }
+        p
+    }
+}
+
+/// What the request says about the device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    pub serial: Option<String>,
+    /// Canonical form.
+    pub mac: Option<String>,
+    pub platform: Option<DeviceType>,
+    /// The platform string as sent, for logs and mail.
+    pub platform_raw: Option<String>,
+}
+
+impl DeviceIdentity {
+    /// Reads `mdm-tlv=<key>=<value>` Cisco-AVPairs (AnyConnect's device data).
+    pub fn from_avpairs<'a>(pairs: impl IntoIterator<Item = &'a str>, serial_key: &str) -> Self {
+        let mut id = Self::default();
+        for pair in pairs {
+            let Some((key, value)) = pair
+                .strip_prefix("mdm-tlv=")
+                .and_then(|kv| kv.split_once('='))
+            else {
+                continue;
+            };
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            if key == serial_key {
+                id.serial = Some(value.to_owned());
+            } else if key == "device-mac" {
+                id.mac = normalize_mac(value);
+            } else if key == "device-platform" {
+                id.platform = platform(value);
+                id.platform_raw = Some(value.to_owned());
+            }
+        }
+        id
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.serial.is_none() && self.mac.is_none()
+    }
+}
+
+/// AnyConnect's `device-platform` values.
+pub fn platform(s: &str) -> Option<DeviceType> {
+    match s {
+        "win" => Some(DeviceType::Windows),
+        "mac-intel" | "mac-arm" | "mac" => Some(DeviceType::Mac),
+        "apple-ios" => Some(DeviceType::Ios),
+        "android" => Some(DeviceType::Android),
+        _ => None,
+    }
+}
+
+/// `12:34:56:78:90:AB`, `12-34-56-78-90-ab` or `123456789abc` → `12:34:56:78:90:ab`.
+pub fn normalize_mac(s: &str) -> Option<String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    let separators = s.len() - hex.len();
+    if hex.len() != 12
+        || !hex.chars().all(|c| c.is_ascii_hexdigit())
+        || !matches!(separators, 0 | 2 | 5)
+    {
+        return None;
+    }
+    let lower = hex.to_ascii_lowercase();
+    Some(
+        lower
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).expect("ascii"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
+fn same_serial(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// What to do about the device, given the user's assigned devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCheck {
+    Accept {
+        device: String,
+    },
+    Reject(Reason),
+    /// Auto-register `serial` on `device`, then reject asking to reconnect.
+    Register {
+        device: String,
+        serial: String,
+    },
+    /// Auto-registration is not possible: reject, and tell the admins.
+    RegistrationFailed(Reason),
+}
+
+/// Decides on the device. `serial_owner` is the device already holding the presented serial,
+/// if any (from the store's serial index).
+pub fn check(
+    devices: &[DeviceRecord],
+    id: &DeviceIdentity,
+    auto_register: bool,
+    serial_owner: Option<&str>,
+) -> DeviceCheck {
+    if devices.is_empty() {
+        return DeviceCheck::Reject(Reason::DeviceNotAssigned);
+    }
+    // 1. A device that proves itself by serial or MAC.
+    let proven = devices.iter().find(|d| {
+        d.device_auth
+            && match d.method {
+                AuthMethod::Serial => {
+                    matches!((&d.serial, &id.serial), (Some(a), Some(b)) if same_serial(a, b))
+                }
+                AuthMethod::Mac => d.mac.is_some() && d.mac == id.mac,
+            }
+    });
+    if let Some(d) = proven {
+        return if !d.enabled {
+            DeviceCheck::Reject(Reason::DeviceDisabled)
+        } else if id.platform.is_some_and(|p| p != d.device_type) {
+            DeviceCheck::Reject(Reason::PlatformMismatch)
+        } else {
+            DeviceCheck::Accept {
+                device: d.name.clone(),
+            }
+        };
+    }
+    // 2. A device without device authentication, of the presented platform's type.
+    let unchecked: Vec<_> = devices
+        .iter()
+        .filter(|d| !d.device_auth && id.platform.is_none_or(|p| p == d.device_type))
+        .collect();
+    if let Some(d) = unchecked.iter().find(|d| d.enabled) {
+        return DeviceCheck::Accept {
+            device: d.name.clone(),
+        };
+    }
+    if !unchecked.is_empty() {
+        return DeviceCheck::Reject(Reason::DeviceDisabled);
+    }
+    // 3. First connection of a device: auto-registration.
+    let free: Vec<_> = devices
+        .iter()
+        .filter(|d| d.device_auth && d.method == AuthMethod::Serial && d.serial.is_none())
+        .collect();
+    if !auto_register {
+        return DeviceCheck::Reject(if id.is_empty() {
+            Reason::NoDeviceId
+        } else {
+            Reason::DeviceIdMismatch
+        });
+    }
+    let Some(serial) = &id.serial else {
+        return if id.is_empty() && !free.is_empty() {
+            DeviceCheck::RegistrationFailed(Reason::NoDeviceId)
+        } else if id.is_empty() {
+            DeviceCheck::Reject(Reason::NoDeviceId)
+        } else {
+            DeviceCheck::Reject(Reason::DeviceIdMismatch)
+        };
+    };
+    if serial_owner.is_some() {
+        return DeviceCheck::RegistrationFailed(Reason::SerialInUse);
+    }
+    if free.is_empty() {
+        return DeviceCheck::RegistrationFailed(Reason::NoFreeDeviceSlot);
+    }
+    let of_type: Vec<_> = free
+        .iter()
+        .filter(|d| id.platform == Some(d.device_type))
+        .collect();
+    match of_type.iter().find(|d| d.enabled) {
+        Some(d) => DeviceCheck::Register {
+            device: d.name.clone(),
+            serial: serial.clone(),
+        },
+        None if !of_type.is_empty() => DeviceCheck::Reject(Reason::DeviceDisabled),
+        None => DeviceCheck::RegistrationFailed(Reason::PlatformMismatch),
+    }
+}
+
+#[cfg(test)]
+mod tests;

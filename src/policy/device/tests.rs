@@ -1,0 +1,239 @@
+use super::*;
+
+fn dev(name: &str, t: DeviceType) -> DeviceRecord {
+    DeviceRecord {
+        name: name.into(),
+        device_type: t,
+        enabled: true,
+        device_auth: true,
+        method: AuthMethod::Serial,
+        serial: None,
+        mac: None,
+        owner: Some("alice".into()),
+        registered_at: None,
+        created: 0,
+        updated: 0,
+    }
+}
+
+fn id(serial: Option<&str>, mac: Option<&str>, platform: &str) -> DeviceIdentity {
+    let mut pairs = vec![format!("mdm-tlv=device-platform={platform}")];
+    if let Some(s) = serial {
+        pairs.push(format!("mdm-tlv=device-uid={s}"));
+    }
+    if let Some(m) = mac {
+        pairs.push(format!("mdm-tlv=device-mac={m}"));
+    }
+    DeviceIdentity::from_avpairs(pairs.iter().map(String::as_str), "device-uid")
+}
+
+#[test]
+fn identity_reads_anyconnect_avpairs() {
+    let pairs = [
+        "mdm-tlv=device-platform=win",
+        "mdm-tlv=device-uid=ABCDEF0123",
+        "mdm-tlv=device-uid-global=99",
+        "mdm-tlv=device-mac=a1-b2-c3-d4-e5-f6",
+        "mdm-tlv=ac-user-agent=AnyConnect Windows 4.10.07073",
+        "audit-session-id=0a0b0c",
+    ];
+    let i = DeviceIdentity::from_avpairs(pairs, "device-uid");
+    assert_eq!(i.serial.as_deref(), Some("ABCDEF0123"));
+    assert_eq!(i.mac.as_deref(), Some("a1:b2:c3:d4:e5:f6"));
+    assert_eq!(i.platform, Some(DeviceType::Windows));
+    let g = DeviceIdentity::from_avpairs(pairs, "device-uid-global");
+    assert_eq!(g.serial.as_deref(), Some("99"));
+    for (raw, t) in [
+        ("mac-intel", Some(DeviceType::Mac)),
+        ("mac-arm", Some(DeviceType::Mac)),
+        ("apple-ios", Some(DeviceType::Ios)),
+        ("android", Some(DeviceType::Android)),
+        ("linux-64", None),
+    ] {
+        assert_eq!(platform(raw), t, "{raw}");
+    }
+}
+
+#[test]
+fn mac_normalization() {
+    for ok in [
+        "12:34:56:78:90:AB",
+        "12-34-56-78-90-ab",
+        "1234567890ab",
+        "1234.5678.90ab",
+    ] {
+        assert_eq!(
+            normalize_mac(ok).as_deref(),
+            Some("12:34:56:78:90:ab"),
+            "{ok}"
+        );
+    }
+    for bad in [
+        "12:34:56:78:90",
+        "12:34:56:78:90:ag",
+        "12:34:56:78:90:ab:cd",
+        "",
+        "1:234:56:78:90:ab:",
+    ] {
+        assert_eq!(normalize_mac(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn first_connect_registers_then_matches() {
+    let mut d = dev("laptop", DeviceType::Windows);
+    let i = id(Some("SER1"), None, "win");
+    assert_eq!(
+        check(std::slice::from_ref(&d), &i, true, None),
+        DeviceCheck::Register {
+            device: "laptop".into(),
+            serial: "SER1".into()
+        }
+    );
+    d.serial = Some("ser1".into());
+    assert_eq!(
+        check(std::slice::from_ref(&d), &i, true, Some("laptop")),
+        DeviceCheck::Accept {
+            device: "laptop".into()
+        }
+    );
+    let other = id(Some("SER2"), None, "win");
+    assert_eq!(
+        check(std::slice::from_ref(&d), &other, false, None),
+        DeviceCheck::Reject(Reason::DeviceIdMismatch)
+    );
+    assert_eq!(
+        check(std::slice::from_ref(&d), &other, true, None),
+        DeviceCheck::RegistrationFailed(Reason::NoFreeDeviceSlot)
+    );
+}
+
+#[test]
+fn rejections_are_specific() {
+    let none: [DeviceRecord; 0] = [];
+    assert_eq!(
+        check(&none, &id(Some("S"), None, "win"), true, None),
+        DeviceCheck::Reject(Reason::DeviceNotAssigned)
+    );
+    let mut d = dev("laptop", DeviceType::Windows);
+    d.serial = Some("S".into());
+    d.enabled = false;
+    assert_eq!(
+        check(
+            std::slice::from_ref(&d),
+            &id(Some("S"), None, "win"),
+            true,
+            None
+        ),
+        DeviceCheck::Reject(Reason::DeviceDisabled)
+    );
+    d.enabled = true;
+    assert_eq!(
+        check(
+            std::slice::from_ref(&d),
+            &id(Some("S"), None, "android"),
+            true,
+            None
+        ),
+        DeviceCheck::Reject(Reason::PlatformMismatch)
+    );
+    assert_eq!(
+        check(
+            std::slice::from_ref(&d),
+            &DeviceIdentity::default(),
+            true,
+            None
+        ),
+        DeviceCheck::Reject(Reason::NoDeviceId)
+    );
+    let free = dev("phone", DeviceType::Ios);
+    assert_eq!(
+        check(
+            std::slice::from_ref(&free),
+            &DeviceIdentity::default(),
+            true,
+            None
+        ),
+        DeviceCheck::RegistrationFailed(Reason::NoDeviceId)
+    );
+    assert_eq!(
+        check(
+            std::slice::from_ref(&free),
+            &id(Some("X"), None, "win"),
+            true,
+            None
+        ),
+        DeviceCheck::RegistrationFailed(Reason::PlatformMismatch)
+    );
+    assert_eq!(
+        check(
+            std::slice::from_ref(&free),
+            &id(Some("X"), None, "apple-ios"),
+            true,
+            Some("elsewhere")
+        ),
+        DeviceCheck::RegistrationFailed(Reason::SerialInUse)
+    );
+}
+
+#[test]
+fn mac_method_and_device_auth_off() {
+    let mut d = dev("desk", DeviceType::Windows);
+    d.method = AuthMethod::Mac;
+    d.mac = Some("a1:b2:c3:d4:e5:f6".into());
+    assert_eq!(
+        check(
+            std::slice::from_ref(&d),
+            &id(None, Some("A1-B2-C3-D4-E5-F6"), "win"),
+            true,
+            None
+        ),
+        DeviceCheck::Accept {
+            device: "desk".into()
+        }
+    );
+    assert_eq!(
+        check(
+            std::slice::from_ref(&d),
+            &id(None, Some("a1-b2-c3-d4-e5-f7"), "win"),
+            true,
+            None
+        ),
+        DeviceCheck::Reject(Reason::DeviceIdMismatch)
+    );
+
+    let mut open = dev("kiosk", DeviceType::Android);
+    open.device_auth = false;
+    assert_eq!(
+        check(
+            std::slice::from_ref(&open),
+            &id(None, None, "android"),
+            true,
+            None
+        ),
+        DeviceCheck::Accept {
+            device: "kiosk".into()
+        }
+    );
+    // No identity at all (e.g. ocserv): any device without device auth.
+    assert_eq!(
+        check(
+            std::slice::from_ref(&open),
+            &DeviceIdentity::default(),
+            true,
+            None
+        ),
+        DeviceCheck::Accept {
+            device: "kiosk".into()
+        }
+    );
+    assert_eq!(
+        check(
+            std::slice::from_ref(&open),
+            &id(None, None, "win"),
+            false,
+            None
+        ),
+        DeviceCheck::Reject(Reason::NoDeviceId)
+    );
+}
