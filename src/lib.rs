@@ -10,10 +10,12 @@
 //! Around it: [`config`] (typed, validated), [`store`] (the only sled user), [`admin`]
 //! (HTTP API the [`cli`] talks to, `/metrics`), [`metrics`], and [`server`] (lifecycle).
 
+pub mod accounting;
 pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ipam;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

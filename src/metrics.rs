@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::policy::Reason;
@@ -18,17 +18,19 @@ pub enum DropCause {
     UnsupportedCode,
     BadMessageAuthenticator,
     MissingMessageAuthenticator,
+    BadAuthenticator,
     DuplicateInProgress,
     Timeout,
 }
 
 impl DropCause {
-    const ALL: [DropCause; 7] = [
+    const ALL: [DropCause; 8] = [
         DropCause::UnknownClient,
         DropCause::Malformed,
         DropCause::UnsupportedCode,
         DropCause::BadMessageAuthenticator,
         DropCause::MissingMessageAuthenticator,
+        DropCause::BadAuthenticator,
         DropCause::DuplicateInProgress,
         DropCause::Timeout,
     ];
@@ -40,6 +42,7 @@ impl DropCause {
             DropCause::UnsupportedCode => "unsupported_code",
             DropCause::BadMessageAuthenticator => "bad_message_authenticator",
             DropCause::MissingMessageAuthenticator => "missing_message_authenticator",
+            DropCause::BadAuthenticator => "bad_authenticator",
             DropCause::DuplicateInProgress => "duplicate_in_progress",
             DropCause::Timeout => "timeout",
         }
@@ -58,6 +61,9 @@ pub struct Metrics {
     pub mail_sent: IntCounter,
     pub mail_failed: IntCounter,
     pub mail_dropped: IntCounter,
+    pub pool_size: IntGaugeVec,
+    pub pool_used: IntGaugeVec,
+    pub accounting: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -122,6 +128,24 @@ impl Metrics {
             "Notifications dropped because the mail queue was full",
         )
         .expect("valid metric");
+        let pool_size = IntGaugeVec::new(
+            Opts::new("ravpnd_pool_addresses", "Addresses a pool can hand out"),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let pool_used = IntGaugeVec::new(
+            Opts::new("ravpnd_pool_leased", "Addresses of a pool currently leased"),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let accounting = IntCounterVec::new(
+            Opts::new(
+                "ravpnd_accounting_total",
+                "Accounting-Requests recorded, by status type",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dropped_vec.clone()),
@@ -132,6 +156,9 @@ impl Metrics {
             Box::new(mail_sent.clone()),
             Box::new(mail_failed.clone()),
             Box::new(mail_dropped.clone()),
+            Box::new(pool_size.clone()),
+            Box::new(pool_used.clone()),
+            Box::new(accounting.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -163,6 +190,9 @@ impl Metrics {
             mail_sent,
             mail_failed,
             mail_dropped,
+            pool_size,
+            pool_used,
+            accounting,
         }
     }
 

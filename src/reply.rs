@@ -1,34 +1,144 @@
-//! Decision → response attributes. Message-Authenticator goes first in every response
-//! (RFC 3579; BlastRADIUS hardening asks for it first so it cannot be displaced).
+//! Decision → response attributes, in the dialect of the gateway. Message-Authenticator goes
+//! first in every response (RFC 3579; BlastRADIUS hardening asks for it first).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use radius::core::avp::AVP;
 use radius::core::code::Code;
 use radius::core::packet::Packet;
+use serde::{Deserialize, Serialize};
 
-use crate::policy::{Decision, Reason};
-use crate::radius::{crypto, dict, packet::HEADER_LEN};
+use crate::config::GatewayKind;
+use crate::policy::proxy::ProxyPush;
+use crate::policy::{Decision, Reason, ReplyPlan};
+use crate::radius::dict::{self, asa, ms};
+use crate::radius::{crypto, packet::HEADER_LEN};
+
+/// `[dns]`: the DNS servers every client gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub primary: Option<Ipv4Addr>,
+    pub secondary: Option<Ipv4Addr>,
+}
+
+/// What the reply needs besides the decision.
+pub struct ReplyContext<'a> {
+    pub kind: GatewayKind,
+    pub dns: &'a DnsConfig,
+    pub interim_interval: Duration,
+}
 
 /// Offset of the Message-Authenticator value when it is the first attribute.
 const FIRST_MA_OFFSET: usize = HEADER_LEN + 2;
 
 /// Encodes and signs the response to `request` (decoded with the client's secret).
-pub fn access_response(request: &Packet, decision: &Decision) -> Vec<u8> {
+pub fn access_response(request: &Packet, decision: &Decision, ctx: &ReplyContext<'_>) -> Vec<u8> {
     let (code, reason) = match decision {
-        Decision::Accept(_plan) => (Code::AccessAccept, Reason::Accepted),
+        Decision::Accept(_) => (Code::AccessAccept, Reason::Accepted),
         Decision::Reject(reason) => (Code::AccessReject, *reason),
     };
     let mut resp = request.make_response_packet(code);
     resp.add(AVP::from_bytes(dict::MESSAGE_AUTHENTICATOR, &[0; 16]));
+    if let Decision::Accept(plan) = decision {
+        session_attributes(&mut resp, plan, ctx);
+    }
     resp.add(AVP::from_string(dict::REPLY_MESSAGE, reason.message()));
     sign(request, resp)
 }
 
-/// RFC 5997 §3: Status-Server is answered with an Access-Accept carrying a
-/// Message-Authenticator.
-pub fn status_response(request: &Packet) -> Vec<u8> {
-    let mut resp = request.make_response_packet(Code::AccessAccept);
+fn vsa(resp: &mut Packet, vendor: u32, typ: u8, value: &[u8]) {
+    resp.add(AVP::from_bytes(
+        dict::VENDOR_SPECIFIC,
+        &dict::vsa(vendor, typ, value),
+    ));
+}
+
+/// Address, DNS and proxy, as the gateway's dictionary has them.
+fn session_attributes(resp: &mut Packet, plan: &ReplyPlan, ctx: &ReplyContext<'_>) {
+    if ctx.kind == GatewayKind::Ocserv {
+        // ocserv refuses any Service-Type but Framed.
+        resp.add(AVP::from_u32(dict::SERVICE_TYPE, dict::SERVICE_TYPE_FRAMED));
+    }
+    if let Some(a) = &plan.address {
+        resp.add(AVP::from_ipv4(dict::FRAMED_IP_ADDRESS, &a.addr));
+        resp.add(AVP::from_ipv4(dict::FRAMED_IP_NETMASK, &a.netmask));
+    }
+    match ctx.kind {
+        GatewayKind::Asa => {
+            if let Some(p) = ctx.dns.primary {
+                vsa(resp, asa::VENDOR, asa::PRIMARY_DNS, &p.octets());
+            }
+            if let Some(s) = ctx.dns.secondary {
+                vsa(resp, asa::VENDOR, asa::SECONDARY_DNS, &s.octets());
+            }
+            let policy = |v: u32| v.to_be_bytes();
+            match &plan.proxy {
+                ProxyPush::Nothing => {}
+                ProxyPush::NoModify => vsa(
+                    resp,
+                    asa::VENDOR,
+                    asa::IE_PROXY_SERVER_POLICY,
+                    &policy(asa::POLICY_NO_MODIFY),
+                ),
+                ProxyPush::NoProxy => vsa(
+                    resp,
+                    asa::VENDOR,
+                    asa::IE_PROXY_SERVER_POLICY,
+                    &policy(asa::POLICY_NO_PROXY),
+                ),
+                ProxyPush::Managed { server, exceptions } => {
+                    vsa(
+                        resp,
+                        asa::VENDOR,
+                        asa::IE_PROXY_SERVER_POLICY,
+                        &policy(asa::POLICY_USE_CONCENTRATOR),
+                    );
+                    vsa(resp, asa::VENDOR, asa::IE_PROXY_SERVER, server.as_bytes());
+                    if let Some(e) = exceptions {
+                        vsa(
+                            resp,
+                            asa::VENDOR,
+                            asa::IE_PROXY_EXCEPTION_LIST,
+                            e.as_bytes(),
+                        );
+                    }
+                }
+            }
+        }
+        GatewayKind::Ocserv => {
+            if let Some(p) = ctx.dns.primary {
+                vsa(resp, ms::VENDOR, ms::PRIMARY_DNS_SERVER, &p.octets());
+            }
+            if let Some(s) = ctx.dns.secondary {
+                vsa(resp, ms::VENDOR, ms::SECONDARY_DNS_SERVER, &s.octets());
+            }
+            let secs = ctx.interim_interval.as_secs().min(u64::from(u32::MAX)) as u32;
+            resp.add(AVP::from_u32(dict::ACCT_INTERIM_INTERVAL, secs));
+        }
+    }
+}
+
+/// RFC 5997 §3: Status-Server is answered with an Access-Accept (on the authentication
+/// port) or an Accounting-Response (on the accounting port), with a Message-Authenticator.
+pub fn status_response(request: &Packet, accounting: bool) -> Vec<u8> {
+    let code = if accounting {
+        Code::AccountingResponse
+    } else {
+        Code::AccessAccept
+    };
+    let mut resp = request.make_response_packet(code);
     resp.add(AVP::from_bytes(dict::MESSAGE_AUTHENTICATOR, &[0; 16]));
     resp.add(AVP::from_string(dict::REPLY_MESSAGE, "ravpnd is alive"));
+    sign(request, resp)
+}
+
+/// RFC 2866 §4.2: an Accounting-Response (with a Message-Authenticator first, like every
+/// response here).
+pub fn accounting_response(request: &Packet) -> Vec<u8> {
+    let mut resp = request.make_response_packet(Code::AccountingResponse);
+    resp.add(AVP::from_bytes(dict::MESSAGE_AUTHENTICATOR, &[0; 16]));
     sign(request, resp)
 }
 

@@ -2,21 +2,24 @@
 //! API, and shuts down as a tree: stop receiving → finish in-flight → flush → admin last.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::auth::local::LocalVerifier;
 use crate::auth::Source;
 use crate::config::{AuthSource, Config, Secret};
+use crate::ipam::{Ipam, IpamError};
 use crate::notify::Notifier;
-use crate::policy::Policy;
-use crate::radius::listener::{self, Handler};
+use crate::policy::{Policy, Settings};
+use crate::radius::listener::{self, Handler, Live, Port};
 use crate::radius::nas::NasTable;
 use crate::store::{Store, StoreError};
 
@@ -39,6 +42,8 @@ pub enum ServerError {
     Flush(StoreError),
     #[error("cannot start the mailer: {0}")]
     Mail(String),
+    #[error("cannot restore address leases: {0}")]
+    Ipam(IpamError),
     #[error("admin server: {0}")]
     Admin(std::io::Error),
 }
@@ -46,6 +51,7 @@ pub enum ServerError {
 /// The sockets the daemon serves on, bound before `run` so tests can use port 0.
 pub struct Sockets {
     pub auth: UdpSocket,
+    pub acct: UdpSocket,
     pub admin: TcpListener,
 }
 
@@ -58,6 +64,13 @@ impl Sockets {
                 addr: config.radius.auth_addr,
                 source,
             })?;
+        let acct = UdpSocket::bind(config.radius.acct_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "the RADIUS accounting socket",
+                addr: config.radius.acct_addr,
+                source,
+            })?;
         let admin = TcpListener::bind(config.admin.addr)
             .await
             .map_err(|source| ServerError::Bind {
@@ -65,7 +78,7 @@ impl Sockets {
                 addr: config.admin.addr,
                 source,
             })?;
-        Ok(Self { auth, admin })
+        Ok(Self { auth, acct, admin })
     }
 }
 
@@ -89,9 +102,11 @@ fn admin_token(config: &Config) -> Result<Secret, ServerError> {
     })
 }
 
-/// Serves until `shutdown` is cancelled, then drains and flushes.
+/// Serves until `shutdown` is cancelled, then drains and flushes. SIGHUP reloads
+/// `config_path`.
 pub async fn run(
     config: Config,
+    config_path: PathBuf,
     store: Store,
     sockets: Sockets,
     shutdown: CancellationToken,
@@ -117,20 +132,28 @@ pub async fn run(
         // Refused by `Config::validate`; kept total so a new source cannot be forgotten here.
         Some(AuthSource::ActiveDirectory | AuthSource::AzureAd) => Source::NotSelected,
     };
+    let ipam =
+        Arc::new(Ipam::new(store.clone(), &config.pools, unix_now()).map_err(ServerError::Ipam)?);
     let handler = Arc::new(Handler::new(
-        NasTable::new(&config.clients),
-        Policy::new(
-            store.clone(),
-            source,
-            config.devices.clone(),
-            config.registration.clone(),
-            notifier,
-        ),
+        Live {
+            nas: NasTable::new(&config.clients),
+            settings: Settings::from_config(&config),
+        },
+        Policy::new(store.clone(), source, ipam.clone(), notifier),
         config.radius.dedup_window,
         config.radius.request_timeout,
     ));
+    let background = TaskTracker::new();
+    background.spawn(sweep_leases(ipam.clone(), shutdown.clone()));
+    background.spawn(reload_on_sighup(
+        handler.clone(),
+        config.clone(),
+        config_path,
+        shutdown.clone(),
+    ));
 
     let auth_addr = sockets.auth.local_addr().map_err(ServerError::Admin)?;
+    let acct_addr = sockets.acct.local_addr().map_err(ServerError::Admin)?;
     let admin_addr = sockets.admin.local_addr().map_err(ServerError::Admin)?;
     let addr_file = config.admin.addr_file(&config.store);
     if let Err(e) = std::fs::write(&addr_file, admin_addr.to_string()) {
@@ -142,6 +165,7 @@ pub async fn run(
         local,
         token,
         max_devices: config.devices.max_per_user,
+        handler: handler.clone(),
     }));
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
@@ -156,19 +180,33 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(config.radius.max_in_flight));
     info!(
         radius_auth = %auth_addr,
+        radius_acct = %acct_addr,
         admin = %admin_addr,
+        pools = config.pools.len(),
         source = ?config.auth.source,
         clients = config.clients.len(),
         "ravpnd ready"
     );
+    let acct = tokio::spawn(listener::serve(
+        Arc::new(sockets.acct),
+        Port::Acct,
+        handler.clone(),
+        permits.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    ));
     listener::serve(
         Arc::new(sockets.auth),
+        Port::Auth,
         handler,
         permits,
         tracker.clone(),
         shutdown,
     )
     .await;
+    let _ = acct.await;
+    background.close();
+    background.wait().await;
 
     info!(
         in_flight = tracker.len(),
@@ -188,4 +226,108 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Frees expired leases, paced by the shortest lease time.
+async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
+    let every = ipam
+        .shortest_lease()
+        .map_or(Duration::from_secs(30), |t| t / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match ipam.sweep(unix_now()).await {
+            Ok(0) => {}
+            Ok(n) => info!(expired = n, "expired leases released"),
+            Err(e) => error!(error = %e, "lease sweep failed"),
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config and swaps in clients, DNS, proxy, device settings and new
+/// pools. A config that does not validate, or changes a pool in place, is refused and the
+/// running one kept. Sockets, store, admin and the auth source need a restart.
+async fn reload_on_sighup(
+    handler: Arc<Handler>,
+    mut current: Config,
+    path: PathBuf,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot install the SIGHUP handler; reload disabled");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => {}
+        }
+        let new = match Config::load_valid(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "reload refused; the running configuration stays");
+                continue;
+            }
+        };
+        let ipam = handler.policy().ipam();
+        if let Err(why) = ipam.check_reload(&new.pools) {
+            error!(%why, "reload refused; the running configuration stays");
+            continue;
+        }
+        if let Err(e) = ipam.add_pools(&new.pools, unix_now()) {
+            error!(error = %e, "reload refused: new pools could not be added");
+            continue;
+        }
+        for (what, changed) in [
+            (
+                "radius.auth_addr",
+                new.radius.auth_addr != current.radius.auth_addr,
+            ),
+            (
+                "radius.acct_addr",
+                new.radius.acct_addr != current.radius.acct_addr,
+            ),
+            (
+                "admin",
+                new.admin.addr != current.admin.addr || new.admin.token != current.admin.token,
+            ),
+            ("store.path", new.store.path != current.store.path),
+            ("auth.source", new.auth.source != current.auth.source),
+            (
+                "smtp",
+                format!("{:?}", new.smtp) != format!("{:?}", current.smtp),
+            ),
+        ] {
+            if changed {
+                warn!(
+                    key = what,
+                    "changed in the config file; takes effect after a restart"
+                );
+            }
+        }
+        handler.reload(Live {
+            nas: NasTable::new(&new.clients),
+            settings: Settings::from_config(&new),
+        });
+        info!(
+            clients = new.clients.len(),
+            pools = new.pools.len(),
+            "configuration reloaded"
+        );
+        current = new;
+    }
 }

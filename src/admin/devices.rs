@@ -166,8 +166,36 @@ fn invalid(problems: Vec<String>) -> ApiError {
     ApiError::bad_request(problems.join("; "))
 }
 
-pub async fn list(State(s): State<Arc<AdminState>>) -> Result<Json<Vec<DeviceRecord>>, ApiError> {
-    Ok(Json(s.store.devices()?))
+/// A device as listed: the record plus what the proxy policy does for its profile.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceView {
+    #[serde(flatten)]
+    pub device: DeviceRecord,
+    /// `-` (no proxy mode), `client`, `managed`, `none`, `not applied`, …
+    pub proxy: String,
+}
+
+pub async fn list(State(s): State<Arc<AdminState>>) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let live = s.handler.live();
+    let views = s
+        .store
+        .devices()?
+        .into_iter()
+        .map(|d| {
+            let proxy = match &d.owner {
+                Some(owner) => live
+                    .settings
+                    .proxy
+                    .describe_for(&format!("{owner}/{}", d.name), d.device_type),
+                None => "-",
+            };
+            DeviceView {
+                device: d,
+                proxy: proxy.to_owned(),
+            }
+        })
+        .collect();
+    Ok(Json(views))
 }
 
 pub async fn show(

@@ -5,7 +5,7 @@ mod import;
 pub mod token;
 mod users;
 
-pub use devices::{Assignment, DeviceInput, DevicePatch};
+pub use devices::{Assignment, DeviceInput, DevicePatch, DeviceView};
 pub use import::{DeviceRow, Imported, UserRow};
 pub use users::UserView;
 
@@ -22,7 +22,8 @@ use serde::Serialize;
 use crate::auth::local::LocalVerifier;
 use crate::config::Secret;
 use crate::metrics::METRICS;
-use crate::store::{Store, StoreError};
+use crate::radius::listener::Handler;
+use crate::store::{LeaseRecord, Store, StoreError};
 
 /// What the handlers share.
 pub struct AdminState {
@@ -31,6 +32,8 @@ pub struct AdminState {
     pub token: Secret,
     /// `[devices] max_per_user`.
     pub max_devices: u32,
+    /// The request path: live settings and the address pools.
+    pub handler: Arc<Handler>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -48,6 +51,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/devices/{name}/reset-serial", post(devices::reset_serial))
         .route("/assignments", post(devices::assign))
         .route("/assignments/{user}/{device}", delete(devices::unassign))
+        .route("/sessions", get(sessions))
         .route("/import/users", post(import::users))
         .route("/import/devices", post(import::devices))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -56,6 +60,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+}
+
+/// Live leases: who holds which address, and their accounting session.
+async fn sessions(State(s): State<Arc<AdminState>>) -> Json<Vec<LeaseRecord>> {
+    Json(s.handler.policy().ipam().sessions())
 }
 
 async fn metrics() -> impl IntoResponse {

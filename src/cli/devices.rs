@@ -4,7 +4,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use reqwest::Method;
 
 use super::client::{encode, AdminClient};
-use crate::admin::{Assignment, DeviceInput, DevicePatch};
+use crate::admin::{Assignment, DeviceInput, DevicePatch, DeviceView};
 use crate::store::DeviceRecord;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -105,7 +105,7 @@ pub async fn run(client: &AdminClient, cmd: DeviceCommand) -> anyhow::Result<()>
             println!("device {name} added");
         }
         DeviceCommand::List { json } => {
-            let devices: Vec<DeviceRecord> = client
+            let devices: Vec<DeviceView> = client
                 .call::<(), _>(Method::GET, "/devices", None)
                 .await?
                 .unwrap_or_default();
@@ -203,14 +203,15 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-fn print_table(devices: &[DeviceRecord]) {
+fn print_table(devices: &[DeviceView]) {
     println!(
-        "{:<20} {:<8} {:<8} {:<7} {:<7} {:<24} {:<18} USER",
-        "NAME", "TYPE", "ENABLED", "DEVAUTH", "METHOD", "SERIAL", "MAC"
+        "{:<20} {:<8} {:<8} {:<7} {:<7} {:<24} {:<18} {:<16} PROXY",
+        "NAME", "TYPE", "ENABLED", "DEVAUTH", "METHOD", "SERIAL", "MAC", "USER"
     );
-    for d in devices {
+    for v in devices {
+        let d = &v.device;
         println!(
-            "{:<20} {:<8} {:<8} {:<7} {:<7} {:<24} {:<18} {}",
+            "{:<20} {:<8} {:<8} {:<7} {:<7} {:<24} {:<18} {:<16} {}",
             d.name,
             d.device_type.as_str(),
             yes_no(d.enabled),
@@ -219,6 +220,7 @@ fn print_table(devices: &[DeviceRecord]) {
             d.serial.as_deref().unwrap_or("-"),
             d.mac.as_deref().unwrap_or("-"),
             d.owner.as_deref().unwrap_or("-"),
+            v.proxy,
         );
     }
 }

@@ -3,6 +3,7 @@
 mod client;
 mod devices;
 mod import;
+mod sessions;
 mod users;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub enum Command {
     /// Bulk import from CSV (all rows or none).
     #[command(subcommand)]
     Import(import::ImportCommand),
+    /// Live sessions (address leases).
+    #[command(subcommand)]
+    Session(sessions::SessionCommand),
 }
 
 /// Runs the chosen subcommand.
@@ -76,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         devices::unassign(&client, user, device).await
                     }
                     Command::Import(cmd) => import::run(&client, cmd).await,
+                    Command::Session(cmd) => sessions::run(&client, cmd).await,
                     Command::Serve | Command::CheckConfig => unreachable!("handled above"),
                 }
             })?;
@@ -123,7 +128,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         let sockets = server::Sockets::bind(&config).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        server::run(config, store, sockets, shutdown).await?;
+        server::run(config, path.to_owned(), store, sockets, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

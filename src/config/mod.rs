@@ -20,8 +20,11 @@ pub use secret::Secret;
 pub use validate::Problem;
 
 use crate::auth::local::LocalAuthConfig;
+use crate::ipam::PoolConfig;
 use crate::notify::SmtpConfig;
 use crate::policy::device::{DevicesConfig, RegistrationConfig};
+use crate::policy::proxy::ProxyConfig;
+use crate::reply::DnsConfig;
 
 /// The whole daemon configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -41,6 +44,12 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Mail relay.
     pub smtp: SmtpConfig,
+    /// Address pools for the sessions' VPN addresses.
+    pub pools: Vec<PoolConfig>,
+    /// DNS servers handed to every client.
+    pub dns: DnsConfig,
+    /// Proxy policy.
+    pub proxy: ProxyConfig,
     /// Logging.
     pub log: LogConfig,
     /// The NAS clients (VPN gateways) allowed to send requests, each with its own secret.
@@ -52,6 +61,11 @@ pub struct Config {
 pub struct RadiusConfig {
     /// UDP address for Access-Requests and Status-Server.
     pub auth_addr: SocketAddr,
+    /// UDP address for Accounting-Requests (RFC 2866).
+    pub acct_addr: SocketAddr,
+    /// Acct-Interim-Interval sent to gateways that take it (ocserv).
+    #[serde(with = "humantime_serde")]
+    pub interim_interval: Duration,
     /// Requests handled at once; further datagrams wait in the socket buffer.
     pub max_in_flight: usize,
     /// How long a response is kept to answer a retransmitted duplicate (RFC 5080 §2.2.2).
@@ -66,6 +80,8 @@ impl Default for RadiusConfig {
     fn default() -> Self {
         Self {
             auth_addr: ([0, 0, 0, 0], 1812).into(),
+            acct_addr: ([0, 0, 0, 0], 1813).into(),
+            interim_interval: Duration::from_secs(600),
             max_in_flight: 4096,
             dedup_window: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
@@ -180,6 +196,24 @@ pub struct ClientConfig {
     /// Drop Access-Requests without a valid Message-Authenticator (BlastRADIUS, CVE-2024-3596).
     #[serde(default = "yes")]
     pub require_message_authenticator: bool,
+    /// What the gateway is, which decides the reply attributes.
+    #[serde(default)]
+    pub kind: GatewayKind,
+    /// The `[[pools]]` name its sessions take addresses from; default: the first pool.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// The gateway's dialect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayKind {
+    /// Cisco ASA / FTD: DNS and proxy as Cisco-ASA (3076) attributes.
+    #[default]
+    Asa,
+    /// OpenConnect server: DNS as MS-Primary/Secondary-DNS-Server (311), no proxy
+    /// attributes, Acct-Interim-Interval, Service-Type Framed.
+    Ocserv,
 }
 
 fn yes() -> bool {

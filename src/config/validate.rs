@@ -87,6 +87,14 @@ impl Config {
         problems.extend(self.auth.local.validate("auth.local"));
         problems.extend(self.devices.validate("devices"));
         problems.extend(self.smtp.validate("smtp"));
+        problems.extend(crate::ipam::PoolConfig::validate_all(&self.pools));
+        problems.extend(self.proxy.validate("proxy"));
+        if self.radius.interim_interval < std::time::Duration::from_secs(60) {
+            problems.push(Problem::new(
+                "radius.interim_interval",
+                "must be at least 60s (RFC 2869 §5.16)",
+            ));
+        }
         for (i, addr) in self.registration.notify_to.iter().enumerate() {
             if addr.parse::<lettre::message::Mailbox>().is_err() {
                 problems.push(Problem::new(
@@ -132,6 +140,14 @@ impl Config {
                     key("address"),
                     format!("{} is already matched by clients[{j}]", client.address),
                 ));
+            }
+            if let Some(pool) = &client.pool {
+                if !self.pools.iter().any(|p| &p.name == pool) {
+                    problems.push(Problem::new(
+                        key("pool"),
+                        format!("no [[pools]] entry is named `{pool}`"),
+                    ));
+                }
             }
             if client.secret.expose().len() < MIN_SECRET_LEN {
                 problems.push(Problem::new(

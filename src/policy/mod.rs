@@ -4,6 +4,7 @@
 //! password → the device is checked against the user's assignments, or auto-registered.
 
 pub mod device;
+pub mod proxy;
 mod reason;
 
 use std::time::SystemTime;
@@ -12,10 +13,40 @@ use tracing::{error, info};
 
 pub use reason::Reason;
 
+use std::sync::Arc;
+
 use crate::auth::{AuthError, PasswordVerifier, Source};
+use crate::config::Config;
+use crate::ipam::{Allocation, Ipam, IpamError, LeaseRequest};
 use crate::notify::{Notifier, RegistrationFailure};
+use crate::radius::nas::Nas;
+use crate::reply::DnsConfig;
 use crate::store::{DeviceRecord, Registration, Store, UserRecord};
 use device::{DeviceCheck, DeviceIdentity, DevicesConfig, RegistrationConfig};
+use proxy::{ProxyConfig, ProxyPush};
+
+/// The parts of the config a request reads, swapped whole on reload (SIGHUP) so a request
+/// sees one consistent version.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub devices: DevicesConfig,
+    pub registration: RegistrationConfig,
+    pub proxy: ProxyConfig,
+    pub dns: DnsConfig,
+    pub interim_interval: std::time::Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            devices: c.devices.clone(),
+            registration: c.registration.clone(),
+            proxy: c.proxy.clone(),
+            dns: c.dns.clone(),
+            interim_interval: c.radius.interim_interval,
+        }
+    }
+}
 
 /// What the policy needs from an Access-Request, already decoded.
 #[derive(Debug)]
@@ -24,8 +55,10 @@ pub struct AccessRequest<'a> {
     pub password: &'a [u8],
     /// Cisco-AVPair values (`mdm-tlv=device-uid=…`), as sent.
     pub avpairs: &'a [String],
-    /// The NAS client's name, for logs and mail.
-    pub client: &'a str,
+    /// The NAS client that asked.
+    pub nas: &'a Nas,
+    /// Unix seconds.
+    pub now: u64,
 }
 
 /// The outcome of an Access-Request.
@@ -40,14 +73,16 @@ pub enum Decision {
 pub struct ReplyPlan {
     /// The device the session runs on.
     pub device: String,
+    /// The session's VPN address, when pools are configured.
+    pub address: Option<Allocation>,
+    pub proxy: ProxyPush,
 }
 
 /// Authorization policy over one password source and the device registry.
 pub struct Policy {
     store: Store,
     source: Source,
-    devices: DevicesConfig,
-    registration: RegistrationConfig,
+    ipam: Arc<Ipam>,
     notifier: Notifier,
 }
 
@@ -55,23 +90,22 @@ pub struct Policy {
 const REGISTRATION_ATTEMPTS: usize = 3;
 
 impl Policy {
-    pub fn new(
-        store: Store,
-        source: Source,
-        devices: DevicesConfig,
-        registration: RegistrationConfig,
-        notifier: Notifier,
-    ) -> Self {
+    pub fn new(store: Store, source: Source, ipam: Arc<Ipam>, notifier: Notifier) -> Self {
         Self {
             store,
             source,
-            devices,
-            registration,
+            ipam,
             notifier,
         }
     }
 
-    pub async fn authorize(&self, req: &AccessRequest<'_>) -> Decision {
+    pub fn ipam(&self) -> &Arc<Ipam> {
+        &self.ipam
+    }
+
+    /// User → password → device → proxy → address. The address comes last: it is the
+    /// only step that writes for an accepted request.
+    pub async fn authorize(&self, req: &AccessRequest<'_>, settings: &Settings) -> Decision {
         if matches!(self.source, Source::NotSelected) {
             return Decision::Reject(Reason::NoAuthSource);
         }
@@ -85,61 +119,104 @@ impl Policy {
         }
         let id = DeviceIdentity::from_avpairs(
             req.avpairs.iter().map(String::as_str),
-            &self.devices.serial_key,
+            &settings.devices.serial_key,
         );
-        self.authorize_device(&user, &id, req.client).await
+        let device = match self
+            .authorize_device(&user, &id, &req.nas.name, settings)
+            .await
+        {
+            Ok(d) => d,
+            Err(reason) => return Decision::Reject(reason),
+        };
+        let profile = format!("{}/{}", user.name, device.name);
+        let proxy = match settings.proxy.decide(&profile, device.device_type) {
+            Ok(p) => p,
+            Err(reason) => return Decision::Reject(reason),
+        };
+        let lease = LeaseRequest {
+            pool: req.nas.pool.as_deref(),
+            user: &user.name,
+            device: &device.name,
+            nas: &req.nas.name,
+            now: req.now,
+        };
+        let address = match self.ipam.lease(&lease).await {
+            Ok(a) => a,
+            Err(IpamError::Exhausted(pool)) => {
+                tracing::warn!(%pool, user = %user.name, "address pool exhausted");
+                return Decision::Reject(Reason::PoolExhausted);
+            }
+            Err(e) => return internal("leasing an address", &e),
+        };
+        Decision::Accept(ReplyPlan {
+            device: device.name,
+            address,
+            proxy,
+        })
     }
 
+    /// The device this request comes from (after matching), or why not. Registers the
+    /// device on its first connection.
     async fn authorize_device(
         &self,
         user: &UserRecord,
         id: &DeviceIdentity,
         client: &str,
-    ) -> Decision {
+        settings: &Settings,
+    ) -> Result<DeviceRecord, Reason> {
         let mut user_devices = user.devices.clone();
         for _ in 0..REGISTRATION_ATTEMPTS {
-            let devices = match self.assigned(&user.name, &user_devices) {
-                Ok(d) => d,
-                Err(e) => return internal("reading devices", &e),
-            };
+            let devices = self
+                .assigned(&user.name, &user_devices)
+                .map_err(|e| internal_reason("reading devices", &e))?;
             let serial_owner = match id.serial.as_deref().map(|s| self.store.device_by_serial(s)) {
-                Some(Ok(owner)) => owner,
-                Some(Err(e)) => return internal("reading the serial index", &e),
+                Some(r) => r.map_err(|e| internal_reason("reading the serial index", &e))?,
                 None => None,
             };
             let check = device::check(
                 &devices,
                 id,
-                self.registration.auto_register,
+                settings.registration.auto_register,
                 serial_owner.as_deref(),
             );
             let (device, serial) = match check {
-                DeviceCheck::Accept { device } => return Decision::Accept(ReplyPlan { device }),
-                DeviceCheck::Reject(r) => return Decision::Reject(r),
+                DeviceCheck::Accept { device } => {
+                    return devices
+                        .into_iter()
+                        .find(|d| d.name == device)
+                        .ok_or(Reason::InternalError)
+                }
+                DeviceCheck::Reject(r) => return Err(r),
                 DeviceCheck::RegistrationFailed(r) => {
-                    return self.registration_failed(user, id, client, r)
+                    return Err(self.registration_failed(user, id, client, r, settings))
                 }
                 DeviceCheck::Register { device, serial } => (device, serial),
             };
             match self.store.register_serial(&device, &serial).await {
                 Ok(Registration::Registered) => {
                     info!(user = %user.name, device = %device, serial = %serial, "device registered");
-                    return Decision::Reject(Reason::DeviceRegistered);
+                    return Err(Reason::DeviceRegistered);
                 }
                 Ok(Registration::SerialInUse { .. }) => {
-                    return self.registration_failed(user, id, client, Reason::SerialInUse)
+                    return Err(self.registration_failed(
+                        user,
+                        id,
+                        client,
+                        Reason::SerialInUse,
+                        settings,
+                    ))
                 }
                 // A concurrent first connection took the slot: look again.
                 Ok(Registration::SlotTaken) => {}
-                Err(e) => return internal("registering a device", &e),
+                Err(e) => return Err(internal_reason("registering a device", &e)),
             }
             user_devices = match self.store.user(&user.name) {
                 Ok(Some(u)) => u.devices,
-                Ok(None) => return Decision::Reject(Reason::UnknownUser),
-                Err(e) => return internal("reading the user", &e),
+                Ok(None) => return Err(Reason::UnknownUser),
+                Err(e) => return Err(internal_reason("reading the user", &e)),
             };
         }
-        Decision::Reject(Reason::NoFreeDeviceSlot)
+        Err(Reason::NoFreeDeviceSlot)
     }
 
     /// The user's devices that still name the user as owner.
@@ -165,8 +242,9 @@ impl Policy {
         id: &DeviceIdentity,
         client: &str,
         reason: Reason,
-    ) -> Decision {
-        if self.registration.notify_on_failure {
+        settings: &Settings,
+    ) -> Reason {
+        if settings.registration.notify_on_failure {
             self.notifier.notify(RegistrationFailure {
                 user: user.name.clone(),
                 serial: id.serial.clone(),
@@ -177,13 +255,17 @@ impl Policy {
                 at: SystemTime::now(),
             });
         }
-        Decision::Reject(reason)
+        reason
     }
 }
 
+fn internal_reason(what: &str, e: &dyn std::fmt::Display) -> Reason {
+    error!(error = %e, "failure while {what}");
+    Reason::InternalError
+}
+
 fn internal(what: &str, e: &dyn std::fmt::Display) -> Decision {
-    error!(error = %e, "store failure while {what}");
-    Decision::Reject(Reason::InternalError)
+    Decision::Reject(internal_reason(what, e))
 }
 
 impl Reason {

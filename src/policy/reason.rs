@@ -22,10 +22,12 @@ pub enum Reason {
     DeviceRegistered,
     SerialInUse,
     NoFreeDeviceSlot,
+    ProxyNotApplied,
+    PoolExhausted,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Accepted,
         Reason::NoAuthSource,
         Reason::UnknownUser,
@@ -44,6 +46,8 @@ impl Reason {
         Reason::DeviceRegistered,
         Reason::SerialInUse,
         Reason::NoFreeDeviceSlot,
+        Reason::ProxyNotApplied,
+        Reason::PoolExhausted,
     ];
 
     /// The Reply-Message text.
@@ -67,6 +71,8 @@ impl Reason {
             Reason::DeviceRegistered => "device registered: reconnect to start the VPN session",
             Reason::SerialInUse => "device id already registered to another device",
             Reason::NoFreeDeviceSlot => "no free device slot to register this device",
+            Reason::ProxyNotApplied => "proxy not applied to this profile",
+            Reason::PoolExhausted => "address pool exhausted",
         }
     }
 
@@ -91,6 +97,8 @@ impl Reason {
             Reason::DeviceRegistered => "device_registered",
             Reason::SerialInUse => "serial_in_use",
             Reason::NoFreeDeviceSlot => "no_free_device_slot",
+            Reason::ProxyNotApplied => "proxy_not_applied",
+            Reason::PoolExhausted => "pool_exhausted",
         }
     }
 }

@@ -44,6 +44,30 @@ pub fn verify_request_message_authenticator(
     expected.ct_eq(&packet[ma_offset..ma_offset + 16]).into()
 }
 
+/// Verifies an Accounting-Request's Request Authenticator in constant time.
+///
+/// RFC 2866 §3: "Request Authenticator = MD5(Code + Identifier + Length + 16 zero octets +
+/// request attributes + shared secret)".
+pub fn verify_accounting_request(packet: &[u8], secret: &[u8]) -> bool {
+    let digest = accounting_authenticator(packet, secret);
+    digest.ct_eq(&packet[4..HEADER_LEN]).into()
+}
+
+fn accounting_authenticator(packet: &[u8], secret: &[u8]) -> [u8; 16] {
+    let mut md5 = Md5::new();
+    md5.update(&packet[..4]);
+    md5.update([0u8; 16]);
+    md5.update(&packet[HEADER_LEN..]);
+    md5.update(secret);
+    md5.finalize().into()
+}
+
+/// Fills an Accounting-Request's Request Authenticator (the client side; tests).
+pub fn sign_accounting_request(packet: &mut [u8], secret: &[u8]) {
+    let digest = accounting_authenticator(packet, secret);
+    packet[4..HEADER_LEN].copy_from_slice(&digest);
+}
+
 /// Fills a request's Message-Authenticator in place (the client side; tests, load driver).
 pub fn sign_request(packet: &mut [u8], ma_offset: usize, secret: &[u8]) {
     let ma = message_authenticator(packet, ma_offset, None, secret);
@@ -199,6 +223,18 @@ mod tests {
         assert!(!verify_response(&resp, &req_auth, Some(22), b"secreT"));
         resp[30] ^= 1;
         assert!(!verify_response(&resp, &req_auth, Some(22), b"secret"));
+    }
+
+    #[test]
+    fn accounting_authenticator_round_trip() {
+        let mut req = vec![4, 1, 0, 26];
+        req.extend([0; 16]);
+        req.extend([40, 6, 0, 0, 0, 1]);
+        sign_accounting_request(&mut req, b"k");
+        assert!(verify_accounting_request(&req, b"k"));
+        assert!(!verify_accounting_request(&req, b"j"));
+        req[25] = 2;
+        assert!(!verify_accounting_request(&req, b"k"));
     }
 
     #[test]

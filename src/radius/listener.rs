@@ -1,11 +1,12 @@
-//! The UDP request path, cheapest checks first: known NAS → framing → Message-Authenticator →
-//! duplicate cache → full decode → policy → signed reply.
+//! The UDP request path, cheapest checks first: known NAS → framing → authenticators →
+//! duplicate cache → full decode → policy (or accounting) → signed reply.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use radius::core::packet::Packet;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -17,36 +18,71 @@ use super::dedup::{DedupCache, Key, Seen};
 use super::nas::{Nas, NasTable};
 use super::packet::{Frame, MAX_LEN};
 use super::{crypto, dict};
+use crate::accounting;
 use crate::metrics::{DropCause, METRICS};
-use crate::policy::{AccessRequest, Decision, Policy, Reason};
-use crate::reply;
+use crate::policy::{AccessRequest, Decision, Policy, Reason, Settings};
+use crate::reply::{self, ReplyContext};
 
 /// Most responses kept for duplicate detection; bounds memory under floods.
 const DEDUP_CAPACITY: usize = 65_536;
 
+/// Which socket a datagram came in on; each accepts its own packet codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Auth,
+    Acct,
+}
+
+/// The reloadable part: NAS table and settings, swapped whole on SIGHUP. A request holds
+/// the version it started with until it is answered.
+pub struct Live {
+    pub nas: NasTable,
+    pub settings: Settings,
+}
+
 /// Everything the request path needs, shared by all in-flight requests.
 pub struct Handler {
-    nas: NasTable,
+    live: ArcSwap<Live>,
     dedup: DedupCache,
     policy: Policy,
     request_timeout: Duration,
     unknown_log: RateLimit,
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 impl Handler {
     pub fn new(
-        nas: NasTable,
+        live: Live,
         policy: Policy,
         dedup_window: Duration,
         request_timeout: Duration,
     ) -> Self {
         Self {
-            nas,
+            live: ArcSwap::from_pointee(live),
             dedup: DedupCache::new(dedup_window, DEDUP_CAPACITY),
             policy,
             request_timeout,
             unknown_log: RateLimit::new(Duration::from_secs(10)),
         }
+    }
+
+    /// Installs a new configuration for requests that start from now on.
+    pub fn reload(&self, live: Live) {
+        self.live.store(Arc::new(live));
+    }
+
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Handles one datagram from a known NAS; `None` means drop silently.
@@ -55,6 +91,8 @@ impl Handler {
         datagram: &[u8],
         source: SocketAddr,
         nas: &Nas,
+        port: Port,
+        live: &Live,
     ) -> Option<Vec<u8>> {
         let started = Instant::now();
         let frame = match Frame::parse(datagram) {
@@ -62,23 +100,37 @@ impl Handler {
             Err(e) => return drop_it(DropCause::Malformed, source, nas, &e),
         };
         let code = frame.code();
-        if code != dict::code::ACCESS_REQUEST && code != dict::code::STATUS_SERVER {
+        let accepted = match port {
+            Port::Auth => matches!(code, dict::code::ACCESS_REQUEST | dict::code::STATUS_SERVER),
+            Port::Acct => matches!(
+                code,
+                dict::code::ACCOUNTING_REQUEST | dict::code::STATUS_SERVER
+            ),
+        };
+        if !accepted {
             return drop_it(DropCause::UnsupportedCode, source, nas, &code);
         }
         let secret = nas.secret.expose().as_bytes();
-        match frame.message_authenticator {
-            Some(off)
-                if !crypto::verify_request_message_authenticator(frame.bytes, off, secret) =>
-            {
-                return drop_it(DropCause::BadMessageAuthenticator, source, nas, &"");
+        if code == dict::code::ACCOUNTING_REQUEST {
+            // The Request Authenticator covers the whole packet (RFC 2866 §3).
+            if !crypto::verify_accounting_request(frame.bytes, secret) {
+                return drop_it(DropCause::BadAuthenticator, source, nas, &"");
             }
-            Some(_) => {}
-            // RFC 5997 §3: Status-Server without Message-Authenticator "MUST be silently
-            // discarded"; BlastRADIUS: so must Access-Requests from clients that require it.
-            None if nas.require_message_authenticator || code == dict::code::STATUS_SERVER => {
-                return drop_it(DropCause::MissingMessageAuthenticator, source, nas, &"");
+        } else {
+            match frame.message_authenticator {
+                Some(off)
+                    if !crypto::verify_request_message_authenticator(frame.bytes, off, secret) =>
+                {
+                    return drop_it(DropCause::BadMessageAuthenticator, source, nas, &"");
+                }
+                Some(_) => {}
+                // RFC 5997 §3: Status-Server without Message-Authenticator "MUST be silently
+                // discarded"; BlastRADIUS: so must Access-Requests from clients that require it.
+                None if nas.require_message_authenticator || code == dict::code::STATUS_SERVER => {
+                    return drop_it(DropCause::MissingMessageAuthenticator, source, nas, &"");
+                }
+                None => {}
             }
-            None => {}
         }
         let packet = match Packet::decode(frame.bytes, secret) {
             Ok(p) => p,
@@ -86,7 +138,7 @@ impl Handler {
         };
         if code == dict::code::STATUS_SERVER {
             METRICS.status_server.inc();
-            return Some(reply::status_response(&packet));
+            return Some(reply::status_response(&packet, port == Port::Acct));
         }
 
         let key = Key {
@@ -104,38 +156,100 @@ impl Handler {
                 return Some(resp);
             }
         }
-        let Ok((user, decision)) = tokio::time::timeout(
-            self.request_timeout,
-            self.decide(&packet, &key.authenticator, nas),
-        )
-        .await
-        else {
-            self.dedup.abandon(&key);
-            return drop_it(DropCause::Timeout, source, nas, &"");
+        let work = async {
+            if code == dict::code::ACCOUNTING_REQUEST {
+                self.handle_accounting(&packet, nas, started).await
+            } else {
+                Some(
+                    self.handle_access(&packet, &key.authenticator, nas, live, started)
+                        .await,
+                )
+            }
         };
-        let response = reply::access_response(&packet, &decision);
+        let response = match tokio::time::timeout(self.request_timeout, work).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.dedup.abandon(&key);
+                return None;
+            }
+            Err(_) => {
+                self.dedup.abandon(&key);
+                return drop_it(DropCause::Timeout, source, nas, &"");
+            }
+        };
         self.dedup.complete(&key, &response);
-
-        let reason = match &decision {
-            Decision::Accept(_) => Reason::Accepted,
-            Decision::Reject(r) => *r,
-        };
-        METRICS.access(reason).inc();
         METRICS
             .client_requests
             .with_label_values(&[&nas.name])
             .inc();
-        let elapsed = started.elapsed();
-        METRICS.request_seconds.observe(elapsed.as_secs_f64());
+        METRICS
+            .request_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Some(response)
+    }
+
+    async fn handle_access(
+        &self,
+        packet: &Packet,
+        authenticator: &[u8; 16],
+        nas: &Nas,
+        live: &Live,
+        started: Instant,
+    ) -> Vec<u8> {
+        let (user, decision) = self
+            .decide(packet, authenticator, nas, &live.settings)
+            .await;
+        let ctx = ReplyContext {
+            kind: nas.kind,
+            dns: &live.settings.dns,
+            interim_interval: live.settings.interim_interval,
+        };
+        let response = reply::access_response(packet, &decision, &ctx);
+        let (reason, address) = match &decision {
+            Decision::Accept(plan) => (Reason::Accepted, plan.address.as_ref().map(|a| a.addr)),
+            Decision::Reject(r) => (*r, None),
+        };
+        METRICS.access(reason).inc();
         info!(
             client = %nas.name,
             user = ?user,
             outcome = if reason == Reason::Accepted { "accept" } else { "reject" },
             reason = reason.label(),
-            us = elapsed.as_micros() as u64,
+            address = ?address,
+            us = started.elapsed().as_micros() as u64,
             "access decision"
         );
-        Some(response)
+        response
+    }
+
+    async fn handle_accounting(
+        &self,
+        packet: &Packet,
+        nas: &Nas,
+        started: Instant,
+    ) -> Option<Vec<u8>> {
+        match accounting::handle_accounting(self.policy.ipam(), packet, &nas.name, unix_now()).await
+        {
+            Ok(s) => {
+                METRICS.accounting.with_label_values(&[s.status]).inc();
+                info!(
+                    client = %nas.name,
+                    user = ?s.user,
+                    status = s.status,
+                    session = ?s.session_id,
+                    address = ?s.framed_ip,
+                    lease = s.matched,
+                    us = started.elapsed().as_micros() as u64,
+                    "accounting"
+                );
+                Some(reply::accounting_response(packet))
+            }
+            Err(e) => {
+                // Not recorded: no answer, so the NAS retransmits (RFC 2866 §4.1).
+                warn!(client = %nas.name, error = %e, "accounting request not recorded");
+                None
+            }
+        }
     }
 
     /// Extracts the user and password and asks the policy. Returns the user name as seen
@@ -145,6 +259,7 @@ impl Handler {
         packet: &Packet,
         authenticator: &[u8; 16],
         nas: &Nas,
+        settings: &Settings,
     ) -> (String, Decision) {
         let secret = nas.secret.expose().as_bytes();
         let Some(raw_user) = packet.lookup(dict::USER_NAME).map(|a| a.encode_bytes()) else {
@@ -170,9 +285,13 @@ impl Handler {
             user_name: user,
             password: &password,
             avpairs: &avpairs,
-            client: &nas.name,
+            nas,
+            now: unix_now(),
         };
-        (user.to_owned(), self.policy.authorize(&request).await)
+        (
+            user.to_owned(),
+            self.policy.authorize(&request, settings).await,
+        )
     }
 }
 
@@ -187,9 +306,10 @@ fn drop_it<T>(
     None
 }
 
-/// Receives datagrams until `shutdown`, handing each to a task holding a permit.
+/// Receives datagrams on one socket until `shutdown`, handing each to a task holding a permit.
 pub async fn serve(
     socket: Arc<UdpSocket>,
+    port: Port,
     handler: Arc<Handler>,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -207,7 +327,8 @@ pub async fn serve(
                 }
             },
         };
-        let Some(nas) = handler.nas.lookup(source.ip()).cloned() else {
+        let live = handler.live();
+        let Some(nas) = live.nas.lookup(source.ip()).cloned() else {
             METRICS.dropped(DropCause::UnknownClient).inc();
             if let Some(suppressed) = handler.unknown_log.allow() {
                 warn!(%source, suppressed, "dropped request from unknown client");
@@ -224,7 +345,10 @@ pub async fn serve(
         let (socket, handler) = (socket.clone(), handler.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            if let Some(resp) = handler.handle_datagram(&datagram, source, &nas).await {
+            if let Some(resp) = handler
+                .handle_datagram(&datagram, source, &nas, port, &live)
+                .await
+            {
                 if let Err(e) = socket.send_to(&resp, source).await {
                     debug!(%source, error = %e, "send_to failed");
                 }

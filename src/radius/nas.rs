@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::{ClientConfig, Secret};
+use crate::config::{ClientConfig, GatewayKind, Secret};
 
 /// A known NAS client.
 #[derive(Debug)]
@@ -13,6 +13,8 @@ pub struct Nas {
     pub name: String,
     pub secret: Secret,
     pub require_message_authenticator: bool,
+    pub kind: GatewayKind,
+    pub pool: Option<String>,
 }
 
 /// Lookup table of NAS clients, sorted most specific first.
@@ -32,6 +34,8 @@ impl NasTable {
                         name: c.name.clone(),
                         secret: c.secret.clone(),
                         require_message_authenticator: c.require_message_authenticator,
+                        kind: c.kind,
+                        pool: c.pool.clone(),
                     }),
                 )
             })
@@ -60,6 +64,8 @@ mod tests {
             address: net.parse().unwrap(),
             secret: Secret::new("secret123"),
             require_message_authenticator: true,
+            kind: GatewayKind::Asa,
+            pool: None,
         }
     }
 

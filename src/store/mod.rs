@@ -4,11 +4,15 @@
 //! the call returns, so nothing acknowledged is lost on a crash.
 
 mod devices;
+mod leases;
 mod users;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
+pub use leases::LeaseRecord;
 pub use users::UserRecord;
 
 /// Bumped when a record layout changes incompatibly; a newer store is refused, not misread.
@@ -21,6 +25,10 @@ const DEVICES_TREE: &str = "devices";
 const SERIALS_TREE: &str = "serials";
 /// Canonical MAC → device name.
 const MACS_TREE: &str = "macs";
+/// IPv4 address (4 octets) → lease.
+const LEASES_TREE: &str = "leases";
+/// Device name → the IPv4 address it had last.
+const STICKY_TREE: &str = "sticky";
 const SCHEMA_KEY: &str = "schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,18 @@ pub struct Store {
     devices: sled::Tree,
     serials: sled::Tree,
     macs: sled::Tree,
+    leases: sled::Tree,
+    sticky: sled::Tree,
+    commit: Arc<GroupCommit>,
+}
+
+/// Group commit: concurrent callers needing durability share one flush instead of queueing
+/// one each, so durable writes do not cap throughput.
+#[derive(Default)]
+struct GroupCommit {
+    lock: tokio::sync::Mutex<()>,
+    requested: AtomicU64,
+    done: AtomicU64,
 }
 
 impl Store {
@@ -85,13 +105,27 @@ impl Store {
             devices: db.open_tree(DEVICES_TREE)?,
             serials: db.open_tree(SERIALS_TREE)?,
             macs: db.open_tree(MACS_TREE)?,
+            leases: db.open_tree(LEASES_TREE)?,
+            sticky: db.open_tree(STICKY_TREE)?,
+            commit: Arc::default(),
             db,
         })
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write this caller made so far durable, sharing the flush with
+    /// concurrent callers.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let c = &self.commit;
+        // Our writes are complete, so any flush that starts after this number is taken
+        // covers them.
+        let mine = c.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = c.lock.lock().await;
+        if c.done.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        let covered = c.requested.load(Ordering::SeqCst);
         self.db.flush_async().await?;
+        c.done.store(covered, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ pub fn default_config(require_ma: bool) -> String {
         r#"
 [radius]
 auth_addr = "127.0.0.1:0"
+acct_addr = "127.0.0.1:0"
 [store]
 path = "data"
 [admin]
@@ -39,6 +40,7 @@ pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub auth_addr: SocketAddr,
+    pub acct_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     log_path: PathBuf,
     starts: usize,
@@ -65,6 +67,7 @@ impl TestDaemon {
             dir,
             config_path,
             auth_addr: "0.0.0.0:0".parse().unwrap(),
+            acct_addr: "0.0.0.0:0".parse().unwrap(),
             admin_addr: "0.0.0.0:0".parse().unwrap(),
             starts: 0,
             env: env
@@ -110,6 +113,7 @@ impl TestDaemon {
             Err(_) => panic!("daemon did not become ready:\n{}", self.log()),
         };
         self.auth_addr = field(&line, "radius_auth=");
+        self.acct_addr = field(&line, "radius_acct=");
         self.admin_addr = field(&line, "admin=");
     }
 
@@ -137,6 +141,16 @@ impl TestDaemon {
         }
         c.kill().unwrap();
         panic!("daemon ignored SIGTERM:\n{}", self.log());
+    }
+
+    /// SIGHUP: reload the config file.
+    pub fn reload(&self) {
+        signal(self.child.as_ref().expect("running").id(), "HUP");
+    }
+
+    /// Rewrites the config file (for a reload or restart).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config_path, config).unwrap();
     }
 
     /// Starts again on the same directory (store, config); ports are new.

@@ -1,0 +1,548 @@
+//! Address pools and leases.
+//!
+//! Each pool keeps its free addresses as ranges ([`free::FreeSet`]) and its leases in memory
+//! behind one mutex, so two live sessions can never get the same address. A new lease is
+//! written durably (group commit) before the Accept goes out; a renewal by the device already
+//! holding the lease only updates memory and a sled write that the periodic flush makes
+//! durable. A device gets its previous address back when that address is free (sticky).
+
+mod free;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problem;
+use crate::metrics::METRICS;
+use crate::store::{LeaseRecord, Store, StoreError};
+use free::FreeSet;
+
+/// `[[pools]]`: one address pool.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// A name for `[[clients]] pool`, logs and metrics.
+    pub name: String,
+    /// IPv4 network in CIDR form; its network and broadcast addresses are never handed out.
+    pub network: Ipv4Net,
+    /// Addresses or networks inside `network` never to hand out (gateways, servers).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// How long a lease lasts without accounting refreshing it.
+    #[serde(with = "humantime_serde", default = "default_lease_time")]
+    pub lease_time: Duration,
+}
+
+fn default_lease_time() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn parse_exclude(s: &str) -> Option<Ipv4Net> {
+    match s.parse::<IpNet>() {
+        Ok(IpNet::V4(n)) => Some(n.trunc()),
+        Ok(IpNet::V6(_)) => None,
+        Err(_) => s.parse::<Ipv4Addr>().ok().map(Ipv4Net::from),
+    }
+}
+
+impl PoolConfig {
+    /// Host addresses minus exclusions.
+    fn free_set(&self) -> FreeSet {
+        let mut f = FreeSet::default();
+        let net = self.network.trunc();
+        let first = u32::from(net.network()).saturating_add(1);
+        let last = u32::from(net.broadcast()).saturating_sub(1);
+        f.insert_range(first, last);
+        for n in self.exclude.iter().filter_map(|e| parse_exclude(e)) {
+            for a in u32::from(n.network())..=u32::from(n.broadcast()) {
+                f.take(a);
+                if n.prefix_len() < 16 {
+                    break; // validation refuses such exclusions; never loop over millions
+                }
+            }
+        }
+        f
+    }
+
+    pub fn validate_all(pools: &[PoolConfig]) -> Vec<Problem> {
+        let mut p = Vec::new();
+        for (i, pool) in pools.iter().enumerate() {
+            let key = |f: &str| format!("pools[{i}].{f}");
+            if pool.name.trim().is_empty() {
+                p.push(Problem {
+                    key: key("name"),
+                    why: "must not be empty".into(),
+                });
+            }
+            if pools[..i].iter().any(|o| o.name == pool.name) {
+                p.push(Problem {
+                    key: key("name"),
+                    why: format!("`{}` is used twice", pool.name),
+                });
+            }
+            if pool.network.prefix_len() > 30 {
+                p.push(Problem {
+                    key: key("network"),
+                    why: "must be /30 or larger (a /30 has 2 usable addresses)".into(),
+                });
+            }
+            if let Some((j, o)) = pools[..i].iter().enumerate().find(|(_, o)| {
+                o.network.contains(&pool.network.network())
+                    || pool.network.contains(&o.network.network())
+            }) {
+                p.push(Problem {
+                    key: key("network"),
+                    why: format!("{} overlaps pools[{j}] ({})", pool.network, o.network),
+                });
+            }
+            for (k, e) in pool.exclude.iter().enumerate() {
+                match parse_exclude(e) {
+                    None => p.push(Problem {
+                        key: format!("pools[{i}].exclude[{k}]"),
+                        why: format!("`{e}` is not an IPv4 address or network"),
+                    }),
+                    Some(n) if !pool.network.contains(&n.network()) || n.prefix_len() < 16 => p
+                        .push(Problem {
+                            key: format!("pools[{i}].exclude[{k}]"),
+                            why: format!("`{e}` is not a /16-or-smaller part of {}", pool.network),
+                        }),
+                    Some(_) => {}
+                }
+            }
+            if pool.lease_time < Duration::from_secs(1) {
+                p.push(Problem {
+                    key: key("lease_time"),
+                    why: "must be at least 1s".into(),
+                });
+            }
+            if pool.network.prefix_len() <= 30 && pool.free_set().is_empty() {
+                p.push(Problem {
+                    key: key("exclude"),
+                    why: "leaves no address to hand out".into(),
+                });
+            }
+        }
+        p
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error("address pool `{0}` exhausted")]
+    Exhausted(String),
+    #[error("no address pool named `{0}`")]
+    UnknownPool(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A lease handed to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub addr: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    /// False when the device already held this lease (a renewal).
+    pub new: bool,
+}
+
+struct Lease {
+    record: LeaseRecord,
+    /// The durable write of a new lease is still under way.
+    pending: bool,
+}
+
+struct PoolState {
+    free: FreeSet,
+    leases: HashMap<Ipv4Addr, Lease>,
+    /// Next-fit cursor.
+    next: u32,
+}
+
+struct Pool {
+    config: PoolConfig,
+    state: Mutex<PoolState>,
+    size: u64,
+}
+
+impl Pool {
+    fn publish(&self, st: &PoolState) {
+        METRICS
+            .pool_size
+            .with_label_values(&[&self.config.name])
+            .set(self.size as i64);
+        METRICS
+            .pool_used
+            .with_label_values(&[&self.config.name])
+            .set((self.size - st.free.len()) as i64);
+    }
+
+    /// Frees expired leases; returns their addresses.
+    fn sweep(&self, st: &mut PoolState, now: u64) -> Vec<Ipv4Addr> {
+        let expired: Vec<Ipv4Addr> = st
+            .leases
+            .iter()
+            .filter(|(_, l)| l.record.expires <= now && !l.pending)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &expired {
+            st.leases.remove(a);
+            st.free.insert(u32::from(*a));
+        }
+        expired
+    }
+}
+
+/// All pools; cheap to share.
+pub struct Ipam {
+    store: Store,
+    pools: RwLock<Vec<Arc<Pool>>>,
+    /// Device → the address it had last (any pool).
+    sticky: Mutex<HashMap<String, Ipv4Addr>>,
+}
+
+/// Who the lease is for.
+pub struct LeaseRequest<'a> {
+    pub pool: Option<&'a str>,
+    pub user: &'a str,
+    pub device: &'a str,
+    pub nas: &'a str,
+    pub now: u64,
+}
+
+/// What an Accounting-Request says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcctStatus {
+    Start,
+    Interim,
+    Stop,
+    /// Accounting-On/Off: the NAS (re)started; its sessions are gone.
+    NasRestart,
+}
+
+impl Ipam {
+    /// Builds the pools and restores leases that have not expired.
+    pub fn new(store: Store, pools: &[PoolConfig], now: u64) -> Result<Self, IpamError> {
+        let ipam = Self {
+            sticky: Mutex::new(store.sticky_addresses()?.into_iter().collect()),
+            store,
+            pools: RwLock::new(Vec::new()),
+        };
+        ipam.add_pools(pools, now)?;
+        Ok(ipam)
+    }
+
+    /// Adds pools not known yet (config reload). A changed existing pool is refused.
+    pub fn check_reload(&self, pools: &[PoolConfig]) -> Result<(), String> {
+        let current = self.pools.read();
+        for old in current.iter() {
+            match pools.iter().find(|p| p.name == old.config.name) {
+                None => {
+                    return Err(format!(
+                        "pool `{}` was removed: that needs a restart",
+                        old.config.name
+                    ))
+                }
+                Some(p) if *p != old.config => {
+                    return Err(format!(
+                        "pool `{}` was changed: that needs a restart",
+                        old.config.name
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the pools not present yet, restoring their stored leases.
+    pub fn add_pools(&self, pools: &[PoolConfig], now: u64) -> Result<(), IpamError> {
+        let stored = self.store.leases()?;
+        let mut current = self.pools.write();
+        for cfg in pools {
+            if current.iter().any(|p| p.config.name == cfg.name) {
+                continue;
+            }
+            let mut free = cfg.free_set();
+            let size = free.len();
+            let mut leases = HashMap::new();
+            for l in stored.iter().filter(|l| cfg.network.contains(&l.addr)) {
+                if l.expires > now && free.take(u32::from(l.addr)) {
+                    leases.insert(
+                        l.addr,
+                        Lease {
+                            record: l.clone(),
+                            pending: false,
+                        },
+                    );
+                }
+            }
+            let pool = Pool {
+                config: cfg.clone(),
+                state: Mutex::new(PoolState {
+                    free,
+                    leases,
+                    next: 0,
+                }),
+                size,
+            };
+            pool.publish(&pool.state.lock());
+            current.push(Arc::new(pool));
+        }
+        Ok(())
+    }
+
+    fn pool(&self, name: Option<&str>) -> Result<Option<Arc<Pool>>, IpamError> {
+        let pools = self.pools.read();
+        match name {
+            None => Ok(pools.first().cloned()),
+            Some(n) => pools
+                .iter()
+                .find(|p| p.config.name == n)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| IpamError::UnknownPool(n.to_owned())),
+        }
+    }
+
+    /// Leases an address for a session: the device's own live lease, else its previous
+    /// address if free, else the lowest free one. `Ok(None)` when no pools are configured.
+    pub async fn lease(&self, req: &LeaseRequest<'_>) -> Result<Option<Allocation>, IpamError> {
+        let Some(pool) = self.pool(req.pool)? else {
+            return Ok(None);
+        };
+        let netmask = pool.config.network.netmask();
+        let expires = req.now + pool.config.lease_time.as_secs().max(1);
+        let sticky = self.sticky.lock().get(req.device).copied();
+        let (record, new, pending) = {
+            let mut st = pool.state.lock();
+            let own = sticky.filter(|a| pool.config.network.contains(a));
+            let renew = own.filter(|a| {
+                st.leases
+                    .get(a)
+                    .is_some_and(|l| l.record.device == req.device && l.record.expires > req.now)
+            });
+            let (addr, new) = if let Some(a) = renew {
+                (a, false)
+            } else if let Some(a) = own.filter(|a| st.free.take(u32::from(*a))) {
+                (a, true)
+            } else {
+                let cursor = st.next;
+                let mut next = st.free.take_from(cursor);
+                if next.is_none() {
+                    pool.sweep(&mut st, req.now);
+                    next = st.free.take_from(cursor);
+                }
+                if let Some(a) = next {
+                    st.next = a.wrapping_add(1);
+                }
+                match next {
+                    Some(a) => (Ipv4Addr::from(a), true),
+                    None => {
+                        pool.publish(&st);
+                        return Err(IpamError::Exhausted(pool.config.name.clone()));
+                    }
+                }
+            };
+            let lease = st.leases.entry(addr).or_insert_with(|| Lease {
+                record: LeaseRecord {
+                    addr,
+                    pool: pool.config.name.clone(),
+                    user: req.user.to_owned(),
+                    device: req.device.to_owned(),
+                    nas: req.nas.to_owned(),
+                    session_id: None,
+                    granted: req.now,
+                    expires,
+                },
+                pending: true,
+            });
+            if new {
+                // A stale entry for an address just taken from the free set is replaced.
+                lease.record = LeaseRecord {
+                    addr,
+                    pool: pool.config.name.clone(),
+                    user: req.user.to_owned(),
+                    device: req.device.to_owned(),
+                    nas: req.nas.to_owned(),
+                    session_id: None,
+                    granted: req.now,
+                    expires,
+                };
+                lease.pending = true;
+            } else {
+                lease.record.expires = lease.record.expires.max(expires);
+                lease.record.nas = req.nas.to_owned();
+            }
+            let out = (lease.record.clone(), new, lease.pending);
+            pool.publish(&st);
+            out
+        };
+        self.sticky
+            .lock()
+            .insert(req.device.to_owned(), record.addr);
+        if new {
+            if let Err(e) = self.store.put_lease(&record, true).await {
+                let mut st = pool.state.lock();
+                st.leases.remove(&record.addr);
+                st.free.insert(u32::from(record.addr));
+                pool.publish(&st);
+                return Err(e.into());
+            }
+            if let Some(l) = pool.state.lock().leases.get_mut(&record.addr) {
+                l.pending = false;
+            }
+        } else {
+            // Renewal: nothing synchronous. Only if the first grant is still being written do
+            // we wait for it (group commit), so no Accept names a lease that is not durable.
+            self.store.put_lease(&record, false).await?;
+            if pending {
+                self.store.flush().await?;
+            }
+        }
+        Ok(Some(Allocation {
+            addr: record.addr,
+            netmask,
+            new,
+        }))
+    }
+
+    /// Applies an Accounting-Request to the lease it concerns. Returns whether a lease
+    /// was found.
+    pub async fn account(
+        &self,
+        status: AcctStatus,
+        session_id: &str,
+        framed_ip: Option<Ipv4Addr>,
+        nas: &str,
+        now: u64,
+    ) -> Result<bool, IpamError> {
+        let pools: Vec<Arc<Pool>> = self.pools.read().clone();
+        if status == AcctStatus::NasRestart {
+            let mut any = false;
+            for pool in &pools {
+                let gone: Vec<Ipv4Addr> = {
+                    let mut st = pool.state.lock();
+                    let gone: Vec<_> = st
+                        .leases
+                        .iter()
+                        .filter(|(_, l)| l.record.nas == nas)
+                        .map(|(a, _)| *a)
+                        .collect();
+                    for a in &gone {
+                        st.leases.remove(a);
+                        st.free.insert(u32::from(*a));
+                    }
+                    pool.publish(&st);
+                    gone
+                };
+                for a in gone {
+                    any = true;
+                    self.store.remove_lease(a, false).await?;
+                }
+            }
+            self.store.flush().await?;
+            return Ok(any);
+        }
+        for pool in &pools {
+            let change = {
+                let mut st = pool.state.lock();
+                let addr = framed_ip.filter(|a| st.leases.contains_key(a)).or_else(|| {
+                    st.leases
+                        .iter()
+                        .find(|(_, l)| l.record.session_id.as_deref() == Some(session_id))
+                        .map(|(a, _)| *a)
+                });
+                let Some(addr) = addr else { continue };
+                let lease = st.leases.get_mut(&addr).expect("found above");
+                match status {
+                    AcctStatus::Start | AcctStatus::Interim => {
+                        lease.record.session_id = Some(session_id.to_owned());
+                        lease.record.expires = now + pool.config.lease_time.as_secs().max(1);
+                        Some((lease.record.clone(), false))
+                    }
+                    AcctStatus::Stop => {
+                        if lease
+                            .record
+                            .session_id
+                            .as_deref()
+                            .is_some_and(|s| s != session_id)
+                        {
+                            // A Stop for an older session of this address: not this lease.
+                            None
+                        } else {
+                            let rec = st.leases.remove(&addr).expect("present").record;
+                            st.free.insert(u32::from(addr));
+                            pool.publish(&st);
+                            Some((rec, true))
+                        }
+                    }
+                    AcctStatus::NasRestart => unreachable!("handled above"),
+                }
+            };
+            let Some((record, released)) = change else {
+                return Ok(false);
+            };
+            if released {
+                self.store.remove_lease(record.addr, true).await?;
+            } else {
+                // Start is recorded durably before the response; Interim is a refresh.
+                self.store
+                    .put_lease(&record, status == AcctStatus::Start)
+                    .await?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Frees expired leases in every pool; returns how many.
+    pub async fn sweep(&self, now: u64) -> Result<usize, IpamError> {
+        let pools: Vec<Arc<Pool>> = self.pools.read().clone();
+        let mut n = 0;
+        for pool in pools {
+            let expired = {
+                let mut st = pool.state.lock();
+                let e = pool.sweep(&mut st, now);
+                pool.publish(&st);
+                e
+            };
+            for a in expired {
+                n += 1;
+                self.store.remove_lease(a, false).await?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Live leases (sessions), ordered by address.
+    pub fn sessions(&self) -> Vec<LeaseRecord> {
+        let mut out: Vec<LeaseRecord> = self
+            .pools
+            .read()
+            .iter()
+            .flat_map(|p| {
+                p.state
+                    .lock()
+                    .leases
+                    .values()
+                    .map(|l| l.record.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by_key(|l| l.addr);
+        out
+    }
+
+    /// The shortest lease time, to pace the expiry sweep.
+    pub fn shortest_lease(&self) -> Option<Duration> {
+        self.pools.read().iter().map(|p| p.config.lease_time).min()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+use super::*;
+
+fn pool(name: &str, net: &str, exclude: &[&str], secs: u64) -> PoolConfig {
+    PoolConfig {
+        name: name.into(),
+        network: net.parse().unwrap(),
+        exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        lease_time: Duration::from_secs(secs),
+    }
+}
+
+fn req<'a>(device: &'a str, now: u64) -> LeaseRequest<'a> {
+    LeaseRequest {
+        pool: None,
+        user: "u",
+        device,
+        nas: "gw",
+        now,
+    }
+}
+
+fn temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn sticky_renewal_exhaustion_and_expiry() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 1000).unwrap();
+    let a = ipam.lease(&req("d1", 1000)).await.unwrap().unwrap();
+    assert_eq!(a.addr, Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(a.netmask, Ipv4Addr::new(255, 255, 255, 252));
+    assert!(a.new);
+    let again = ipam.lease(&req("d1", 1010)).await.unwrap().unwrap();
+    assert_eq!((again.addr, again.new), (a.addr, false), "renewal");
+    let b = ipam.lease(&req("d2", 1010)).await.unwrap().unwrap();
+    assert_eq!(b.addr, Ipv4Addr::new(10, 0, 0, 2));
+    assert!(matches!(
+        ipam.lease(&req("d3", 1020)).await,
+        Err(IpamError::Exhausted(_))
+    ));
+    // d1's lease (renewed to 1070) expires; d3 gets that address.
+    let c = ipam.lease(&req("d3", 1071)).await.unwrap().unwrap();
+    assert_eq!(c.addr, a.addr);
+    // d1 comes back: its old address is taken; d2's expired too, so d1 gets that one.
+    let d = ipam.lease(&req("d1", 1072)).await.unwrap().unwrap();
+    assert_eq!(d.addr, b.addr);
+}
+
+#[tokio::test]
+async fn accounting_binds_refreshes_and_releases() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(
+        store.clone(),
+        &[pool("p", "10.0.0.0/29", &["10.0.0.1"], 60)],
+        0,
+    )
+    .unwrap();
+    let a = ipam.lease(&req("d1", 0)).await.unwrap().unwrap();
+    assert_eq!(
+        a.addr,
+        Ipv4Addr::new(10, 0, 0, 2),
+        "excluded address skipped"
+    );
+    assert!(ipam
+        .account(AcctStatus::Start, "S1", Some(a.addr), "gw", 10)
+        .await
+        .unwrap());
+    assert_eq!(ipam.sessions()[0].session_id.as_deref(), Some("S1"));
+    assert!(ipam
+        .account(AcctStatus::Interim, "S1", None, "gw", 50)
+        .await
+        .unwrap());
+    assert_eq!(ipam.sessions()[0].expires, 110);
+    // A Stop for another session id does not release it.
+    assert!(!ipam
+        .account(AcctStatus::Stop, "OLD", Some(a.addr), "gw", 60)
+        .await
+        .unwrap());
+    assert!(ipam
+        .account(AcctStatus::Stop, "S1", Some(a.addr), "gw", 60)
+        .await
+        .unwrap());
+    assert!(ipam.sessions().is_empty());
+    assert!(store.leases().unwrap().is_empty());
+    // Sticky: d1 gets the same address back while it is free.
+    let b = ipam.lease(&req("d2", 70)).await.unwrap().unwrap();
+    assert_ne!(b.addr, a.addr);
+    assert_eq!(
+        ipam.lease(&req("d1", 70)).await.unwrap().unwrap().addr,
+        a.addr
+    );
+    // Accounting-On/Off releases that NAS's leases.
+    assert!(ipam
+        .account(AcctStatus::NasRestart, "", None, "gw", 80)
+        .await
+        .unwrap());
+    assert!(ipam.sessions().is_empty());
+}
+
+#[tokio::test]
+async fn leases_survive_restart_and_concurrent_requests_never_share() {
+    let (_d, store) = temp();
+    let pools = [pool("p", "10.1.0.0/22", &[], 3600)];
+    let ipam = Arc::new(Ipam::new(store.clone(), &pools, 0).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let ipam = ipam.clone();
+        tasks.push(tokio::spawn(async move {
+            let dev = format!("dev{}", i % 250); // every device asks twice
+            ipam.lease(&LeaseRequest {
+                pool: Some("p"),
+                user: "u",
+                device: &dev,
+                nas: "gw",
+                now: 1,
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .addr
+        }));
+    }
+    let mut by_device: HashMap<String, Ipv4Addr> = HashMap::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let addr = t.await.unwrap();
+        let prev = by_device.insert(format!("dev{}", i % 250), addr);
+        assert!(
+            prev.is_none() || prev == Some(addr),
+            "one device, one address"
+        );
+    }
+    let mut addrs: Vec<_> = by_device.values().copied().collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 250, "all distinct");
+    drop(ipam);
+    let again = Ipam::new(store, &pools, 2).unwrap();
+    assert_eq!(again.sessions().len(), 250);
+    let a = again.lease(&req("dev7", 3)).await.unwrap().unwrap();
+    assert_eq!((a.addr, a.new), (by_device["dev7"], false));
+}
+
+#[test]
+fn validation_names_each_problem() {
+    let problems = PoolConfig::validate_all(&[
+        pool("a", "10.0.0.0/24", &["10.0.1.1", "junk"], 60),
+        pool("a", "10.0.0.128/25", &[], 0),
+        pool("c", "10.9.0.0/31", &[], 60),
+        pool("d", "10.8.0.0/30", &["10.8.0.0/30"], 60),
+    ]);
+    let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "pools[0].exclude[0]",
+            "pools[0].exclude[1]",
+            "pools[1].name",
+            "pools[1].network",
+            "pools[1].lease_time",
+            "pools[2].network",
+            "pools[3].exclude"
+        ],
+        "{problems:?}"
+    );
+}

@@ -1,0 +1,79 @@
+//! Address leases and each device's last address (for sticky re-assignment).
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+
+use super::devices::unwrap_tx;
+use super::{decode, encode, Store, StoreError};
+
+/// One address lent to one device's session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub addr: Ipv4Addr,
+    pub pool: String,
+    pub user: String,
+    pub device: String,
+    /// The NAS that asked for it.
+    pub nas: String,
+    /// Acct-Session-Id, once accounting started.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Unix seconds.
+    pub granted: u64,
+    /// Unix seconds; without accounting refreshes the lease ends here.
+    pub expires: u64,
+}
+
+impl Store {
+    pub fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
+        self.leases
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Device → the address it had last.
+    pub fn sticky_addresses(&self) -> Result<Vec<(String, Ipv4Addr)>, StoreError> {
+        self.sticky
+            .iter()
+            .filter_map(|kv| match kv {
+                Ok((k, v)) => {
+                    let octets: [u8; 4] = v.as_ref().try_into().ok()?;
+                    Some(Ok((
+                        String::from_utf8_lossy(&k).into_owned(),
+                        octets.into(),
+                    )))
+                }
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect()
+    }
+
+    /// Writes a lease and the device's sticky address; durable when `durable`.
+    pub async fn put_lease(&self, lease: &LeaseRecord, durable: bool) -> Result<(), StoreError> {
+        let r = (&self.leases, &self.sticky).transaction(|(tl, ts)| {
+            tl.insert(&lease.addr.octets(), encode(lease))?;
+            ts.insert(lease.device.as_bytes(), &lease.addr.octets())?;
+            Ok(())
+        });
+        unwrap_tx(r)?;
+        if durable {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a lease (the sticky address stays); durable when `durable`.
+    pub async fn remove_lease(&self, addr: Ipv4Addr, durable: bool) -> Result<(), StoreError> {
+        self.leases.remove(addr.octets())?;
+        if durable {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
