@@ -52,7 +52,10 @@ pub async fn handle_accounting(
         _ => (None, "other"),
     };
     let matched = match status {
-        Some(s) => ipam.account(s, &session_id, framed_ip, nas, now).await?,
+        Some(s) => {
+            ipam.account(s, &session_id, framed_ip, &user, nas, now)
+                .await?
+        }
         None => false,
     };
     Ok(AcctSummary {

@@ -139,21 +139,33 @@ pub fn status_response(request: &Packet, accounting: bool) -> Vec<u8> {
 pub fn accounting_response(request: &Packet) -> Vec<u8> {
     let mut resp = request.make_response_packet(Code::AccountingResponse);
     resp.add(AVP::from_bytes(dict::MESSAGE_AUTHENTICATOR, &[0; 16]));
-    sign(request, resp)
+    let mut bytes = resp
+        .encode()
+        .expect("our responses are small and well formed");
+    crypto::sign_accounting_response(
+        &mut bytes,
+        &request_authenticator(request),
+        Some(FIRST_MA_OFFSET),
+        request.get_secret(),
+    );
+    bytes
+}
+
+fn request_authenticator(request: &Packet) -> [u8; 16] {
+    request
+        .get_authenticator()
+        .as_slice()
+        .try_into()
+        .expect("decoded requests have 16-octet authenticators")
 }
 
 fn sign(request: &Packet, resp: Packet) -> Vec<u8> {
     let mut bytes = resp
         .encode()
         .expect("our responses are small and well formed");
-    let req_auth: [u8; 16] = request
-        .get_authenticator()
-        .as_slice()
-        .try_into()
-        .expect("decoded requests have 16-octet authenticators");
     crypto::sign_response(
         &mut bytes,
-        &req_auth,
+        &request_authenticator(request),
         Some(FIRST_MA_OFFSET),
         request.get_secret(),
     );

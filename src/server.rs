@@ -57,20 +57,16 @@ pub struct Sockets {
 
 impl Sockets {
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
-        let auth = UdpSocket::bind(config.radius.auth_addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                what: "the RADIUS auth socket",
-                addr: config.radius.auth_addr,
-                source,
-            })?;
-        let acct = UdpSocket::bind(config.radius.acct_addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                what: "the RADIUS accounting socket",
-                addr: config.radius.acct_addr,
-                source,
-            })?;
+        let auth = udp_socket(config.radius.auth_addr).map_err(|source| ServerError::Bind {
+            what: "the RADIUS auth socket",
+            addr: config.radius.auth_addr,
+            source,
+        })?;
+        let acct = udp_socket(config.radius.acct_addr).map_err(|source| ServerError::Bind {
+            what: "the RADIUS accounting socket",
+            addr: config.radius.acct_addr,
+            source,
+        })?;
         let admin = TcpListener::bind(config.admin.addr)
             .await
             .map_err(|source| ServerError::Bind {
@@ -80,6 +76,22 @@ impl Sockets {
             })?;
         Ok(Self { auth, acct, admin })
     }
+}
+
+/// Receive buffer asked for on the RADIUS sockets: a burst of thousands of requests (a
+/// gateway reconnecting all its users) must queue, not be dropped by the kernel. Linux caps
+/// it at net.core.rmem_max.
+const UDP_RECV_BUFFER: usize = 8 << 20;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        warn!(%addr, error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Opens the store named by the config.

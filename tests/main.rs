@@ -6,5 +6,7 @@ mod bad_input;
 mod cli_config;
 mod cli_users;
 mod devices;
+mod ocserv;
 mod radius_basic;
 mod restart;
+mod sessions;

@@ -12,11 +12,13 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier as _, SaltString};
 use argon2::Argon2;
 use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::collections::HashMap;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::{AuthError, PasswordVerifier};
 use crate::config::Problem;
@@ -64,6 +66,8 @@ pub struct LocalVerifier {
     cache: moka::sync::Cache<String, CacheTag>,
     cache_key: [u8; 32],
     hash_permits: Arc<Semaphore>,
+    /// Verifications under way, by credential tag.
+    inflight: Mutex<HashMap<CacheTag, Arc<OnceCell<Result<bool, String>>>>>,
 }
 
 impl LocalVerifier {
@@ -81,6 +85,7 @@ impl LocalVerifier {
                 .build(),
             cache_key,
             hash_permits: Arc::new(Semaphore::new(permits)),
+            inflight: Mutex::default(),
         }
     }
 
@@ -90,6 +95,19 @@ impl LocalVerifier {
         mac.update(password);
         mac.update(hash.as_bytes());
         mac.finalize().into_bytes().into()
+    }
+
+    async fn run_argon2(&self, password: &[u8], hash: String) -> Result<bool, String> {
+        let _permit = self
+            .hash_permits
+            .acquire()
+            .await
+            .map_err(|_| "shutting down".to_owned())?;
+        let password = password.to_vec();
+        tokio::task::spawn_blocking(move || verify_hash(&password, &hash))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// Drops a user's cached credential (after a password change or removal).
@@ -107,16 +125,18 @@ impl PasswordVerifier for LocalVerifier {
                 return Ok(());
             }
         }
-        let _permit = self
-            .hash_permits
-            .acquire()
+        // Single flight: concurrent checks of the same credential (a reconnect storm after a
+        // restart, with a cold cache) share one argon2 run instead of queueing one each.
+        let cell = self.inflight.lock().entry(tag).or_default().clone();
+        let outcome = cell
+            .get_or_init(|| async {
+                let r = self.run_argon2(password, hash).await;
+                self.inflight.lock().remove(&tag);
+                r
+            })
             .await
-            .map_err(|_| AuthError::Internal("shutting down".into()))?;
-        let password = password.to_vec();
-        let ok = tokio::task::spawn_blocking(move || verify_hash(&password, &hash))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))??;
-        if ok {
+            .clone();
+        if outcome.map_err(AuthError::Internal)? {
             self.cache.insert(user.name.clone(), tag);
             Ok(())
         } else {

@@ -418,6 +418,7 @@ impl Ipam {
         status: AcctStatus,
         session_id: &str,
         framed_ip: Option<Ipv4Addr>,
+        user: &str,
         nas: &str,
         now: u64,
     ) -> Result<bool, IpamError> {
@@ -451,12 +452,32 @@ impl Ipam {
         for pool in &pools {
             let change = {
                 let mut st = pool.state.lock();
-                let addr = framed_ip.filter(|a| st.leases.contains_key(a)).or_else(|| {
-                    st.leases
-                        .iter()
-                        .find(|(_, l)| l.record.session_id.as_deref() == Some(session_id))
-                        .map(|(a, _)| *a)
-                });
+                let addr = framed_ip
+                    .filter(|a| st.leases.contains_key(a))
+                    .or_else(|| {
+                        st.leases
+                            .iter()
+                            .find(|(_, l)| l.record.session_id.as_deref() == Some(session_id))
+                            .map(|(a, _)| *a)
+                    })
+                    .or_else(|| {
+                        // ocserv sends its Accounting-Start before the tunnel exists, without
+                        // Framed-IP-Address: bind it to this user's newest unbound lease
+                        // from the same NAS.
+                        (status == AcctStatus::Start && !user.is_empty())
+                            .then(|| {
+                                st.leases
+                                    .values()
+                                    .filter(|l| {
+                                        l.record.session_id.is_none()
+                                            && l.record.user == user
+                                            && l.record.nas == nas
+                                    })
+                                    .max_by_key(|l| l.record.granted)
+                                    .map(|l| l.record.addr)
+                            })
+                            .flatten()
+                    });
                 let Some(addr) = addr else { continue };
                 let lease = st.leases.get_mut(&addr).expect("found above");
                 match status {

@@ -65,26 +65,49 @@ async fn accounting_binds_refreshes_and_releases() {
         "excluded address skipped"
     );
     assert!(ipam
-        .account(AcctStatus::Start, "S1", Some(a.addr), "gw", 10)
+        .account(AcctStatus::Start, "S1", Some(a.addr), "u", "gw", 10)
         .await
         .unwrap());
     assert_eq!(ipam.sessions()[0].session_id.as_deref(), Some("S1"));
     assert!(ipam
-        .account(AcctStatus::Interim, "S1", None, "gw", 50)
+        .account(AcctStatus::Interim, "S1", None, "u", "gw", 50)
         .await
         .unwrap());
     assert_eq!(ipam.sessions()[0].expires, 110);
     // A Stop for another session id does not release it.
     assert!(!ipam
-        .account(AcctStatus::Stop, "OLD", Some(a.addr), "gw", 60)
+        .account(AcctStatus::Stop, "OLD", Some(a.addr), "u", "gw", 60)
         .await
         .unwrap());
     assert!(ipam
-        .account(AcctStatus::Stop, "S1", Some(a.addr), "gw", 60)
+        .account(AcctStatus::Stop, "S1", Some(a.addr), "u", "gw", 60)
         .await
         .unwrap());
     assert!(ipam.sessions().is_empty());
     assert!(store.leases().unwrap().is_empty());
+    // A Start without Framed-IP-Address (ocserv) binds the user's unbound lease on that NAS.
+    let c = ipam.lease(&req("d3", 61)).await.unwrap().unwrap();
+    assert!(ipam
+        .account(AcctStatus::Start, "S3", None, "u", "gw", 62)
+        .await
+        .unwrap());
+    assert_eq!(
+        ipam.sessions()
+            .iter()
+            .find(|l| l.addr == c.addr)
+            .unwrap()
+            .session_id
+            .as_deref(),
+        Some("S3")
+    );
+    assert!(!ipam
+        .account(AcctStatus::Start, "S4", None, "nobody", "gw", 62)
+        .await
+        .unwrap());
+    assert!(ipam
+        .account(AcctStatus::Stop, "S3", None, "u", "gw", 63)
+        .await
+        .unwrap());
     // Sticky: d1 gets the same address back while it is free.
     let b = ipam.lease(&req("d2", 70)).await.unwrap().unwrap();
     assert_ne!(b.addr, a.addr);
@@ -94,7 +117,7 @@ async fn accounting_binds_refreshes_and_releases() {
     );
     // Accounting-On/Off releases that NAS's leases.
     assert!(ipam
-        .account(AcctStatus::NasRestart, "", None, "gw", 80)
+        .account(AcctStatus::NasRestart, "", None, "u", "gw", 80)
         .await
         .unwrap());
     assert!(ipam.sessions().is_empty());

@@ -153,6 +153,17 @@ fn same_serial(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
 
+/// Whether the request proves to be this device, by its method (serial or MAC).
+pub fn proves(d: &DeviceRecord, id: &DeviceIdentity) -> bool {
+    d.device_auth
+        && match d.method {
+            AuthMethod::Serial => {
+                matches!((&d.serial, &id.serial), (Some(a), Some(b)) if same_serial(a, b))
+            }
+            AuthMethod::Mac => d.mac.is_some() && d.mac == id.mac,
+        }
+}
+
 /// What to do about the device, given the user's assigned devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceCheck {
@@ -181,15 +192,7 @@ pub fn check(
         return DeviceCheck::Reject(Reason::DeviceNotAssigned);
     }
     // 1. A device that proves itself by serial or MAC.
-    let proven = devices.iter().find(|d| {
-        d.device_auth
-            && match d.method {
-                AuthMethod::Serial => {
-                    matches!((&d.serial, &id.serial), (Some(a), Some(b)) if same_serial(a, b))
-                }
-                AuthMethod::Mac => d.mac.is_some() && d.mac == id.mac,
-            }
-    });
+    let proven = devices.iter().find(|d| proves(d, id));
     if let Some(d) = proven {
         return if !d.enabled {
             DeviceCheck::Reject(Reason::DeviceDisabled)

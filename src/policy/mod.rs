@@ -166,13 +166,33 @@ impl Policy {
     ) -> Result<DeviceRecord, Reason> {
         let mut user_devices = user.devices.clone();
         for _ in 0..REGISTRATION_ATTEMPTS {
-            let devices = self
-                .assigned(&user.name, &user_devices)
-                .map_err(|e| internal_reason("reading devices", &e))?;
             let serial_owner = match id.serial.as_deref().map(|s| self.store.device_by_serial(s)) {
                 Some(r) => r.map_err(|e| internal_reason("reading the serial index", &e))?,
                 None => None,
             };
+            let mac_owner = match id.mac.as_deref().map(|m| self.store.device_by_mac(m)) {
+                Some(r) => r.map_err(|e| internal_reason("reading the MAC index", &e))?,
+                None => None,
+            };
+            // Fast path: the presented serial or MAC names one of the user's devices. Reading
+            // just that one decides exactly as reading them all would (a proven device wins).
+            let known = [&serial_owner, &mac_owner]
+                .into_iter()
+                .flatten()
+                .find(|name| user_devices.contains(name));
+            let candidates = match known {
+                Some(name) => std::slice::from_ref(name),
+                None => user_devices.as_slice(),
+            };
+            let mut devices = self
+                .assigned(&user.name, candidates)
+                .map_err(|e| internal_reason("reading devices", &e))?;
+            if known.is_some() && !devices.iter().any(|d| device::proves(d, id)) {
+                // The indexed device is not proven by its method: decide over all of them.
+                devices = self
+                    .assigned(&user.name, &user_devices)
+                    .map_err(|e| internal_reason("reading devices", &e))?;
+            }
             let check = device::check(
                 &devices,
                 id,

@@ -98,6 +98,28 @@ pub fn sign_response(
     packet[4..HEADER_LEN].copy_from_slice(&digest);
 }
 
+/// Signs an Accounting-Response in place. Its Message-Authenticator is computed with the
+/// authenticator field zeroed, as FreeRADIUS does for accounting, then the Response
+/// Authenticator over the Request Authenticator (RFC 2866 §3).
+pub fn sign_accounting_response(
+    packet: &mut [u8],
+    request_authenticator: &[u8; 16],
+    ma_offset: Option<usize>,
+    secret: &[u8],
+) {
+    packet[4..HEADER_LEN].fill(0);
+    if let Some(off) = ma_offset {
+        let ma = message_authenticator(packet, off, None, secret);
+        packet[off..off + 16].copy_from_slice(&ma);
+    }
+    packet[4..HEADER_LEN].copy_from_slice(request_authenticator);
+    let mut md5 = Md5::new();
+    md5.update(&packet[..]);
+    md5.update(secret);
+    let digest = md5.finalize();
+    packet[4..HEADER_LEN].copy_from_slice(&digest);
+}
+
 /// Verifies a response's authenticators (the client side; used by tests and the load driver).
 pub fn verify_response(
     response: &[u8],

@@ -215,6 +215,14 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    /// The device using `mac` (canonical form), if any.
+    pub fn device_by_mac(&self, mac: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .macs
+            .get(mac.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// Adds devices (and users, and assignments) in one transaction: all or nothing.
     /// Each device's `owner`, when set, must name a user that exists or is in `users`.
     pub async fn import(

@@ -1,6 +1,7 @@
 //! Shared fixtures: a daemon on ephemeral loopback ports, radclient and raw-packet helpers.
 
 pub mod daemon;
+pub mod ocserv;
 pub mod packet;
 pub mod radclient;
 pub mod smtp;
