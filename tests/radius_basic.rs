@@ -173,6 +173,20 @@ fn no_source_selected_rejects_with_reason() {
 }
 
 #[test]
+fn health_and_readiness() {
+    use crate::support::daemon::http_get;
+    let d = TestDaemon::start();
+    assert!(http_get(d.admin_addr, "/healthz").contains("200 OK"));
+    assert!(http_get(d.admin_addr, "/readyz").contains("200 OK"));
+    let idle = TestDaemon::with_config(&default_config(true).replace("source = \"local\"", ""));
+    let r = http_get(idle.admin_addr, "/readyz");
+    assert!(
+        r.contains("503") && r.contains("no authentication source selected"),
+        "{r}"
+    );
+}
+
+#[test]
 fn graceful_shutdown_on_sigterm() {
     let mut d = TestDaemon::start();
     let status = d.terminate();

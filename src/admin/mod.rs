@@ -54,12 +54,29 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/sessions", get(sessions))
         .route("/import/users", post(import::users))
         .route("/import/devices", post(import::devices))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state);
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        .with_state(state)
+}
+
+/// Ready when the store answers and an authentication source is selected (the local source
+/// lives in the store; directory sources will add their reachability here).
+async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    if let Err(e) = s.store.user("") {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response();
+    }
+    if !s.handler.policy().source_selected() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no authentication source selected\n",
+        )
+            .into_response();
+    }
+    "ready\n".into_response()
 }
 
 /// Live leases: who holds which address, and their accounting session.

@@ -99,6 +99,10 @@ impl Policy {
         }
     }
 
+    pub fn source_selected(&self) -> bool {
+        !matches!(self.source, Source::NotSelected)
+    }
+
     pub fn ipam(&self) -> &Arc<Ipam> {
         &self.ipam
     }
