@@ -19,6 +19,7 @@ pub mod ipam;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod profiles;
 pub mod radius;
 pub mod reply;
 pub mod server;

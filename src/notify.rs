@@ -303,6 +303,48 @@ fn render(batch: &[RegistrationFailure]) -> String {
     body
 }
 
+/// Sends profile links through `[smtp]` (the admin waits for the outcome).
+pub struct SmtpLinkMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl SmtpLinkMailer {
+    pub fn new(smtp: &SmtpConfig) -> Result<Self, String> {
+        Ok(Self {
+            transport: smtp.transport().map_err(|e| format!("smtp: {e}"))?,
+            from: smtp.from.parse().map_err(|e| format!("smtp.from: {e}"))?,
+        })
+    }
+}
+
+impl crate::profiles::LinkMailer for SmtpLinkMailer {
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        subject: &'a str,
+        body: String,
+    ) -> crate::profiles::MailFuture<'a> {
+        Box::pin(async move {
+            let to: Mailbox = to.parse().map_err(|e| format!("`{to}`: {e}"))?;
+            let body = Body::new_with_encoding(body.clone(), ContentTransferEncoding::SevenBit)
+                .unwrap_or_else(|_| Body::new(body));
+            let message = Message::builder()
+                .from(self.from.clone())
+                .to(to)
+                .subject(subject)
+                .header(ContentType::TEXT_PLAIN)
+                .body(body)
+                .map_err(|e| e.to_string())?;
+            self.transport
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

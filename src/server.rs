@@ -17,8 +17,9 @@ use crate::auth::local::LocalVerifier;
 use crate::auth::Source;
 use crate::config::{AuthSource, Config, Secret};
 use crate::ipam::{Ipam, IpamError};
-use crate::notify::Notifier;
+use crate::notify::{Notifier, SmtpLinkMailer};
 use crate::policy::{Policy, Settings};
+use crate::profiles::{LinkMailer, MailFuture, Profiles, ProfilesConfig, SystemClock};
 use crate::radius::listener::{self, Handler, Live, Port};
 use crate::radius::nas::NasTable;
 use crate::store::{Store, StoreError};
@@ -53,6 +54,8 @@ pub struct Sockets {
     pub auth: UdpSocket,
     pub acct: UdpSocket,
     pub admin: TcpListener,
+    /// The public profile-download listener, when `[profiles] listen` is set.
+    pub profiles: Option<std::net::TcpListener>,
 }
 
 impl Sockets {
@@ -74,7 +77,24 @@ impl Sockets {
                 addr: config.admin.addr,
                 source,
             })?;
-        Ok(Self { auth, acct, admin })
+        let profiles = match config.profiles.listen {
+            Some(addr) => {
+                Some(
+                    std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind {
+                        what: "the profile download listener",
+                        addr,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            auth,
+            acct,
+            admin,
+            profiles,
+        })
     }
 }
 
@@ -171,6 +191,30 @@ pub async fn run(
     if let Err(e) = std::fs::write(&addr_file, admin_addr.to_string()) {
         tracing::warn!(file = %addr_file.display(), error = %e, "cannot record the admin address");
     }
+    let mailer: Arc<dyn LinkMailer> = match &config.smtp.host {
+        Some(_) => Arc::new(SmtpLinkMailer::new(&config.smtp).map_err(ServerError::Mail)?),
+        None => Arc::new(NoRelay),
+    };
+    let profiles = Arc::new(Profiles::new(
+        store.clone(),
+        config.profiles.clone(),
+        Arc::new(SystemClock),
+        mailer,
+    ));
+    let public_handle = axum_server::Handle::new();
+    let mut profiles_addr = None;
+    let public_task = match sockets.profiles {
+        Some(listener) => {
+            profiles_addr = Some(listener.local_addr().map_err(ServerError::Admin)?);
+            Some(tokio::spawn(serve_profiles(
+                listener,
+                profiles.clone(),
+                config.profiles.clone(),
+                public_handle.clone(),
+            )))
+        }
+        None => None,
+    };
     let admin_stop = CancellationToken::new();
     let app = admin::router(Arc::new(AdminState {
         store: store.clone(),
@@ -178,6 +222,7 @@ pub async fn run(
         token,
         max_devices: config.devices.max_per_user,
         handler: handler.clone(),
+        profiles,
     }));
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
@@ -194,6 +239,7 @@ pub async fn run(
         radius_auth = %auth_addr,
         radius_acct = %acct_addr,
         admin = %admin_addr,
+        profiles = ?profiles_addr,
         pools = config.pools.len(),
         source = ?config.auth.source,
         clients = config.clients.len(),
@@ -226,6 +272,14 @@ pub async fn run(
     );
     tracker.close();
     tracker.wait().await;
+    public_handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    if let Some(task) = public_task {
+        match task.await {
+            Ok(Err(e)) => error!(error = %e, "profile download listener failed"),
+            Err(e) => error!(error = %e, "profile download task panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     store.flush().await.map_err(ServerError::Flush)?;
     mail_stop.cancel();
     if let Some(task) = mail_task {
@@ -341,5 +395,40 @@ async fn reload_on_sighup(
             "configuration reloaded"
         );
         current = new;
+    }
+}
+
+/// Serves `GET /profile/<token>`, over TLS when `[profiles] cert`/`key` are set.
+async fn serve_profiles(
+    listener: std::net::TcpListener,
+    profiles: Arc<Profiles>,
+    config: ProfilesConfig,
+    handle: axum_server::Handle<SocketAddr>,
+) -> std::io::Result<()> {
+    let app = crate::profiles::http::router(profiles, config.invalid_per_minute)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+            axum_server::tls_rustls::from_tcp_rustls(listener, tls)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        _ => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    }
+}
+
+/// The link mailer when no `[smtp] host` is configured: says so.
+struct NoRelay;
+
+impl LinkMailer for NoRelay {
+    fn send<'a>(&'a self, _: &'a str, _: &'a str, _: String) -> MailFuture<'a> {
+        Box::pin(async { Err("no mail relay configured ([smtp] host)".to_owned()) })
     }
 }

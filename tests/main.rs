@@ -7,6 +7,7 @@ mod cli_config;
 mod cli_users;
 mod devices;
 mod ocserv;
+mod profiles;
 mod radius_basic;
 mod restart;
 mod sessions;

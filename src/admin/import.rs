@@ -22,6 +22,8 @@ pub struct UserRow {
     pub name: String,
     #[serde(default)]
     pub password: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -64,6 +66,11 @@ pub async fn users(
         } else if s.store.user(&r.name)?.is_some() {
             problems.push(format!("line {}: user `{}` already exists", r.line, r.name));
         }
+        if let Some(e) = r.email.as_deref() {
+            if let Err(e) = super::users::check_email(e) {
+                problems.push(format!("line {}: email: {}", r.line, e.message()));
+            }
+        }
         if let Some(pw) = r.password.as_deref().filter(|p| !p.is_empty()) {
             if let Err(e) = check_password(pw) {
                 problems.push(format!("line {}: password: {}", r.line, e.message()));
@@ -80,7 +87,9 @@ pub async fn users(
                     Some(pw) => Some(hash_password(pw.as_bytes())?),
                     None => None,
                 };
-                Ok(UserRecord::new(r.name, hash))
+                let mut u = UserRecord::new(r.name, hash);
+                u.email = r.email;
+                Ok(u)
             })
             .collect::<Result<Vec<_>, crate::auth::AuthError>>()
     })

@@ -2,11 +2,13 @@
 
 mod devices;
 mod import;
+mod profiles;
 pub mod token;
 mod users;
 
 pub use devices::{Assignment, DeviceInput, DevicePatch, DeviceView};
 pub use import::{DeviceRow, Imported, UserRow};
+pub use profiles::{SendBody, SendOutcome};
 pub use users::UserView;
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub struct AdminState {
     pub max_devices: u32,
     /// The request path: live settings and the address pools.
     pub handler: Arc<Handler>,
+    pub profiles: Arc<crate::profiles::Profiles>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -52,6 +55,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/assignments", post(devices::assign))
         .route("/assignments/{user}/{device}", delete(devices::unassign))
         .route("/sessions", get(sessions))
+        .route("/profiles", get(profiles::list))
+        .route("/profiles/send", post(profiles::send))
         .route("/import/users", post(import::users))
         .route("/import/devices", post(import::devices))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -21,6 +21,8 @@ pub struct UserView {
     pub has_password: bool,
     #[serde(default)]
     pub devices: Vec<String>,
+    #[serde(default)]
+    pub email: Option<String>,
     /// The user's own limit, if set.
     #[serde(default)]
     pub max_devices: Option<u32>,
@@ -34,6 +36,7 @@ impl From<UserRecord> for UserView {
             name: u.name,
             has_password: u.password_hash.is_some(),
             devices: u.devices,
+            email: u.email,
             max_devices: u.max_devices,
             created: u.created,
             updated: u.updated,
@@ -77,7 +80,20 @@ pub async fn add(
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     /// The user's own device limit; `null` returns to `[devices] max_per_user`.
-    pub max_devices: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_devices: Option<Option<u32>>,
+    /// Where profile links go; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    pub email: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 pub async fn update(
@@ -85,14 +101,30 @@ pub async fn update(
     Path(name): Path<String>,
     Json(patch): Json<UserPatch>,
 ) -> Result<StatusCode, ApiError> {
-    if patch.max_devices == Some(0) {
+    if patch.max_devices == Some(Some(0)) {
         return Err(ApiError::bad_request("max_devices must be at least 1"));
     }
+    if let Some(Some(e)) = &patch.email {
+        check_email(e)?;
+    }
     s.store
-        .set_user_max_devices(&name, patch.max_devices)
+        .update_user(&name, |u| {
+            if let Some(m) = patch.max_devices {
+                u.max_devices = m;
+            }
+            if let Some(e) = &patch.email {
+                u.email = e.clone();
+            }
+        })
         .await?;
-    tracing::info!(user = %name, max_devices = ?patch.max_devices, "device limit changed");
+    tracing::info!(user = %name, "user changed");
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) fn check_email(e: &str) -> Result<(), ApiError> {
+    e.parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        .map_err(|_| ApiError::bad_request(format!("`{e}` is not a mail address")))
 }
 
 pub async fn set_password(

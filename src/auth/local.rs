@@ -62,12 +62,15 @@ impl LocalAuthConfig {
 
 type CacheTag = [u8; 32];
 
+/// One argon2 verification that concurrent identical requests wait on.
+type InFlight = OnceCell<Result<bool, String>>;
+
 pub struct LocalVerifier {
     cache: moka::sync::Cache<String, CacheTag>,
     cache_key: [u8; 32],
     hash_permits: Arc<Semaphore>,
     /// Verifications under way, by credential tag.
-    inflight: Mutex<HashMap<CacheTag, Arc<OnceCell<Result<bool, String>>>>>,
+    inflight: Mutex<HashMap<CacheTag, Arc<InFlight>>>,
 }
 
 impl LocalVerifier {

@@ -12,7 +12,7 @@ use crate::admin::{DeviceInput, DeviceRow, Imported, UserRow};
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Users: columns `name` and optionally `password`.
+    /// Users: columns `name` and optionally `password`, `email`.
     Users { file: PathBuf },
     /// Devices: columns `name`, `type` and optionally `method`, `serial`, `mac`,
     /// `device_auth`, `enabled` (yes/no), `user` (assign to this existing user).
@@ -22,13 +22,19 @@ pub enum ImportCommand {
 pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()> {
     let (path, endpoint, body) = match cmd {
         ImportCommand::Users { file } => {
-            let rows = read(&file, &["name"], &["name", "password"], |line, get| {
-                Ok(serde_json::to_value(UserRow {
-                    line,
-                    name: get("name").unwrap_or_default(),
-                    password: get("password"),
-                })?)
-            })?;
+            let rows = read(
+                &file,
+                &["name"],
+                &["name", "password", "email"],
+                |line, get| {
+                    Ok(serde_json::to_value(UserRow {
+                        line,
+                        name: get("name").unwrap_or_default(),
+                        password: get("password"),
+                        email: get("email"),
+                    })?)
+                },
+            )?;
             (file, "/import/users", rows)
         }
         ImportCommand::Devices { file } => {

@@ -3,6 +3,7 @@
 mod client;
 mod devices;
 mod import;
+mod profiles;
 mod sessions;
 mod users;
 
@@ -58,6 +59,9 @@ pub enum Command {
     /// Live sessions (address leases).
     #[command(subcommand)]
     Session(sessions::SessionCommand),
+    /// AnyConnect profiles: status and download links.
+    #[command(subcommand)]
+    Profile(profiles::ProfileCommand),
 }
 
 /// Runs the chosen subcommand.
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Command::Import(cmd) => import::run(&client, cmd).await,
                     Command::Session(cmd) => sessions::run(&client, cmd).await,
+                    Command::Profile(cmd) => profiles::run(&client, cmd).await,
                     Command::Serve | Command::CheckConfig => unreachable!("handled above"),
                 }
             })?;

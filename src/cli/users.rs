@@ -32,7 +32,10 @@ pub enum UserCommand {
         name: String,
         /// Devices this user may have: a number, or `default` for `[devices] max_per_user`.
         #[arg(long)]
-        max_devices: String,
+        max_devices: Option<String>,
+        /// Where profile links go by default (`none` clears it).
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Set a user's password.
     Passwd {
@@ -86,19 +89,34 @@ pub async fn run(client: &AdminClient, cmd: UserCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        UserCommand::Set { name, max_devices } => {
-            let max: Option<u32> = if max_devices == "default" {
-                None
-            } else {
-                Some(max_devices.parse().map_err(|_| {
-                    anyhow::anyhow!("--max-devices: `{max_devices}` is not a number or `default`")
-                })?)
-            };
+        UserCommand::Set {
+            name,
+            max_devices,
+            email,
+        } => {
+            let mut patch = serde_json::Map::new();
+            if let Some(m) = max_devices {
+                let max: Option<u32> = if m == "default" {
+                    None
+                } else {
+                    Some(m.parse().map_err(|_| {
+                        anyhow::anyhow!("--max-devices: `{m}` is not a number or `default`")
+                    })?)
+                };
+                patch.insert("max_devices".into(), json!(max));
+            }
+            if let Some(e) = email {
+                let e = (e != "none").then_some(e);
+                patch.insert("email".into(), json!(e));
+            }
+            if patch.is_empty() {
+                anyhow::bail!("nothing to change: give --max-devices and/or --email");
+            }
             client
                 .call::<_, ()>(
                     Method::PATCH,
                     &format!("/users/{}", encode(&name)),
-                    Some(&json!({ "max_devices": max })),
+                    Some(&serde_json::Value::Object(patch)),
                 )
                 .await?;
             println!("user {name} changed");

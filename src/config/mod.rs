@@ -24,6 +24,7 @@ use crate::ipam::PoolConfig;
 use crate::notify::SmtpConfig;
 use crate::policy::device::{DevicesConfig, RegistrationConfig};
 use crate::policy::proxy::ProxyConfig;
+use crate::profiles::ProfilesConfig;
 use crate::reply::DnsConfig;
 
 /// The whole daemon configuration.
@@ -50,6 +51,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Proxy policy.
     pub proxy: ProxyConfig,
+    /// AnyConnect profile distribution.
+    pub profiles: ProfilesConfig,
     /// Logging.
     pub log: LogConfig,
     /// The NAS clients (VPN gateways) allowed to send requests, each with its own secret.

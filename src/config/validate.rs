@@ -89,6 +89,7 @@ impl Config {
         problems.extend(self.smtp.validate("smtp"));
         problems.extend(crate::ipam::PoolConfig::validate_all(&self.pools));
         problems.extend(self.proxy.validate("proxy"));
+        problems.extend(self.profiles.validate("profiles"));
         if self.radius.interim_interval < std::time::Duration::from_secs(60) {
             problems.push(Problem::new(
                 "radius.interim_interval",

@@ -5,6 +5,7 @@
 
 mod devices;
 mod leases;
+mod profiles;
 mod users;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
 pub use leases::LeaseRecord;
+pub use profiles::{profile_key, DownloadRefusal, ProfileRecord};
 pub use users::UserRecord;
 
 /// Bumped when a record layout changes incompatibly; a newer store is refused, not misread.
@@ -29,6 +31,10 @@ const MACS_TREE: &str = "macs";
 const LEASES_TREE: &str = "leases";
 /// Device name → the IPv4 address it had last.
 const STICKY_TREE: &str = "sticky";
+/// User NUL device → profile record.
+const PROFILES_TREE: &str = "profiles";
+/// Hex SHA-256 of a download token → profile key.
+const PROFILE_TOKENS_TREE: &str = "profile_tokens";
 const SCHEMA_KEY: &str = "schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +70,8 @@ pub struct Store {
     macs: sled::Tree,
     leases: sled::Tree,
     sticky: sled::Tree,
+    profiles: sled::Tree,
+    profile_tokens: sled::Tree,
     commit: Arc<GroupCommit>,
 }
 
@@ -107,6 +115,8 @@ impl Store {
             macs: db.open_tree(MACS_TREE)?,
             leases: db.open_tree(LEASES_TREE)?,
             sticky: db.open_tree(STICKY_TREE)?,
+            profiles: db.open_tree(PROFILES_TREE)?,
+            profile_tokens: db.open_tree(PROFILE_TOKENS_TREE)?,
             commit: Arc::default(),
             db,
         })

@@ -16,6 +16,9 @@ pub struct UserRecord {
     /// Assigned devices, by name (the device records name their owner too).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// Where profile links go by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// Per-user device limit; `None` means `[devices] max_per_user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_devices: Option<u32>,
@@ -32,6 +35,7 @@ impl UserRecord {
             name: name.into(),
             password_hash,
             devices: Vec::new(),
+            email: None,
             max_devices: None,
             created: now,
             updated: now,
@@ -71,8 +75,12 @@ impl Store {
         self.flush().await
     }
 
-    /// Replaces a user's password hash durably.
-    pub async fn set_user_password(&self, name: &str, hash: String) -> Result<(), StoreError> {
+    /// Changes a user's settings durably with `change`.
+    pub async fn update_user(
+        &self,
+        name: &str,
+        change: impl Fn(&mut UserRecord),
+    ) -> Result<(), StoreError> {
         let mut missing = false;
         self.users.fetch_and_update(name.as_bytes(), |old| {
             let Some(old) = old else {
@@ -81,7 +89,7 @@ impl Store {
             };
             // A record that does not decode is left as it is; the error surfaces on read.
             let mut rec: UserRecord = decode(name.as_bytes(), old).ok()?;
-            rec.password_hash = Some(hash.clone());
+            change(&mut rec);
             rec.updated = now_secs();
             Some(encode(&rec))
         })?;
@@ -91,27 +99,19 @@ impl Store {
         self.flush().await
     }
 
+    /// Replaces a user's password hash durably.
+    pub async fn set_user_password(&self, name: &str, hash: String) -> Result<(), StoreError> {
+        self.update_user(name, |u| u.password_hash = Some(hash.clone()))
+            .await
+    }
+
     /// Sets (or with `None` clears) a user's own device limit durably.
     pub async fn set_user_max_devices(
         &self,
         name: &str,
         max: Option<u32>,
     ) -> Result<(), StoreError> {
-        let mut missing = false;
-        self.users.fetch_and_update(name.as_bytes(), |old| {
-            let Some(old) = old else {
-                missing = true;
-                return None;
-            };
-            let mut rec: UserRecord = decode(name.as_bytes(), old).ok()?;
-            rec.max_devices = max;
-            rec.updated = now_secs();
-            Some(encode(&rec))
-        })?;
-        if missing {
-            return Err(StoreError::NotFound(format!("user `{name}`")));
-        }
-        self.flush().await
+        self.update_user(name, |u| u.max_devices = max).await
     }
 
     /// Removes a user durably, unassigning their devices in the same transaction.

@@ -97,3 +97,10 @@ impl Drop for SmtpServer {
         self.stop();
     }
 }
+
+/// Undoes quoted-printable soft line breaks and `=3D`, enough to read links in a raw mail.
+pub fn unfold_qp(raw: &str) -> String {
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}

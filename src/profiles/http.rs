@@ -1,0 +1,137 @@
+//! The public download listener: `GET /profile/<token>`. Invalid tokens answer 404 and are
+//! rate-limited per source address (429), so tokens cannot be guessed at speed.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use parking_lot::Mutex;
+
+use super::Profiles;
+use crate::store::DownloadRefusal;
+
+/// Source addresses tracked at most; the table is cleared when it fills up.
+const MAX_TRACKED: usize = 65_536;
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts invalid-token requests per source address within a window.
+pub struct InvalidTokenLimit {
+    per_window: u32,
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl InvalidTokenLimit {
+    pub fn new(per_window: u32) -> Self {
+        Self {
+            per_window,
+            seen: Mutex::default(),
+        }
+    }
+
+    fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.seen
+            .lock()
+            .get(&ip)
+            .is_some_and(|(start, n)| now.duration_since(*start) < WINDOW && *n >= self.per_window)
+    }
+
+    fn record_invalid(&self, ip: IpAddr, now: Instant) {
+        let mut seen = self.seen.lock();
+        if seen.len() >= MAX_TRACKED {
+            seen.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            if seen.len() >= MAX_TRACKED {
+                seen.clear();
+            }
+        }
+        let e = seen.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= WINDOW {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+    }
+}
+
+struct PublicState {
+    profiles: Arc<Profiles>,
+    limit: InvalidTokenLimit,
+}
+
+pub fn router(profiles: Arc<Profiles>, invalid_per_minute: u32) -> Router {
+    Router::new()
+        .route("/profile/{token}", get(download))
+        .with_state(Arc::new(PublicState {
+            profiles,
+            limit: InvalidTokenLimit::new(invalid_per_minute),
+        }))
+}
+
+async fn download(
+    State(s): State<Arc<PublicState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
+    let ip = peer.ip().to_canonical();
+    let now = Instant::now();
+    if s.limit.blocked(ip, now) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many invalid links; try again later\n",
+        )
+            .into_response();
+    }
+    match s.profiles.download(&token).await {
+        Ok(Ok(d)) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/xml; charset=utf-8".to_owned(),
+                ),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{}\"", d.filename),
+                ),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+            ],
+            d.xml,
+        )
+            .into_response(),
+        Ok(Err(DownloadRefusal::Gone)) => (
+            StatusCode::GONE,
+            "this link has expired or its downloads are used up; ask for a new one\n",
+        )
+            .into_response(),
+        Ok(Err(DownloadRefusal::Unknown)) => {
+            s.limit.record_invalid(ip, now);
+            (StatusCode::NOT_FOUND, "no such link\n").into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "profile download failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_per_address_and_window() {
+        let l = InvalidTokenLimit::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        l.record_invalid(a, t0);
+        assert!(!l.blocked(a, t0));
+        l.record_invalid(a, t0);
+        assert!(l.blocked(a, t0));
+        assert!(!l.blocked(b, t0));
+        assert!(!l.blocked(a, t0 + WINDOW));
+    }
+}

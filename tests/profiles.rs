@@ -1,0 +1,209 @@
+//! Profile distribution on the real binary: a real SMTP server receives the link, curl
+//! downloads the profile, python's XML parser reads it.
+
+use std::process::Command;
+
+use crate::support::daemon::default_config;
+use crate::support::radclient;
+use crate::support::smtp::{free_port, unfold_qp, SmtpServer};
+use crate::support::TestDaemon;
+
+const UID: &str = "F1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F90";
+
+fn config(smtp_port: u16, web_port: u16) -> String {
+    default_config(true)
+        + &format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\nfrom = \"vpn-admin@example.com\"\n\
+             [profiles]\nlisten = \"127.0.0.1:{web_port}\"\nbase_url = \"http://127.0.0.1:{web_port}\"\n\
+             gateway_host = \"vpn.example.com\"\ngateway_name = \"Example VPN\"\ninvalid_per_minute = 5\n"
+        )
+}
+
+/// `curl -i`: status line, headers and body.
+fn curl(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-i", url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status_of(d: &TestDaemon, user: &str) -> String {
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&d.ok(&["profile", "list", "--json"])).unwrap();
+    let p = list
+        .iter()
+        .find(|p| p["user"] == user)
+        .expect("profile listed");
+    p["status"].as_str().unwrap().to_owned()
+}
+
+fn link_in(mail: &str) -> String {
+    let mail = unfold_qp(mail);
+    let at = mail.find("http://").expect("link in mail");
+    mail[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+fn body(response: &str) -> &str {
+    response.split("\r\n\r\n").nth(1).unwrap_or("")
+}
+
+#[test]
+fn link_mail_download_limits_and_status_walk() {
+    let smtp = SmtpServer::start();
+    let d = TestDaemon::with_config(&config(smtp.port, free_port()));
+    d.add_user("alice", "alice-pass");
+    d.ok(&["user", "set", "alice", "--email", "alice@example.com"]);
+    d.ok(&["device", "add", "laptop", "--type", "windows"]);
+    d.ok(&["assign", "alice", "laptop"]);
+    assert_eq!(status_of(&d, "alice"), "send_mail");
+    assert!(d.ok(&["profile", "list"]).contains("send mail"));
+
+    for (args, why) in [
+        (vec!["--valid-days", "31"], "valid days must be 1 to 30"),
+        (vec!["--valid-days", "0"], "valid days must be 1 to 30"),
+        (vec!["--downloads", "6"], "downloads must be 1 to 5"),
+        (vec!["--downloads", "lots"], "not 1 to 5"),
+    ] {
+        let mut a = vec!["profile", "send", "alice", "laptop"];
+        a.extend(args);
+        let e = d.fails(&a);
+        assert!(e.contains(why), "{e}");
+    }
+
+    let out = d.ok(&[
+        "profile",
+        "send",
+        "alice",
+        "laptop",
+        "--downloads",
+        "2",
+        "--valid-days",
+        "3",
+        "--subject",
+        "Your profile",
+    ]);
+    assert!(out.contains("alice@example.com"), "{out}");
+    let mail = smtp
+        .wait_for(1, std::time::Duration::from_secs(10))
+        .remove(0);
+    assert!(
+        mail.contains("Subject: Your profile") && mail.contains("To: alice@example.com"),
+        "{mail}"
+    );
+    let link = link_in(&mail);
+    assert_eq!(status_of(&d, "alice"), "waiting_for_download");
+    assert!(d.ok(&["profile", "list"]).contains("0/2"));
+
+    let r = curl(&link);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("content-type: application/xml"),
+        "{r}"
+    );
+    assert!(r.contains("filename=\"Example_VPN.xml\""), "{r}");
+    let xml = body(&r);
+    let parsed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E; r = E.fromstring(sys.stdin.read()); \
+             ns = {'a': 'http://schemas.xmlsoap.org/encoding/'}; \
+             print(r.find('a:ServerList/a:HostEntry/a:HostAddress', ns).text, \
+                   r.find('a:ServerList/a:HostEntry/a:HostName', ns).text, sep='|')",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(xml.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&parsed.stdout).trim(),
+        "vpn.example.com|Example VPN",
+        "{xml}"
+    );
+    assert_eq!(status_of(&d, "alice"), "waiting_for_registration");
+
+    // The device's first connection registers it: the profile is ready.
+    let first = radclient::anyconnect(
+        d.auth_addr,
+        "alice",
+        "alice-pass",
+        &[
+            &format!("mdm-tlv=device-uid={UID}"),
+            "mdm-tlv=device-platform=win",
+        ],
+    );
+    assert!(first
+        .attr("Reply-Message")
+        .unwrap()
+        .contains("device registered"));
+    assert_eq!(status_of(&d, "alice"), "ready");
+    assert!(d.ok(&["profile", "list"]).contains("ready"));
+
+    // Two downloads allowed: the third is gone.
+    assert!(curl(&link).starts_with("HTTP/1.1 200"));
+    let gone = curl(&link);
+    assert!(gone.starts_with("HTTP/1.1 410"), "{gone}");
+    assert!(!gone.contains("AnyConnectProfile"));
+
+    // Sending again invalidates the old link.
+    d.ok(&[
+        "profile",
+        "send",
+        "alice",
+        "laptop",
+        "--downloads",
+        "unlimited",
+    ]);
+    let new_link = link_in(
+        &smtp
+            .wait_for(2, std::time::Duration::from_secs(10))
+            .into_iter()
+            .find(|m| !unfold_qp(m).contains(&link))
+            .unwrap(),
+    );
+    assert_ne!(new_link, link);
+    assert!(curl(&link).starts_with("HTTP/1.1 404"));
+    assert!(curl(&new_link).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn invalid_tokens_are_rate_limited_and_send_all_skips_users_without_address() {
+    let smtp = SmtpServer::start();
+    let web = free_port();
+    let d = TestDaemon::with_config(&config(smtp.port, web));
+    for (u, email) in [("bob", Some("bob@example.com")), ("carol", None)] {
+        d.add_user(u, "pass-1234");
+        if let Some(e) = email {
+            d.ok(&["user", "set", u, "--email", e]);
+        }
+        d.ok(&["device", "add", &format!("{u}-pc"), "--type", "windows"]);
+        d.ok(&["assign", u, &format!("{u}-pc")]);
+    }
+    let out = d.cli(&["profile", "send", "--all"], None);
+    assert!(out.status.success());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("bob/bob-pc to bob@example.com"), "{stdout}");
+    assert!(stderr.contains("carol/carol-pc: no address"), "{stderr}");
+    smtp.wait_for(1, std::time::Duration::from_secs(10));
+    assert_eq!(status_of(&d, "bob"), "waiting_for_download");
+    assert_eq!(status_of(&d, "carol"), "send_mail");
+    let e = d.fails(&["profile", "send", "carol", "carol-pc"]);
+    assert!(e.contains("no address for `carol`"), "{e}");
+
+    let base = format!("http://127.0.0.1:{web}/profile/");
+    for i in 0..5 {
+        let r = curl(&format!("{base}{}", format!("{i:x}").repeat(64)));
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    }
+    let blocked = curl(&format!("{base}{}", "f".repeat(64)));
+    assert!(blocked.starts_with("HTTP/1.1 429"), "{blocked}");
+}
