@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::policy::Reason;
@@ -64,6 +64,10 @@ pub struct Metrics {
     pub pool_size: IntGaugeVec,
     pub pool_used: IntGaugeVec,
     pub accounting: IntCounterVec,
+    pub directory_seconds: HistogramVec,
+    pub directory_errors: IntCounterVec,
+    pub directory_failovers: IntCounter,
+    pub lockout_guard: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -146,6 +150,35 @@ impl Metrics {
             &["status"],
         )
         .expect("valid metric");
+        let directory_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "ravpnd_directory_bind_duration_seconds",
+                "Directory (LDAP) user binds, by server",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["server"],
+        )
+        .expect("valid metric");
+        let directory_errors = IntCounterVec::new(
+            Opts::new(
+                "ravpnd_directory_errors_total",
+                "Directory servers found unusable (connect, TLS, timeout), by server",
+            ),
+            &["server"],
+        )
+        .expect("valid metric");
+        let directory_failovers = IntCounter::new(
+            "ravpnd_directory_failovers_total",
+            "Directory answers that came from the secondary server",
+        )
+        .expect("valid metric");
+        let lockout_guard = IntCounter::new(
+            "ravpnd_lockout_guard_refusals_total",
+            "Passwords refused without a directory bind (same refused password retried)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dropped_vec.clone()),
@@ -159,6 +192,10 @@ impl Metrics {
             Box::new(pool_size.clone()),
             Box::new(pool_used.clone()),
             Box::new(accounting.clone()),
+            Box::new(directory_seconds.clone()),
+            Box::new(directory_errors.clone()),
+            Box::new(directory_failovers.clone()),
+            Box::new(lockout_guard.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -193,6 +230,10 @@ impl Metrics {
             pool_size,
             pool_used,
             accounting,
+            directory_seconds,
+            directory_errors,
+            directory_failovers,
+            lockout_guard,
         }
     }
 

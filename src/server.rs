@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::auth::ldap::AdVerifier;
 use crate::auth::local::LocalVerifier;
 use crate::auth::Source;
 use crate::config::{AuthSource, Config, Secret};
@@ -43,6 +44,8 @@ pub enum ServerError {
     Flush(StoreError),
     #[error("cannot start the mailer: {0}")]
     Mail(String),
+    #[error("active directory: {0}")]
+    Directory(String),
     #[error("cannot restore address leases: {0}")]
     Ipam(IpamError),
     #[error("admin server: {0}")]
@@ -161,8 +164,18 @@ pub async fn run(
     let source = match config.auth.source {
         None => Source::NotSelected,
         Some(AuthSource::Local) => Source::Local(local.clone()),
+        Some(AuthSource::ActiveDirectory) => match &config.auth.active_directory {
+            Some(ad) => Source::ActiveDirectory(Arc::new(
+                AdVerifier::new(ad).map_err(ServerError::Directory)?,
+            )),
+            None => Source::NotSelected, // refused by `Config::validate`
+        },
         // Refused by `Config::validate`; kept total so a new source cannot be forgotten here.
-        Some(AuthSource::ActiveDirectory | AuthSource::AzureAd) => Source::NotSelected,
+        Some(AuthSource::AzureAd) => Source::NotSelected,
+    };
+    let directory = match &source {
+        Source::ActiveDirectory(v) => Some(v.clone()),
+        _ => None,
     };
     let ipam =
         Arc::new(Ipam::new(store.clone(), &config.pools, unix_now()).map_err(ServerError::Ipam)?);
@@ -223,6 +236,7 @@ pub async fn run(
         max_devices: config.devices.max_per_user,
         handler: handler.clone(),
         profiles,
+        directory,
     }));
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();

@@ -37,11 +37,14 @@ pub struct AdminState {
     /// The request path: live settings and the address pools.
     pub handler: Arc<Handler>,
     pub profiles: Arc<crate::profiles::Profiles>,
+    /// The Active Directory, when it is the source: users must exist there to be added.
+    pub directory: Option<Arc<crate::auth::ldap::AdVerifier>>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
     let api = Router::new()
         .route("/users", get(users::list).post(users::add))
+        .route("/users/candidates", get(users::candidates))
         .route("/users/{name}", delete(users::remove).patch(users::update))
         .route("/users/{name}/password", put(users::set_password))
         .route("/devices", get(devices::list).post(devices::add))

@@ -61,11 +61,53 @@ pub async fn list(State(s): State<Arc<AdminState>>) -> Result<Json<Vec<UserView>
     Ok(Json(s.store.users()?.into_iter().map(Into::into).collect()))
 }
 
+/// Directory users not added yet (Active Directory source only).
+pub async fn candidates(
+    State(s): State<Arc<AdminState>>,
+) -> Result<Json<Vec<crate::auth::ldap::DirectoryUser>>, ApiError> {
+    let Some(dir) = &s.directory else {
+        return Err(ApiError::bad_request(
+            "the authentication source is not a directory: there are no candidates to list",
+        ));
+    };
+    let users = dir.list_users(None).await.map_err(directory_error)?;
+    let mut out = Vec::new();
+    for u in users {
+        if s.store.user(&u.sam_account_name.to_lowercase())?.is_none() {
+            out.push(u);
+        }
+    }
+    Ok(Json(out))
+}
+
+fn directory_error(e: crate::auth::AuthError) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, format!("directory: {e}"))
+}
+
 pub async fn add(
     State(s): State<Arc<AdminState>>,
-    Json(body): Json<NewUser>,
+    Json(mut body): Json<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     check_name(&body.name)?;
+    if let Some(dir) = &s.directory {
+        // Directory users: the password stays in the directory; the user must exist there.
+        if body.password.is_some() {
+            return Err(ApiError::bad_request(
+                "passwords of directory users live in the directory; add the user without one",
+            ));
+        }
+        let found = dir
+            .list_users(Some(&body.name))
+            .await
+            .map_err(directory_error)?;
+        let Some(u) = found.into_iter().next() else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("`{}` is not a user of the directory", body.name),
+            ));
+        };
+        body.name = u.sam_account_name.to_lowercase();
+    }
     let hash = match body.password {
         Some(pw) => Some(hash(pw).await?),
         None => None,

@@ -120,7 +120,12 @@ impl LocalVerifier {
 }
 
 impl PasswordVerifier for LocalVerifier {
-    async fn verify(&self, user: &UserRecord, password: &[u8]) -> Result<(), AuthError> {
+    async fn verify(
+        &self,
+        user: &UserRecord,
+        _sent_name: &str,
+        password: &[u8],
+    ) -> Result<(), AuthError> {
         let hash = user.password_hash.clone().ok_or(AuthError::NoPassword)?;
         let tag = self.tag(password, &hash);
         if let Some(cached) = self.cache.get(&user.name) {
@@ -175,24 +180,24 @@ mod tests {
         let mut alice = UserRecord::new("alice", Some(h));
 
         assert!(matches!(
-            v.verify(&alice, b"nope").await,
+            v.verify(&alice, "", b"nope").await,
             Err(AuthError::BadPassword)
         ));
-        v.verify(&alice, b"pw1").await.unwrap();
+        v.verify(&alice, "", b"pw1").await.unwrap();
         assert!(v.cache.get("alice").is_some());
-        v.verify(&alice, b"pw1").await.unwrap();
+        v.verify(&alice, "", b"pw1").await.unwrap();
 
         // Password changed without calling `forget`: the cached tag no longer matches.
         alice.password_hash = Some(hash_password(b"pw2").unwrap());
         assert!(matches!(
-            v.verify(&alice, b"pw1").await,
+            v.verify(&alice, "", b"pw1").await,
             Err(AuthError::BadPassword)
         ));
-        v.verify(&alice, b"pw2").await.unwrap();
+        v.verify(&alice, "", b"pw2").await.unwrap();
 
         let directory_user = UserRecord::new("bob", None);
         assert!(matches!(
-            v.verify(&directory_user, b"x").await,
+            v.verify(&directory_user, "", b"x").await,
             Err(AuthError::NoPassword)
         ));
     }

@@ -1,6 +1,7 @@
 //! Password verdicts. The hot path asks a [`PasswordVerifier`]; which source answers is chosen
 //! by `[auth] source`.
 
+pub mod ldap;
 pub mod local;
 
 use std::future::Future;
@@ -19,6 +20,20 @@ pub enum AuthError {
     BadPassword,
     #[error("user has no local password")]
     NoPassword,
+    #[error("account disabled")]
+    AccountDisabled,
+    #[error("account expired")]
+    AccountExpired,
+    #[error("password expired")]
+    PasswordExpired,
+    #[error("password must be changed")]
+    MustChangePassword,
+    #[error("account locked out")]
+    LockedOut,
+    #[error("logon not permitted now or from here")]
+    NotPermitted,
+    #[error("directory unavailable")]
+    DirectoryUnavailable,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("password check failed: {0}")]
@@ -27,10 +42,12 @@ pub enum AuthError {
 
 /// Checks a user's password. Implementations must not block the async workers.
 pub trait PasswordVerifier: Send + Sync {
-    /// Verifies `password` for `user` (already known to the store).
+    /// Verifies `password` for `user` (already known to the store), whose name the NAS
+    /// sent as `sent_name` (a directory may need that form, e.g. `CORP\alice`).
     fn verify(
         &self,
         user: &UserRecord,
+        sent_name: &str,
         password: &[u8],
     ) -> impl Future<Output = Result<(), AuthError>> + Send;
 }
@@ -39,13 +56,20 @@ pub trait PasswordVerifier: Send + Sync {
 pub enum Source {
     NotSelected,
     Local(Arc<local::LocalVerifier>),
+    ActiveDirectory(Arc<ldap::AdVerifier>),
 }
 
 impl PasswordVerifier for Source {
-    async fn verify(&self, user: &UserRecord, password: &[u8]) -> Result<(), AuthError> {
+    async fn verify(
+        &self,
+        user: &UserRecord,
+        sent_name: &str,
+        password: &[u8],
+    ) -> Result<(), AuthError> {
         match self {
             Source::NotSelected => Err(AuthError::NotSelected),
-            Source::Local(v) => v.verify(user, password).await,
+            Source::Local(v) => v.verify(user, sent_name, password).await,
+            Source::ActiveDirectory(v) => v.bind_user(sent_name, password).await,
         }
     }
 }

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, LogFormat};
+use crate::config::{AuthSource, Config, ConfigError, LogFormat};
 use crate::server;
 
 #[derive(Debug, Parser)]
@@ -75,7 +75,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = client::AdminClient::from_config(&config)?;
             runtime()?.block_on(async move {
                 match admin {
-                    Command::User(cmd) => users::run(&client, cmd).await,
+                    Command::User(cmd) => {
+                        let directory = config.auth.source == Some(AuthSource::ActiveDirectory);
+                        users::run(&client, cmd, directory).await
+                    }
                     Command::Device(cmd) => devices::run(&client, cmd).await,
                     Command::Assign { user, device } => {
                         devices::assign(&client, user, device).await

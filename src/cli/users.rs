@@ -8,16 +8,29 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::client::{encode, AdminClient};
-use crate::admin::UserView;
+use crate::admin::{Imported, UserView};
+use crate::auth::ldap::DirectoryUser;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a user (prompts for the password unless --password-stdin).
+    /// Add a user. With the local source the password is prompted for (or read with
+    /// --password-stdin); with a directory source the user must exist in the directory.
     Add {
-        name: String,
+        /// The user (omit with --all).
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
         /// Read the password from standard input (one line).
         #[arg(long)]
         password_stdin: bool,
+        /// Directory source: add every enabled directory user not added yet.
+        #[arg(long, conflicts_with_all = ["name", "password_stdin"])]
+        all: bool,
+    },
+    /// Directory source: the directory's users not added yet.
+    Candidates {
+        #[arg(long)]
+        json: bool,
     },
     /// List users.
     List {
@@ -46,21 +59,78 @@ pub enum UserCommand {
     },
 }
 
-pub async fn run(client: &AdminClient, cmd: UserCommand) -> anyhow::Result<()> {
+pub async fn run(client: &AdminClient, cmd: UserCommand, directory: bool) -> anyhow::Result<()> {
     match cmd {
+        UserCommand::Add { all: true, .. } => {
+            if !directory {
+                bail!("--all adds directory users; the authentication source is not a directory");
+            }
+            let candidates: Vec<DirectoryUser> = client
+                .call::<(), _>(Method::GET, "/users/candidates", None)
+                .await?
+                .unwrap_or_default();
+            let rows: Vec<_> = candidates
+                .iter()
+                .filter(|c| c.enabled)
+                .enumerate()
+                .map(|(i, c)| json!({ "line": i + 1, "name": c.sam_account_name.to_lowercase() }))
+                .collect();
+            if rows.is_empty() {
+                println!("no enabled directory user is left to add");
+                return Ok(());
+            }
+            let done: Imported = client
+                .call(Method::POST, "/import/users", Some(&rows))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("empty answer"))?;
+            println!("{} directory user(s) added", done.imported);
+        }
         UserCommand::Add {
             name,
             password_stdin,
+            ..
         } => {
-            let password = read_password(password_stdin)?;
-            client
-                .call::<_, UserView>(
+            let name = name.expect("clap requires NAME without --all");
+            let password = if directory {
+                if password_stdin {
+                    bail!("directory users keep their password in the directory; leave out --password-stdin");
+                }
+                None
+            } else {
+                Some(read_password(password_stdin)?)
+            };
+            let added: UserView = client
+                .call(
                     Method::POST,
                     "/users",
                     Some(&json!({ "name": name, "password": password })),
                 )
-                .await?;
-            println!("user {name} added");
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("empty answer"))?;
+            println!("user {} added", added.name);
+        }
+        UserCommand::Candidates { json } => {
+            let candidates: Vec<DirectoryUser> = client
+                .call::<(), _>(Method::GET, "/users/candidates", None)
+                .await?
+                .unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&candidates)?);
+            } else {
+                println!(
+                    "{:<24} {:<36} {:<28} ENABLED",
+                    "SAMACCOUNTNAME", "UPN", "DISPLAY NAME"
+                );
+                for c in &candidates {
+                    println!(
+                        "{:<24} {:<36} {:<28} {}",
+                        c.sam_account_name,
+                        c.user_principal_name.as_deref().unwrap_or("-"),
+                        c.display_name.as_deref().unwrap_or("-"),
+                        if c.enabled { "yes" } else { "no" }
+                    );
+                }
+            }
         }
         UserCommand::List { json } => {
             let users: Vec<UserView> = client

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use secret::Secret;
 pub use validate::Problem;
 
+use crate::auth::ldap::ActiveDirectoryConfig;
 use crate::auth::local::LocalAuthConfig;
 use crate::ipam::PoolConfig;
 use crate::notify::SmtpConfig;
@@ -157,6 +158,8 @@ pub struct AuthConfig {
     pub source: Option<AuthSource>,
     /// Settings of the local user directory.
     pub local: LocalAuthConfig,
+    /// Active Directory (required when `source = "active_directory"`).
+    pub active_directory: Option<ActiveDirectoryConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

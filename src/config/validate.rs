@@ -72,17 +72,21 @@ impl Config {
         }
         match self.auth.source {
             None | Some(AuthSource::Local) => {}
-            Some(other) => problems.push(Problem::new(
+            Some(AuthSource::ActiveDirectory) => {
+                if self.auth.active_directory.is_none() {
+                    problems.push(Problem::new(
+                        "auth.active_directory",
+                        "source is \"active_directory\" but the [auth.active_directory] section is missing",
+                    ));
+                }
+            }
+            Some(AuthSource::AzureAd) => problems.push(Problem::new(
                 "auth.source",
-                format!(
-                    "`{}` is not supported by this version of ravpnd yet; use \"local\"",
-                    match other {
-                        AuthSource::ActiveDirectory => "active_directory",
-                        AuthSource::AzureAd => "azure_ad",
-                        AuthSource::Local => unreachable!(),
-                    }
-                ),
+                "`azure_ad` is not supported by this version of ravpnd yet; use \"local\" or \"active_directory\"",
             )),
+        }
+        if let Some(ad) = &self.auth.active_directory {
+            problems.extend(ad.validate("auth.active_directory"));
         }
         problems.extend(self.auth.local.validate("auth.local"));
         problems.extend(self.devices.validate("devices"));

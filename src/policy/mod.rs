@@ -113,12 +113,18 @@ impl Policy {
         if matches!(self.source, Source::NotSelected) {
             return Decision::Reject(Reason::NoAuthSource);
         }
-        let user = match self.store.user(req.user_name) {
+        let key = match &self.source {
+            // Directory users are stored by lower-cased sAMAccountName; the NAS may send
+            // `alice`, `CORP\alice` or `alice@corp.example.com`.
+            Source::ActiveDirectory(v) => v.user_key(req.user_name),
+            _ => req.user_name.to_owned(),
+        };
+        let user = match self.store.user(&key) {
             Ok(Some(u)) => u,
             Ok(None) => return Decision::Reject(Reason::UnknownUser),
             Err(e) => return internal("reading the user", &e),
         };
-        if let Err(e) = self.source.verify(&user, req.password).await {
+        if let Err(e) = self.source.verify(&user, req.user_name, req.password).await {
             return Decision::Reject(Reason::from_auth(&e));
         }
         let id = DeviceIdentity::from_avpairs(
@@ -299,6 +305,13 @@ impl Reason {
             AuthError::UnknownUser => Reason::UnknownUser,
             AuthError::BadPassword => Reason::BadPassword,
             AuthError::NoPassword => Reason::NoPassword,
+            AuthError::AccountDisabled => Reason::AccountDisabled,
+            AuthError::AccountExpired => Reason::AccountExpired,
+            AuthError::PasswordExpired => Reason::PasswordExpired,
+            AuthError::MustChangePassword => Reason::MustChangePassword,
+            AuthError::LockedOut => Reason::LockedOut,
+            AuthError::NotPermitted => Reason::NotPermitted,
+            AuthError::DirectoryUnavailable => Reason::DirectoryUnavailable,
             AuthError::Store(err) => {
                 error!(error = %err, "store failure during password check");
                 Reason::InternalError

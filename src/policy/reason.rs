@@ -24,10 +24,17 @@ pub enum Reason {
     NoFreeDeviceSlot,
     ProxyNotApplied,
     PoolExhausted,
+    AccountDisabled,
+    AccountExpired,
+    PasswordExpired,
+    MustChangePassword,
+    LockedOut,
+    NotPermitted,
+    DirectoryUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Accepted,
         Reason::NoAuthSource,
         Reason::UnknownUser,
@@ -48,6 +55,13 @@ impl Reason {
         Reason::NoFreeDeviceSlot,
         Reason::ProxyNotApplied,
         Reason::PoolExhausted,
+        Reason::AccountDisabled,
+        Reason::AccountExpired,
+        Reason::PasswordExpired,
+        Reason::MustChangePassword,
+        Reason::LockedOut,
+        Reason::NotPermitted,
+        Reason::DirectoryUnavailable,
     ];
 
     /// The Reply-Message text.
@@ -73,6 +87,13 @@ impl Reason {
             Reason::NoFreeDeviceSlot => "no free device slot to register this device",
             Reason::ProxyNotApplied => "proxy not applied to this profile",
             Reason::PoolExhausted => "address pool exhausted",
+            Reason::AccountDisabled => "account disabled",
+            Reason::AccountExpired => "account expired",
+            Reason::PasswordExpired => "password expired",
+            Reason::MustChangePassword => "password must be changed",
+            Reason::LockedOut => "account locked out",
+            Reason::NotPermitted => "logon not permitted now or from here",
+            Reason::DirectoryUnavailable => "directory unavailable",
         }
     }
 
@@ -99,6 +120,13 @@ impl Reason {
             Reason::NoFreeDeviceSlot => "no_free_device_slot",
             Reason::ProxyNotApplied => "proxy_not_applied",
             Reason::PoolExhausted => "pool_exhausted",
+            Reason::AccountDisabled => "account_disabled",
+            Reason::AccountExpired => "account_expired",
+            Reason::PasswordExpired => "password_expired",
+            Reason::MustChangePassword => "must_change_password",
+            Reason::LockedOut => "locked_out",
+            Reason::NotPermitted => "not_permitted",
+            Reason::DirectoryUnavailable => "directory_unavailable",
         }
     }
 }
