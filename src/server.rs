@@ -13,9 +13,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::auth::azure::AzureVerifier;
 use crate::auth::ldap::AdVerifier;
 use crate::auth::local::LocalVerifier;
 use crate::auth::Source;
+use crate::auth::UserDirectory;
 use crate::config::{AuthSource, Config, Secret};
 use crate::ipam::{Ipam, IpamError};
 use crate::notify::{Notifier, SmtpLinkMailer};
@@ -44,7 +46,7 @@ pub enum ServerError {
     Flush(StoreError),
     #[error("cannot start the mailer: {0}")]
     Mail(String),
-    #[error("active directory: {0}")]
+    #[error("directory source: {0}")]
     Directory(String),
     #[error("cannot restore address leases: {0}")]
     Ipam(IpamError),
@@ -170,11 +172,16 @@ pub async fn run(
             )),
             None => Source::NotSelected, // refused by `Config::validate`
         },
-        // Refused by `Config::validate`; kept total so a new source cannot be forgotten here.
-        Some(AuthSource::AzureAd) => Source::NotSelected,
+        Some(AuthSource::AzureAd) => match &config.auth.azure_ad {
+            Some(az) => Source::AzureAd(Arc::new(
+                AzureVerifier::new(az).map_err(ServerError::Directory)?,
+            )),
+            None => Source::NotSelected, // refused by `Config::validate`
+        },
     };
-    let directory = match &source {
+    let directory: Option<Arc<dyn UserDirectory>> = match &source {
         Source::ActiveDirectory(v) => Some(v.clone()),
+        Source::AzureAd(v) => Some(v.clone()),
         _ => None,
     };
     let ipam =

@@ -2,12 +2,15 @@
 
 mod support;
 
+mod azure;
 mod bad_input;
 mod cli_config;
 mod cli_users;
 mod devices;
+mod directory;
 mod ocserv;
 mod profiles;
 mod radius_basic;
 mod restart;
+mod samba_fixture;
 mod sessions;

@@ -38,7 +38,7 @@ pub struct AdminState {
     pub handler: Arc<Handler>,
     pub profiles: Arc<crate::profiles::Profiles>,
     /// The Active Directory, when it is the source: users must exist there to be added.
-    pub directory: Option<Arc<crate::auth::ldap::AdVerifier>>,
+    pub directory: Option<Arc<dyn crate::auth::UserDirectory>>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {

@@ -1,6 +1,7 @@
 //! Password verdicts. The hot path asks a [`PasswordVerifier`]; which source answers is chosen
 //! by `[auth] source`.
 
+pub mod azure;
 pub mod ldap;
 pub mod local;
 
@@ -34,6 +35,8 @@ pub enum AuthError {
     NotPermitted,
     #[error("directory unavailable")]
     DirectoryUnavailable,
+    #[error("multi-factor authentication required")]
+    MfaRequired,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("password check failed: {0}")]
@@ -57,6 +60,47 @@ pub enum Source {
     NotSelected,
     Local(Arc<local::LocalVerifier>),
     ActiveDirectory(Arc<ldap::AdVerifier>),
+    AzureAd(Arc<azure::AzureVerifier>),
+}
+
+/// The CLI-side view of a directory source: who is in it, and how a name maps to the
+/// store key. Not on the request path.
+pub trait UserDirectory: Send + Sync {
+    fn list_users<'a>(
+        &'a self,
+        only: Option<&'a str>,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
+    >;
+    fn user_key(&self, name: &str) -> String;
+}
+
+impl UserDirectory for ldap::AdVerifier {
+    fn list_users<'a>(
+        &'a self,
+        only: Option<&'a str>,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
+    > {
+        Box::pin(ldap::AdVerifier::list_users(self, only))
+    }
+    fn user_key(&self, name: &str) -> String {
+        ldap::AdVerifier::user_key(self, name)
+    }
+}
+
+impl UserDirectory for azure::AzureVerifier {
+    fn list_users<'a>(
+        &'a self,
+        only: Option<&'a str>,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
+    > {
+        Box::pin(azure::AzureVerifier::list_users(self, only))
+    }
+    fn user_key(&self, name: &str) -> String {
+        azure::AzureVerifier::user_key(self, name)
+    }
 }
 
 impl PasswordVerifier for Source {
@@ -70,6 +114,7 @@ impl PasswordVerifier for Source {
             Source::NotSelected => Err(AuthError::NotSelected),
             Source::Local(v) => v.verify(user, sent_name, password).await,
             Source::ActiveDirectory(v) => v.bind_user(sent_name, password).await,
+            Source::AzureAd(v) => v.bind_user(sent_name, password).await,
         }
     }
 }

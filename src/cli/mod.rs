@@ -76,7 +76,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 match admin {
                     Command::User(cmd) => {
-                        let directory = config.auth.source == Some(AuthSource::ActiveDirectory);
+                        let directory = matches!(
+                            config.auth.source,
+                            Some(AuthSource::ActiveDirectory | AuthSource::AzureAd)
+                        );
                         users::run(&client, cmd, directory).await
                     }
                     Command::Device(cmd) => devices::run(&client, cmd).await,

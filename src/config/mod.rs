@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use secret::Secret;
 pub use validate::Problem;
 
+use crate::auth::azure::AzureAdConfig;
 use crate::auth::ldap::ActiveDirectoryConfig;
 use crate::auth::local::LocalAuthConfig;
 use crate::ipam::PoolConfig;
@@ -160,6 +161,8 @@ pub struct AuthConfig {
     pub local: LocalAuthConfig,
     /// Active Directory (required when `source = "active_directory"`).
     pub active_directory: Option<ActiveDirectoryConfig>,
+    /// Azure AD / Entra ID (required when `source = "azure_ad"`).
+    pub azure_ad: Option<AzureAdConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

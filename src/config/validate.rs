@@ -80,10 +80,17 @@ impl Config {
                     ));
                 }
             }
-            Some(AuthSource::AzureAd) => problems.push(Problem::new(
-                "auth.source",
-                "`azure_ad` is not supported by this version of ravpnd yet; use \"local\" or \"active_directory\"",
-            )),
+            Some(AuthSource::AzureAd) => {
+                if self.auth.azure_ad.is_none() {
+                    problems.push(Problem::new(
+                        "auth.azure_ad",
+                        "source is \"azure_ad\" but the [auth.azure_ad] section is missing",
+                    ));
+                }
+            }
+        }
+        if let Some(az) = &self.auth.azure_ad {
+            problems.extend(az.validate("auth.azure_ad"));
         }
         if let Some(ad) = &self.auth.active_directory {
             problems.extend(ad.validate("auth.active_directory"));

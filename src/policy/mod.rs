@@ -117,6 +117,7 @@ impl Policy {
             // Directory users are stored by lower-cased sAMAccountName; the NAS may send
             // `alice`, `CORP\alice` or `alice@corp.example.com`.
             Source::ActiveDirectory(v) => v.user_key(req.user_name),
+            Source::AzureAd(v) => v.user_key(req.user_name),
             _ => req.user_name.to_owned(),
         };
         let user = match self.store.user(&key) {
@@ -312,6 +313,7 @@ impl Reason {
             AuthError::LockedOut => Reason::LockedOut,
             AuthError::NotPermitted => Reason::NotPermitted,
             AuthError::DirectoryUnavailable => Reason::DirectoryUnavailable,
+            AuthError::MfaRequired => Reason::MfaRequired,
             AuthError::Store(err) => {
                 error!(error = %err, "store failure during password check");
                 Reason::InternalError

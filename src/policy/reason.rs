@@ -31,10 +31,11 @@ pub enum Reason {
     LockedOut,
     NotPermitted,
     DirectoryUnavailable,
+    MfaRequired,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Accepted,
         Reason::NoAuthSource,
         Reason::UnknownUser,
@@ -62,6 +63,7 @@ impl Reason {
         Reason::LockedOut,
         Reason::NotPermitted,
         Reason::DirectoryUnavailable,
+        Reason::MfaRequired,
     ];
 
     /// The Reply-Message text.
@@ -94,6 +96,7 @@ impl Reason {
             Reason::LockedOut => "account locked out",
             Reason::NotPermitted => "logon not permitted now or from here",
             Reason::DirectoryUnavailable => "directory unavailable",
+            Reason::MfaRequired => "multi-factor authentication required",
         }
     }
 
@@ -127,6 +130,7 @@ impl Reason {
             Reason::LockedOut => "locked_out",
             Reason::NotPermitted => "not_permitted",
             Reason::DirectoryUnavailable => "directory_unavailable",
+            Reason::MfaRequired => "mfa_required",
         }
     }
 }

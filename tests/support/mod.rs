@@ -4,6 +4,7 @@ pub mod daemon;
 pub mod ocserv;
 pub mod packet;
 pub mod radclient;
+pub mod samba;
 pub mod smtp;
 
 pub use daemon::TestDaemon;

@@ -1,0 +1,195 @@
+//! The Entra ID source against a local stand-in for Microsoft's token and Graph endpoints,
+//! answering as Microsoft documents them (ROPC grant, AADSTS errors, Graph paging).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::support::daemon::default_config;
+use crate::support::radclient;
+use crate::support::TestDaemon;
+
+const TENANT: &str = "contoso.test";
+
+fn decode(s: &str) -> String {
+    let bytes = s.replace('+', " ").into_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let h = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(h, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn aadsts(code: u64, what: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "error": "invalid_grant",
+            "error_description": format!("AADSTS{code}: {what}. Trace ID: 0000"),
+            "error_codes": [code],
+        })),
+    )
+        .into_response()
+}
+
+async fn token(Path(tenant): Path<String>, body: String) -> Response {
+    assert_eq!(tenant, TENANT);
+    let form: std::collections::HashMap<String, String> = body
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect();
+    if form.get("client_id").map(String::as_str) != Some("app-id-1")
+        || form.get("client_secret").map(String::as_str) != Some("app-secret-1")
+        || form.get("grant_type").map(String::as_str) != Some("password")
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client", "error_codes": [7000215]})),
+        )
+            .into_response();
+    }
+    let user = form.get("username").cloned().unwrap_or_default();
+    let pw = form.get("password").cloned().unwrap_or_default();
+    let local = user.split('@').next().unwrap_or_default().to_owned();
+    match local.as_str() {
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            return aadsts(50126, "too late");
+        }
+        "disabled" => return aadsts(50057, "The user account is disabled"),
+        "locked" => return aadsts(50053, "Account is locked"),
+        "expired" => return aadsts(50055, "The password is expired"),
+        "mfa" => {
+            return aadsts(
+                50076,
+                "Due to a configuration change ... you must use multi-factor authentication",
+            )
+        }
+        "ghost" => return aadsts(50034, "The user account does not exist"),
+        _ => {}
+    }
+    if pw != "Good-pass1" {
+        return aadsts(
+            50126,
+            "Error validating credentials due to invalid username or password",
+        );
+    }
+    Json(json!({"token_type": "Bearer", "expires_in": 3599, "access_token": format!("token-for-{local}")})).into_response()
+}
+
+async fn users(
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer token-for-admin")
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let all = [
+        "good", "disabled", "locked", "expired", "mfa", "slow", "carol",
+    ];
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let chunk: Vec<_> = all
+        .iter()
+        .skip(page * 3)
+        .take(3)
+        .map(|u| json!({"userPrincipalName": format!("{u}@{TENANT}"), "displayName": format!("User {u}"), "accountEnabled": *u != "disabled"}))
+        .collect();
+    let mut body = json!({"@odata.context": "https://graph/$metadata#users", "value": chunk});
+    if (page + 1) * 3 < all.len() {
+        body["@odata.nextLink"] = json!(format!("http://{host}/v1.0/users?page={}", page + 1));
+    }
+    Json(body).into_response()
+}
+
+/// Starts the stand-in on a thread with its own runtime; it lives as long as the test binary.
+fn entra() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = Router::new()
+                .route("/{tenant}/oauth2/v2.0/token", post(token))
+                .route("/v1.0/users", get(users));
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn config(addr: SocketAddr) -> String {
+    default_config(true).replace("[auth]\nsource = \"local\"\n", "")
+        + &format!(
+            "[auth]\nsource = \"azure_ad\"\n[auth.azure_ad]\napplication_id = \"app-id-1\"\napplication_secret = \"app-secret-1\"\n\
+             domain = \"{TENANT}\"\nadmin_user = \"admin\"\nadmin_password = \"Good-pass1\"\n\
+             authority = \"http://{addr}\"\ngraph_url = \"http://{addr}\"\ntimeout = \"1s\"\n"
+        )
+}
+
+#[test]
+fn ropc_verdicts_map_to_reasons_and_graph_listing_pages() {
+    let addr = entra();
+    let d = TestDaemon::with_config(&config(addr));
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&d.ok(&["user", "candidates", "--json"])).unwrap();
+    assert_eq!(listed.len(), 7, "three pages of Graph users: {listed:?}");
+    let e = d.fails(&["user", "add", "nobody"]);
+    assert!(e.contains("not a user of the directory"), "{e}");
+    for u in ["good", "disabled", "locked", "expired", "mfa", "slow"] {
+        d.ok(&["user", "add", u]);
+        let dev = format!("{u}-dev");
+        d.ok(&[
+            "device",
+            "add",
+            &dev,
+            "--type",
+            "windows",
+            "--no-device-auth",
+        ]);
+        d.ok(&["assign", u, &dev]);
+    }
+    let why = |u: &str, pw: &str| {
+        radclient::auth(d.auth_addr, u, pw)
+            .attr("Reply-Message")
+            .unwrap_or_default()
+    };
+    assert_eq!(why("good", "Good-pass1"), "accepted");
+    assert_eq!(why("good@contoso.test", "Good-pass1"), "accepted");
+    assert_eq!(why("good", "bad-pass"), "bad password");
+    assert_eq!(why("disabled", "Good-pass1"), "account disabled");
+    assert_eq!(why("locked", "Good-pass1"), "account locked out");
+    assert_eq!(why("expired", "Good-pass1"), "password expired");
+    assert_eq!(
+        why("mfa", "Good-pass1"),
+        "multi-factor authentication required"
+    );
+    // A slow answer: no hang past the timeout.
+    assert_eq!(why("slow", "Good-pass1"), "directory unavailable");
+    d.ok(&["user", "add", "--all"]);
+    assert!(d.ok(&["user", "list"]).contains("carol"));
+}

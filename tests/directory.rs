@@ -1,0 +1,153 @@
+//! The Active Directory source against a real Samba AD DC on loopback (one per test run).
+
+use crate::support::daemon::SECRET;
+use crate::support::packet::{verify, Client, Request};
+use crate::support::radclient::{self, Reply};
+use crate::support::samba::{dc, AdConfig, NewUser};
+use crate::support::TestDaemon;
+
+const PW: &str = "Passw0rd-Ravpnd!";
+
+fn daemon(ad: &AdConfig) -> TestDaemon {
+    TestDaemon::with_config(&dc().daemon_config(true, ad))
+}
+
+/// Adds a directory user to ravpnd with an assigned device that needs no device ID.
+fn enrol(d: &TestDaemon, sam: &str) {
+    d.ok(&["user", "add", sam]);
+    let dev = format!("{}-dev", sam.to_lowercase());
+    d.ok(&[
+        "device",
+        "add",
+        &dev,
+        "--type",
+        "windows",
+        "--no-device-auth",
+    ]);
+    d.ok(&["assign", &sam.to_lowercase(), &dev]);
+}
+
+fn login(d: &TestDaemon, name: &str, pw: &str) -> Reply {
+    radclient::auth(d.auth_addr, name, pw)
+}
+
+fn why(r: &Reply) -> String {
+    r.attr("Reply-Message").unwrap_or_default()
+}
+
+#[test]
+fn binds_map_to_reasons_over_ldaps() {
+    let dc = dc();
+    let d = daemon(&dc.auth_config());
+    let [good, disabled, expired, change] =
+        ["adgood", "addis", "adexp", "adchg"].map(|p| dc.unique_name(p));
+    for u in [&good, &disabled, &expired, &change] {
+        dc.create_user(u, PW);
+        enrol(&d, u);
+    }
+    dc.disable_user(&disabled);
+    dc.expire_user(&expired);
+    dc.require_password_change(&change);
+
+    let ok = login(&d, &good, PW);
+    assert!(ok.is("Access-Accept"), "{}\n{}", ok.output, d.log());
+    // The NetBIOS and UPN forms reach the same user.
+    assert!(login(&d, &format!("CORP\\{good}"), PW).is("Access-Accept"));
+    assert!(login(&d, &format!("{good}@corp.example.com"), PW).is("Access-Accept"));
+    assert_eq!(why(&login(&d, &good, "Wrong-Passw0rd!")), "bad password");
+    assert_eq!(why(&login(&d, &disabled, PW)), "account disabled");
+    assert_eq!(why(&login(&d, &expired, PW)), "account expired");
+    assert_eq!(why(&login(&d, &change, PW)), "password must be changed");
+    // Not added to ravpnd: unknown, without asking the directory.
+    assert_eq!(why(&login(&d, "nobody-here", PW)), "unknown user");
+    // An empty password (16 zero octets under PAP) is never an anonymous-bind success.
+    let req = Request::access(9)
+        .user(good.as_bytes())
+        .password("", SECRET);
+    let c = Client::new(d.auth_addr);
+    c.send(&req.build(SECRET));
+    let r = verify(&c.recv().expect("answered"), &req, SECRET);
+    assert_eq!(r.reply_message.as_deref(), Some("bad password"));
+    assert!(d
+        .metrics()
+        .contains("ravpnd_directory_bind_duration_seconds_count{server=\"primary\"}"));
+}
+
+#[test]
+fn users_must_exist_in_the_directory_and_candidates_page_through() {
+    let dc = dc();
+    let d = daemon(&dc.auth_config());
+    let e = d.fails(&["user", "add", "no-such-user-xyz"]);
+    assert!(e.contains("not a user of the directory"), "{e}");
+    let e = d.fails(&["user", "add", "x", "--password-stdin"]);
+    assert!(e.contains("directory"), "{e}");
+
+    // More users than one page of the listing (ravpnd pages by 200).
+    let prefix = dc.unique_name("cand");
+    let names = dc.create_users_bulk(&prefix, 250, None);
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&d.ok(&["user", "candidates", "--json"])).unwrap();
+    for n in &names {
+        assert!(
+            listed.iter().any(|c| c["sam_account_name"] == n.as_str()),
+            "{n} missing"
+        );
+    }
+    let one = &names[7];
+    d.ok(&["user", "add", one]);
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&d.ok(&["user", "candidates", "--json"])).unwrap();
+    assert!(
+        !listed.iter().any(|c| c["sam_account_name"] == one.as_str()),
+        "added users are no candidates"
+    );
+    assert!(d.ok(&["user", "candidates"]).contains("Bulk User"));
+
+    let out = d.ok(&["user", "add", "--all"]);
+    assert!(out.contains("directory user(s) added"), "{out}");
+    let users = d.ok(&["user", "list"]);
+    assert!(users.contains(&names[249].to_lowercase()), "{users}");
+}
+
+#[test]
+fn failover_to_the_secondary_and_directory_unavailable() {
+    let dc = dc();
+    let mut ad = dc.auth_config();
+    // The primary address has nothing listening; the secondary is the DC.
+    ad.primary_address = dc.unused_address();
+    ad.secondary = Some((dc.host().to_owned(), dc.address()));
+    ad.timeout = Some("2s".into());
+    let d = daemon(&ad);
+    let u = dc.unique_name("adfail");
+    dc.create_user(&u, PW);
+    enrol(&d, &u);
+    let r = login(&d, &u, PW);
+    assert!(r.is("Access-Accept"), "{}\n{}", r.output, d.log());
+    assert!(d.metric("ravpnd_directory_errors_total{server=\"primary\"}") >= 1.0);
+
+    // Both down (restart on the same store with dead addresses): a clear reject, quickly.
+    let mut d = d;
+    assert!(d.terminate().success());
+    let mut dead = dc.auth_config();
+    dead.primary_address = dc.unused_address();
+    dead.timeout = Some("1s".into());
+    d.write_config(&dc.daemon_config(true, &dead));
+    d.restart();
+    let r = login(&d, &u, PW);
+    assert_eq!(why(&r), "directory unavailable", "{}", r.output);
+}
+
+#[test]
+fn lockout_guard_refuses_a_repeated_wrong_password_without_binding() {
+    let dc = dc();
+    let d = daemon(&dc.auth_config());
+    let u = dc.unique_name("adlock");
+    dc.create_user_with(&u, PW, &NewUser::default());
+    enrol(&d, &u);
+    for _ in 0..5 {
+        assert_eq!(why(&login(&d, &u, "Stale-Passw0rd!")), "bad password");
+    }
+    assert_eq!(d.metric("ravpnd_lockout_guard_refusals_total"), 4.0);
+    // The account was not locked by the retries: the right password still works.
+    assert!(login(&d, &u, PW).is("Access-Accept"));
+}
