@@ -40,7 +40,7 @@ secret = "x"
     let out = cli_in(dir.path(), &["check-config"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    for key in ["admin.token", "auth.source", "clients[0].secret"] {
+    for key in ["admin.token", "auth.azure_ad", "clients[0].secret"] {
         assert!(
             err.contains(&format!("ravpnd.toml: {key}:")),
             "{key} missing in:\n{err}"
