@@ -46,6 +46,8 @@ pub enum ServerError {
     Flush(StoreError),
     #[error("cannot start the mailer: {0}")]
     Mail(String),
+    #[error("profile download TLS: {0}")]
+    Tls(String),
     #[error("directory source: {0}")]
     Directory(String),
     #[error("cannot restore address leases: {0}")]
@@ -223,15 +225,32 @@ pub async fn run(
     ));
     let public_handle = axum_server::Handle::new();
     let mut profiles_addr = None;
+    // Bad certificate or key files stop the start, with the reason, instead of a dead port.
+    let tls = match (&config.profiles.cert, &config.profiles.key) {
+        (Some(cert), Some(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| {
+                    ServerError::Tls(format!("{} / {}: {e}", cert.display(), key.display()))
+                })?,
+        ),
+        _ => None,
+    };
     let public_task = match sockets.profiles {
         Some(listener) => {
             profiles_addr = Some(listener.local_addr().map_err(ServerError::Admin)?);
-            Some(tokio::spawn(serve_profiles(
-                listener,
+            let (profiles, config, handle) = (
                 profiles.clone(),
                 config.profiles.clone(),
                 public_handle.clone(),
-            )))
+            );
+            Some(tokio::spawn(async move {
+                let r = serve_profiles(listener, profiles, config, tls, handle).await;
+                if let Err(e) = &r {
+                    error!(error = %e, "profile download listener stopped");
+                }
+                r
+            }))
         }
         None => None,
     };
@@ -295,10 +314,8 @@ pub async fn run(
     tracker.wait().await;
     public_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     if let Some(task) = public_task {
-        match task.await {
-            Ok(Err(e)) => error!(error = %e, "profile download listener failed"),
-            Err(e) => error!(error = %e, "profile download task panicked"),
-            Ok(Ok(())) => {}
+        if let Err(e) = task.await {
+            error!(error = %e, "profile download task panicked");
         }
     }
     store.flush().await.map_err(ServerError::Flush)?;
@@ -424,19 +441,19 @@ async fn serve_profiles(
     listener: std::net::TcpListener,
     profiles: Arc<Profiles>,
     config: ProfilesConfig,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     handle: axum_server::Handle<SocketAddr>,
 ) -> std::io::Result<()> {
     let app = crate::profiles::http::router(profiles, config.invalid_per_minute)
         .into_make_service_with_connect_info::<SocketAddr>();
-    match (&config.cert, &config.key) {
-        (Some(cert), Some(key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+    match tls {
+        Some(tls) => {
             axum_server::tls_rustls::from_tcp_rustls(listener, tls)?
                 .handle(handle)
                 .serve(app)
                 .await
         }
-        _ => {
+        None => {
             axum_server::from_tcp(listener)?
                 .handle(handle)
                 .serve(app)

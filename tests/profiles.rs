@@ -207,3 +207,104 @@ fn invalid_tokens_are_rate_limited_and_send_all_skips_users_without_address() {
     let blocked = curl(&format!("{base}{}", "f".repeat(64)));
     assert!(blocked.starts_with("HTTP/1.1 429"), "{blocked}");
 }
+
+#[test]
+fn the_download_listener_serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let tmpl = dir.path().join("tmpl");
+    std::fs::write(
+        &tmpl,
+        "cn = \"127.0.0.1\"\nip_address = \"127.0.0.1\"\nserial = 7\nexpiration_days = 2\ntls_www_server\nsigning_key\nencryption_key\n",
+    )
+    .unwrap();
+    let certtool = |args: &[&str]| {
+        let out = Command::new("certtool")
+            .args(args)
+            .output()
+            .expect("certtool (gnutls-bin)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    certtool(&[
+        "--generate-privkey",
+        "--key-type=rsa",
+        "--bits=2048",
+        "--no-text",
+        "--outfile",
+        key.to_str().unwrap(),
+    ]);
+    certtool(&[
+        "--generate-self-signed",
+        "--no-text",
+        "--load-privkey",
+        key.to_str().unwrap(),
+        "--template",
+        tmpl.to_str().unwrap(),
+        "--outfile",
+        cert.to_str().unwrap(),
+    ]);
+
+    let smtp = SmtpServer::start();
+    let web = free_port();
+    let cfg = config(smtp.port, web).replace(
+        &format!("base_url = \"http://127.0.0.1:{web}\""),
+        &format!(
+            "base_url = \"https://127.0.0.1:{web}\"\ncert = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let d = TestDaemon::with_config(&cfg);
+    d.add_user("alice", "alice-pass");
+    d.ok(&["device", "add", "laptop", "--type", "mac"]);
+    d.ok(&["assign", "alice", "laptop"]);
+    d.ok(&[
+        "profile",
+        "send",
+        "alice",
+        "laptop",
+        "--email",
+        "alice@example.com",
+    ]);
+    let mail = unfold_qp(&smtp.wait_for(1, std::time::Duration::from_secs(10))[0]);
+    let at = mail.find("https://").expect("https link");
+    let link = mail[at..].split_whitespace().next().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--cacert", cert.to_str().unwrap(), link])
+        .output()
+        .unwrap();
+    let r = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        r.starts_with("HTTP/2 200") || r.starts_with("HTTP/1.1 200"),
+        "{r}"
+    );
+    assert!(
+        r.contains("<HostAddress>vpn.example.com</HostAddress>"),
+        "{r}"
+    );
+    // Plain HTTP is not served on the TLS port.
+    assert!(!curl(&format!("http://127.0.0.1:{web}/profile/x")).starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn an_unreadable_tls_key_stops_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    let cfg = config(free_port(), free_port()) + ""; // the [profiles] table is last: append the files to it
+    let cfg = cfg
+        + &format!(
+            "cert = \"{}\"\nkey = \"{}\"\n",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        );
+    std::fs::write(dir.path().join("ravpnd.toml"), cfg).unwrap();
+    let out = crate::support::daemon::cli_in(dir.path(), &["serve"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("profile download TLS"), "{err}");
+}

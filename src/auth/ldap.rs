@@ -71,11 +71,18 @@ pub struct ActiveDirectoryConfig {
     /// After a failover, how long before the primary is tried again.
     #[serde(default = "default_retry", with = "humantime_serde")]
     pub retry_primary_after: Duration,
+    /// Directory binds in flight at most; further requests wait (within `timeout`).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
     /// Lockout guard: a password the directory just refused is refused locally, without a
     /// new bind, when the same user retries it within this window — so a device retrying a
     /// stale password does not lock the account. `0s` turns it off.
     #[serde(default = "default_guard", with = "humantime_serde")]
     pub lockout_guard_window: Duration,
+}
+
+fn default_in_flight() -> usize {
+    64
 }
 
 fn default_guard() -> Duration {
@@ -231,6 +238,8 @@ pub struct AdVerifier {
     /// Binds under way by (user, password): identical concurrent requests share one.
     inflight: Mutex<std::collections::HashMap<Tag, Arc<InFlight>>>,
     tag_key: [u8; 32],
+    /// Bounds the binds in flight so a slow directory cannot pile up connections.
+    bind_permits: tokio::sync::Semaphore,
     servers: Vec<Server>,
     tls: Option<Arc<rustls::ClientConfig>>,
     /// Milliseconds since `epoch` until which the primary is skipped.
@@ -272,6 +281,7 @@ impl AdVerifier {
                 .build(),
             inflight: Mutex::default(),
             tag_key,
+            bind_permits: tokio::sync::Semaphore::new(config.max_in_flight.max(1)),
             servers,
             tls,
             primary_down_until: AtomicU64::new(0),
@@ -403,6 +413,10 @@ impl AdVerifier {
     }
 
     async fn bind_failover(&self, upn: &str, password: &str) -> Result<(), AuthError> {
+        let _permit = tokio::time::timeout(self.config.timeout, self.bind_permits.acquire())
+            .await
+            .map_err(|_| AuthError::DirectoryUnavailable)?
+            .map_err(|_| AuthError::DirectoryUnavailable)?;
         let upn = upn.to_owned();
         for (i, server) in self.order().into_iter().enumerate() {
             match self.bind_on(server, &upn, password).await {

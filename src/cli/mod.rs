@@ -130,6 +130,8 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = Config::load_valid(path)?;
     init_tracing(&config);
+    // One TLS crypto provider for the whole process (LDAPS, HTTPS, SMTP): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -34,6 +34,7 @@ pub struct ProfilesConfig {
     /// The name the client shows for it; default: `gateway_host`.
     pub gateway_name: Option<String>,
     /// PEM certificate chain and key: serve HTTPS directly (else plain HTTP, for a TLS proxy).
+    /// The key: RSA (PKCS#1 or PKCS#8), or ECDSA/Ed25519 in PKCS#8.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     /// Subject of the link mail unless `profile send --subject` says otherwise.
