@@ -1,9 +1,18 @@
 //! Micro-benchmarks of the per-request protocol work: framing + Message-Authenticator
-//! verification, PAP decoding, and response signing.
+//! verification, PAP decoding, response signing, the full decode of a realistic AnyConnect
+//! request (radius crate + Cisco-AVPairs) and the encoding of the reply.
+
+mod common;
+
+use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use ravpnd::radius::crypto;
+use radius::core::packet::Packet;
+use ravpnd::config::GatewayKind;
+use ravpnd::policy::{Decision, Reason, ReplyPlan};
 use ravpnd::radius::packet::Frame;
+use ravpnd::radius::{crypto, dict};
+use ravpnd::reply::{DnsConfig, ReplyContext};
 
 const SECRET: &[u8] = b"testing123";
 
@@ -51,5 +60,65 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(group, benches);
+/// The radius crate's decode of what an ASA sends, and the reply built from a decision.
+fn anyconnect(c: &mut Criterion) {
+    let req = common::anyconnect_request("user0", &common::serial_of(0), 7, [0x42; 16]);
+    c.bench_function("anyconnect_frame+verify_message_authenticator", |b| {
+        b.iter(|| {
+            let f = Frame::parse(black_box(&req)).unwrap();
+            crypto::verify_request_message_authenticator(
+                f.bytes,
+                f.message_authenticator.unwrap(),
+                common::SECRET,
+            )
+        })
+    });
+    c.bench_function("anyconnect_packet_decode", |b| {
+        b.iter(|| Packet::decode(black_box(&req), common::SECRET).unwrap())
+    });
+    let packet = Packet::decode(&req, common::SECRET).unwrap();
+    c.bench_function("anyconnect_cisco_avpairs", |b| {
+        b.iter(|| dict::cisco_avpairs(black_box(&packet)))
+    });
+    c.bench_function("anyconnect_decode+avpairs+pap", |b| {
+        b.iter(|| {
+            let p = Packet::decode(black_box(&req), common::SECRET).unwrap();
+            let pairs = dict::cisco_avpairs(&p);
+            let hidden = p.lookup(dict::USER_PASSWORD).unwrap().encode_bytes();
+            let pw = crypto::decode_pap(&hidden, common::SECRET, &[0x42; 16]).unwrap();
+            (pairs, pw)
+        })
+    });
+    let dns = DnsConfig {
+        primary: Some([10, 0, 0, 53].into()),
+        secondary: Some([10, 0, 0, 54].into()),
+    };
+    let ctx = ReplyContext {
+        kind: GatewayKind::Asa,
+        dns: &dns,
+        interim_interval: Duration::from_secs(600),
+    };
+    // No address here (see benches/pipeline.rs for an Accept with a pool address).
+    let accept = Decision::Accept(ReplyPlan::default());
+    c.bench_function("reply_access_accept_dns", |b| {
+        b.iter(|| ravpnd::reply::access_response(black_box(&packet), &accept, &ctx))
+    });
+    let reject = Decision::Reject(Reason::BadPassword);
+    c.bench_function("reply_access_reject", |b| {
+        b.iter(|| ravpnd::reply::access_response(black_box(&packet), &reject, &ctx))
+    });
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = group;
+    config = config();
+    targets = benches, anyconnect
+}
 criterion_main!(group);

@@ -154,6 +154,8 @@ struct Lease {
     record: LeaseRecord,
     /// The durable write of a new lease is still under way.
     pending: bool,
+    /// The expiry last written to the store; renewals write only when memory is well ahead.
+    stored_expires: u64,
 }
 
 struct PoolState {
@@ -277,6 +279,7 @@ impl Ipam {
                         Lease {
                             record: l.clone(),
                             pending: false,
+                            stored_expires: l.expires,
                         },
                     );
                 }
@@ -318,7 +321,7 @@ impl Ipam {
         let netmask = pool.config.network.netmask();
         let expires = req.now + pool.config.lease_time.as_secs().max(1);
         let sticky = self.sticky.lock().get(req.device).copied();
-        let (record, new, pending) = {
+        let (record, new, pending, write) = {
             let mut st = pool.state.lock();
             let own = sticky.filter(|a| pool.config.network.contains(a));
             let renew = own.filter(|a| {
@@ -360,6 +363,7 @@ impl Ipam {
                     expires,
                 },
                 pending: true,
+                stored_expires: expires,
             });
             if new {
                 // A stale entry for an address just taken from the free set is replaced.
@@ -374,11 +378,22 @@ impl Ipam {
                     expires,
                 };
                 lease.pending = true;
+                lease.stored_expires = expires;
             } else {
                 lease.record.expires = lease.record.expires.max(expires);
-                lease.record.nas = req.nas.to_owned();
+                if lease.record.nas != req.nas {
+                    lease.record.nas = req.nas.to_owned();
+                    lease.stored_expires = 0; // force the write below
+                }
             }
-            let out = (lease.record.clone(), new, lease.pending);
+            // A renewal is written only once the stored expiry lags by a quarter lease: in
+            // steady state a reconnecting device costs no store write at all.
+            let slack = pool.config.lease_time.as_secs() / 4;
+            let write = !new && lease.record.expires >= lease.stored_expires + slack.max(1);
+            if write {
+                lease.stored_expires = lease.record.expires;
+            }
+            let out = (lease.record.clone(), new, lease.pending, write);
             pool.publish(&st);
             out
         };
@@ -397,9 +412,13 @@ impl Ipam {
                 l.pending = false;
             }
         } else {
-            // Renewal: nothing synchronous. Only if the first grant is still being written do
-            // we wait for it (group commit), so no Accept names a lease that is not durable.
-            self.store.put_lease(&record, false).await?;
+            // Renewal: nothing synchronous, and usually nothing at all (see `write`); a crash
+            // loses at most a quarter lease of expiry. Only if the first grant is still being
+            // written do we wait for it (group commit), so no Accept names a lease that is not
+            // durable.
+            if write {
+                self.store.refresh_lease(&record)?;
+            }
             if pending {
                 self.store.flush().await?;
             }

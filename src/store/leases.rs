@@ -68,6 +68,13 @@ impl Store {
         Ok(())
     }
 
+    /// Rewrites a renewed lease's record (expiry) without waiting for durability: one sled
+    /// insert, no transaction, since the sticky address is unchanged.
+    pub fn refresh_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
+        self.leases.insert(lease.addr.octets(), encode(lease))?;
+        Ok(())
+    }
+
     /// Deletes a lease (the sticky address stays); durable when `durable`.
     pub async fn remove_lease(&self, addr: Ipv4Addr, durable: bool) -> Result<(), StoreError> {
         self.leases.remove(addr.octets())?;

@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# Compares ravpnd with FreeRADIUS 3.2 on this machine, as DESIGN.md's performance yardstick
+# asks: same 1,000 users, same load driver (benches/load), same concurrency, in alternation,
+# plus the null responder (the harness's ceiling). Loopback only; every process it starts is
+# stopped by PID and every temp dir removed, even on error. Bounded: a few minutes.
+#
+#   benches/compare-freeradius.sh            # defaults below; override with env variables:
+#   ROUNDS=3 DURATION=8s WARMUP=2s CONCURRENCY=64 USERS=1000 THREADS=2 benches/compare-freeradius.sh
+#
+# Output: each run's report, then a summary with the ratios ravpnd/FreeRADIUS and
+# ravpnd/null-responder; the raw JSON lines are kept in $RESULTS if set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+USERS=${USERS:-1000}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8s}
+WARMUP=${WARMUP:-2s}
+CONCURRENCY=${CONCURRENCY:-64}
+THREADS=${THREADS:-2}
+LATENCY_DURATION=${LATENCY_DURATION:-5s}
+SECRET=${SECRET:-bench-secret-0123456789}
+PASSWORD=${PASSWORD:-bench-pass}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- processes and temp dirs, cleaned up whatever happens -----------------------------------
+PIDS=()
+WORK=$(mktemp -d /tmp/ravpnd-compare.XXXXXX)
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- prerequisites ---------------------------------------------------------------------------
+if ! command -v freeradius >/dev/null 2>&1; then
+  say "installing FreeRADIUS (Debian freeradius, freeradius-utils)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq freeradius freeradius-utils >&2 \
+    || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq freeradius freeradius-utils >&2; }
+fi
+command -v python3 >/dev/null || { echo "python3 is needed for the summary" >&2; exit 1; }
+FR_VERSION=$(freeradius -v 2>/dev/null | sed -n 's/.*FreeRADIUS Version \([0-9.]*\).*/\1/p' | head -1)
+
+say "building ravpnd (release) and the load driver (bench profile)"
+cargo build --release --bin ravpnd >&2
+RAVPND=$CARGO_TARGET_DIR/release/ravpnd
+LOAD=$(cargo bench --bench load --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "load" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$LOAD" ] || { echo "could not build the load driver" >&2; exit 1; }
+
+# Free loopback ports (asked of the kernel, not guessed); none is 1812.
+read -r RAVPND_PORT ADMIN_PORT FR_PORT NULL_PORT ACCT_PORT < <(python3 -c '
+import socket
+socks, ports = [], []
+for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM):
+    s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); socks.append(s)
+    ports.append(str(s.getsockname()[1]))
+print(" ".join(ports))')
+
+rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+wait_udp() { # PORT: until something listens there
+  for _ in $(seq 100); do
+    ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on udp $1" >&2; return 1
+}
+
+# --- ravpnd -----------------------------------------------------------------------------------
+say "ravpnd: config, $USERS users with one registered Windows device each"
+mkdir -p "$WORK/ravpnd"
+RCONF=$WORK/ravpnd/ravpnd.toml
+write_ravpnd_config() { # EXTRA_TOML
+  cat > "$RCONF" <<EOF
+[radius]
+auth_addr = "127.0.0.1:$RAVPND_PORT"
+$RADIUS_EXTRA
+
+[store]
+path = "$WORK/ravpnd/data"
+
+[admin]
+addr = "127.0.0.1:$ADMIN_PORT"
+
+[auth]
+source = "local"
+
+[registration]
+auto_register = true
+notify_on_failure = false
+
+[log]
+# warn, not info: one info line per request would dominate the measurement.
+level = "warn"
+
+[[clients]]
+name = "bench"
+address = "127.0.0.1"
+secret = "$SECRET"
+require_message_authenticator = true
+$1
+EOF
+}
+# Address pools and DNS are on their way in ravpnd: use them when this build accepts them.
+POOL_TOML='
+[[pools]]
+name = "bench"
+network = "10.8.0.0/16"
+'
+DNS_TOML='
+[dns]
+primary = "10.0.0.53"
+secondary = "10.0.0.54"
+'
+FEATURES="users, devices (serial check)"
+EXTRA=""
+# Builds with accounting listen on acct_addr too: keep it on loopback.
+RADIUS_EXTRA="acct_addr = \"127.0.0.1:$ACCT_PORT\""
+write_ravpnd_config ""
+"$RAVPND" --config "$RCONF" check-config >/dev/null 2>&1 || RADIUS_EXTRA=""
+for candidate in "$POOL_TOML" "$DNS_TOML"; do
+  write_ravpnd_config "$EXTRA$candidate"
+  if "$RAVPND" --config "$RCONF" check-config >/dev/null 2>&1; then
+    EXTRA="$EXTRA$candidate"
+    case $candidate in *pools*) FEATURES="$FEATURES, address pool";; *dns*) FEATURES="$FEATURES, DNS";; esac
+  fi
+done
+write_ravpnd_config "$EXTRA"
+"$RAVPND" --config "$RCONF" check-config >&2
+
+"$RAVPND" --config "$RCONF" serve 2> "$WORK/ravpnd/log" &
+RAVPND_PID=$!
+PIDS+=("$RAVPND_PID")
+wait_udp "$RAVPND_PORT"
+RSS_START=$(rss "$RAVPND_PID")
+for _ in $(seq 100); do
+  "$RAVPND" --config "$RCONF" user list >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# The CLI's import request has a 30 s timeout and argon2 hashes serially per request:
+# 200 users per file, two files at a time (two cores).
+python3 - "$WORK/ravpnd" "$USERS" "$PASSWORD" <<'EOF'
+import sys
+d, n, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+chunk = 200
+for c in range(0, n, chunk):
+    with open(f"{d}/users-{c // chunk:03d}.csv", "w") as f:
+        f.write("name,password\n")
+        for i in range(c, min(n, c + chunk)):
+            f.write(f"user{i},{pw}\n")
+with open(f"{d}/devices.csv", "w") as f:
+    f.write("name,type,serial,user\n")
+    for i in range(n):
+        f.write(f"dev{i},windows,{i:064X},user{i}\n")
+EOF
+started=$(date +%s)
+set -- "$WORK"/ravpnd/users-*.csv
+while [ $# -gt 0 ]; do
+  "$RAVPND" --config "$RCONF" import users "$1" >/dev/null &
+  a=$!
+  if [ $# -gt 1 ]; then
+    "$RAVPND" --config "$RCONF" import users "$2" >/dev/null &
+    b=$!
+    wait "$b"
+    shift
+  fi
+  wait "$a"
+  shift
+done
+"$RAVPND" --config "$RCONF" import devices "$WORK/ravpnd/devices.csv" >/dev/null
+RSS_IMPORTED=$(rss "$RAVPND_PID")
+echo "imported $USERS users and devices in $(( $(date +%s) - started ))s" >&2
+
+# --- FreeRADIUS -------------------------------------------------------------------------------
+say "FreeRADIUS $FR_VERSION: private config, $USERS users (files module, PAP)"
+FR=$WORK/freeradius
+mkdir -p "$FR/log" "$FR/run"
+cp -r /etc/freeradius/3.0 "$FR/raddb"
+sed -i -e "s|^logdir = .*|logdir = $FR/log|" -e "s|^run_dir = .*|run_dir = $FR/run|" \
+  -e 's|^\(\s*\)user = freerad|\1#user = freerad|' -e 's|^\(\s*\)group = freerad|\1#group = freerad|' \
+  "$FR/raddb/radiusd.conf"
+# Only the modules this site uses; only this site.
+find "$FR/raddb/mods-enabled" -mindepth 1 \( -name pap -o -name files -o -name always -o -name expr \) -prune -o -exec rm -f {} +
+rm -f "$FR/raddb/sites-enabled/"*
+cat > "$FR/raddb/sites-enabled/bench" <<EOF
+server bench {
+	listen {
+		type = auth
+		ipaddr = 127.0.0.1
+		port = $FR_PORT
+	}
+	authorize {
+		files
+		pap
+	}
+	authenticate {
+		Auth-Type PAP {
+			pap
+		}
+	}
+	# FreeRADIUS 3.2.1 signs a reply only when it carries a Message-Authenticator: add one,
+	# as ravpnd always does (BlastRADIUS hardening).
+	post-auth {
+		update reply {
+			&Message-Authenticator := 0x00
+		}
+		Post-Auth-Type REJECT {
+			update reply {
+				&Message-Authenticator := 0x00
+			}
+		}
+	}
+}
+EOF
+cat > "$FR/raddb/clients.conf" <<EOF
+client bench {
+	ipaddr = 127.0.0.1
+	secret = $SECRET
+	require_message_authenticator = yes
+}
+EOF
+python3 - "$FR/raddb/mods-config/files/authorize" "$USERS" "$PASSWORD" <<'EOF'
+import sys
+path, n, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(path, "w") as f:
+    for i in range(n):
+        a = i + 1
+        f.write(f'user{i}\tCleartext-Password := "{pw}"\n'
+                f'\tFramed-IP-Address = 10.8.{a // 256}.{a % 256},\n'
+                f'\tASA-Primary-DNS = 10.0.0.53,\n'
+                f'\tASA-Secondary-DNS = 10.0.0.54,\n'
+                f'\tReply-Message = "accepted"\n\n')
+EOF
+freeradius -C -d "$FR/raddb" -l stdout >/dev/null
+freeradius -f -d "$FR/raddb" -l "$FR/log/radius.log" > "$FR/log/stdout" 2>&1 &
+FR_PID=$!
+PIDS+=("$FR_PID")
+wait_udp "$FR_PORT"
+
+# --- null responder ---------------------------------------------------------------------------
+"$LOAD" --bench null-responder --listen "127.0.0.1:$NULL_PORT" --secret "$SECRET" --threads 2 \
+  --duration 30m 2> "$WORK/null.log" &
+NULL_PID=$!
+PIDS+=("$NULL_PID")
+wait_udp "$NULL_PORT"
+
+# --- runs -------------------------------------------------------------------------------------
+RESULTS=${RESULTS:-$WORK/results.jsonl}
+: > "$RESULTS"
+drive() { # LABEL PORT PID ARGS...: one run of the driver, its JSON appended to $RESULTS
+  local label=$1 port=$2 pid=$3
+  shift 3
+  "$LOAD" --bench --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
+    --password "$PASSWORD" --threads "$THREADS" --server-pid "$pid" --label "$label" --json "$@" \
+    >> "$RESULTS"
+}
+
+say "priming: one request per user (fills ravpnd's credential cache; argon2 once per user)"
+drive prime-ravpnd "$RAVPND_PORT" "$RAVPND_PID" --prime --requests 1 --warmup 0s --concurrency 16
+drive prime-freeradius "$FR_PORT" "$FR_PID" --prime --requests 1 --warmup 0s --concurrency 16
+RSS_PRIMED=$(rss "$RAVPND_PID")
+
+say "throughput: $ROUNDS rounds x (ravpnd, FreeRADIUS, null responder), closed loop, $CONCURRENCY in flight"
+for r in $(seq "$ROUNDS"); do
+  drive "ravpnd" "$RAVPND_PORT" "$RAVPND_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+  drive "freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+  drive "null" "$NULL_PORT" "$NULL_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+done
+
+say "latency: one request in flight"
+drive "ravpnd-c1" "$RAVPND_PORT" "$RAVPND_PID" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
+drive "freeradius-c1" "$FR_PORT" "$FR_PID" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
+drive "null-c1" "$NULL_PORT" "$NULL_PID" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
+
+say "latency at half of each server's peak rate (open loop)"
+half() { python3 - "$RESULTS" "$1" <<'EOF'
+import json, statistics, sys
+rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(int(statistics.median(r["throughput_rps"] for r in rs if r["label"] == sys.argv[2]) / 2))
+EOF
+}
+drive "ravpnd-half" "$RAVPND_PORT" "$RAVPND_PID" --rate "$(half ravpnd)" --duration "$LATENCY_DURATION" --warmup 1s
+drive "freeradius-half" "$FR_PORT" "$FR_PID" --rate "$(half freeradius)" --duration "$LATENCY_DURATION" --warmup 1s
+
+# --- summary ----------------------------------------------------------------------------------
+say "summary"
+RSS_END=$(rss "$RAVPND_PID")
+python3 - "$RESULTS" "$FEATURES" "$FR_VERSION" "$CONCURRENCY" "$THREADS" "$(nproc)" \
+  "$RSS_START" "$RSS_IMPORTED" "$RSS_PRIMED" "$RSS_END" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+import json, statistics, sys
+path, features, fr_version, conc, threads, cpus, r0, r1, r2, r3, loadavg = sys.argv[1:]
+rs = [json.loads(l) for l in open(path) if l.strip()]
+by = {}
+for r in rs:
+    by.setdefault(r["label"], []).append(r)
+def med(label, key):
+    v = [r[key] for r in by.get(label, []) if r.get(key) is not None]
+    return statistics.median(v) if v else float("nan")
+def lat(label, q):
+    v = [r["latency_us"][q] for r in by.get(label, [])]
+    return statistics.median(v) if v else float("nan")
+bad = [r for r in rs if r["invalid"] or r["timeouts"] or (r["reject"] and not r["label"].startswith("prime"))]
+print(f"machine: {cpus} CPUs, load driver {threads} thread(s); FreeRADIUS {fr_version}; ravpnd features: {features}")
+print(f"closed loop, {conc} in flight, median of {len(by.get('ravpnd', []))} rounds:")
+for label in ("ravpnd", "freeradius", "null"):
+    runs = " ".join(f"{r['throughput_rps']:.0f}" for r in by.get(label, []))
+    print(f"  {label:<11} {med(label, 'throughput_rps'):>9.0f} req/s  (runs: {runs})  "
+          f"p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs  "
+          f"server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req  driver CPU {med(label, 'driver_cpu_us_per_req'):.1f} µs/req  "
+          f"other load {med(label, 'other_busy_cores'):.2f} cores")
+t = {l: med(l, "throughput_rps") for l in ("ravpnd", "freeradius", "null")}
+print(f"  ratio ravpnd/FreeRADIUS     {t['ravpnd'] / t['freeradius']:.2f}")
+print(f"  ratio ravpnd/null responder {t['ravpnd'] / t['null']:.2f}")
+c = {l: med(l, "server_cpu_us_per_req") for l in ("ravpnd", "freeradius")}
+print(f"  server CPU per request ravpnd/FreeRADIUS {c['ravpnd'] / c['freeradius']:.2f}")
+print("one request in flight:")
+for label in ("ravpnd-c1", "freeradius-c1", "null-c1"):
+    print(f"  {label:<15} p50 {lat(label, 'p50'):>6.0f} µs  p99 {lat(label, 'p99'):>6.0f} µs  p99.9 {lat(label, 'p999'):>6.0f} µs"
+          f"  ({med(label, 'throughput_rps'):.0f} req/s)")
+print("open loop at half of the peak rate:")
+for label in ("ravpnd-half", "freeradius-half"):
+    r = by.get(label, [{}])[0]
+    print(f"  {label:<15} {r.get('mode', '')}: p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs"
+          f"  p99.9 {lat(label, 'p999'):.0f} µs  skipped {r.get('skipped', 0)}")
+frss = [r["server_rss_kb"] for r in by.get("freeradius", []) if r.get("server_rss_kb")]
+mib = lambda kb: int(kb) / 1024
+print(f"ravpnd VmRSS: {mib(r0):.1f} MiB at start, {mib(r1):.1f} after the import (argon2 hashing), "
+      f"{mib(r2):.1f} after priming (argon2 verifying), {mib(r3):.1f} at the end; "
+      f"FreeRADIUS {max(frss) / 1024 if frss else float('nan'):.1f} MiB")
+print(f"load average at the end: {loadavg}")
+if bad:
+    print(f"WARNING: {len(bad)} run(s) had invalid answers, timeouts or rejects:")
+    for r in bad:
+        print(f"  {r['label']}: reject {r['reject']} invalid {r['invalid']} timeouts {r['timeouts']} first reject {r['first_reject']!r}")
+EOF

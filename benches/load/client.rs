@@ -1,0 +1,467 @@
+//! The client side: worker threads, each with its own non-blocking UDP sockets (one RADIUS
+//! identifier space of 256 per socket), closed loop (a fixed number in flight) or open loop
+//! (a fixed send rate), no retransmissions.
+
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::stats::Stats;
+use crate::wire::{self, Outcome, RequestBuilder};
+
+/// Identifiers one socket may have in flight; the rest of the 256 cover quarantined ones.
+pub const MAX_PER_SOCKET: usize = 224;
+/// The driver's own receive buffer: big, so that answers are never lost on its side (the
+/// kernel caps it at net.core.rmem_max; the servers keep their defaults).
+const RECEIVE_BUFFER: libc::c_int = 4 << 20;
+/// How often in-flight requests are checked for timeouts.
+const TIMEOUT_SCAN: Duration = Duration::from_millis(5);
+
+/// How requests are paced.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Keep this many requests in flight per socket.
+    Closed,
+    /// Send at this many requests per second (per worker), in flight capped per socket.
+    Open { per_worker_rate: f64 },
+}
+
+/// When to stop sending measured requests.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    /// Measure for this long after the warm-up.
+    After(Duration),
+    /// Send this many measured requests (per worker).
+    Count(u64),
+}
+
+/// One worker's plan: shared by value, each worker starts at the same instant.
+#[derive(Clone)]
+pub struct Plan {
+    pub target: SocketAddr,
+    pub builder: Arc<RequestBuilder>,
+    pub pace: Pace,
+    pub warmup: Duration,
+    pub stop: Stop,
+    pub timeout: Duration,
+    pub require_message_authenticator: bool,
+    /// Stop sending at this instant whatever happens (keeps every run bounded).
+    pub hard_deadline: Instant,
+    pub start: Instant,
+    /// Users this worker cycles through: `first, first + step, …` (mod users).
+    pub first_user: u32,
+    pub user_step: u32,
+    /// Only these users, once each (priming the server's caches); overrides `stop`.
+    pub once_each: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    active: bool,
+    measured: bool,
+    authenticator: [u8; 16],
+    sent: Instant,
+}
+
+/// One socket and its identifier space.
+struct Conn {
+    sock: UdpSocket,
+    slots: Vec<Slot>,
+    free: VecDeque<u8>,
+    /// Identifiers of timed-out requests, reusable after the instant (a late answer then
+    /// counts as stray instead of being mistaken for the answer to a new request).
+    quarantine: VecDeque<(Instant, u8)>,
+    in_flight: usize,
+    cap: usize,
+}
+
+impl Conn {
+    fn new(target: SocketAddr, cap: usize, now: Instant) -> std::io::Result<Self> {
+        let bind: SocketAddr = if target.is_ipv4() {
+            "127.0.0.1:0".parse().expect("literal")
+        } else {
+            "[::1]:0".parse().expect("literal")
+        };
+        let sock = UdpSocket::bind(bind)?;
+        set_receive_buffer(&sock, RECEIVE_BUFFER);
+        sock.connect(target)?;
+        sock.set_nonblocking(true)?;
+        Ok(Self {
+            sock,
+            slots: vec![
+                Slot {
+                    active: false,
+                    measured: false,
+                    authenticator: [0; 16],
+                    sent: now,
+                };
+                256
+            ],
+            free: (0..=255u8).collect(),
+            quarantine: VecDeque::new(),
+            in_flight: 0,
+            cap: cap.min(MAX_PER_SOCKET),
+        })
+    }
+
+    fn can_send(&self) -> bool {
+        self.in_flight < self.cap && !self.free.is_empty()
+    }
+}
+
+/// xorshift64*: request authenticators need only be distinct here, not unpredictable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn authenticator(&mut self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&self.next().to_le_bytes());
+        a[8..].copy_from_slice(&self.next().to_le_bytes());
+        a
+    }
+}
+
+/// A worker's result.
+pub struct WorkerResult {
+    pub stats: Stats,
+    /// First and last instant of the measured window (first measured send, end of measuring).
+    pub window: Option<(Instant, Instant)>,
+}
+
+/// Runs one worker to completion on the current thread. `caps` is the in-flight limit of each
+/// of its sockets.
+pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<WorkerResult> {
+    let mut conns = caps
+        .iter()
+        .map(|&cap| Conn::new(plan.target, cap, plan.start))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut pfds: Vec<libc::pollfd> = conns
+        .iter()
+        .map(|c| libc::pollfd {
+            fd: c.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let mut rng = Rng(seed | 1);
+    let mut stats = Stats::new();
+    let users = plan.builder.users();
+    let mut next_user = plan.first_user % users.max(1);
+    let mut once_left = if plan.once_each {
+        (users.saturating_sub(plan.first_user)).div_ceil(plan.user_step.max(1)) as u64
+    } else {
+        u64::MAX
+    };
+    let measure_from = plan.start + plan.warmup;
+    let mut measured_sent = 0u64;
+    let mut measure_end: Option<Instant> = match plan.stop {
+        Stop::After(d) => Some(measure_from + d),
+        Stop::Count(_) => None,
+    };
+    let mut first_measured: Option<Instant> = None;
+    let mut sending = true;
+    let mut next_scan = plan.start + TIMEOUT_SCAN;
+    let mut next_due = plan.start;
+    let mut due_count = 0u64;
+    let mut rr = 0usize;
+    let mut out = Vec::with_capacity(512);
+    let mut buf = vec![0u8; 4096];
+
+    loop {
+        let now = Instant::now();
+        // 1. Everything that has arrived.
+        for conn in conns.iter_mut() {
+            loop {
+                let n = match conn.sock.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    // ICMP port unreachable for an earlier send: counted when that times out.
+                    Err(_) => break,
+                };
+                let at = Instant::now();
+                handle_response(conn, &buf[..n], &plan, &mut stats, at);
+            }
+        }
+        // 2. Timeouts, and quarantined identifiers coming back.
+        if now >= next_scan {
+            next_scan = now + TIMEOUT_SCAN;
+            for conn in conns.iter_mut() {
+                while conn.quarantine.front().is_some_and(|(t, _)| *t <= now) {
+                    let (_, id) = conn.quarantine.pop_front().expect("checked");
+                    conn.free.push_back(id);
+                }
+                for id in 0..256usize {
+                    let s = &mut conn.slots[id];
+                    if s.active && now.duration_since(s.sent) >= plan.timeout {
+                        s.active = false;
+                        conn.in_flight -= 1;
+                        if s.measured || plan.once_each {
+                            stats.timeouts += 1;
+                        }
+                        conn.quarantine.push_back((now + plan.timeout, id as u8));
+                    }
+                }
+            }
+        }
+        // 3. Whether measured sending is over.
+        if sending {
+            let over = now >= plan.hard_deadline
+                || once_left == 0
+                || match (plan.stop, measure_end) {
+                    (_, Some(end)) => now >= end,
+                    (Stop::Count(n), None) => measured_sent >= n,
+                    (Stop::After(_), None) => false,
+                };
+            if over {
+                sending = false;
+                measure_end.get_or_insert(now);
+            }
+        }
+        // 4. Sends.
+        if sending {
+            match plan.pace {
+                Pace::Closed => {
+                    'conns: for conn in conns.iter_mut() {
+                        while conn.can_send() {
+                            if once_left == 0 || stop_count_reached(&plan, measured_sent) {
+                                break 'conns;
+                            }
+                            let sent_at = Instant::now();
+                            let measured = sent_at >= measure_from && !plan.once_each;
+                            match send_one(
+                                conn, &plan, &mut rng, &mut out, next_user, measured, sent_at,
+                            ) {
+                                Sent::Yes => {}
+                                Sent::Full => break,
+                                Sent::Error => stats.send_errors += u64::from(measured),
+                            }
+                            if measured {
+                                first_measured.get_or_insert(sent_at);
+                                measured_sent += 1;
+                            }
+                            if measured || plan.once_each {
+                                stats.sent += 1;
+                            }
+                            once_left = once_left.saturating_sub(1);
+                            next_user = advance(next_user, &plan, users);
+                        }
+                    }
+                }
+                Pace::Open { per_worker_rate } => {
+                    let interval_ns = 1e9 / per_worker_rate;
+                    while next_due <= Instant::now() && !stop_count_reached(&plan, measured_sent) {
+                        let scheduled = next_due;
+                        due_count += 1;
+                        next_due = plan.start
+                            + Duration::from_nanos((due_count as f64 * interval_ns) as u64);
+                        let measured = scheduled >= measure_from;
+                        if measured {
+                            first_measured.get_or_insert(scheduled);
+                            measured_sent += 1;
+                            stats.sent += 1;
+                        }
+                        // Round-robin over sockets with a free identifier.
+                        let n = conns.len();
+                        let Some(k) = (0..n).map(|i| (rr + i) % n).find(|&k| conns[k].can_send())
+                        else {
+                            stats.skipped += u64::from(measured);
+                            continue;
+                        };
+                        rr = k + 1;
+                        // Latency counts from the scheduled instant: a late send is the
+                        // server's (or the machine's) delay too, not hidden (coordinated omission).
+                        match send_one(
+                            &mut conns[k],
+                            &plan,
+                            &mut rng,
+                            &mut out,
+                            next_user,
+                            measured,
+                            scheduled,
+                        ) {
+                            Sent::Yes => {}
+                            Sent::Full => stats.skipped += u64::from(measured),
+                            Sent::Error => stats.send_errors += u64::from(measured),
+                        }
+                        next_user = advance(next_user, &plan, users);
+                    }
+                }
+            }
+        }
+        // 5. Done when nothing is in flight any more.
+        let in_flight: usize = conns.iter().map(|c| c.in_flight).sum();
+        if !sending && in_flight == 0 {
+            break;
+        }
+        if !sending && Instant::now() >= plan.hard_deadline + plan.timeout * 2 {
+            break;
+        }
+        // 6. Sleep until a socket is readable or something is due.
+        let now = Instant::now();
+        let mut wake = next_scan;
+        if sending {
+            if let Pace::Open { .. } = plan.pace {
+                wake = wake.min(next_due);
+            }
+            if let Some(end) = measure_end {
+                wake = wake.min(end);
+            }
+            if matches!(plan.pace, Pace::Closed) && conns.iter().any(Conn::can_send) {
+                // A send was refused for a full buffer: retry soon.
+                wake = wake.min(now + Duration::from_micros(50));
+            }
+        }
+        if wake > now {
+            wait_readable(&mut pfds, wake - now);
+        }
+    }
+    let window = first_measured.map(|f| (f, measure_end.unwrap_or_else(Instant::now).max(f)));
+    Ok(WorkerResult { stats, window })
+}
+
+fn stop_count_reached(plan: &Plan, measured_sent: u64) -> bool {
+    matches!(plan.stop, Stop::Count(n) if measured_sent >= n)
+}
+
+fn advance(user: u32, plan: &Plan, users: u32) -> u32 {
+    let next = user + plan.user_step;
+    if plan.once_each {
+        next
+    } else {
+        next % users
+    }
+}
+
+enum Sent {
+    Yes,
+    /// The socket buffer is full; try again later (nothing was sent).
+    Full,
+    Error,
+}
+
+fn send_one(
+    conn: &mut Conn,
+    plan: &Plan,
+    rng: &mut Rng,
+    out: &mut Vec<u8>,
+    user: u32,
+    measured: bool,
+    sent_at: Instant,
+) -> Sent {
+    let id = *conn.free.front().expect("caller checked can_send");
+    let authenticator = rng.authenticator();
+    plan.builder.build(out, user, id, &authenticator);
+    loop {
+        match conn.sock.send(out) {
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Sent::Full,
+            // ECONNREFUSED: an earlier datagram met a closed port. This one was not sent.
+            Err(_) => return Sent::Error,
+        }
+    }
+    conn.free.pop_front();
+    conn.slots[id as usize] = Slot {
+        active: true,
+        measured,
+        authenticator,
+        sent: sent_at,
+    };
+    conn.in_flight += 1;
+    Sent::Yes
+}
+
+fn handle_response(conn: &mut Conn, resp: &[u8], plan: &Plan, stats: &mut Stats, at: Instant) {
+    if resp.len() < 2 {
+        *stats.invalid.entry("framing").or_default() += 1;
+        return;
+    }
+    let id = resp[1];
+    let slot = conn.slots[id as usize];
+    if !slot.active {
+        stats.stray += 1;
+        return;
+    }
+    let outcome = wire::check_response(
+        resp,
+        id,
+        &slot.authenticator,
+        plan.builder.secret(),
+        plan.require_message_authenticator,
+    );
+    conn.slots[id as usize].active = false;
+    conn.in_flight -= 1;
+    conn.free.push_back(id);
+    if !slot.measured {
+        if plan.once_each {
+            // Priming: only the outcome matters.
+            match outcome {
+                Outcome::Accept => stats.accept += 1,
+                Outcome::Reject => {
+                    stats.reject += 1;
+                    if stats.first_reject.is_none() {
+                        stats.first_reject = Some(wire::reply_message(resp).unwrap_or_default());
+                    }
+                }
+                Outcome::Invalid(why) => *stats.invalid.entry(why).or_default() += 1,
+            }
+        }
+        return;
+    }
+    match outcome {
+        Outcome::Accept => stats.accept += 1,
+        Outcome::Reject => {
+            stats.reject += 1;
+            if stats.first_reject.is_none() {
+                stats.first_reject = Some(wire::reply_message(resp).unwrap_or_default());
+            }
+        }
+        Outcome::Invalid(why) => {
+            *stats.invalid.entry(why).or_default() += 1;
+            return;
+        }
+    }
+    stats.record_latency(at.saturating_duration_since(slot.sent));
+}
+
+fn set_receive_buffer(sock: &UdpSocket, bytes: libc::c_int) {
+    // SAFETY: a valid socket descriptor and a pointer to a c_int of the given length.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Waits up to `timeout` (nanosecond precision: ppoll) for any socket to become readable.
+fn wait_readable(pfds: &mut [libc::pollfd], timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of pollfd for the call's duration;
+    // `ts` outlives the call; a null signal mask means "leave the mask unchanged".
+    unsafe {
+        libc::ppoll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        );
+    }
+}

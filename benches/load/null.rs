@@ -1,0 +1,70 @@
+//! The null responder: a RADIUS server doing only the protocol's own work (frame check,
+//! Message-Authenticator, PAP decode, a signed Access-Accept), so a run against it shows the
+//! ceiling of this harness on this machine.
+
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::wire;
+
+#[derive(Default)]
+pub struct Counters {
+    pub answered: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Serves on `socket` with `threads` threads (each blocking in `recv_from` on a clone of the
+/// socket) until `stop` is set or `until` passes.
+pub fn serve(
+    socket: UdpSocket,
+    secret: Vec<u8>,
+    threads: usize,
+    until: Option<Instant>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    // A short read timeout so the threads notice `stop` and `until`.
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let secret = Arc::new(secret);
+    let mut handles = Vec::new();
+    for t in 0..threads.max(1) {
+        let sock = socket.try_clone()?;
+        let (secret, stop, counters) = (secret.clone(), stop.clone(), counters.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("null-responder-{t}"))
+                .spawn(move || {
+                    let mut buf = vec![0u8; 4097];
+                    let mut out = Vec::with_capacity(64);
+                    while !stop.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u)
+                    {
+                        let (n, from) = match sock.recv_from(&mut buf) {
+                            Ok(r) => r,
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    ErrorKind::WouldBlock
+                                        | ErrorKind::TimedOut
+                                        | ErrorKind::Interrupted
+                                ) =>
+                            {
+                                continue
+                            }
+                            Err(_) => continue,
+                        };
+                        if wire::null_answer(&buf[..n], &secret, &mut out).is_some() {
+                            if sock.send_to(&out, from).is_ok() {
+                                counters.answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                        } else {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })?,
+        );
+    }
+    Ok(handles)
+}

@@ -1,0 +1,353 @@
+//! Counters and the latency histogram of one run, merged across workers, and the report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// What happened to the measured requests of one worker (or all, after merging).
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub sent: u64,
+    pub accept: u64,
+    pub reject: u64,
+    /// Responses that failed a check, by reason.
+    pub invalid: BTreeMap<&'static str, u64>,
+    /// Requests not answered within the timeout (never retransmitted).
+    pub timeouts: u64,
+    /// Responses to no request in flight (late answers to timed-out requests).
+    pub stray: u64,
+    /// Sends the kernel refused (socket error, ICMP port unreachable).
+    pub send_errors: u64,
+    /// Open loop: sends due while every identifier was in flight (the server fell behind).
+    pub skipped: u64,
+    /// The first Reply-Message of a reject, to say why.
+    pub first_reject: Option<String>,
+    /// Round-trip time of answered requests, nanoseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Self {
+            sent: 0,
+            accept: 0,
+            reject: 0,
+            invalid: BTreeMap::new(),
+            timeouts: 0,
+            stray: 0,
+            send_errors: 0,
+            skipped: 0,
+            first_reject: None,
+            // 1 µs .. 100 s, 3 significant digits.
+            latency: Histogram::new_with_bounds(1_000, 100_000_000_000, 3)
+                .expect("valid histogram bounds"),
+        }
+    }
+
+    pub fn record_latency(&mut self, d: Duration) {
+        let ns = (d.as_nanos() as u64).clamp(1_000, 100_000_000_000);
+        self.latency.record(ns).expect("clamped into bounds");
+    }
+
+    pub fn invalid_total(&self) -> u64 {
+        self.invalid.values().sum()
+    }
+
+    pub fn answered(&self) -> u64 {
+        self.accept + self.reject
+    }
+
+    pub fn merge(&mut self, o: &Stats) {
+        self.sent += o.sent;
+        self.accept += o.accept;
+        self.reject += o.reject;
+        for (k, v) in &o.invalid {
+            *self.invalid.entry(k).or_default() += v;
+        }
+        self.timeouts += o.timeouts;
+        self.stray += o.stray;
+        self.send_errors += o.send_errors;
+        self.skipped += o.skipped;
+        if self.first_reject.is_none() {
+            self.first_reject.clone_from(&o.first_reject);
+        }
+        self.latency.add(&o.latency).expect("same bounds");
+    }
+
+    /// Percentile in microseconds.
+    pub fn us(&self, q: f64) -> f64 {
+        if self.latency.is_empty() {
+            return 0.0;
+        }
+        self.latency.value_at_quantile(q) as f64 / 1_000.0
+    }
+}
+
+/// One run's result, ready to print.
+pub struct Report<'a> {
+    pub label: &'a str,
+    pub target: String,
+    pub mode: String,
+    pub threads: usize,
+    pub sockets: usize,
+    pub users: u32,
+    pub window: Duration,
+    pub stats: &'a Stats,
+    /// CPU the driver used per answered request, µs.
+    pub driver_cpu_us: Option<f64>,
+    /// CPU the server (`--server-pid`) used per answered request, µs.
+    pub server_cpu_us: Option<f64>,
+    /// Cores busy on average during the window: the driver, the server, the whole machine.
+    pub driver_cores: Option<f64>,
+    pub server_cores: Option<f64>,
+    pub machine_cores: Option<f64>,
+    /// CPUs of the machine.
+    pub cpus: usize,
+    /// Server VmRSS at the end, KiB.
+    pub server_rss_kb: Option<u64>,
+    /// UDP datagrams the kernel dropped for full receive buffers during the run (machine-wide).
+    pub udp_drops: Option<u64>,
+}
+
+impl Report<'_> {
+    /// Cores busy with neither the driver nor the server: the noise on a shared machine.
+    pub fn other_cores(&self) -> Option<f64> {
+        Some((self.machine_cores? - self.driver_cores? - self.server_cores.unwrap_or(0.0)).max(0.0))
+    }
+
+    pub fn throughput(&self) -> f64 {
+        let secs = self.window.as_secs_f64();
+        if secs > 0.0 {
+            self.stats.answered() as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let s = self.stats;
+        let mut out = format!(
+            "{label}: target {target}, {mode}, {threads} thread(s), {sockets} socket(s), {users} users, {win:.2}s measured\n",
+            label = self.label,
+            target = self.target,
+            mode = self.mode,
+            threads = self.threads,
+            sockets = self.sockets,
+            users = self.users,
+            win = self.window.as_secs_f64(),
+        );
+        out += &format!(
+            "  requests {} | accept {} | reject {} | invalid {} | timeouts {} | stray {} | send errors {} | skipped {}\n",
+            s.sent,
+            s.accept,
+            s.reject,
+            s.invalid_total(),
+            s.timeouts,
+            s.stray,
+            s.send_errors,
+            s.skipped
+        );
+        for (why, n) in &s.invalid {
+            out += &format!("  invalid ({why}): {n}\n");
+        }
+        if let Some(m) = &s.first_reject {
+            out += &format!("  first reject said: {m:?}\n");
+        }
+        out += &format!("  throughput {:.0} req/s\n", self.throughput());
+        out += &format!(
+            "  latency µs: p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0} | mean {:.1}\n",
+            s.us(0.50),
+            s.us(0.90),
+            s.us(0.99),
+            s.us(0.999),
+            s.latency.max() as f64 / 1_000.0,
+            s.latency.mean() / 1_000.0,
+        );
+        let mut cpu = Vec::new();
+        if let (Some(c), Some(k)) = (self.driver_cpu_us, self.driver_cores) {
+            cpu.push(format!("driver {c:.1} µs/req ({k:.2} cores)"));
+        }
+        if let (Some(c), Some(k)) = (self.server_cpu_us, self.server_cores) {
+            cpu.push(format!("server {c:.1} µs/req ({k:.2} cores)"));
+        }
+        if let Some(m) = self.machine_cores {
+            cpu.push(format!(
+                "machine busy {m:.2} of {} cores, others {:.2}",
+                self.cpus,
+                self.other_cores().unwrap_or(m)
+            ));
+        }
+        if let Some(r) = self.server_rss_kb {
+            cpu.push(format!("server VmRSS {r} KiB"));
+        }
+        if let Some(d) = self.udp_drops {
+            cpu.push(format!("kernel UDP receive-buffer drops {d}"));
+        }
+        if !cpu.is_empty() {
+            out += &format!("  cpu: {}\n", cpu.join(" | "));
+        }
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let s = self.stats;
+        serde_json::json!({
+            "label": self.label,
+            "target": self.target,
+            "mode": self.mode,
+            "threads": self.threads,
+            "sockets": self.sockets,
+            "users": self.users,
+            "window_s": self.window.as_secs_f64(),
+            "requests": s.sent,
+            "accept": s.accept,
+            "reject": s.reject,
+            "invalid": s.invalid_total(),
+            "invalid_by_reason": s.invalid,
+            "timeouts": s.timeouts,
+            "stray": s.stray,
+            "send_errors": s.send_errors,
+            "skipped": s.skipped,
+            "first_reject": s.first_reject,
+            "throughput_rps": self.throughput(),
+            "latency_us": {
+                "p50": s.us(0.50),
+                "p90": s.us(0.90),
+                "p99": s.us(0.99),
+                "p999": s.us(0.999),
+                "max": s.latency.max() as f64 / 1_000.0,
+                "mean": s.latency.mean() / 1_000.0,
+            },
+            "driver_cpu_us_per_req": self.driver_cpu_us,
+            "server_cpu_us_per_req": self.server_cpu_us,
+            "driver_cores": self.driver_cores,
+            "server_cores": self.server_cores,
+            "machine_busy_cores": self.machine_cores,
+            "other_busy_cores": self.other_cores(),
+            "cpus": self.cpus,
+            "server_rss_kb": self.server_rss_kb,
+            "udp_rcvbuf_drops": self.udp_drops,
+        })
+    }
+}
+
+/// CPU counters at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    at: std::time::Instant,
+    driver: Option<Duration>,
+    server: Option<Duration>,
+    machine: Option<Duration>,
+    udp_drops: Option<u64>,
+}
+
+/// CPU used between two samples.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuDelta {
+    pub wall: Duration,
+    pub driver: Option<Duration>,
+    pub server: Option<Duration>,
+    /// Busy time of all CPUs together.
+    pub machine: Option<Duration>,
+    pub udp_drops: Option<u64>,
+}
+
+impl CpuSample {
+    pub fn take(server_pid: Option<&str>) -> Self {
+        Self {
+            at: std::time::Instant::now(),
+            driver: self_cpu(),
+            server: server_pid.and_then(process_cpu),
+            machine: machine_busy(),
+            udp_drops: udp_rcvbuf_errors(),
+        }
+    }
+
+    pub fn since(&self, earlier: &CpuSample) -> CpuDelta {
+        fn d(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+            Some(a?.saturating_sub(b?))
+        }
+        CpuDelta {
+            wall: self.at.duration_since(earlier.at),
+            driver: d(self.driver, earlier.driver),
+            server: d(self.server, earlier.server),
+            machine: d(self.machine, earlier.machine),
+            udp_drops: self
+                .udp_drops
+                .zip(earlier.udp_drops)
+                .map(|(a, b)| a.saturating_sub(b)),
+        }
+    }
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
+}
+
+/// This process's CPU time (all threads), microsecond resolution.
+fn self_cpu() -> Option<Duration> {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid, exclusively borrowed out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Some(Duration::from_micros(us(ru.ru_utime) + us(ru.ru_stime)))
+}
+
+/// Busy time of all CPUs together since boot (/proc/stat: everything but idle and iowait).
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy: u64 = f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?;
+    Some(Duration::from_nanos(
+        busy * 1_000_000_000 / clock_ticks_per_sec(),
+    ))
+}
+
+/// CPU time (user + system) of a process so far, from /proc/PID/stat.
+pub fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(
+        ticks * 1_000_000_000 / clock_ticks_per_sec(),
+    ))
+}
+
+/// The kernel's count of UDP datagrams dropped for a full receive buffer, machine-wide
+/// (`RcvbufErrors` in /proc/net/snmp).
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// VmRSS of a process, KiB.
+pub fn process_rss_kb(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}

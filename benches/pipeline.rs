@@ -1,0 +1,252 @@
+//! The whole decision for a cached local user with an assigned, registered device, an address
+//! pool and DNS: `Policy::authorize` (store reads, credential-cache hit, device check, lease
+//! renewal), and `Handler::handle_datagram` on a raw datagram (the whole request path minus
+//! the socket). Built the way `server::run` builds them, from a TOML configuration.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use radius::core::packet::Packet;
+use ravpnd::auth::local::{hash_password, LocalVerifier};
+use ravpnd::auth::Source;
+use ravpnd::config::Config;
+use ravpnd::ipam::Ipam;
+use ravpnd::notify::Notifier;
+use ravpnd::policy::{AccessRequest, Decision, Policy, Settings};
+use ravpnd::radius::dict;
+use ravpnd::radius::listener::{Handler, Live, Port};
+use ravpnd::radius::nas::{Nas, NasTable};
+use ravpnd::reply::ReplyContext;
+use ravpnd::store::{AuthMethod, DeviceRecord, DeviceType, Store, UserRecord};
+
+const USER: &str = "user0";
+const DEVICE: &str = "dev0";
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    // Kept alive for the store's lifetime.
+    _dir: tempfile::TempDir,
+    config: Config,
+    store: Store,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The daemon's configuration for these benches: a pool, DNS, one ASA client.
+fn config(dir: &Path) -> Config {
+    let path = dir.join("ravpnd.toml");
+    let toml = format!(
+        r#"
+[radius]
+auth_addr = "127.0.0.1:0"
+acct_addr = "127.0.0.1:0"
+
+[store]
+path = "{store}"
+
+[auth]
+source = "local"
+
+[registration]
+auto_register = true
+notify_on_failure = false
+
+[[pools]]
+name = "bench"
+network = "10.8.0.0/16"
+
+[dns]
+primary = "10.0.0.53"
+secondary = "10.0.0.54"
+
+[[clients]]
+name = "bench"
+address = "127.0.0.1"
+secret = "{secret}"
+require_message_authenticator = true
+"#,
+        store = dir.join("data").display(),
+        secret = std::str::from_utf8(common::SECRET).unwrap(),
+    );
+    std::fs::write(&path, toml).unwrap();
+    Config::load_valid(&path).unwrap()
+}
+
+/// A temporary store holding `user0` (argon2id hash of the bench password) and `dev0`
+/// (Windows, serial = user 0's device UID, assigned to `user0`).
+fn fixture() -> Fixture {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let store = Store::open(&config.store.path).unwrap();
+    let user = UserRecord::new(USER, Some(hash_password(common::PASSWORD).unwrap()));
+    let device = DeviceRecord {
+        name: DEVICE.into(),
+        device_type: DeviceType::Windows,
+        enabled: true,
+        device_auth: true,
+        method: AuthMethod::Serial,
+        serial: Some(common::serial_of(0)),
+        mac: None,
+        owner: Some(USER.into()),
+        registered_at: None,
+        created: 0,
+        updated: 0,
+    };
+    rt.block_on(store.import(&[user], &[device], 2)).unwrap();
+    Fixture {
+        rt,
+        _dir: dir,
+        config,
+        store,
+    }
+}
+
+impl Fixture {
+    fn policy(&self) -> Policy {
+        let ipam = Ipam::new(self.store.clone(), &self.config.pools, unix_now()).unwrap();
+        Policy::new(
+            self.store.clone(),
+            Source::Local(Arc::new(LocalVerifier::new(&self.config.auth.local))),
+            Arc::new(ipam),
+            Notifier::disabled(),
+        )
+    }
+
+    fn live(&self) -> Live {
+        Live {
+            nas: NasTable::new(&self.config.clients),
+            settings: Settings::from_config(&self.config),
+        }
+    }
+}
+
+fn nas(live: &Live) -> Arc<Nas> {
+    live.nas
+        .lookup([127, 0, 0, 1].into())
+        .cloned()
+        .expect("the bench client")
+}
+
+fn authorize(c: &mut Criterion) {
+    let f = fixture();
+    let policy = f.policy();
+    let live = f.live();
+    let nas = nas(&live);
+    let req = common::anyconnect_request(USER, &common::serial_of(0), 1, [0x42; 16]);
+    let packet = Packet::decode(&req, common::SECRET).unwrap();
+    let avpairs = dict::cisco_avpairs(&packet);
+    let request = AccessRequest {
+        user_name: USER,
+        password: common::PASSWORD,
+        avpairs: &avpairs,
+        nas: &nas,
+        now: unix_now(),
+    };
+    // The first call runs argon2, fills the credential cache and leases an address.
+    let first = f.rt.block_on(policy.authorize(&request, &live.settings));
+    assert!(
+        matches!(&first, Decision::Accept(plan) if plan.address.is_some()),
+        "fixture must be accepted with an address, got {first:?}"
+    );
+    c.bench_function("policy_authorize_cached_user_lease_renewal", |b| {
+        b.iter(|| {
+            f.rt.block_on(policy.authorize(black_box(&request), &live.settings))
+        })
+    });
+    let decision = f.rt.block_on(policy.authorize(&request, &live.settings));
+    let ctx = ReplyContext {
+        kind: nas.kind,
+        dns: &live.settings.dns,
+        interim_interval: live.settings.interim_interval,
+    };
+    c.bench_function("reply_access_accept_address_dns", |b| {
+        b.iter(|| ravpnd::reply::access_response(black_box(&packet), &decision, &ctx))
+    });
+    // The store reads the decision makes, on their own.
+    c.bench_function("store_user_read", |b| {
+        b.iter(|| f.store.user(black_box(USER)).unwrap())
+    });
+    c.bench_function("store_device_read", |b| {
+        b.iter(|| f.store.device(black_box(DEVICE)).unwrap())
+    });
+    let serial = common::serial_of(0);
+    c.bench_function("store_device_by_serial", |b| {
+        b.iter(|| f.store.device_by_serial(black_box(&serial)).unwrap())
+    });
+}
+
+fn handle_datagram(c: &mut Criterion) {
+    let f = fixture();
+    let live = f.live();
+    let nas = nas(&live);
+    let handler = Handler::new(
+        f.live(),
+        f.policy(),
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    );
+    let source: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let serial = common::serial_of(0);
+    let mut n = 0u64;
+    let mut fresh = || {
+        // A new authenticator each time, so the duplicate cache never answers.
+        n += 1;
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&n.to_le_bytes());
+        a[8..].copy_from_slice(&(n ^ 0x5555_5555_5555_5555).to_le_bytes());
+        common::anyconnect_request(USER, &serial, n as u8, a)
+    };
+    let warm = fresh();
+    let resp =
+        f.rt.block_on(handler.handle_datagram(&warm, source, &nas, Port::Auth, &live))
+            .expect("answered");
+    assert_eq!(resp[0], 2, "fixture must be accepted");
+    c.bench_function("handle_datagram_accept_cached_user", |b| {
+        b.iter_batched(
+            &mut fresh,
+            |req| {
+                f.rt.block_on(handler.handle_datagram(&req, source, &nas, Port::Auth, &live))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // A retransmission of an answered request: the duplicate cache's path.
+    c.bench_function("handle_datagram_duplicate", |b| {
+        b.iter(|| {
+            f.rt.block_on(handler.handle_datagram(
+                black_box(&warm),
+                source,
+                &nas,
+                Port::Auth,
+                &live,
+            ))
+        })
+    });
+}
+
+fn config_criterion() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = group;
+    config = config_criterion();
+    targets = authorize, handle_datagram
+}
+criterion_main!(group);
