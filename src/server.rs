@@ -186,8 +186,10 @@ pub async fn run(
         Source::AzureAd(v) => Some(v.clone()),
         _ => None,
     };
-    let ipam =
-        Arc::new(Ipam::new(store.clone(), &config.pools, unix_now()).map_err(ServerError::Ipam)?);
+    let ipam = Arc::new(
+        Ipam::new(store.clone(), &config.pools, crate::store::now_secs())
+            .map_err(ServerError::Ipam)?,
+    );
     let handler = Arc::new(Handler::new(
         Live {
             nas: NasTable::new(&config.clients),
@@ -332,13 +334,6 @@ pub async fn run(
     Ok(())
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Frees expired leases, paced by the shortest lease time.
 async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
     let every = ipam
@@ -350,7 +345,7 @@ async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match ipam.sweep(unix_now()).await {
+        match ipam.sweep(crate::store::now_secs()).await {
             Ok(0) => {}
             Ok(n) => info!(expired = n, "expired leases released"),
             Err(e) => error!(error = %e, "lease sweep failed"),
@@ -392,7 +387,7 @@ async fn reload_on_sighup(
             error!(%why, "reload refused; the running configuration stays");
             continue;
         }
-        if let Err(e) = ipam.add_pools(&new.pools, unix_now()) {
+        if let Err(e) = ipam.add_pools(&new.pools, crate::store::now_secs()) {
             error!(error = %e, "reload refused: new pools could not be added");
             continue;
         }

@@ -129,7 +129,7 @@ impl DeviceInput {
         let (Some(device_type), Some(method)) = (device_type, method) else {
             return Err(problems);
         };
-        let now = now();
+        let now = crate::store::now_secs();
         let record = DeviceRecord {
             name: self.name,
             device_type,
@@ -153,13 +153,6 @@ impl DeviceInput {
             Err(problems)
         }
     }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn invalid(problems: Vec<String>) -> ApiError {

@@ -351,23 +351,9 @@ impl Ipam {
                     }
                 }
             };
-            let lease = st.leases.entry(addr).or_insert_with(|| Lease {
-                record: LeaseRecord {
-                    addr,
-                    pool: pool.config.name.clone(),
-                    user: req.user.to_owned(),
-                    device: req.device.to_owned(),
-                    nas: req.nas.to_owned(),
-                    session_id: None,
-                    granted: req.now,
-                    expires,
-                },
-                pending: true,
-                stored_expires: expires,
-            });
             if new {
-                // A stale entry for an address just taken from the free set is replaced.
-                lease.record = LeaseRecord {
+                // Replaces any stale entry for an address just taken from the free set.
+                let record = LeaseRecord {
                     addr,
                     pool: pool.config.name.clone(),
                     user: req.user.to_owned(),
@@ -377,9 +363,20 @@ impl Ipam {
                     granted: req.now,
                     expires,
                 };
-                lease.pending = true;
-                lease.stored_expires = expires;
-            } else {
+                st.leases.insert(
+                    addr,
+                    Lease {
+                        record,
+                        pending: true,
+                        stored_expires: expires,
+                    },
+                );
+            }
+            let lease = st
+                .leases
+                .get_mut(&addr)
+                .expect("a renewal holds its lease; a new one was just inserted");
+            if !new {
                 lease.record.expires = lease.record.expires.max(expires);
                 if lease.record.nas != req.nas {
                     lease.record.nas = req.nas.to_owned();

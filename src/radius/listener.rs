@@ -49,13 +49,6 @@ pub struct Handler {
     unknown_log: RateLimit,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Handler {
     pub fn new(
         live: Live,
@@ -228,7 +221,13 @@ impl Handler {
         nas: &Nas,
         started: Instant,
     ) -> Option<Vec<u8>> {
-        match accounting::handle_accounting(self.policy.ipam(), packet, &nas.name, unix_now()).await
+        match accounting::handle_accounting(
+            self.policy.ipam(),
+            packet,
+            &nas.name,
+            crate::store::now_secs(),
+        )
+        .await
         {
             Ok(s) => {
                 METRICS.accounting.with_label_values(&[s.status]).inc();
@@ -286,7 +285,7 @@ impl Handler {
             password: &password,
             avpairs: &avpairs,
             nas,
-            now: unix_now(),
+            now: crate::store::now_secs(),
         };
         (
             user.to_owned(),

@@ -151,7 +151,8 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialize infallibly")
 }
 
-fn now_secs() -> u64 {
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // a fixture API: not every test uses every helper
 //! A real Active Directory domain controller on loopback: Samba's AD DC (Debian `samba`),
 //! domain `corp.example.com` (NetBIOS `CORP`), DC `dc1.corp.example.com`, shared by every
 //! test of one run: [`dc()`] starts it on first use and returns the same one afterwards.
