@@ -6,6 +6,9 @@
 #
 #   benches/compare-freeradius.sh            # defaults below; override with env variables:
 #   ROUNDS=3 DURATION=8s WARMUP=2s CONCURRENCY=64 USERS=1000 THREADS=2 benches/compare-freeradius.sh
+#   WORKLOAD=ad benches/compare-freeradius.sh   # Active Directory: a Samba AD DC on loopback,
+#       FreeRADIUS with rlm_ldap against ravpnd's AD source (root; benches/compare-freeradius-ad.sh;
+#       USERS defaults to 200 there, PASSWORD to one AD's complexity rules accept)
 #
 # Output: each run's report, then a summary with the ratios ravpnd/FreeRADIUS and
 # ravpnd/null-responder; the raw JSON lines are kept in $RESULTS if set.
@@ -13,6 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+WORKLOAD=${WORKLOAD:-local}
+case $WORKLOAD in
+  local) ;;
+  # Creating an AD user with a password costs ~60 ms (Samba derives its Kerberos keys).
+  ad) USERS=${USERS:-200}; PASSWORD=${PASSWORD:-Bench-Passw0rd-1} ;;
+  *) echo "WORKLOAD must be local or ad, not $WORKLOAD" >&2; exit 2 ;;
+esac
 USERS=${USERS:-1000}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
@@ -82,6 +92,12 @@ wait_udp() { # PORT: until something listens there
   done
   echo "nothing listens on udp $1" >&2; return 1
 }
+
+if [ "$WORKLOAD" = ad ]; then
+  # shellcheck source=benches/compare-freeradius-ad.sh
+  . "$ROOT/benches/compare-freeradius-ad.sh"
+  exit 0
+fi
 
 # --- ravpnd -----------------------------------------------------------------------------------
 say "ravpnd: config, $USERS users with one registered Windows device each"

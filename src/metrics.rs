@@ -68,6 +68,8 @@ pub struct Metrics {
     pub directory_errors: IntCounterVec,
     pub directory_failovers: IntCounter,
     pub lockout_guard: IntCounter,
+    pub lockout_precheck: IntCounter,
+    pub directory_server_up: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -179,6 +181,19 @@ impl Metrics {
             "Passwords refused without a directory bind (same refused password retried)",
         )
         .expect("valid metric");
+        let lockout_precheck = IntCounter::new(
+            "ravpnd_lockout_precheck_refusals_total",
+            "Requests refused before a bind: the user was one failure short of an AD lockout",
+        )
+        .expect("valid metric");
+        let directory_server_up = IntGaugeVec::new(
+            Opts::new(
+                "ravpnd_directory_server_up",
+                "1 when the directory server is used for requests, 0 while it is skipped as down",
+            ),
+            &["server"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dropped_vec.clone()),
@@ -196,6 +211,8 @@ impl Metrics {
             Box::new(directory_errors.clone()),
             Box::new(directory_failovers.clone()),
             Box::new(lockout_guard.clone()),
+            Box::new(lockout_precheck.clone()),
+            Box::new(directory_server_up.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -234,6 +251,8 @@ impl Metrics {
             directory_errors,
             directory_failovers,
             lockout_guard,
+            lockout_precheck,
+            directory_server_up,
         }
     }
 

@@ -181,6 +181,10 @@ pub async fn run(
             None => Source::NotSelected, // refused by `Config::validate`
         },
     };
+    // The DCs' health checks: until shutdown (the task ends when the token is cancelled).
+    if let Source::ActiveDirectory(v) = &source {
+        tokio::spawn(v.clone().health_check(shutdown.clone()));
+    }
     let directory: Option<Arc<dyn UserDirectory>> = match &source {
         Source::ActiveDirectory(v) => Some(v.clone()),
         Source::AzureAd(v) => Some(v.clone()),

@@ -6,14 +6,14 @@ use crate::support::radclient::{self, Reply};
 use crate::support::samba::{dc, AdConfig, NewUser};
 use crate::support::TestDaemon;
 
-const PW: &str = "Passw0rd-Ravpnd!";
+pub(crate) const PW: &str = "Passw0rd-Ravpnd!";
 
-fn daemon(ad: &AdConfig) -> TestDaemon {
+pub(crate) fn daemon(ad: &AdConfig) -> TestDaemon {
     TestDaemon::with_config(&dc().daemon_config(true, ad))
 }
 
 /// Adds a directory user to ravpnd with an assigned device that needs no device ID.
-fn enrol(d: &TestDaemon, sam: &str) {
+pub(crate) fn enrol(d: &TestDaemon, sam: &str) {
     d.ok(&["user", "add", sam]);
     let dev = format!("{}-dev", sam.to_lowercase());
     d.ok(&[
@@ -27,11 +27,11 @@ fn enrol(d: &TestDaemon, sam: &str) {
     d.ok(&["assign", &sam.to_lowercase(), &dev]);
 }
 
-fn login(d: &TestDaemon, name: &str, pw: &str) -> Reply {
+pub(crate) fn login(d: &TestDaemon, name: &str, pw: &str) -> Reply {
     radclient::auth(d.auth_addr, name, pw)
 }
 
-fn why(r: &Reply) -> String {
+pub(crate) fn why(r: &Reply) -> String {
     r.attr("Reply-Message").unwrap_or_default()
 }
 

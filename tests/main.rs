@@ -8,6 +8,8 @@ mod cli_config;
 mod cli_users;
 mod devices;
 mod directory;
+mod directory_health;
+mod directory_lockout;
 mod ocserv;
 mod profiles;
 mod radius_basic;

@@ -1,5 +1,7 @@
 //! `/api/v1/import/{users,devices}`: bulk import from rows the CLI read out of CSV files.
 //! Every bad row is reported with its line number, and nothing is imported unless all are good.
+//! With a directory source every user must exist in the directory (as for `user add`) and is
+//! stored under its directory key (lower-cased sAMAccountName), without a password.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,9 +53,12 @@ fn rejected(problems: Vec<String>) -> ApiError {
 
 pub async fn users(
     State(s): State<Arc<AdminState>>,
-    Json(rows): Json<Vec<UserRow>>,
+    Json(mut rows): Json<Vec<UserRow>>,
 ) -> Result<Json<Imported>, ApiError> {
     let mut problems = Vec::new();
+    if let Some(dir) = &s.directory {
+        problems = in_directory(dir.as_ref(), &mut rows).await?;
+    }
     let mut seen = HashMap::new();
     for r in &rows {
         if let Err(e) = check_name(&r.name) {
@@ -101,6 +106,45 @@ pub async fn users(
     Ok(Json(Imported {
         imported: records.len(),
     }))
+}
+
+/// Checks every row's user against the directory in one pass (all missing ones reported) and
+/// renames the found ones to their store key; passwords are refused (they live there).
+async fn in_directory(
+    dir: &dyn crate::auth::UserDirectory,
+    rows: &mut [UserRow],
+) -> Result<Vec<String>, ApiError> {
+    let mut problems = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.password.as_deref().is_some_and(|p| !p.is_empty()))
+    {
+        problems.push(format!(
+            "line {}: password: passwords of directory users live in the directory; leave the column empty",
+            r.line
+        ));
+    }
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let found = dir
+        .find_users(&names)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("directory: {e}")))?;
+    let keys: std::collections::HashSet<String> = found
+        .iter()
+        .map(|u| u.sam_account_name.to_lowercase())
+        .collect();
+    for r in rows.iter_mut() {
+        let key = dir.user_key(&r.name);
+        if keys.contains(&key) {
+            r.name = key;
+        } else if !r.name.is_empty() {
+            problems.push(format!(
+                "line {}: `{}` is not a user of the directory",
+                r.line, r.name
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 pub async fn devices(

@@ -71,8 +71,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-/// Ready when the store answers and an authentication source is selected (the local source
-/// lives in the store; directory sources will add their reachability here).
+/// Ready when the store answers, an authentication source is selected and, for a directory
+/// source, its health checks find at least one server reachable (the local source lives in
+/// the store).
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
     if let Err(e) = s.store.user("") {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response();
@@ -83,6 +84,9 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
             "no authentication source selected\n",
         )
             .into_response();
+    }
+    if let Some(why) = s.directory.as_ref().and_then(|d| d.unreachable()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
     }
     "ready\n".into_response()
 }

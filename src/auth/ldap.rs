@@ -1,190 +1,28 @@
 //! Active Directory: the user's password is checked by an LDAP simple bind as the user
 //! (UPN), on a small pool of connections per server so no bind pays a new TCP+TLS handshake.
-//! Admin work (listing candidates, existence checks) uses its own connection, never the
-//! user-bind pool. Primary first; on failure the secondary, with the primary retried after
-//! `retry_primary_after`.
+//! Admin work (listing candidates, existence checks, the lockout pre-check) uses its own
+//! admin-bound connections ([`admin`]), never the user-bind pool, and never re-binds a
+//! connection between the two. Primary first; a server that fails is skipped until the
+//! health check ([`health`]) finds it answering again.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod admin;
+mod config;
+mod health;
+mod lockout;
+
+pub use config::{ActiveDirectoryConfig, LdapTls};
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, StdStream};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
-use crate::config::{Problem, Secret};
 use crate::metrics::METRICS;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LdapTls {
-    /// TLS from the first byte (port 636), certificate checked.
-    #[default]
-    Ldaps,
-    /// StartTLS on port 389, certificate checked.
-    Starttls,
-    /// Plain LDAP: passwords cross the network in clear. Only for a DC on loopback.
-    None,
-}
-
-/// `[auth.active_directory]` (SPEC §1.1).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActiveDirectoryConfig {
-    /// The primary DC's host name (checked against its certificate).
-    pub primary_host: String,
-    /// The primary DC's IPv4 address (connected to directly; no DNS needed).
-    pub primary_address: IpAddr,
-    /// The secondary DC: both fields or neither.
-    #[serde(default)]
-    pub secondary_host: Option<String>,
-    #[serde(default)]
-    pub secondary_address: Option<IpAddr>,
-    /// AD domain, e.g. `corp.example.com`; users bind as `user@domain`.
-    pub domain: String,
-    /// NetBIOS name, when it differs from the domain's first label (`CORP\user` input).
-    #[serde(default)]
-    pub netbios_domain: Option<String>,
-    /// Account used to list and look up users. Default: Administrator.
-    #[serde(default)]
-    pub admin_user: Option<String>,
-    pub admin_password: Secret,
-    /// `"ldaps"` (default), `"starttls"` or `"none"`.
-    #[serde(default)]
-    pub tls: LdapTls,
-    /// CA certificate(s) (PEM) to verify the DCs; default: the system's roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// LDAP port; default 636 for ldaps, 389 otherwise.
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// Longest wait for one directory operation (connect, bind, search page).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Idle user-bind connections kept per server.
-    #[serde(default = "default_pool")]
-    pub pool_size: usize,
-    /// After a failover, how long before the primary is tried again.
-    #[serde(default = "default_retry", with = "humantime_serde")]
-    pub retry_primary_after: Duration,
-    /// Directory binds in flight at most; further requests wait (within `timeout`).
-    #[serde(default = "default_in_flight")]
-    pub max_in_flight: usize,
-    /// Lockout guard: a password the directory just refused is refused locally, without a
-    /// new bind, when the same user retries it within this window — so a device retrying a
-    /// stale password does not lock the account. `0s` turns it off.
-    #[serde(default = "default_guard", with = "humantime_serde")]
-    pub lockout_guard_window: Duration,
-}
-
-fn default_in_flight() -> usize {
-    64
-}
-
-fn default_guard() -> Duration {
-    Duration::from_secs(600)
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_pool() -> usize {
-    16
-}
-fn default_retry() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl ActiveDirectoryConfig {
-    pub fn validate(&self, prefix: &str) -> Vec<Problem> {
-        let mut p = Vec::new();
-        let mut problem = |k: &str, why: String| {
-            p.push(Problem {
-                key: format!("{prefix}.{k}"),
-                why,
-            })
-        };
-        if self.primary_host.trim().is_empty() {
-            problem("primary_host", "must not be empty".into());
-        }
-        match (&self.secondary_host, &self.secondary_address) {
-            (Some(_), None) => problem(
-                "secondary_address",
-                "secondary_host is set: set secondary_address too, or there is no failover".into(),
-            ),
-            (None, Some(_)) => problem(
-                "secondary_host",
-                "secondary_address is set: set secondary_host too, or there is no failover".into(),
-            ),
-            _ => {}
-        }
-        if !self.domain.contains('.') || self.domain.starts_with('.') {
-            problem(
-                "domain",
-                format!(
-                    "`{}` is not an AD domain name like corp.example.com",
-                    self.domain
-                ),
-            );
-        }
-        if self.admin_password.is_empty() {
-            problem(
-                "admin_password",
-                "is required (to list and look up users)".into(),
-            );
-        }
-        if let Some(ca) = &self.ca_file {
-            if !ca.is_file() {
-                problem(
-                    "ca_file",
-                    format!("{} is not a readable file", ca.display()),
-                );
-            }
-        }
-        if self.timeout.is_zero() {
-            problem("timeout", "must be longer than 0s".into());
-        }
-        p
-    }
-
-    fn base_dn(&self) -> String {
-        self.domain
-            .split('.')
-            .map(|part| format!("DC={}", ldap3::dn_escape(part)))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn netbios(&self) -> String {
-        self.netbios_domain
-            .clone()
-            .unwrap_or_else(|| self.domain.split('.').next().unwrap_or_default().to_owned())
-    }
-
-    /// `alice`, `alice@corp.example.com` or `CORP\alice` → the UPN to bind as, or `None`
-    /// when the name belongs to another domain.
-    pub fn upn(&self, name: &str) -> Option<String> {
-        if let Some((dom, user)) = name.split_once('\\') {
-            let ours =
-                dom.eq_ignore_ascii_case(&self.netbios()) || dom.eq_ignore_ascii_case(&self.domain);
-            return (ours && !user.is_empty()).then(|| format!("{user}@{}", self.domain));
-        }
-        if name.contains('@') {
-            return Some(name.to_owned());
-        }
-        Some(format!("{name}@{}", self.domain))
-    }
-
-    /// The sAMAccountName for a user name in any accepted form.
-    pub fn sam(&self, name: &str) -> String {
-        let n = name.rsplit('\\').next().unwrap_or(name);
-        n.split('@').next().unwrap_or(n).to_owned()
-    }
-}
 
 /// Maps the AD sub-code in a failed bind's diagnostic ("… data 52e, v4563").
 fn bind_error(rc: u32, text: &str) -> AuthError {
@@ -213,8 +51,30 @@ fn bind_error(rc: u32, text: &str) -> AuthError {
 struct Server {
     host: String,
     addr: SocketAddr,
+    /// Idle connections last bound as some user: only ever used for user binds.
     pool: Mutex<Vec<Ldap>>,
+    /// Idle connections bound as the admin: only ever used for admin searches.
+    admin_pool: Mutex<Vec<Ldap>>,
     label: &'static str,
+    health: health::Health,
+}
+
+impl Server {
+    fn new(host: String, addr: SocketAddr, label: &'static str) -> Self {
+        Self {
+            host,
+            addr,
+            pool: Mutex::default(),
+            admin_pool: Mutex::default(),
+            label,
+            health: health::Health::new(label),
+        }
+    }
+
+    fn forget_connections(&self) {
+        self.pool.lock().clear();
+        self.admin_pool.lock().clear();
+    }
 }
 
 /// One user-facing directory entry for `user candidates`.
@@ -231,6 +91,22 @@ type Tag = [u8; 32];
 /// One bind that identical concurrent requests wait on.
 type InFlight = tokio::sync::OnceCell<Result<(), String>>;
 
+/// Why one operation on one server failed, when it was not the directory's verdict.
+enum Unusable {
+    /// Connection refused, reset or closed: a pooled connection may just have gone stale.
+    Broken(String),
+    /// No answer within `timeout`: the server is slow or gone; do not wait on it again.
+    TimedOut(String),
+}
+
+impl Unusable {
+    fn into_message(self) -> String {
+        match self {
+            Unusable::Broken(m) | Unusable::TimedOut(m) => m,
+        }
+    }
+}
+
 pub struct AdVerifier {
     config: ActiveDirectoryConfig,
     /// Refused (user, password) pairs, as keyed hashes: the lockout guard.
@@ -238,12 +114,16 @@ pub struct AdVerifier {
     /// Binds under way by (user, password): identical concurrent requests share one.
     inflight: Mutex<std::collections::HashMap<Tag, Arc<InFlight>>>,
     tag_key: [u8; 32],
-    /// Bounds the binds in flight so a slow directory cannot pile up connections.
+    /// Bounds the directory calls in flight so a slow directory cannot pile up connections.
     bind_permits: tokio::sync::Semaphore,
     servers: Vec<Server>,
     tls: Option<Arc<rustls::ClientConfig>>,
-    /// Milliseconds since `epoch` until which the primary is skipped.
-    primary_down_until: AtomicU64,
+    /// Lockout thresholds read from the directory, for the pre-check.
+    policies: lockout::Policies,
+    /// Set while the health-check task runs: down servers then wait for its probes.
+    probing: AtomicBool,
+    /// Wakes the health-check task when a request finds a server unusable.
+    wake: tokio::sync::Notify,
     epoch: Instant,
 }
 
@@ -253,19 +133,17 @@ impl AdVerifier {
             LdapTls::Ldaps => 636,
             _ => 389,
         });
-        let mut servers = vec![Server {
-            host: config.primary_host.clone(),
-            addr: SocketAddr::new(config.primary_address, port),
-            pool: Mutex::default(),
-            label: "primary",
-        }];
+        let mut servers = vec![Server::new(
+            config.primary_host.clone(),
+            SocketAddr::new(config.primary_address, port),
+            "primary",
+        )];
         if let (Some(h), Some(a)) = (&config.secondary_host, config.secondary_address) {
-            servers.push(Server {
-                host: h.clone(),
-                addr: SocketAddr::new(a, port),
-                pool: Mutex::default(),
-                label: "secondary",
-            });
+            servers.push(Server::new(
+                h.clone(),
+                SocketAddr::new(a, port),
+                "secondary",
+            ));
         }
         let tls = match config.tls {
             LdapTls::None => None,
@@ -284,7 +162,9 @@ impl AdVerifier {
             bind_permits: tokio::sync::Semaphore::new(config.max_in_flight.max(1)),
             servers,
             tls,
-            primary_down_until: AtomicU64::new(0),
+            policies: lockout::Policies::default(),
+            probing: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
             epoch: Instant::now(),
         })
     }
@@ -293,14 +173,32 @@ impl AdVerifier {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Servers in the order to try them now.
+    /// Servers in the order to try them now: the usable ones, primary first. When none is
+    /// usable and no health check runs, all of them (nothing else would bring one back).
     fn order(&self) -> Vec<&Server> {
-        let primary_down = self.now_ms() < self.primary_down_until.load(Ordering::Relaxed);
-        let mut v: Vec<&Server> = self.servers.iter().collect();
-        if primary_down && v.len() > 1 {
-            v.rotate_left(1);
+        let now = self.now_ms();
+        let up: Vec<&Server> = self
+            .servers
+            .iter()
+            .filter(|s| s.health.usable(now))
+            .collect();
+        if up.is_empty() && !self.probing.load(Ordering::Relaxed) {
+            return self.servers.iter().collect();
         }
-        v
+        up
+    }
+
+    /// A request found `server` unusable: skip it until a probe says otherwise.
+    fn request_failed(&self, server: &Server, why: &str) {
+        METRICS
+            .directory_errors
+            .with_label_values(&[server.label])
+            .inc();
+        tracing::warn!(server = server.label, %why, "directory server unusable");
+        server.forget_connections();
+        let until = self.now_ms() + self.config.retry_primary_after.as_millis() as u64;
+        server.health.mark_down(until, why);
+        self.wake.notify_one();
     }
 
     async fn connect(&self, server: &Server) -> Result<Ldap, String> {
@@ -309,6 +207,7 @@ impl AdVerifier {
             .await
             .map_err(|_| format!("connect to {} timed out", server.addr))?
             .map_err(|e| format!("connect to {}: {e}", server.addr))?;
+        let _ = tcp.set_nodelay(true);
         let std = tcp.into_std().map_err(|e| e.to_string())?;
         let scheme = if self.config.tls == LdapTls::Ldaps {
             "ldaps"
@@ -332,7 +231,8 @@ impl AdVerifier {
     }
 
     /// One bind on one server: `Ok(Ok(()))` accepted, `Ok(Err(_))` the directory's verdict,
-    /// `Err(_)` the server could not be used.
+    /// `Err(_)` the server could not be used. A pooled connection that turns out closed (the
+    /// DC drops idle ones) is replaced by a new one once, without blaming the server.
     async fn bind_on(
         &self,
         server: &Server,
@@ -340,10 +240,28 @@ impl AdVerifier {
         password: &str,
     ) -> Result<Result<(), AuthError>, String> {
         let pooled = server.pool.lock().pop();
-        let mut ldap = match pooled {
-            Some(l) => l,
-            None => self.connect(server).await?,
-        };
+        if let Some(ldap) = pooled {
+            match self.bind_with(server, ldap, upn, password).await {
+                Ok(verdict) => return Ok(verdict),
+                Err(Unusable::TimedOut(why)) => return Err(why),
+                Err(Unusable::Broken(why)) => {
+                    tracing::debug!(server = server.label, %why, "pooled connection broken");
+                }
+            }
+        }
+        let ldap = self.connect(server).await?;
+        self.bind_with(server, ldap, upn, password)
+            .await
+            .map_err(Unusable::into_message)
+    }
+
+    async fn bind_with(
+        &self,
+        server: &Server,
+        mut ldap: Ldap,
+        upn: &str,
+        password: &str,
+    ) -> Result<Result<(), AuthError>, Unusable> {
         let started = Instant::now();
         let res = tokio::time::timeout(self.config.timeout, ldap.simple_bind(upn, password)).await;
         METRICS
@@ -351,8 +269,13 @@ impl AdVerifier {
             .with_label_values(&[server.label])
             .observe(started.elapsed().as_secs_f64());
         let res = match res {
-            Err(_) => return Err(format!("bind on {} timed out", server.addr)),
-            Ok(Err(e)) => return Err(format!("bind on {}: {e}", server.addr)),
+            Err(_) => {
+                return Err(Unusable::TimedOut(format!(
+                    "bind on {} timed out",
+                    server.addr
+                )))
+            }
+            Ok(Err(e)) => return Err(Unusable::Broken(format!("bind on {}: {e}", server.addr))),
             Ok(Ok(r)) => r,
         };
         let mut pool = server.pool.lock();
@@ -383,7 +306,7 @@ impl AdVerifier {
 
     /// Checks a password by binding as the user, failing over between the DCs. Identical
     /// concurrent checks share one bind; a password just refused is not tried again within
-    /// the lockout guard window.
+    /// the lockout guard window. Nothing is cached on success: every accept is a bind.
     pub async fn bind_user(&self, name: &str, password: &[u8]) -> Result<(), AuthError> {
         // An empty password would be an anonymous ("unauthenticated") bind, which AD accepts.
         if password.is_empty() {
@@ -400,7 +323,7 @@ impl AdVerifier {
         let cell = self.inflight.lock().entry(tag).or_default().clone();
         let shared = cell
             .get_or_init(|| async {
-                let r = self.bind_failover(&upn, password).await;
+                let r = self.check(name, &upn, password).await;
                 self.inflight.lock().remove(&tag);
                 if guard && matches!(r, Err(AuthError::BadPassword)) {
                     self.refused.insert(tag, ());
@@ -412,124 +335,33 @@ impl AdVerifier {
         shared.map_err(|e| decode_error(&e))
     }
 
-    async fn bind_failover(&self, upn: &str, password: &str) -> Result<(), AuthError> {
+    /// The directory work of one check, within one in-flight permit: the optional lockout
+    /// pre-check (admin connections), then the bind (user-bind connections).
+    async fn check(&self, name: &str, upn: &str, password: &str) -> Result<(), AuthError> {
         let _permit = tokio::time::timeout(self.config.timeout, self.bind_permits.acquire())
             .await
             .map_err(|_| AuthError::DirectoryUnavailable)?
             .map_err(|_| AuthError::DirectoryUnavailable)?;
-        let upn = upn.to_owned();
-        for (i, server) in self.order().into_iter().enumerate() {
-            match self.bind_on(server, &upn, password).await {
+        if self.config.lockout_precheck {
+            self.lockout_precheck(name, upn).await?;
+        }
+        self.bind_failover(upn, password).await
+    }
+
+    async fn bind_failover(&self, upn: &str, password: &str) -> Result<(), AuthError> {
+        for server in self.order() {
+            match self.bind_on(server, upn, password).await {
                 Ok(verdict) => {
-                    if i > 0 || server.label == "secondary" {
+                    if server.label == "secondary" {
                         METRICS.directory_failovers.inc();
                     }
+                    server.health.answered(self.now_ms());
                     return verdict;
                 }
-                Err(why) => {
-                    METRICS
-                        .directory_errors
-                        .with_label_values(&[server.label])
-                        .inc();
-                    tracing::warn!(server = server.label, %why, "directory server unusable");
-                    server.pool.lock().clear();
-                    if server.label == "primary" {
-                        let until =
-                            self.now_ms() + self.config.retry_primary_after.as_millis() as u64;
-                        self.primary_down_until.store(until, Ordering::Relaxed);
-                    }
-                }
+                Err(why) => self.request_failed(server, &why),
             }
         }
         Err(AuthError::DirectoryUnavailable)
-    }
-
-    /// An admin-bound connection to the first usable server.
-    async fn admin(&self) -> Result<Ldap, AuthError> {
-        let admin = self
-            .config
-            .admin_user
-            .clone()
-            .unwrap_or_else(|| "Administrator".into());
-        let admin_upn = self.config.upn(&admin).unwrap_or(admin);
-        for server in self.order() {
-            let Ok(mut ldap) = self.connect(server).await else {
-                continue;
-            };
-            match tokio::time::timeout(
-                self.config.timeout,
-                ldap.simple_bind(&admin_upn, self.config.admin_password.expose()),
-            )
-            .await
-            {
-                Ok(Ok(r)) if r.rc == 0 => return Ok(ldap),
-                Ok(Ok(r)) => {
-                    return Err(AuthError::Internal(format!(
-                        "admin bind refused ({}): check admin_user/admin_password",
-                        r.text
-                    )))
-                }
-                _ => continue,
-            }
-        }
-        Err(AuthError::DirectoryUnavailable)
-    }
-
-    /// Directory users (people), paged so large directories list whole.
-    pub async fn list_users(&self, only: Option<&str>) -> Result<Vec<DirectoryUser>, AuthError> {
-        let mut ldap = self.admin().await?;
-        let filter = match only {
-            Some(name) => format!(
-                "(&(objectCategory=person)(objectClass=user)(sAMAccountName={}))",
-                ldap3::ldap_escape(self.config.sam(name))
-            ),
-            None => "(&(objectCategory=person)(objectClass=user))".to_owned(),
-        };
-        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
-            Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(200)),
-        ];
-        let mut stream = ldap
-            .streaming_search_with(
-                adapters,
-                &self.config.base_dn(),
-                Scope::Subtree,
-                &filter,
-                vec![
-                    "sAMAccountName",
-                    "userPrincipalName",
-                    "displayName",
-                    "userAccountControl",
-                ],
-            )
-            .await
-            .map_err(|e| AuthError::Internal(format!("directory search: {e}")))?;
-        let mut out = Vec::new();
-        loop {
-            let next = tokio::time::timeout(self.config.timeout, stream.next())
-                .await
-                .map_err(|_| AuthError::DirectoryUnavailable)?
-                .map_err(|e| AuthError::Internal(format!("directory search: {e}")))?;
-            let Some(entry) = next else { break };
-            let e = SearchEntry::construct(entry);
-            let first = |k: &str| e.attrs.get(k).and_then(|v| v.first()).cloned();
-            let Some(sam) = first("sAMAccountName") else {
-                continue;
-            };
-            let uac: u32 = first("userAccountControl")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            out.push(DirectoryUser {
-                sam_account_name: sam,
-                user_principal_name: first("userPrincipalName"),
-                display_name: first("displayName"),
-                enabled: uac & 2 == 0,
-            });
-        }
-        let _ = stream.finish().await;
-        let _ = ldap.unbind().await;
-        out.sort_by(|a, b| a.sam_account_name.cmp(&b.sam_account_name));
-        Ok(out)
     }
 }
 
@@ -552,6 +384,7 @@ fn decode_error(s: &str) -> AuthError {
         "account locked out" => AuthError::LockedOut,
         "logon not permitted now or from here" => AuthError::NotPermitted,
         "directory unavailable" => AuthError::DirectoryUnavailable,
+        "refused to prevent an account lockout" => AuthError::LockoutPrevented,
         other => AuthError::Internal(other.trim_start_matches("internal:").to_owned()),
     }
 }

@@ -35,6 +35,9 @@ pub enum AuthError {
     NotPermitted,
     #[error("directory unavailable")]
     DirectoryUnavailable,
+    /// The lockout pre-check: one more failure would lock the account.
+    #[error("refused to prevent an account lockout")]
+    LockoutPrevented,
     #[error("multi-factor authentication required")]
     MfaRequired,
     #[error("store: {0}")]
@@ -73,6 +76,26 @@ pub trait UserDirectory: Send + Sync {
         Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
     >;
     fn user_key(&self, name: &str) -> String;
+    /// The directory users among `names` (any accepted name form); absent ones are left out.
+    fn find_users<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            for n in names {
+                found.extend(self.list_users(Some(n)).await?);
+            }
+            Ok(found)
+        })
+    }
+    /// Why no directory server is reachable right now, by the source's health checks;
+    /// `None` when one is (or the source does not check).
+    fn unreachable(&self) -> Option<String> {
+        None
+    }
 }
 
 impl UserDirectory for ldap::AdVerifier {
@@ -86,6 +109,17 @@ impl UserDirectory for ldap::AdVerifier {
     }
     fn user_key(&self, name: &str) -> String {
         ldap::AdVerifier::user_key(self, name)
+    }
+    fn find_users<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
+    > {
+        Box::pin(ldap::AdVerifier::find_users(self, names))
+    }
+    fn unreachable(&self) -> Option<String> {
+        ldap::AdVerifier::unreachable(self)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `ravpnd import users|devices FILE.csv`: reads CSV (header row), reports every bad row by
-//! line number, and sends all rows in one all-or-nothing request.
+//! line number, and sends all rows in one all-or-nothing request. The daemon checks what only
+//! it can: names taken, and with a directory source, that every user exists there.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,9 @@ use crate::admin::{DeviceInput, DeviceRow, Imported, UserRow};
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Users: columns `name` and optionally `password`, `email`.
+    /// Users: columns `name` and optionally `password`, `email`. With a directory source
+    /// (Active Directory, Azure AD) every user must exist in the directory and has no
+    /// password here; one missing name imports nothing, and every one is reported.
     Users { file: PathBuf },
     /// Devices: columns `name`, `type` and optionally `method`, `serial`, `mac`,
     /// `device_auth`, `enabled` (yes/no), `user` (assign to this existing user).

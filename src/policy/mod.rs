@@ -313,6 +313,7 @@ impl Reason {
             AuthError::LockedOut => Reason::LockedOut,
             AuthError::NotPermitted => Reason::NotPermitted,
             AuthError::DirectoryUnavailable => Reason::DirectoryUnavailable,
+            AuthError::LockoutPrevented => Reason::LockoutPrevented,
             AuthError::MfaRequired => Reason::MfaRequired,
             AuthError::Store(err) => {
                 error!(error = %err, "store failure during password check");

@@ -32,10 +32,11 @@ pub enum Reason {
     NotPermitted,
     DirectoryUnavailable,
     MfaRequired,
+    LockoutPrevented,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::Accepted,
         Reason::NoAuthSource,
         Reason::UnknownUser,
@@ -64,6 +65,7 @@ impl Reason {
         Reason::NotPermitted,
         Reason::DirectoryUnavailable,
         Reason::MfaRequired,
+        Reason::LockoutPrevented,
     ];
 
     /// The Reply-Message text.
@@ -97,6 +99,9 @@ impl Reason {
             Reason::NotPermitted => "logon not permitted now or from here",
             Reason::DirectoryUnavailable => "directory unavailable",
             Reason::MfaRequired => "multi-factor authentication required",
+            Reason::LockoutPrevented => {
+                "too many failed logons: refused before the account gets locked out"
+            }
         }
     }
 
@@ -131,6 +136,7 @@ impl Reason {
             Reason::NotPermitted => "not_permitted",
             Reason::DirectoryUnavailable => "directory_unavailable",
             Reason::MfaRequired => "mfa_required",
+            Reason::LockoutPrevented => "lockout_prevented",
         }
     }
 }

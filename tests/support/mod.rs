@@ -6,5 +6,6 @@ pub mod packet;
 pub mod radclient;
 pub mod samba;
 pub mod smtp;
+pub mod tcp_proxy;
 
 pub use daemon::TestDaemon;

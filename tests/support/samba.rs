@@ -610,16 +610,7 @@ db.modify(m, controls=["local_oid:1.3.6.1.4.1.7165.4.3.12:0"])  # DSDB_CONTROL_D
     /// that many binds: every later bind, even with the right password, answers `data 775`
     /// until [`SambaDc::unlock_user`].
     pub fn lock_out_user(&self, sam: &str) {
-        let pso = format!("CN={LOCKOUT_PSO},CN=Password Settings Container,CN=System,{BASE_DN}");
-        {
-            // Several adds of values to one attribute at once are fine; serialize anyway so
-            // a failure names one user.
-            let _g = self.pso_lock.lock().unwrap();
-            self.modify(&format!(
-                "dn: {pso}\nchangetype: modify\nadd: msDS-PSOAppliesTo\nmsDS-PSOAppliesTo: {}\n-\n",
-                self.user_dn(sam)
-            ));
-        }
+        self.apply_lockout_policy(sam);
         for i in 0..LOCKOUT_THRESHOLD {
             let r = self.bind(
                 &self.ldap_url(),
@@ -633,6 +624,19 @@ db.modify(m, controls=["local_oid:1.3.6.1.4.1.7165.4.3.12:0"])  # DSDB_CONTROL_D
             matches!(&r, Err(e) if e.contains("data 775")),
             "{sam} is not locked out after {LOCKOUT_THRESHOLD} failures: {r:?}"
         );
+    }
+
+    /// Applies the lockout PSO (threshold [`LOCKOUT_THRESHOLD`] failures, 30 min window and
+    /// duration) to `sam` only; the domain's own policy never locks anyone out.
+    pub fn apply_lockout_policy(&self, sam: &str) {
+        let pso = format!("CN={LOCKOUT_PSO},CN=Password Settings Container,CN=System,{BASE_DN}");
+        // Several adds of values to one attribute at once are fine; serialize anyway so
+        // a failure names one user.
+        let _g = self.pso_lock.lock().unwrap();
+        self.modify(&format!(
+            "dn: {pso}\nchangetype: modify\nadd: msDS-PSOAppliesTo\nmsDS-PSOAppliesTo: {}\n-\n",
+            self.user_dn(sam)
+        ));
     }
 
     /// lockoutTime = 0 (what "unlock account" does).

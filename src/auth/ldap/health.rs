@@ -1,0 +1,185 @@
+//! Which DCs request traffic may use. A server that fails a request or a probe is skipped;
+//! the health-check task probes every server each `health_check_interval` (and at once when
+//! a request found one unusable) with a new connection (TCP, TLS) and a root DSE read, and
+//! a server that answers is used again at once — so traffic returns to the primary within one
+//! interval of its return. Without the task (`health_check_interval = "0s"`) a server that
+//! failed a request is skipped for `retry_primary_after`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::Scope;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{AdVerifier, Server};
+use crate::metrics::METRICS;
+
+/// Down until a probe succeeds.
+const UNTIL_PROBED: u64 = u64::MAX;
+
+/// Probe rounds are at least this far apart, however often requests wake the task.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
+
+pub(super) struct Health {
+    /// Milliseconds since the verifier's epoch until which the server is skipped; 0 = up.
+    down_until: AtomicU64,
+    /// When a request last got an answer from it (ms since the verifier's epoch): a probe
+    /// that times out behind a long queue of binds does not mark an answering server down.
+    last_answer: AtomicU64,
+    /// Why it was last found unusable (for `/readyz`).
+    last_error: Mutex<Option<String>>,
+    up_gauge: prometheus::IntGauge,
+}
+
+impl Health {
+    pub(super) fn new(label: &'static str) -> Self {
+        let up_gauge = METRICS.directory_server_up.with_label_values(&[label]);
+        up_gauge.set(1);
+        Self {
+            down_until: AtomicU64::new(0),
+            last_answer: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            up_gauge,
+        }
+    }
+
+    pub(super) fn usable(&self, now_ms: u64) -> bool {
+        now_ms >= self.down_until.load(Ordering::Relaxed)
+    }
+
+    /// A request got the server's answer at `now_ms`.
+    pub(super) fn answered(&self, now_ms: u64) {
+        self.last_answer.store(now_ms, Ordering::Relaxed);
+        self.mark_up();
+    }
+
+    /// The server answered. Cheap when it was up already (one load on the request path).
+    pub(super) fn mark_up(&self) {
+        if self.down_until.load(Ordering::Relaxed) != 0 {
+            self.down_until.store(0, Ordering::Relaxed);
+            self.up_gauge.set(1);
+        }
+    }
+
+    pub(super) fn mark_down(&self, until_ms: u64, why: &str) {
+        *self.last_error.lock() = Some(why.to_owned());
+        // A probe's "until probed" is not shortened by a request's timer.
+        let _ = self
+            .down_until
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                Some(cur.max(until_ms))
+            });
+        self.up_gauge.set(0);
+    }
+
+    pub(super) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+}
+
+impl AdVerifier {
+    /// The health-check task: probes every server now and then each interval (or when a
+    /// request wakes it), until `shutdown`. Returns at once when the interval is `0s`.
+    pub async fn health_check(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = self.config.health_check_interval;
+        if every.is_zero() {
+            return;
+        }
+        self.probing.store(true, Ordering::Relaxed);
+        loop {
+            // Both servers at once: a hung primary does not delay the secondary's verdict.
+            let round = async {
+                let secondary = async {
+                    if let Some(s) = self.servers.get(1) {
+                        self.probe_and_mark(s).await;
+                    }
+                };
+                tokio::join!(self.probe_and_mark(&self.servers[0]), secondary);
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = round => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+                _ = async {
+                    self.wake.notified().await;
+                    tokio::time::sleep(MIN_ROUND_GAP.min(every)).await;
+                } => {}
+            }
+        }
+        self.probing.store(false, Ordering::Relaxed);
+    }
+
+    async fn probe_and_mark(&self, server: &Server) {
+        let started = self.now_ms();
+        let probe = self.probe(server).await;
+        let answering = server.health.last_answer.load(Ordering::Relaxed) >= started.max(1);
+        match probe {
+            Err(why) if answering => {
+                tracing::debug!(server = server.label, %why, "probe failed while requests are answered");
+            }
+            Ok(()) => {
+                if !server.health.usable(self.now_ms()) {
+                    tracing::info!(server = server.label, addr = %server.addr, "directory server answers again");
+                }
+                server.health.mark_up();
+            }
+            Err(why) => {
+                if server.health.usable(self.now_ms()) {
+                    tracing::warn!(server = server.label, %why, "directory server probe failed");
+                }
+                METRICS
+                    .directory_errors
+                    .with_label_values(&[server.label])
+                    .inc();
+                server.forget_connections();
+                server.health.mark_down(UNTIL_PROBED, &why);
+            }
+        }
+    }
+
+    /// A new connection (TCP, TLS as configured) and an anonymous root DSE read.
+    async fn probe(&self, server: &Server) -> Result<(), String> {
+        let mut ldap = self.connect(server).await?;
+        let res = tokio::time::timeout(
+            self.config.timeout,
+            ldap.search("", Scope::Base, "(objectClass=*)", vec!["dnsHostName"]),
+        )
+        .await
+        .map_err(|_| format!("root DSE read on {} timed out", server.addr))?
+        .map_err(|e| format!("root DSE read on {}: {e}", server.addr))?;
+        let _ = ldap.unbind().await;
+        res.success()
+            .map(|_| ())
+            .map_err(|e| format!("root DSE read on {}: {e}", server.addr))
+    }
+
+    /// `None` while some server is usable; else why none is (for `/readyz`).
+    pub fn unreachable(&self) -> Option<String> {
+        let now = self.now_ms();
+        if self.servers.iter().any(|s| s.health.usable(now)) {
+            return None;
+        }
+        let each: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} ({}): {}",
+                    s.label,
+                    s.host,
+                    s.addr,
+                    s.health.last_error().unwrap_or_else(|| "down".into())
+                )
+            })
+            .collect();
+        Some(format!(
+            "no directory server reachable: {}",
+            each.join("; ")
+        ))
+    }
+}
