@@ -12,7 +12,8 @@ use crate::admin::{DeviceInput, DeviceRow, Imported, UserRow};
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Users: columns `name` and optionally `password`, `email`.
+    /// Users: columns `name` and optionally `password` (or `password_hash`, an argon2 PHC
+    /// string from another system, quoted: it contains commas), `email`.
     Users { file: PathBuf },
     /// Devices: columns `name`, `type` and optionally `method`, `serial`, `mac`,
     /// `device_auth`, `enabled` (yes/no), `user` (assign to this existing user).
@@ -25,12 +26,13 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
             let rows = read(
                 &file,
                 &["name"],
-                &["name", "password", "email"],
+                &["name", "password", "password_hash", "email"],
                 |line, get| {
                     Ok(serde_json::to_value(UserRow {
                         line,
                         name: get("name").unwrap_or_default(),
                         password: get("password"),
+                        password_hash: get("password_hash"),
                         email: get("email"),
                     })?)
                 },

@@ -32,11 +32,14 @@ impl Generation {
     }
 }
 
+/// Values with the generation they were read under.
+type Shard<V> = RwLock<HashMap<Box<str>, (u64, V)>>;
+
 /// A bounded map from key to decoded value, valid for one generation.
 pub(super) struct RecordCache<V> {
     hasher: RandomState,
     per_shard: usize,
-    shards: [RwLock<HashMap<Box<str>, (u64, V)>>; SHARDS],
+    shards: [Shard<V>; SHARDS],
 }
 
 impl<V: Clone> RecordCache<V> {
@@ -50,7 +53,7 @@ impl<V: Clone> RecordCache<V> {
         }
     }
 
-    fn shard(&self, key: &str) -> &RwLock<HashMap<Box<str>, (u64, V)>> {
+    fn shard(&self, key: &str) -> &Shard<V> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
@@ -107,10 +110,10 @@ mod tests {
     fn an_entry_serves_only_its_generation() {
         let gen = Generation::default();
         let c: RecordCache<u32> = RecordCache::new(100);
-        let mut loads = 0;
-        let mut read = |v| {
+        let loads = std::cell::Cell::new(0);
+        let read = |v| {
             c.get_or_load("k", &gen, || {
-                loads += 1;
+                loads.set(loads.get() + 1);
                 Ok::<_, ()>(Some(v))
             })
             .unwrap()
@@ -120,8 +123,7 @@ mod tests {
         assert_eq!(read(2), 1, "served from the cache");
         gen.bump();
         assert_eq!(read(3), 3, "a write makes the store be read again");
-        drop(read);
-        assert_eq!(loads, 2);
+        assert_eq!(loads.get(), 2);
     }
 
     #[test]
