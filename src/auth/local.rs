@@ -126,8 +126,8 @@ impl PasswordVerifier for LocalVerifier {
         _sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {
-        let hash = user.password_hash.clone().ok_or(AuthError::NoPassword)?;
-        let tag = self.tag(password, &hash);
+        let hash = user.password_hash.as_deref().ok_or(AuthError::NoPassword)?;
+        let tag = self.tag(password, hash);
         if let Some(cached) = self.cache.get(&user.name) {
             if bool::from(cached.ct_eq(&tag)) {
                 return Ok(());
@@ -138,7 +138,7 @@ impl PasswordVerifier for LocalVerifier {
         let cell = self.inflight.lock().entry(tag).or_default().clone();
         let outcome = cell
             .get_or_init(|| async {
-                let r = self.run_argon2(password, hash).await;
+                let r = self.run_argon2(password, hash.to_owned()).await;
                 self.inflight.lock().remove(&tag);
                 r
             })
