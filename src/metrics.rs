@@ -21,10 +21,12 @@ pub enum DropCause {
     BadAuthenticator,
     DuplicateInProgress,
     Timeout,
+    /// A bug: handling the request panicked.
+    Internal,
 }
 
 impl DropCause {
-    const ALL: [DropCause; 8] = [
+    const ALL: [DropCause; 9] = [
         DropCause::UnknownClient,
         DropCause::Malformed,
         DropCause::UnsupportedCode,
@@ -33,6 +35,7 @@ impl DropCause {
         DropCause::BadAuthenticator,
         DropCause::DuplicateInProgress,
         DropCause::Timeout,
+        DropCause::Internal,
     ];
 
     pub fn label(self) -> &'static str {
@@ -45,6 +48,7 @@ impl DropCause {
             DropCause::BadAuthenticator => "bad_authenticator",
             DropCause::DuplicateInProgress => "duplicate_in_progress",
             DropCause::Timeout => "timeout",
+            DropCause::Internal => "internal_error",
         }
     }
 }

@@ -4,8 +4,6 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use radius::core::avp::AVP;
-use radius::core::code::Code;
 use radius::core::packet::Packet;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +11,8 @@ use crate::config::GatewayKind;
 use crate::policy::proxy::ProxyPush;
 use crate::policy::{Decision, Reason, ReplyPlan};
 use crate::radius::dict::{self, asa, ms};
-use crate::radius::{crypto, packet::HEADER_LEN};
+use crate::radius::packet::{Builder, HEADER_LEN};
+use crate::radius::{crypto, dict::code};
 
 /// `[dns]`: the DNS servers every client gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -36,86 +35,77 @@ const FIRST_MA_OFFSET: usize = HEADER_LEN + 2;
 /// Encodes and signs the response to `request` (decoded with the client's secret).
 pub fn access_response(request: &Packet, decision: &Decision, ctx: &ReplyContext<'_>) -> Vec<u8> {
     let (code, reason) = match decision {
-        Decision::Accept(_) => (Code::AccessAccept, Reason::Accepted),
-        Decision::Reject(reason) => (Code::AccessReject, *reason),
+        Decision::Accept(_) => (code::ACCESS_ACCEPT, Reason::Accepted),
+        Decision::Reject(reason) => (code::ACCESS_REJECT, *reason),
     };
-    let mut resp = request.make_response_packet(code);
-    resp.add(AVP::from_bytes(dict::MESSAGE_AUTHENTICATOR, &[0; 16]));
+    let mut resp = response(request, code);
     if let Decision::Accept(plan) = decision {
         session_attributes(&mut resp, plan, ctx);
     }
-    resp.add(AVP::from_string(dict::REPLY_MESSAGE, reason.message()));
+    resp.attr(dict::REPLY_MESSAGE, reason.message().as_bytes());
     sign(request, resp)
 }
 
-fn vsa(resp: &mut Packet, vendor: u32, typ: u8, value: &[u8]) {
-    resp.add(AVP::from_bytes(
-        dict::VENDOR_SPECIFIC,
-        &dict::vsa(vendor, typ, value),
-    ));
+/// A response to `request` with the Message-Authenticator (zeroed until signing) first.
+fn response(request: &Packet, code: u8) -> Builder {
+    let mut b = Builder::new(code, request.get_identifier());
+    b.attr(dict::MESSAGE_AUTHENTICATOR, &[0; 16]);
+    b
 }
 
 /// Address, DNS and proxy, as the gateway's dictionary has them.
-fn session_attributes(resp: &mut Packet, plan: &ReplyPlan, ctx: &ReplyContext<'_>) {
+fn session_attributes(resp: &mut Builder, plan: &ReplyPlan, ctx: &ReplyContext<'_>) {
     if ctx.kind == GatewayKind::Ocserv {
         // ocserv refuses any Service-Type but Framed.
-        resp.add(AVP::from_u32(dict::SERVICE_TYPE, dict::SERVICE_TYPE_FRAMED));
+        resp.attr(dict::SERVICE_TYPE, &dict::SERVICE_TYPE_FRAMED.to_be_bytes());
     }
     if let Some(a) = &plan.address {
-        resp.add(AVP::from_ipv4(dict::FRAMED_IP_ADDRESS, &a.addr));
-        resp.add(AVP::from_ipv4(dict::FRAMED_IP_NETMASK, &a.netmask));
+        resp.attr(dict::FRAMED_IP_ADDRESS, &a.addr.octets());
+        resp.attr(dict::FRAMED_IP_NETMASK, &a.netmask.octets());
     }
     match ctx.kind {
         GatewayKind::Asa => {
             if let Some(p) = ctx.dns.primary {
-                vsa(resp, asa::VENDOR, asa::PRIMARY_DNS, &p.octets());
+                resp.vsa(asa::VENDOR, asa::PRIMARY_DNS, &p.octets());
             }
             if let Some(s) = ctx.dns.secondary {
-                vsa(resp, asa::VENDOR, asa::SECONDARY_DNS, &s.octets());
+                resp.vsa(asa::VENDOR, asa::SECONDARY_DNS, &s.octets());
             }
             let policy = |v: u32| v.to_be_bytes();
             match &plan.proxy {
                 ProxyPush::Nothing => {}
-                ProxyPush::NoModify => vsa(
-                    resp,
+                ProxyPush::NoModify => resp.vsa(
                     asa::VENDOR,
                     asa::IE_PROXY_SERVER_POLICY,
                     &policy(asa::POLICY_NO_MODIFY),
                 ),
-                ProxyPush::NoProxy => vsa(
-                    resp,
+                ProxyPush::NoProxy => resp.vsa(
                     asa::VENDOR,
                     asa::IE_PROXY_SERVER_POLICY,
                     &policy(asa::POLICY_NO_PROXY),
                 ),
                 ProxyPush::Managed { server, exceptions } => {
-                    vsa(
-                        resp,
+                    resp.vsa(
                         asa::VENDOR,
                         asa::IE_PROXY_SERVER_POLICY,
                         &policy(asa::POLICY_USE_CONCENTRATOR),
                     );
-                    vsa(resp, asa::VENDOR, asa::IE_PROXY_SERVER, server.as_bytes());
+                    resp.vsa(asa::VENDOR, asa::IE_PROXY_SERVER, server.as_bytes());
                     if let Some(e) = exceptions {
-                        vsa(
-                            resp,
-                            asa::VENDOR,
-                            asa::IE_PROXY_EXCEPTION_LIST,
-                            e.as_bytes(),
-                        );
+                        resp.vsa(asa::VENDOR, asa::IE_PROXY_EXCEPTION_LIST, e.as_bytes());
                     }
                 }
             }
         }
         GatewayKind::Ocserv => {
             if let Some(p) = ctx.dns.primary {
-                vsa(resp, ms::VENDOR, ms::PRIMARY_DNS_SERVER, &p.octets());
+                resp.vsa(ms::VENDOR, ms::PRIMARY_DNS_SERVER, &p.octets());
             }
             if let Some(s) = ctx.dns.secondary {
-                vsa(resp, ms::VENDOR, ms::SECONDARY_DNS_SERVER, &s.octets());
+                resp.vsa(ms::VENDOR, ms::SECONDARY_DNS_SERVER, &s.octets());
             }
             let secs = ctx.interim_interval.as_secs().min(u64::from(u32::MAX)) as u32;
-            resp.add(AVP::from_u32(dict::ACCT_INTERIM_INTERVAL, secs));
+            resp.attr(dict::ACCT_INTERIM_INTERVAL, &secs.to_be_bytes());
         }
     }
 }
@@ -124,24 +114,19 @@ fn session_attributes(resp: &mut Packet, plan: &ReplyPlan, ctx: &ReplyContext<'_
 /// port) or an Accounting-Response (on the accounting port), with a Message-Authenticator.
 pub fn status_response(request: &Packet, accounting: bool) -> Vec<u8> {
     let code = if accounting {
-        Code::AccountingResponse
+        code::ACCOUNTING_RESPONSE
     } else {
-        Code::AccessAccept
+        code::ACCESS_ACCEPT
     };
-    let mut resp = request.make_response_packet(code);
-    resp.add(AVP::from_bytes(dict::MESSAGE_AUTHENTICATOR, &[0; 16]));
-    resp.add(AVP::from_string(dict::REPLY_MESSAGE, "ravpnd is alive"));
+    let mut resp = response(request, code);
+    resp.attr(dict::REPLY_MESSAGE, b"ravpnd is alive");
     sign(request, resp)
 }
 
 /// RFC 2866 §4.2: an Accounting-Response (with a Message-Authenticator first, like every
 /// response here).
 pub fn accounting_response(request: &Packet) -> Vec<u8> {
-    let mut resp = request.make_response_packet(Code::AccountingResponse);
-    resp.add(AVP::from_bytes(dict::MESSAGE_AUTHENTICATOR, &[0; 16]));
-    let mut bytes = resp
-        .encode()
-        .expect("our responses are small and well formed");
+    let mut bytes = response(request, code::ACCOUNTING_RESPONSE).finish();
     crypto::sign_accounting_response(
         &mut bytes,
         &request_authenticator(request),
@@ -159,10 +144,8 @@ fn request_authenticator(request: &Packet) -> [u8; 16] {
         .expect("decoded requests have 16-octet authenticators")
 }
 
-fn sign(request: &Packet, resp: Packet) -> Vec<u8> {
-    let mut bytes = resp
-        .encode()
-        .expect("our responses are small and well formed");
+fn sign(request: &Packet, resp: Builder) -> Vec<u8> {
+    let mut bytes = resp.finish();
     crypto::sign_response(
         &mut bytes,
         &request_authenticator(request),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +23,7 @@ use crate::ipam::{Ipam, IpamError};
 use crate::notify::{Notifier, SmtpLinkMailer};
 use crate::policy::{Policy, Settings};
 use crate::profiles::{LinkMailer, MailFuture, Profiles, ProfilesConfig, SystemClock};
-use crate::radius::listener::{self, Handler, Live, Port};
+use crate::radius::listener::{self, Handler, Listener, Live, Port};
 use crate::radius::nas::NasTable;
 use crate::store::{Store, StoreError};
 
@@ -52,14 +52,16 @@ pub enum ServerError {
     Directory(String),
     #[error("cannot restore address leases: {0}")]
     Ipam(IpamError),
+    #[error("cannot start the RADIUS worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("admin server: {0}")]
     Admin(std::io::Error),
 }
 
 /// The sockets the daemon serves on, bound before `run` so tests can use port 0.
 pub struct Sockets {
-    pub auth: UdpSocket,
-    pub acct: UdpSocket,
+    pub auth: std::net::UdpSocket,
+    pub acct: std::net::UdpSocket,
     pub admin: TcpListener,
     /// The public profile-download listener, when `[profiles] listen` is set.
     pub profiles: Option<std::net::TcpListener>,
@@ -110,15 +112,15 @@ impl Sockets {
 /// it at net.core.rmem_max.
 const UDP_RECV_BUFFER: usize = 8 << 20;
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// A blocking socket: the worker threads wait in `recv_from` (see `listener::serve`).
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
         warn!(%addr, error = %e, "cannot enlarge the UDP receive buffer");
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Opens the store named by the config.
@@ -291,24 +293,28 @@ pub async fn run(
         clients = config.clients.len(),
         "ravpnd ready"
     );
-    let acct = tokio::spawn(listener::serve(
-        Arc::new(sockets.acct),
-        Port::Acct,
-        handler.clone(),
-        permits.clone(),
-        tracker.clone(),
-        shutdown.clone(),
-    ));
-    listener::serve(
-        Arc::new(sockets.auth),
-        Port::Auth,
-        handler,
-        permits,
-        tracker.clone(),
-        shutdown,
-    )
+    let workers = config.radius.worker_threads();
+    let mut threads = Vec::new();
+    for (socket, port) in [(sockets.auth, Port::Auth), (sockets.acct, Port::Acct)] {
+        let l = Arc::new(Listener {
+            socket: Arc::new(socket),
+            port,
+            handler: handler.clone(),
+            permits: permits.clone(),
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        threads.extend(listener::serve(l, workers).map_err(ServerError::Workers)?);
+    }
+    shutdown.cancelled().await;
+    // Every worker notices within `listener::SHUTDOWN_POLL`; none spawns after this.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
     .await;
-    let _ = acct.await;
     background.close();
     background.wait().await;
 

@@ -312,6 +312,36 @@ fn registration_survives_kill_9_right_after_the_reject() {
     assert!(connect(&d, "alice", "alice-pass", &win(UID_A)).is("Access-Accept"));
 }
 
+/// Users moved from another system keep their passwords: the CSV carries argon2 PHC strings.
+#[test]
+fn csv_import_of_argon2_hashes() {
+    let d = TestDaemon::start();
+    let dir = d.dir.path();
+    let hash = ravpnd::auth::local::hash_password(b"carried-over").unwrap();
+    std::fs::write(
+        dir.join("bad.csv"),
+        format!("name,password,password_hash\nann,x-pass-123,\"{hash}\"\nben,,$2b$12$notargon2\n"),
+    )
+    .unwrap();
+    let e = d.fails(&["import", "users", "bad.csv"]);
+    assert!(e.contains("line 2: give password or password_hash"), "{e}");
+    assert!(e.contains("line 3: password_hash:"), "{e}");
+    std::fs::write(
+        dir.join("users.csv"),
+        format!("name,password_hash\nann,\"{hash}\"\n"),
+    )
+    .unwrap();
+    assert!(d
+        .ok(&["import", "users", "users.csv"])
+        .contains("1 row(s) imported"));
+    d.ok(&["device", "add", "laptop", "--type", "windows"]);
+    d.ok(&["assign", "ann", "laptop"]);
+    assert!(connect(&d, "ann", "carried-over", &win(UID_A)).is("Access-Reject"));
+    assert!(connect(&d, "ann", "carried-over", &win(UID_A)).is("Access-Accept"));
+    let wrong = connect(&d, "ann", "wrong-password", &win(UID_A));
+    assert_eq!(reply_message(&wrong), "bad password");
+}
+
 #[test]
 fn csv_import_all_or_nothing_with_line_numbers() {
     let d = TestDaemon::start();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::devices::DeviceInput;
 use super::users::{check_name, check_password};
 use super::{AdminState, ApiError};
-use crate::auth::local::hash_password;
+use crate::auth::local::{check_password_hash, hash_password};
 use crate::store::{serial_key, UserRecord};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,6 +24,9 @@ pub struct UserRow {
     pub name: String,
     #[serde(default)]
     pub password: Option<String>,
+    /// An argon2 PHC string from another system, instead of `password`.
+    #[serde(default)]
+    pub password_hash: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
 }
@@ -81,6 +84,16 @@ pub async fn users(
                 problems.push(format!("line {}: password: {}", r.line, e.message()));
             }
         }
+        if let Some(h) = r.password_hash.as_deref().filter(|h| !h.is_empty()) {
+            if r.password.as_deref().is_some_and(|p| !p.is_empty()) {
+                problems.push(format!(
+                    "line {}: give password or password_hash, not both",
+                    r.line
+                ));
+            } else if let Err(e) = check_password_hash(h) {
+                problems.push(format!("line {}: password_hash: {e}", r.line));
+            }
+        }
     }
     if !problems.is_empty() {
         return Err(rejected(problems));
@@ -88,9 +101,9 @@ pub async fn users(
     let records = tokio::task::spawn_blocking(move || {
         rows.into_iter()
             .map(|r| {
-                let hash = match r.password.filter(|p| !p.is_empty()) {
-                    Some(pw) => Some(hash_password(pw.as_bytes())?),
-                    None => None,
+                let hash = match (r.password.filter(|p| !p.is_empty()), r.password_hash) {
+                    (Some(pw), _) => Some(hash_password(pw.as_bytes())?),
+                    (None, h) => h.filter(|h| !h.is_empty()),
                 };
                 let mut u = UserRecord::new(r.name, hash);
                 u.email = r.email;
@@ -115,9 +128,10 @@ async fn in_directory(
     rows: &mut [UserRow],
 ) -> Result<Vec<String>, ApiError> {
     let mut problems = Vec::new();
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|p| !p.is_empty());
     for r in rows
         .iter()
-        .filter(|r| r.password.as_deref().is_some_and(|p| !p.is_empty()))
+        .filter(|r| given(&r.password) || given(&r.password_hash))
     {
         problems.push(format!(
             "line {}: password: passwords of directory users live in the directory; leave the column empty",

@@ -126,8 +126,8 @@ impl PasswordVerifier for LocalVerifier {
         _sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {
-        let hash = user.password_hash.clone().ok_or(AuthError::NoPassword)?;
-        let tag = self.tag(password, &hash);
+        let hash = user.password_hash.as_deref().ok_or(AuthError::NoPassword)?;
+        let tag = self.tag(password, hash);
         if let Some(cached) = self.cache.get(&user.name) {
             if bool::from(cached.ct_eq(&tag)) {
                 return Ok(());
@@ -138,7 +138,7 @@ impl PasswordVerifier for LocalVerifier {
         let cell = self.inflight.lock().entry(tag).or_default().clone();
         let outcome = cell
             .get_or_init(|| async {
-                let r = self.run_argon2(password, hash).await;
+                let r = self.run_argon2(password, hash.to_owned()).await;
                 self.inflight.lock().remove(&tag);
                 r
             })
@@ -159,6 +159,37 @@ fn verify_hash(password: &[u8], hash: &str) -> Result<bool, AuthError> {
     Ok(Argon2::default().verify_password(password, &parsed).is_ok())
 }
 
+/// Checks a PHC string given by an admin (importing users from another system): it must be
+/// an argon2 hash this daemon can verify, with parameters that cannot exhaust its memory.
+pub fn check_password_hash(hash: &str) -> Result<(), String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC hash string: {e}"))?;
+    if !matches!(
+        parsed.algorithm.as_str(),
+        "argon2id" | "argon2i" | "argon2d"
+    ) {
+        return Err(format!(
+            "algorithm `{}` is not argon2id, argon2i or argon2d",
+            parsed.algorithm
+        ));
+    }
+    let params = argon2::Params::try_from(&parsed).map_err(|e| format!("parameters: {e}"))?;
+    if params.m_cost() > MAX_IMPORTED_M_COST || params.t_cost() > 16 || params.p_cost() > 16 {
+        return Err(format!(
+            "parameters m={} t={} p={} exceed m={MAX_IMPORTED_M_COST} t=16 p=16",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
+    }
+    if parsed.hash.is_none() || parsed.salt.is_none() {
+        return Err("hash or salt missing".into());
+    }
+    Ok(())
+}
+
+/// Most memory (KiB) an imported hash may ask for per verification: 256 MiB.
+const MAX_IMPORTED_M_COST: u32 = 256 * 1024;
+
 /// Hashes a new password with argon2id (default parameters: 19 MiB, t=2, p=1). Blocking.
 pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
     let salt = SaltString::generate(&mut OsRng);
@@ -171,6 +202,21 @@ pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imported_hashes_are_checked() {
+        let good = hash_password(b"pw").unwrap();
+        assert_eq!(check_password_hash(&good), Ok(()));
+        assert!(verify_hash(b"pw", &good).unwrap());
+        for bad in [
+            "",
+            "plaintext",
+            "$2b$12$abcdefghijklmnopqrstuu5Rk0r0O7hJ0VVmDGSZm.Xl0H3k/fTW", // bcrypt
+            "$argon2id$v=19$m=9999999,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+        ] {
+            assert!(check_password_hash(bad).is_err(), "{bad}");
+        }
+    }
 
     #[tokio::test]
     async fn verifies_caches_and_notices_changes() {

@@ -13,8 +13,9 @@ use crate::admin::{DeviceInput, DeviceRow, Imported, UserRow};
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Users: columns `name` and optionally `password`, `email`. With a directory source
-    /// (Active Directory, Azure AD) every user must exist in the directory and has no
+    /// Users: columns `name` and optionally `password` (or `password_hash`, an argon2 PHC
+    /// string from another system, quoted: it contains commas), `email`. With a directory
+    /// source (Active Directory, Azure AD) every user must exist in the directory and has no
     /// password here; one missing name imports nothing, and every one is reported.
     Users { file: PathBuf },
     /// Devices: columns `name`, `type` and optionally `method`, `serial`, `mac`,
@@ -28,12 +29,13 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
             let rows = read(
                 &file,
                 &["name"],
-                &["name", "password", "email"],
+                &["name", "password", "password_hash", "email"],
                 |line, get| {
                     Ok(serde_json::to_value(UserRow {
                         line,
                         name: get("name").unwrap_or_default(),
                         password: get("password"),
+                        password_hash: get("password_hash"),
                         email: get("email"),
                     })?)
                 },

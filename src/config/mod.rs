@@ -79,6 +79,18 @@ pub struct RadiusConfig {
     /// Upper bound on the time one request may spend in the backends before it is dropped.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Threads receiving on each RADIUS socket; 0 (default): one per CPU.
+    pub workers: usize,
+}
+
+impl RadiusConfig {
+    /// `workers`, with 0 resolved to the number of CPUs this process may use.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for RadiusConfig {
@@ -90,6 +102,7 @@ impl Default for RadiusConfig {
             max_in_flight: 4096,
             dedup_window: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            workers: 0,
         }
     }
 }

@@ -44,6 +44,12 @@ impl Config {
     /// All semantic problems of this configuration; empty means it can be served.
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        if self.radius.workers > 256 {
+            problems.push(Problem::new(
+                "radius.workers",
+                "at most 256 (0 = one per CPU)",
+            ));
+        }
         if self.radius.max_in_flight == 0 {
             problems.push(Problem::new("radius.max_in_flight", "must be at least 1"));
         }

@@ -182,8 +182,8 @@ pub enum DeviceCheck {
 
 /// Decides on the device. `serial_owner` is the device already holding the presented serial,
 /// if any (from the store's serial index).
-pub fn check(
-    devices: &[DeviceRecord],
+pub fn check<D: AsRef<DeviceRecord>>(
+    devices: &[D],
     id: &DeviceIdentity,
     auto_register: bool,
     serial_owner: Option<&str>,
@@ -192,7 +192,8 @@ pub fn check(
         return DeviceCheck::Reject(Reason::DeviceNotAssigned);
     }
     // 1. A device that proves itself by serial or MAC.
-    let proven = devices.iter().find(|d| proves(d, id));
+    let all = || devices.iter().map(AsRef::as_ref);
+    let proven = all().find(|d| proves(d, id));
     if let Some(d) = proven {
         return if !d.enabled {
             DeviceCheck::Reject(Reason::DeviceDisabled)
@@ -205,8 +206,7 @@ pub fn check(
         };
     }
     // 2. A device without device authentication, of the presented platform's type.
-    let unchecked: Vec<_> = devices
-        .iter()
+    let unchecked: Vec<_> = all()
         .filter(|d| !d.device_auth && id.platform.is_none_or(|p| p == d.device_type))
         .collect();
     if let Some(d) = unchecked.iter().find(|d| d.enabled) {
@@ -218,8 +218,7 @@ pub fn check(
         return DeviceCheck::Reject(Reason::DeviceDisabled);
     }
     // 3. First connection of a device: auto-registration.
-    let free: Vec<_> = devices
-        .iter()
+    let free: Vec<_> = all()
         .filter(|d| d.device_auth && d.method == AuthMethod::Serial && d.serial.is_none())
         .collect();
     if !auto_register {

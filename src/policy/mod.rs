@@ -160,7 +160,7 @@ impl Policy {
             Err(e) => return internal("leasing an address", &e),
         };
         Decision::Accept(ReplyPlan {
-            device: device.name,
+            device: device.name.clone(),
             address,
             proxy,
         })
@@ -174,9 +174,11 @@ impl Policy {
         id: &DeviceIdentity,
         client: &str,
         settings: &Settings,
-    ) -> Result<DeviceRecord, Reason> {
-        let mut user_devices = user.devices.clone();
+    ) -> Result<Arc<DeviceRecord>, Reason> {
+        // After a lost registration race the user is read again.
+        let mut reread: Option<Arc<UserRecord>> = None;
         for _ in 0..REGISTRATION_ATTEMPTS {
+            let user_devices = reread.as_deref().map_or(&user.devices, |u| &u.devices);
             let serial_owner = match id.serial.as_deref().map(|s| self.store.device_by_serial(s)) {
                 Some(r) => r.map_err(|e| internal_reason("reading the serial index", &e))?,
                 None => None,
@@ -187,21 +189,19 @@ impl Policy {
             };
             // Fast path: the presented serial or MAC names one of the user's devices. Reading
             // just that one decides exactly as reading them all would (a proven device wins).
-            let known = [&serial_owner, &mac_owner]
+            let known = [serial_owner.as_deref(), mac_owner.as_deref()]
                 .into_iter()
                 .flatten()
-                .find(|name| user_devices.contains(name));
-            let candidates = match known {
-                Some(name) => std::slice::from_ref(name),
-                None => user_devices.as_slice(),
-            };
-            let mut devices = self
-                .assigned(&user.name, candidates)
-                .map_err(|e| internal_reason("reading devices", &e))?;
+                .find(|name| user_devices.iter().any(|d| d == name));
+            let mut devices = match known {
+                Some(name) => self.assigned(&user.name, [name]),
+                None => self.assigned(&user.name, user_devices.iter().map(String::as_str)),
+            }
+            .map_err(|e| internal_reason("reading devices", &e))?;
             if known.is_some() && !devices.iter().any(|d| device::proves(d, id)) {
                 // The indexed device is not proven by its method: decide over all of them.
                 devices = self
-                    .assigned(&user.name, &user_devices)
+                    .assigned(&user.name, user_devices.iter().map(String::as_str))
                     .map_err(|e| internal_reason("reading devices", &e))?;
             }
             let check = device::check(
@@ -241,8 +241,8 @@ impl Policy {
                 Ok(Registration::SlotTaken) => {}
                 Err(e) => return Err(internal_reason("registering a device", &e)),
             }
-            user_devices = match self.store.user(&user.name) {
-                Ok(Some(u)) => u.devices,
+            reread = match self.store.user(&user.name) {
+                Ok(Some(u)) => Some(u),
                 Ok(None) => return Err(Reason::UnknownUser),
                 Err(e) => return Err(internal_reason("reading the user", &e)),
             };
@@ -251,12 +251,12 @@ impl Policy {
     }
 
     /// The user's devices that still name the user as owner.
-    fn assigned(
+    fn assigned<'a>(
         &self,
         user: &str,
-        names: &[String],
-    ) -> Result<Vec<DeviceRecord>, crate::store::StoreError> {
-        let mut out = Vec::with_capacity(names.len());
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Arc<DeviceRecord>>, crate::store::StoreError> {
+        let mut out = Vec::new();
         for name in names {
             if let Some(d) = self.store.device(name)? {
                 if d.owner.as_deref() == Some(user) {

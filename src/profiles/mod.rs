@@ -271,7 +271,7 @@ impl Profiles {
         let email = req
             .email
             .clone()
-            .or(u.email)
+            .or_else(|| u.email.clone())
             .ok_or_else(|| ProfileError::Invalid(format!(
                 "no address for `{user}`: give --email, or set one with `ravpnd user set {user} --email ADDR`"
             )))?;

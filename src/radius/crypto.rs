@@ -9,6 +9,23 @@ use super::packet::HEADER_LEN;
 
 type HmacMd5 = Hmac<Md5>;
 
+/// An HMAC-MD5 instance keyed with `secret`. Keying hashes two blocks (inner and outer
+/// pads); a request needs two HMACs with its client's secret, so each thread keeps the last
+/// keyed state and clones it while the secret is the same.
+fn keyed(secret: &[u8]) -> HmacMd5 {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Vec<u8>, HmacMd5)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((key, mac)) if key.as_slice() == secret => mac.clone(),
+        _ => {
+            let mac = HmacMd5::new_from_slice(secret).expect("HMAC takes any key length");
+            *last = Some((secret.to_vec(), mac.clone()));
+            mac
+        }
+    })
+}
+
 /// HMAC-MD5 over `packet` with the 16 octets at `ma_offset` taken as zero and, when given,
 /// `authenticator` standing in the header's authenticator field.
 fn message_authenticator(
@@ -17,7 +34,7 @@ fn message_authenticator(
     authenticator: Option<&[u8; 16]>,
     secret: &[u8],
 ) -> [u8; 16] {
-    let mut mac = HmacMd5::new_from_slice(secret).expect("HMAC takes any key length");
+    let mut mac = keyed(secret);
     match authenticator {
         Some(auth) => {
             mac.update(&packet[..4]);

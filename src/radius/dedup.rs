@@ -1,11 +1,12 @@
 //! Duplicate detection (RFC 5080 §2.2.2): a retransmitted request gets the cached response
 //! and is not processed twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 
 /// "the source IP address, source UDP port, Code, Identifier and Request Authenticator".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,7 +34,8 @@ pub enum Seen {
 }
 
 struct Inner {
-    slots: HashMap<Key, Slot>,
+    /// Fx: keys come only from authenticated clients, so a fast non-keyed hash is safe.
+    slots: FxHashMap<Key, Slot>,
     order: VecDeque<(Instant, Key)>,
 }
 
@@ -50,7 +52,7 @@ impl DedupCache {
             window,
             capacity,
             inner: Mutex::new(Inner {
-                slots: HashMap::new(),
+                slots: FxHashMap::default(),
                 order: VecDeque::new(),
             }),
         }

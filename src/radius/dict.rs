@@ -55,16 +55,6 @@ pub mod code {
     pub const STATUS_SERVER: u8 = 12;
 }
 
-/// A Vendor-Specific attribute value: vendor id, then one sub-attribute.
-pub fn vsa(vendor: u32, typ: u8, value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(6 + value.len());
-    v.extend_from_slice(&vendor.to_be_bytes());
-    v.push(typ);
-    v.push(2 + value.len() as u8);
-    v.extend_from_slice(value);
-    v
-}
-
 /// Cisco (vendor 9): Cisco-AVPair (type 1) carries `key=value` strings.
 pub const VENDOR_CISCO: u32 = 9;
 pub const CISCO_AVPAIR: u8 = 1;

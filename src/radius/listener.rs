@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use radius::core::packet::Packet;
-use tokio::net::UdpSocket;
+use std::future::Future;
+use std::net::UdpSocket;
+use std::task::{Context, Poll, Waker};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::dedup::{DedupCache, Key, Seen};
 use super::nas::{Nas, NasTable};
@@ -38,6 +40,21 @@ pub enum Port {
 pub struct Live {
     pub nas: NasTable,
     pub settings: Settings,
+}
+
+/// What the synchronous checks make of a datagram.
+enum Triage {
+    /// Answer at once with this (`None`: drop).
+    Answer(Option<Vec<u8>>),
+    /// A new request to decide.
+    Work(Work),
+}
+
+/// A new, authentic request, registered in the duplicate cache.
+struct Work {
+    packet: Packet,
+    key: Key,
+    started: Instant,
 }
 
 /// Everything the request path needs, shared by all in-flight requests.
@@ -78,7 +95,8 @@ impl Handler {
         &self.policy
     }
 
-    /// Handles one datagram from a known NAS; `None` means drop silently.
+    /// Handles one datagram from a known NAS; `None` means drop silently. The worker threads
+    /// run the same three steps, but poll `process` inline first (see `serve`).
     pub async fn handle_datagram(
         &self,
         datagram: &[u8],
@@ -88,6 +106,28 @@ impl Handler {
         live: &Live,
     ) -> Option<Vec<u8>> {
         let started = Instant::now();
+        let work = match self.triage(datagram, source, nas, port, started) {
+            Triage::Work(w) => w,
+            Triage::Answer(r) => return r,
+        };
+        let processed = tokio::time::timeout_at(
+            (started + self.request_timeout).into(),
+            self.process(&work, nas, live),
+        )
+        .await;
+        self.finish(&work, nas, processed.ok())
+    }
+
+    /// The cheap synchronous checks, in order: framing, packet code for this port,
+    /// authenticators, decoding, Status-Server, duplicate cache.
+    fn triage(
+        &self,
+        datagram: &[u8],
+        source: SocketAddr,
+        nas: &Nas,
+        port: Port,
+        started: Instant,
+    ) -> Triage {
         let frame = match Frame::parse(datagram) {
             Ok(f) => f,
             Err(e) => return drop_it(DropCause::Malformed, source, nas, &e),
@@ -131,7 +171,7 @@ impl Handler {
         };
         if code == dict::code::STATUS_SERVER {
             METRICS.status_server.inc();
-            return Some(reply::status_response(&packet, port == Port::Acct));
+            return Triage::Answer(Some(reply::status_response(&packet, port == Port::Acct)));
         }
 
         let key = Key {
@@ -141,44 +181,66 @@ impl Handler {
             authenticator: frame.authenticator(),
         };
         match self.dedup.begin(key, started) {
-            Seen::New => {}
-            Seen::InProgress => return drop_it(DropCause::DuplicateInProgress, source, nas, &""),
+            Seen::New => Triage::Work(Work {
+                packet,
+                key,
+                started,
+            }),
+            Seen::InProgress => drop_it(DropCause::DuplicateInProgress, source, nas, &""),
             Seen::Answered(resp) => {
                 METRICS.duplicates_answered.inc();
                 debug!(client = %nas.name, %source, "duplicate answered from cache");
-                return Some(resp);
+                Triage::Answer(Some(resp))
             }
         }
-        let work = async {
-            if code == dict::code::ACCOUNTING_REQUEST {
-                self.handle_accounting(&packet, nas, started).await
-            } else {
-                Some(
-                    self.handle_access(&packet, &key.authenticator, nas, live, started)
-                        .await,
+    }
+
+    /// The decision (or accounting record) and its signed response; `None`: no answer.
+    async fn process(&self, work: &Work, nas: &Nas, live: &Live) -> Option<Vec<u8>> {
+        if work.key.code == dict::code::ACCOUNTING_REQUEST {
+            self.handle_accounting(&work.packet, nas, work.started)
+                .await
+        } else {
+            Some(
+                self.handle_access(
+                    &work.packet,
+                    &work.key.authenticator,
+                    nas,
+                    live,
+                    work.started,
                 )
+                .await,
+            )
+        }
+    }
+
+    /// Records the outcome in the duplicate cache and metrics. `processed` is `None` when
+    /// the request ran out of time.
+    fn finish(
+        &self,
+        work: &Work,
+        nas: &Nas,
+        processed: Option<Option<Vec<u8>>>,
+    ) -> Option<Vec<u8>> {
+        match processed {
+            Some(Some(response)) => {
+                self.dedup.complete(&work.key, &response);
+                nas.requests.inc();
+                METRICS
+                    .request_seconds
+                    .observe(work.started.elapsed().as_secs_f64());
+                Some(response)
             }
-        };
-        let response = match tokio::time::timeout(self.request_timeout, work).await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                self.dedup.abandon(&key);
-                return None;
+            Some(None) => {
+                self.dedup.abandon(&work.key);
+                None
             }
-            Err(_) => {
-                self.dedup.abandon(&key);
-                return drop_it(DropCause::Timeout, source, nas, &"");
+            None => {
+                self.dedup.abandon(&work.key);
+                record_drop(DropCause::Timeout, work.key.source, nas, &"");
+                None
             }
-        };
-        self.dedup.complete(&key, &response);
-        METRICS
-            .client_requests
-            .with_label_values(&[&nas.name])
-            .inc();
-        METRICS
-            .request_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Some(response)
+        }
     }
 
     async fn handle_access(
@@ -294,65 +356,158 @@ impl Handler {
     }
 }
 
-fn drop_it<T>(
+fn drop_it(
     cause: DropCause,
     source: SocketAddr,
     nas: &Nas,
     detail: &dyn std::fmt::Debug,
-) -> Option<T> {
-    METRICS.dropped(cause).inc();
-    debug!(client = %nas.name, %source, cause = cause.label(), ?detail, "dropped");
-    None
+) -> Triage {
+    record_drop(cause, source, nas, detail);
+    Triage::Answer(None)
 }
 
-/// Receives datagrams on one socket until `shutdown`, handing each to a task holding a permit.
-pub async fn serve(
-    socket: Arc<UdpSocket>,
-    port: Port,
-    handler: Arc<Handler>,
-    permits: Arc<Semaphore>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-) {
+fn record_drop(cause: DropCause, source: SocketAddr, nas: &Nas, detail: &dyn std::fmt::Debug) {
+    METRICS.dropped(cause).inc();
+    debug!(client = %nas.name, %source, cause = cause.label(), ?detail, "dropped");
+}
+
+/// How long a worker blocks in `recv_from` before it looks at the shutdown token.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// What the worker threads of one socket share.
+pub struct Listener {
+    pub socket: Arc<UdpSocket>,
+    pub port: Port,
+    pub handler: Arc<Handler>,
+    /// Bounds the requests that had to wait (directory, argon2, durable write).
+    pub permits: Arc<Semaphore>,
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Starts `workers` threads receiving on the socket until `shutdown`.
+///
+/// Each thread blocks in `recv_from` (the kernel wakes one thread per datagram: no reactor
+/// or task hand-off) and polls the request's future once, in place: a request that needs
+/// nothing slow (a cached credential, a lease renewal) is answered from that thread. Only a
+/// request that has to wait becomes a task on the runtime, holding a permit; with every
+/// permit taken the threads stop reading and the kernel buffer absorbs the burst.
+pub fn serve(
+    listener: Arc<Listener>,
+    workers: usize,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    listener.socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
+    (0..workers.max(1))
+        .map(|i| {
+            let l = listener.clone();
+            let name = format!(
+                "radius-{}-{i}",
+                if l.port == Port::Auth { "auth" } else { "acct" }
+            );
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || worker(&l))
+        })
+        .collect()
+}
+
+fn worker(l: &Arc<Listener>) {
+    let _runtime = l.runtime.enter();
     let mut buf = vec![0u8; MAX_LEN + 1];
-    loop {
-        let (n, source) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    debug!(error = %e, "recv_from failed");
-                    continue;
-                }
-            },
-        };
-        let live = handler.live();
-        let Some(nas) = live.nas.lookup(source.ip()).cloned() else {
-            METRICS.dropped(DropCause::UnknownClient).inc();
-            if let Some(suppressed) = handler.unknown_log.allow() {
-                warn!(%source, suppressed, "dropped request from unknown client");
-            }
-            continue;
-        };
-        // Backpressure: with every permit taken we stop reading; the kernel buffer absorbs
-        // bursts and drops (counted by the kernel) beyond it.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let datagram = buf[..n].to_vec();
-        let (socket, handler) = (socket.clone(), handler.clone());
-        tracker.spawn(async move {
-            let _permit = permit;
-            if let Some(resp) = handler
-                .handle_datagram(&datagram, source, &nas, port, &live)
-                .await
+    while !l.shutdown.is_cancelled() {
+        let (n, source) = match l.socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
             {
-                if let Err(e) = socket.send_to(&resp, source).await {
-                    debug!(%source, error = %e, "send_to failed");
-                }
+                continue
             }
-        });
+            Err(e) => {
+                debug!(error = %e, "recv_from failed");
+                continue;
+            }
+        };
+        // A bug must cost one request, not a worker thread.
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            receive(l, &buf[..n], source)
+        }));
+        match handled {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop) => break,
+            Err(_) => {
+                error!(%source, "request handling panicked; request dropped");
+                METRICS.dropped(DropCause::Internal).inc();
+            }
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// One datagram: answered here if nothing has to wait, else handed to the runtime.
+fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr) -> Flow {
+    let live = l.handler.live();
+    let Some(nas) = live.nas.lookup(source.ip()).cloned() else {
+        METRICS.dropped(DropCause::UnknownClient).inc();
+        if let Some(suppressed) = l.handler.unknown_log.allow() {
+            warn!(%source, suppressed, "dropped request from unknown client");
+        }
+        return Flow::Continue;
+    };
+    let started = Instant::now();
+    let work = match l.handler.triage(datagram, source, &nas, l.port, started) {
+        Triage::Answer(Some(response)) => {
+            send(&l.socket, &response, source);
+            return Flow::Continue;
+        }
+        Triage::Answer(None) => return Flow::Continue,
+        Triage::Work(w) => Arc::new(w),
+    };
+    let mut pending = Box::pin({
+        let (handler, work, nas, live) = (l.handler.clone(), work.clone(), nas.clone(), live);
+        async move { handler.process(&work, &nas, &live).await }
+    });
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(processed) = pending.as_mut().poll(&mut cx) {
+        if let Some(response) = l.handler.finish(&work, &nas, Some(processed)) {
+            send(&l.socket, &response, source);
+        }
+        return Flow::Continue;
+    }
+    let permit = match l.permits.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => match l.runtime.block_on(l.permits.clone().acquire_owned()) {
+            Ok(p) => p,
+            Err(_) => return Flow::Stop,
+        },
+    };
+    let (socket, handler) = (l.socket.clone(), l.handler.clone());
+    let deadline = started + handler.request_timeout;
+    l.tracker.spawn_on(
+        async move {
+            let _permit = permit;
+            let processed = tokio::time::timeout_at(deadline.into(), pending).await.ok();
+            if let Some(response) = handler.finish(&work, &nas, processed) {
+                send(&socket, &response, source);
+            }
+        },
+        &l.runtime,
+    );
+    Flow::Continue
+}
+
+/// UDP sends do not block in practice (the socket buffer drains at wire speed); a failure
+/// is the same as a lost datagram: the NAS retransmits.
+fn send(socket: &UdpSocket, response: &[u8], to: SocketAddr) {
+    if let Err(e) = socket.send_to(response, to) {
+        debug!(%to, error = %e, "send_to failed");
     }
 }
 

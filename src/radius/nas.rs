@@ -15,6 +15,8 @@ pub struct Nas {
     pub require_message_authenticator: bool,
     pub kind: GatewayKind,
     pub pool: Option<String>,
+    /// This client's request counter, looked up once instead of per request.
+    pub requests: prometheus::IntCounter,
 }
 
 /// Lookup table of NAS clients, sorted most specific first.
@@ -36,6 +38,9 @@ impl NasTable {
                         require_message_authenticator: c.require_message_authenticator,
                         kind: c.kind,
                         pool: c.pool.clone(),
+                        requests: crate::metrics::METRICS
+                            .client_requests
+                            .with_label_values(&[&c.name]),
                     }),
                 )
             })

@@ -87,6 +87,60 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// Encodes a response: header, then attributes in the order added. The authenticator is
+/// left zero for `crypto::sign_response` to fill.
+///
+/// Hand-written because responses are built per request and the `radius` crate's encoder
+/// (an attribute list of owned vectors, then a copy) cost 7 % of the request path.
+pub struct Builder {
+    buf: Vec<u8>,
+}
+
+impl Builder {
+    pub fn new(code: u8, identifier: u8) -> Self {
+        let mut buf = Vec::with_capacity(160);
+        buf.extend_from_slice(&[code, identifier, 0, 0]);
+        buf.extend_from_slice(&[0; 16]);
+        Self { buf }
+    }
+
+    /// Appends an attribute. Values longer than an attribute can carry (253 octets) are a
+    /// programming error: the config validation bounds everything that reaches here.
+    pub fn attr(&mut self, typ: u8, value: &[u8]) {
+        assert!(
+            value.len() <= 253,
+            "attribute {typ} value of {} octets",
+            value.len()
+        );
+        self.buf.push(typ);
+        self.buf.push(2 + value.len() as u8);
+        self.buf.extend_from_slice(value);
+    }
+
+    /// Appends a Vendor-Specific attribute (RFC 2865 §5.26) with one sub-attribute.
+    pub fn vsa(&mut self, vendor: u32, typ: u8, value: &[u8]) {
+        assert!(
+            value.len() <= 247,
+            "VSA {vendor}/{typ} value of {} octets",
+            value.len()
+        );
+        self.buf.push(dict::VENDOR_SPECIFIC);
+        self.buf.push(8 + value.len() as u8);
+        self.buf.extend_from_slice(&vendor.to_be_bytes());
+        self.buf.push(typ);
+        self.buf.push(2 + value.len() as u8);
+        self.buf.extend_from_slice(value);
+    }
+
+    /// The encoded packet with its length set; unsigned.
+    pub fn finish(mut self) -> Vec<u8> {
+        let len = self.buf.len();
+        assert!(len <= MAX_LEN, "response of {len} octets");
+        self.buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        self.buf
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +162,25 @@ mod tests {
         let f = Frame::parse(&p).unwrap();
         assert_eq!(f.message_authenticator, Some(HEADER_LEN + 9));
         assert_eq!(f.identifier(), 7);
+    }
+
+    #[test]
+    fn builder_output_frames_and_decodes() {
+        let mut b = Builder::new(2, 9);
+        b.attr(dict::MESSAGE_AUTHENTICATOR, &[0; 16]);
+        b.vsa(3076, 5, &[10, 0, 0, 53]);
+        b.attr(18, b"ok");
+        let bytes = b.finish();
+        let f = Frame::parse(&bytes).unwrap();
+        assert_eq!(f.bytes.len(), bytes.len());
+        assert_eq!((f.code(), f.identifier()), (2, 9));
+        assert_eq!(f.message_authenticator, Some(HEADER_LEN + 2));
+        let p = radius::core::packet::Packet::decode(&bytes, b"s").unwrap();
+        assert_eq!(p.lookup(18).unwrap().encode_string().unwrap(), "ok");
+        assert_eq!(
+            p.lookup(dict::VENDOR_SPECIFIC).unwrap().encode_bytes(),
+            [0, 0, 12, 4, 5, 6, 10, 0, 0, 53]
+        );
     }
 
     #[test]

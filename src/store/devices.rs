@@ -4,6 +4,8 @@
 //! concurrent registrations can never put two serials on one device or one serial on two
 //! devices, and an assignment never exceeds the user's limit.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -99,6 +101,12 @@ pub struct DeviceRecord {
     pub updated: u64,
 }
 
+impl AsRef<DeviceRecord> for DeviceRecord {
+    fn as_ref(&self) -> &DeviceRecord {
+        self
+    }
+}
+
 /// Key of the serial index: serials compare case-insensitively (hex device IDs vary in case).
 pub fn serial_key(serial: &str) -> Vec<u8> {
     serial.trim().to_ascii_uppercase().into_bytes()
@@ -189,11 +197,15 @@ pub enum Registration {
 }
 
 impl Store {
-    pub fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        match self.devices.get(name.as_bytes())? {
-            Some(v) => decode(name.as_bytes(), &v).map(Some),
-            None => Ok(None),
-        }
+    /// The device `name`, decoded once and shared until it changes.
+    pub fn device(&self, name: &str) -> Result<Option<Arc<DeviceRecord>>, StoreError> {
+        let c = &self.cache;
+        c.devices.get_or_load(name, &c.generation, || {
+            match self.devices.get(name.as_bytes())? {
+                Some(v) => decode(name.as_bytes(), &v).map(|d| Some(Arc::new(d))),
+                None => Ok(None),
+            }
+        })
     }
 
     /// All devices, ordered by name.
@@ -208,19 +220,25 @@ impl Store {
     }
 
     /// The device holding `serial`, if any.
-    pub fn device_by_serial(&self, serial: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .serials
-            .get(serial_key(serial))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    pub fn device_by_serial(&self, serial: &str) -> Result<Option<Arc<str>>, StoreError> {
+        let c = &self.cache;
+        c.serials.get_or_load(serial, &c.generation, || {
+            Ok(self
+                .serials
+                .get(serial_key(serial))?
+                .map(|v| String::from_utf8_lossy(&v).into()))
+        })
     }
 
     /// The device using `mac` (canonical form), if any.
-    pub fn device_by_mac(&self, mac: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .macs
-            .get(mac.as_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    pub fn device_by_mac(&self, mac: &str) -> Result<Option<Arc<str>>, StoreError> {
+        let c = &self.cache;
+        c.macs.get_or_load(mac, &c.generation, || {
+            Ok(self
+                .macs
+                .get(mac.as_bytes())?
+                .map(|v| String::from_utf8_lossy(&v).into()))
+        })
     }
 
     /// Adds devices (and users, and assignments) in one transaction: all or nothing.
@@ -257,6 +275,7 @@ impl Store {
             },
         );
         unwrap_tx(r)?;
+        self.written();
         self.flush().await
     }
 
@@ -286,6 +305,7 @@ impl Store {
             Ok(new)
         });
         let d = unwrap_tx(r)?;
+        self.written();
         self.flush().await?;
         Ok(d)
     }
@@ -306,6 +326,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
+        self.written();
         self.flush().await
     }
 
@@ -344,6 +365,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
+        self.written();
         self.flush().await
     }
 
@@ -369,6 +391,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
+        self.written();
         self.flush().await
     }
 
@@ -402,6 +425,7 @@ impl Store {
         });
         let outcome = unwrap_tx(r)?;
         if outcome == Registration::Registered {
+            self.written();
             self.flush().await?;
         }
         Ok(outcome)

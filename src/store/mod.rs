@@ -3,6 +3,7 @@
 //! Records are JSON values under UTF-8 keys; every write a caller depends on is flushed before
 //! the call returns, so nothing acknowledged is lost on a crash.
 
+mod cache;
 mod devices;
 mod leases;
 mod profiles;
@@ -73,7 +74,21 @@ pub struct Store {
     profiles: sled::Tree,
     profile_tokens: sled::Tree,
     commit: Arc<GroupCommit>,
+    cache: Arc<Caches>,
 }
+
+/// Decoded records for the request path (see `cache`); every write to `users`, `devices`,
+/// `serials` or `macs` calls `Store::written` after it commits.
+struct Caches {
+    generation: cache::Generation,
+    users: cache::RecordCache<Arc<UserRecord>>,
+    devices: cache::RecordCache<Arc<DeviceRecord>>,
+    serials: cache::RecordCache<Arc<str>>,
+    macs: cache::RecordCache<Arc<str>>,
+}
+
+/// Records of each kind kept decoded by default.
+pub const DEFAULT_CACHE_RECORDS: usize = 65_536;
 
 /// Group commit: concurrent callers needing durability share one flush instead of queueing
 /// one each, so durable writes do not cap throughput.
@@ -87,6 +102,11 @@ struct GroupCommit {
 impl Store {
     /// Opens (or creates) the store in directory `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_RECORDS)
+    }
+
+    /// Opens the store keeping up to `cache_records` decoded records of each kind.
+    pub fn open_with_cache(dir: &Path, cache_records: usize) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .mode(sled::Mode::HighThroughput)
@@ -118,8 +138,20 @@ impl Store {
             profiles: db.open_tree(PROFILES_TREE)?,
             profile_tokens: db.open_tree(PROFILE_TOKENS_TREE)?,
             commit: Arc::default(),
+            cache: Arc::new(Caches {
+                generation: cache::Generation::default(),
+                users: cache::RecordCache::new(cache_records),
+                devices: cache::RecordCache::new(cache_records),
+                serials: cache::RecordCache::new(cache_records),
+                macs: cache::RecordCache::new(cache_records),
+            }),
             db,
         })
+    }
+
+    /// Marks the decoded caches stale: called after each committed write to a cached tree.
+    fn written(&self) {
+        self.cache.generation.bump();
     }
 
     /// Makes every write this caller made so far durable, sharing the flush with

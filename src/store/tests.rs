@@ -209,3 +209,61 @@ async fn import_is_all_or_nothing() {
     store.import(&users, &[owned, dup], 2).await.unwrap();
     assert_eq!(store.user("carol").unwrap().unwrap().devices, ["d1"]);
 }
+
+/// Every kind of write is visible to the next read, even when the record was read (and so
+/// cached) just before: the decoded cache never serves a record older than the last write.
+#[tokio::test]
+async fn reads_after_writes_see_the_write_through_the_cache() {
+    let (_dir, store) = temp();
+    let mut alice = UserRecord::new("alice", Some("h1".into()));
+    alice.max_devices = Some(5);
+    store.insert_user(&alice).await.unwrap();
+    store.insert_device(&device("laptop")).await.unwrap();
+    let read = |s: &Store| {
+        (
+            s.user("alice").unwrap().unwrap(),
+            s.device("laptop").unwrap().unwrap(),
+        )
+    };
+
+    read(&store);
+    store.set_user_password("alice", "h2".into()).await.unwrap();
+    assert_eq!(read(&store).0.password_hash.as_deref(), Some("h2"));
+
+    store.assign("alice", "laptop", 3).await.unwrap();
+    let (u, d) = read(&store);
+    assert_eq!(
+        (u.devices.as_slice(), d.owner.as_deref()),
+        (&["laptop".to_owned()][..], Some("alice"))
+    );
+
+    store
+        .update_device("laptop", |d| {
+            d.enabled = false;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert!(!read(&store).1.enabled);
+
+    assert_eq!(store.device_by_serial("ABC123").unwrap(), None);
+    assert_eq!(
+        store.register_serial("laptop", "abc123").await.unwrap(),
+        Registration::Registered
+    );
+    assert_eq!(
+        store.device_by_serial("ABC123").unwrap().as_deref(),
+        Some("laptop")
+    );
+    assert_eq!(read(&store).1.serial.as_deref(), Some("abc123"));
+
+    store.unassign("alice", "laptop").await.unwrap();
+    let (u, d) = read(&store);
+    assert!(u.devices.is_empty() && d.owner.is_none());
+
+    store.remove_device("laptop").await.unwrap();
+    assert!(store.device("laptop").unwrap().is_none());
+    assert_eq!(store.device_by_serial("abc123").unwrap(), None);
+    store.remove_user("alice").await.unwrap();
+    assert!(store.user("alice").unwrap().is_none());
+}

@@ -1,5 +1,7 @@
 //! User records: who may connect, and (for the local source) their argon2id password hash.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use sled::Transactional;
@@ -44,11 +46,15 @@ impl UserRecord {
 }
 
 impl Store {
-    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
-        match self.users.get(name.as_bytes())? {
-            Some(v) => decode(name.as_bytes(), &v).map(Some),
-            None => Ok(None),
-        }
+    /// The user `name`, decoded once and shared until it changes.
+    pub fn user(&self, name: &str) -> Result<Option<Arc<UserRecord>>, StoreError> {
+        let c = &self.cache;
+        c.users.get_or_load(name, &c.generation, || {
+            match self.users.get(name.as_bytes())? {
+                Some(v) => decode(name.as_bytes(), &v).map(|u| Some(Arc::new(u))),
+                None => Ok(None),
+            }
+        })
     }
 
     /// All users, ordered by name.
@@ -72,6 +78,7 @@ impl Store {
         if swapped.is_err() {
             return Err(StoreError::Exists(format!("user `{}`", user.name)));
         }
+        self.written();
         self.flush().await
     }
 
@@ -93,6 +100,7 @@ impl Store {
             rec.updated = now_secs();
             Some(encode(&rec))
         })?;
+        self.written();
         if missing {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
@@ -131,6 +139,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
+        self.written();
         self.flush().await
     }
 }
