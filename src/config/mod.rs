@@ -113,12 +113,17 @@ pub struct StoreConfig {
     /// Directory of the sled database (created if missing). Relative paths are relative to
     /// the working directory.
     pub path: PathBuf,
+    /// Users, devices and index entries of each kind kept decoded in memory for the request
+    /// path. Size it to the directory: a working set larger than this is read from the store
+    /// again and again (about 0.3 KiB per record).
+    pub cache_records: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("/var/lib/ravpnd"),
+            cache_records: crate::store::DEFAULT_CACHE_RECORDS,
         }
     }
 }

@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# Scale, overload and tail latency of ravpnd (issue 5): two daemons on loopback with the same
+# features as benches/compare-freeradius.sh (local users, one registered Windows device per
+# user with the serial the load driver presents, an address pool, DNS), one holding BIG
+# (100,000) users and devices, the other SMALL (1,000). Measures
+#   1. VmRSS after the import, after priming every user, after the runs and after overload;
+#   2. throughput (closed loop) with BIG distinct users in the load against SMALL, in
+#      alternating rounds: big store/BIG users, big store/SMALL users, small store/SMALL users;
+#   3. overload: an open loop at OVERLOAD_FACTOR (3) x the closed-loop peak for
+#      OVERLOAD_DURATION, then straight away half of the peak (recovery), then the closed loop
+#      again; the daemon must stay up, RSS bounded, drops counted (the driver's machine-wide
+#      kernel UDP receive-buffer drops, the daemon socket's own drop counter from
+#      /proc/net/udp, and ravpnd's /metrics);
+#   4. latency: one request in flight, and an open loop at half of the peak.
+# Loopback only; every process it starts is stopped by PID and the temp dir removed, even on
+# error. Bounded: about 4 minutes once built (8-9 with the builds) on a 2-core machine.
+#
+#   benches/scale.sh                # defaults below; override with env variables:
+#   BIG=100000 SMALL=1000 ROUNDS=3 DURATION=8s WARMUP=2s CONCURRENCY=64 THREADS=2 \
+#   OVERLOAD_FACTOR=3 OVERLOAD_DURATION=20s RECOVERY_DURATION=10s IMPORT_CHUNK=5000 benches/scale.sh
+#
+# Users are imported with a CHEAP argon2id hash (m=8 KiB, t=1, p=1, made with python's
+# argon2-cffi, installed with pip when missing) so that importing and priming 100,000 users
+# takes seconds, not an hour; the measured steady state serves from the credential cache
+# either way. Raw JSON lines are kept in $RESULTS if set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BIG=${BIG:-100000}
+SMALL=${SMALL:-1000}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8s}
+WARMUP=${WARMUP:-2s}
+CONCURRENCY=${CONCURRENCY:-64}
+THREADS=${THREADS:-2}
+LATENCY_DURATION=${LATENCY_DURATION:-5s}
+OVERLOAD_FACTOR=${OVERLOAD_FACTOR:-3}
+OVERLOAD_DURATION=${OVERLOAD_DURATION:-20s}
+RECOVERY_DURATION=${RECOVERY_DURATION:-10s}
+# Under overload most requests are dropped by the kernel and never answered: a short timeout
+# (and so a short identifier quarantine) and many identifiers let the driver keep sending.
+OVERLOAD_TIMEOUT=${OVERLOAD_TIMEOUT:-300ms}
+OVERLOAD_INFLIGHT=${OVERLOAD_INFLIGHT:-32768}
+# The admin API takes bodies up to 2 MiB: a device row is ~200 bytes of JSON.
+IMPORT_CHUNK=${IMPORT_CHUNK:-5000}
+# 100,000 users need more than a /16 (65,534 addresses).
+POOL_NETWORK=${POOL_NETWORK:-10.8.0.0/15}
+SECRET=${SECRET:-bench-secret-0123456789}
+PASSWORD=${PASSWORD:-bench-pass}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- processes and temp dirs, cleaned up whatever happens -----------------------------------
+PIDS=()
+WORK=$(mktemp -d /tmp/ravpnd-scale.XXXXXX)
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- prerequisites ---------------------------------------------------------------------------
+command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is needed (the daemon's /metrics)" >&2; exit 1; }
+if ! python3 -c 'import argon2' 2>/dev/null; then
+  say "installing argon2-cffi (pip) for the cheap benchmark hashes"
+  python3 -m pip install -q argon2-cffi >&2
+fi
+
+say "building ravpnd (release) and the load driver (bench profile)"
+cargo build --release --bin ravpnd >&2
+RAVPND=$CARGO_TARGET_DIR/release/ravpnd
+LOAD=$(cargo bench --bench load --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "load" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$LOAD" ] || { echo "could not build the load driver" >&2; exit 1; }
+
+# Free loopback ports (asked of the kernel, not guessed); none is 1812.
+read -r BIG_PORT BIG_ADMIN BIG_ACCT SMALL_PORT SMALL_ADMIN SMALL_ACCT < <(python3 -c '
+import socket
+socks, ports = [], []
+for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_DGRAM) * 2:
+    s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); socks.append(s)
+    ports.append(str(s.getsockname()[1]))
+print(" ".join(ports))')
+
+rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+wait_udp() { # PORT: until something listens there
+  for _ in $(seq 100); do
+    ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on udp $1" >&2; return 1
+}
+sock_drops() { # PORT: drops counted on the daemon's UDP socket(s) bound to 127.0.0.1:PORT
+  awk -v a="$(printf '0100007F:%04X' "$1")" '$2 == a { d += $NF } END { print d + 0 }' /proc/net/udp
+}
+
+# --- the two daemons --------------------------------------------------------------------------
+write_config() { # DIR RADIUS_PORT ADMIN_PORT ACCT_PORT WITH_ACCT
+  local acct=""
+  [ "$5" = yes ] && acct="acct_addr = \"127.0.0.1:$4\""
+  cat > "$1/ravpnd.toml" <<EOF
+[radius]
+auth_addr = "127.0.0.1:$2"
+$acct
+
+[store]
+path = "$1/data"
+
+[admin]
+addr = "127.0.0.1:$3"
+
+[auth]
+source = "local"
+
+[registration]
+auto_register = true
+notify_on_failure = false
+
+[log]
+# warn, not info: one info line per request would dominate the measurement.
+level = "warn"
+
+[[clients]]
+name = "bench"
+address = "127.0.0.1"
+secret = "$SECRET"
+require_message_authenticator = true
+
+[[pools]]
+name = "bench"
+network = "$POOL_NETWORK"
+
+[dns]
+primary = "10.0.0.53"
+secondary = "10.0.0.54"
+EOF
+}
+
+start_daemon() { # NAME RADIUS_PORT ADMIN_PORT ACCT_PORT: sets ${NAME}_PID, ${NAME}_CONF
+  local name=$1 dir=$WORK/$1
+  mkdir -p "$dir"
+  write_config "$dir" "$2" "$3" "$4" yes
+  # Builds without accounting do not know acct_addr.
+  "$RAVPND" --config "$dir/ravpnd.toml" check-config >/dev/null 2>&1 || write_config "$dir" "$2" "$3" "$4" no
+  "$RAVPND" --config "$dir/ravpnd.toml" check-config >&2
+  "$RAVPND" --config "$dir/ravpnd.toml" serve 2> "$dir/log" &
+  local pid=$!
+  PIDS+=("$pid")
+  printf -v "${name}_PID" %s "$pid"
+  printf -v "${name}_CONF" %s "$dir/ravpnd.toml"
+  wait_udp "$2"
+  for _ in $(seq 100); do
+    "$RAVPND" --config "$dir/ravpnd.toml" user list >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the $name daemon's admin API does not answer" >&2; return 1
+}
+
+say "two daemons: BIG ($BIG users) and SMALL ($SMALL users); pool $POOL_NETWORK, DNS"
+start_daemon BIG "$BIG_PORT" "$BIG_ADMIN" "$BIG_ACCT"
+start_daemon SMALL "$SMALL_PORT" "$SMALL_ADMIN" "$SMALL_ACCT"
+RSS_BIG_START=$(rss "$BIG_PID")
+RSS_SMALL_START=$(rss "$SMALL_PID")
+
+metrics() { # CONF ADMIN_PORT: the daemon's /metrics (the admin token is in <store.path>/admin.token)
+  local token
+  token=$(cat "$(dirname "$1")/data/admin.token" 2>/dev/null || true)
+  curl -s --max-time 10 -H "Authorization: Bearer $token" "http://127.0.0.1:$2/metrics"
+}
+
+# Users with a cheap argon2id PHC hash each (distinct salts), devices with the driver's serial;
+# IMPORT_CHUNK rows per file: the CLI sends a file in one request (the admin API's body limit
+# is 2 MiB) and waits 30 s for it.
+say "writing the import files (cheap argon2id hashes: m=8 KiB, t=1, p=1)"
+python3 - "$WORK" "$BIG" "$SMALL" "$PASSWORD" "$IMPORT_CHUNK" <<'EOF'
+import os, sys
+from argon2 import PasswordHasher
+work, big, small, pw, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+ph = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+hashes = [ph.hash(pw) for _ in range(max(big, small))]
+for name, n in (("BIG", big), ("SMALL", small)):
+    d = f"{work}/{name}/import"
+    os.makedirs(d, exist_ok=True)
+    for c in range(0, n, chunk):
+        k = c // chunk
+        with open(f"{d}/users-{k:03d}.csv", "w") as f:
+            f.write("name,password_hash\n")
+            for i in range(c, min(n, c + chunk)):
+                f.write(f'user{i},"{hashes[i]}"\n')
+        with open(f"{d}/devices-{k:03d}.csv", "w") as f:
+            f.write("name,type,serial,user\n")
+            for i in range(c, min(n, c + chunk)):
+                f.write(f"dev{i},windows,{i:064X},user{i}\n")
+EOF
+
+import_all() { # NAME: users then devices, one file at a time (one sled transaction each)
+  local conf dir=$WORK/$1/import started
+  conf=$WORK/$1/ravpnd.toml
+  started=$(date +%s.%N)
+  for f in "$dir"/users-*.csv "$dir"/devices-*.csv; do
+    case $f in */users-*) what=users;; *) what=devices;; esac
+    "$RAVPND" --config "$conf" import "$what" "$f" >/dev/null || { echo "import of $f failed" >&2; return 1; }
+  done
+  python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$started"
+}
+say "importing"
+IMPORT_BIG_S=$(import_all BIG) || exit 1
+echo "BIG: $BIG users and devices imported in ${IMPORT_BIG_S}s" >&2
+IMPORT_SMALL_S=$(import_all SMALL) || exit 1
+echo "SMALL: $SMALL users and devices imported in ${IMPORT_SMALL_S}s" >&2
+RSS_BIG_IMPORTED=$(rss "$BIG_PID")
+RSS_SMALL_IMPORTED=$(rss "$SMALL_PID")
+
+# --- runs -------------------------------------------------------------------------------------
+RESULTS=${RESULTS:-$WORK/results.jsonl}
+: > "$RESULTS"
+drive() { # LABEL PORT PID USERS ARGS...: one run of the driver, its JSON appended to $RESULTS
+  local label=$1 port=$2 pid=$3 users=$4
+  shift 4
+  "$LOAD" --bench --target "127.0.0.1:$port" --secret "$SECRET" --users "$users" \
+    --password "$PASSWORD" --threads "$THREADS" --server-pid "$pid" --label "$label" --json "$@" \
+    >> "$RESULTS"
+}
+median_rps() { python3 - "$RESULTS" "$1" <<'EOF'
+import json, statistics, sys
+rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(int(statistics.median(r["throughput_rps"] for r in rs if r["label"] == sys.argv[2])))
+EOF
+}
+
+say "priming: one request per user (argon2 once per user, a new lease each)"
+started=$(date +%s)
+drive prime-big "$BIG_PORT" "$BIG_PID" "$BIG" --prime --requests 1 --warmup 0s --concurrency 64
+PRIME_BIG_S=$(( $(date +%s) - started ))
+drive prime-small "$SMALL_PORT" "$SMALL_PID" "$SMALL" --prime --requests 1 --warmup 0s --concurrency 64
+python3 - "$RESULTS" <<'EOF' || exit 1
+import json, sys
+bad = [r for r in map(json.loads, open(sys.argv[1])) if r["reject"] or r["invalid"] or r["timeouts"]]
+for r in bad:
+    print(f"{r['label']}: {r['reject']} rejects (first: {r['first_reject']!r}), {r['invalid']} invalid, "
+          f"{r['timeouts']} timeouts: the setup is wrong", file=sys.stderr)
+sys.exit(1 if bad else 0)
+EOF
+RSS_BIG_PRIMED=$(rss "$BIG_PID")
+RSS_SMALL_PRIMED=$(rss "$SMALL_PID")
+
+say "throughput: $ROUNDS rounds x (big store/$BIG users, big store/$SMALL users, small store/$SMALL users), closed loop, $CONCURRENCY in flight"
+for _ in $(seq "$ROUNDS"); do
+  drive big-big "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+  drive big-small "$BIG_PORT" "$BIG_PID" "$SMALL" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+  drive small-small "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+done
+PEAK=$(median_rps big-big)
+PEAK_SMALL=$(median_rps small-small)
+
+say "latency: one request in flight; open loop at half of the peak ($((PEAK / 2)) and $((PEAK_SMALL / 2)) req/s)"
+drive big-c1 "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
+drive small-c1 "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
+drive big-half "$BIG_PORT" "$BIG_PID" "$BIG" --rate $((PEAK / 2)) --duration "$LATENCY_DURATION" --warmup 1s
+drive small-half "$SMALL_PORT" "$SMALL_PID" "$SMALL" --rate $((PEAK_SMALL / 2)) --duration "$LATENCY_DURATION" --warmup 1s
+RSS_BIG_RUNS=$(rss "$BIG_PID")
+RSS_SMALL_RUNS=$(rss "$SMALL_PID")
+
+say "overload (big store, $BIG users): open loop at ${OVERLOAD_FACTOR}x the peak = $((PEAK * OVERLOAD_FACTOR)) req/s for $OVERLOAD_DURATION, then $((PEAK / 2)) req/s, then the closed loop"
+metrics "$BIG_CONF" "$BIG_ADMIN" > "$WORK/metrics-before"
+DROPS_BEFORE=$(sock_drops "$BIG_PORT")
+# VmRSS sampled every 0.2 s during overload and recovery: the maximum is reported.
+( while kill -0 "$BIG_PID" 2>/dev/null; do rss "$BIG_PID"; sleep 0.2; done ) > "$WORK/rss-samples" &
+SAMPLER=$!
+PIDS+=("$SAMPLER")
+drive overload "$BIG_PORT" "$BIG_PID" "$BIG" --rate $((PEAK * OVERLOAD_FACTOR)) --duration "$OVERLOAD_DURATION" \
+  --warmup 0s --timeout "$OVERLOAD_TIMEOUT" --concurrency "$OVERLOAD_INFLIGHT"
+DROPS_OVERLOAD=$(sock_drops "$BIG_PORT")
+RSS_BIG_OVERLOAD=$(rss "$BIG_PID")
+drive recovery-half "$BIG_PORT" "$BIG_PID" "$BIG" --rate $((PEAK / 2)) --duration "$RECOVERY_DURATION" --warmup 0s
+DROPS_RECOVERY=$(sock_drops "$BIG_PORT")
+drive recovery-closed "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency "$CONCURRENCY" --duration "$LATENCY_DURATION" --warmup 0s
+kill "$SAMPLER" 2>/dev/null || true
+metrics "$BIG_CONF" "$BIG_ADMIN" > "$WORK/metrics-after"
+if kill -0 "$BIG_PID" 2>/dev/null; then BIG_ALIVE=yes; else BIG_ALIVE=no; fi
+RSS_BIG_END=$(rss "$BIG_PID")
+RSS_SMALL_END=$(rss "$SMALL_PID")
+
+# --- summary ----------------------------------------------------------------------------------
+say "summary"
+python3 - "$RESULTS" "$WORK" "$BIG" "$SMALL" "$CONCURRENCY" "$THREADS" "$(nproc)" "$POOL_NETWORK" \
+  "$RSS_BIG_START $RSS_BIG_IMPORTED $RSS_BIG_PRIMED $RSS_BIG_RUNS $RSS_BIG_OVERLOAD $RSS_BIG_END" \
+  "$RSS_SMALL_START $RSS_SMALL_IMPORTED $RSS_SMALL_PRIMED $RSS_SMALL_RUNS $RSS_SMALL_END" \
+  "$IMPORT_BIG_S $IMPORT_SMALL_S $PRIME_BIG_S" "$DROPS_BEFORE $DROPS_OVERLOAD $DROPS_RECOVERY" \
+  "$BIG_ALIVE" "$OVERLOAD_FACTOR" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+import json, re, statistics, sys
+(path, work, big, small, conc, threads, cpus, pool, rss_big, rss_small, times, drops,
+ alive, factor, loadavg) = sys.argv[1:]
+rs = [json.loads(l) for l in open(path) if l.strip()]
+by = {}
+for r in rs:
+    by.setdefault(r["label"], []).append(r)
+def med(label, key):
+    v = [r[key] for r in by.get(label, []) if r.get(key) is not None]
+    return statistics.median(v) if v else float("nan")
+def lat(label, q):
+    v = [r["latency_us"][q] for r in by.get(label, [])]
+    return statistics.median(v) if v else float("nan")
+mib = lambda kb: int(kb) / 1024
+print(f"machine: {cpus} CPUs, load driver {threads} thread(s); ravpnd features: users, devices (serial check), "
+      f"address pool {pool}, DNS; big store {big} users+devices, small store {small}")
+ib, is_, pb = times.split()
+print(f"import: {big} users+devices in {ib} s, {small} in {is_} s; priming {big} users {pb} s")
+
+print("\n1. VmRSS (MiB)            start  imported  primed  after runs  after overload  end")
+rb = [mib(x) for x in rss_big.split()]
+rsm = [mib(x) for x in rss_small.split()]
+samples = [int(x) for x in open(f"{work}/rss-samples").read().split() if x.isdigit()]
+print(f"   big ({big:>6})        {rb[0]:6.1f}  {rb[1]:8.1f}  {rb[2]:6.1f}  {rb[3]:10.1f}  {rb[4]:14.1f}  {rb[5]:5.1f}"
+      f"   (max during overload+recovery {max(samples) / 1024 if samples else float('nan'):.1f})")
+print(f"   small ({small:>6})      {rsm[0]:6.1f}  {rsm[1]:8.1f}  {rsm[2]:6.1f}  {rsm[3]:10.1f}  {'':>14}  {rsm[4]:5.1f}")
+print(f"   ratio big/small after priming {rb[2] / rsm[2]:.2f}, after runs {rb[3] / rsm[3]:.2f}; target: big under 64 MiB")
+
+print(f"\n2. throughput, closed loop, {conc} in flight, median of {len(by.get('big-big', []))} rounds:")
+names = {"big-big": f"big store, {big} users in the load", "big-small": f"big store, {small} users in the load",
+         "small-small": f"small store, {small} users in the load"}
+for label, text in names.items():
+    runs = " ".join(f"{r['throughput_rps']:.0f}" for r in by.get(label, []))
+    print(f"   {text:<38} {med(label, 'throughput_rps'):>8.0f} req/s (runs: {runs})  p50 {lat(label, 'p50'):.0f} µs"
+          f"  p99 {lat(label, 'p99'):.0f} µs  server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req"
+          f"  others {med(label, 'other_busy_cores'):.2f} cores")
+t = {l: med(l, "throughput_rps") for l in names}
+c = {l: med(l, "server_cpu_us_per_req") for l in names}
+print(f"   ratio {big} users / {small} users (same big store) {t['big-big'] / t['big-small']:.2f};"
+      f" big store {big} users / small store {small} users {t['big-big'] / t['small-small']:.2f}")
+print(f"   server CPU per request, same ratios: {c['big-big'] / c['big-small']:.2f}, {c['big-big'] / c['small-small']:.2f}")
+# per-round ratios (each round's three runs are adjacent in time)
+bb, bs, ss = by.get("big-big", []), by.get("big-small", []), by.get("small-small", [])
+print("   per-round ratios big-big/big-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, bs))
+      + "; big-big/small-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, ss)))
+
+def metric(name):
+    out = {}
+    for line in open(f"{work}/{name}"):
+        m = re.match(r'(ravpnd_(?:dropped_total|requests_total)\{[^}]*\})\s+(\S+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+before, after = metric("metrics-before"), metric("metrics-after")
+delta = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+d0, d1, d2 = (int(x) for x in drops.split())
+o = by.get("overload", [{}])[0]
+print(f"\n3. overload (big store, {big} users): daemon alive afterwards: {alive}")
+def line(label, text):
+    r = by.get(label, [{}])[0]
+    w = r.get("window_s") or float("nan")
+    print(f"   {text:<34} offered {r.get('requests', 0) / w:>7.0f} req/s sent (skipped {r.get('skipped', 0)}),"
+          f" answered {r.get('throughput_rps', 0):>7.0f} req/s, timeouts {r.get('timeouts', 0)}, stray {r.get('stray', 0)},"
+          f" invalid {r.get('invalid', 0)}; p50 {r['latency_us']['p50']:.0f} µs p99 {r['latency_us']['p99']:.0f} µs"
+          f" p99.9 {r['latency_us']['p999']:.0f} µs; kernel UDP rcvbuf drops (machine) {r.get('udp_rcvbuf_drops')};"
+          f" server CPU {r.get('server_cores') or float('nan'):.2f} cores, others {r.get('other_busy_cores') or float('nan'):.2f} cores")
+line("overload", f"{factor}x the peak ({int(med('big-big', 'throughput_rps')) * int(factor)} req/s)")
+line("recovery-half", "then half of the peak")
+line("recovery-closed", f"then closed loop, {conc} in flight")
+print(f"   the daemon socket's drop counter (/proc/net/udp): +{d1 - d0} during overload, +{d2 - d1} during the half-rate recovery")
+print(f"   /metrics deltas: " + (", ".join(f"{k} +{v:.0f}" for k, v in sorted(delta.items())) or "none"))
+print(f"   recovery: closed loop after overload / before = {med('recovery-closed', 'throughput_rps') / t['big-big']:.2f}")
+
+print("\n4. latency (µs)                         p50     p99   p99.9    req/s")
+for label, text in (("big-c1", f"one in flight, big ({big} users)"), ("small-c1", f"one in flight, small ({small})"),
+                    ("big-half", f"half of peak, big ({big} users)"), ("small-half", f"half of peak, small ({small})")):
+    print(f"   {text:<34} {lat(label, 'p50'):7.0f} {lat(label, 'p99'):7.0f} {lat(label, 'p999'):7.0f} {med(label, 'throughput_rps'):8.0f}"
+          f"   others {med(label, 'other_busy_cores'):.2f} cores, skipped {by.get(label, [{}])[0].get('skipped', 0)}")
+print(f"   target: p99 under 1 ms at half of the peak")
+print(f"\nload average at the end: {loadavg}")
+bad = [r for r in rs if r["label"] not in ("overload", "recovery-half", "recovery-closed")
+       and (r["invalid"] or r["timeouts"] or (r["reject"] and not r["label"].startswith("prime")))]
+if bad:
+    print(f"WARNING: {len(bad)} run(s) had invalid answers, timeouts or rejects:")
+    for r in bad:
+        print(f"  {r['label']}: reject {r['reject']} invalid {r['invalid']} timeouts {r['timeouts']} first reject {r['first_reject']!r}")
+rej = [r for r in rs if r["label"].startswith("prime") and r["reject"]]
+for r in rej:
+    print(f"WARNING: {r['label']}: {r['reject']} rejects, first {r['first_reject']!r}")
+EOF
