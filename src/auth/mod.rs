@@ -66,23 +66,18 @@ pub enum Source {
     AzureAd(Arc<azure::AzureVerifier>),
 }
 
+/// A directory listing in progress.
+pub type UsersFuture<'a> = std::pin::Pin<
+    Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
+>;
+
 /// The CLI-side view of a directory source: who is in it, and how a name maps to the
 /// store key. Not on the request path.
 pub trait UserDirectory: Send + Sync {
-    fn list_users<'a>(
-        &'a self,
-        only: Option<&'a str>,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
-    >;
+    fn list_users<'a>(&'a self, only: Option<&'a str>) -> UsersFuture<'a>;
     fn user_key(&self, name: &str) -> String;
     /// The directory users among `names` (any accepted name form); absent ones are left out.
-    fn find_users<'a>(
-        &'a self,
-        names: &'a [String],
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
-    > {
+    fn find_users<'a>(&'a self, names: &'a [String]) -> UsersFuture<'a> {
         Box::pin(async move {
             let mut found = Vec::new();
             for n in names {
@@ -99,23 +94,13 @@ pub trait UserDirectory: Send + Sync {
 }
 
 impl UserDirectory for ldap::AdVerifier {
-    fn list_users<'a>(
-        &'a self,
-        only: Option<&'a str>,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
-    > {
+    fn list_users<'a>(&'a self, only: Option<&'a str>) -> UsersFuture<'a> {
         Box::pin(ldap::AdVerifier::list_users(self, only))
     }
     fn user_key(&self, name: &str) -> String {
         ldap::AdVerifier::user_key(self, name)
     }
-    fn find_users<'a>(
-        &'a self,
-        names: &'a [String],
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
-    > {
+    fn find_users<'a>(&'a self, names: &'a [String]) -> UsersFuture<'a> {
         Box::pin(ldap::AdVerifier::find_users(self, names))
     }
     fn unreachable(&self) -> Option<String> {
@@ -124,12 +109,7 @@ impl UserDirectory for ldap::AdVerifier {
 }
 
 impl UserDirectory for azure::AzureVerifier {
-    fn list_users<'a>(
-        &'a self,
-        only: Option<&'a str>,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<Vec<ldap::DirectoryUser>, AuthError>> + Send + 'a>,
-    > {
+    fn list_users<'a>(&'a self, only: Option<&'a str>) -> UsersFuture<'a> {
         Box::pin(azure::AzureVerifier::list_users(self, only))
     }
     fn user_key(&self, name: &str) -> String {
