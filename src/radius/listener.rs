@@ -96,7 +96,7 @@ impl Handler {
     }
 
     /// Handles one datagram from a known NAS; `None` means drop silently. The worker threads
-    /// run the same three steps, but poll `process` inline first (see `serve`).
+    /// run the same three steps, but poll `process` inline first (see `receive`).
     pub async fn handle_datagram(
         &self,
         datagram: &[u8],
@@ -115,7 +115,7 @@ impl Handler {
             self.process(&work, nas, live),
         )
         .await;
-        self.finish(&work, nas, processed.ok())
+        self.finish(&work.key, started, nas, processed.ok())
     }
 
     /// The cheap synchronous checks, in order: framing, packet code for this port,
@@ -218,26 +218,27 @@ impl Handler {
     /// the request ran out of time.
     fn finish(
         &self,
-        work: &Work,
+        key: &Key,
+        started: Instant,
         nas: &Nas,
         processed: Option<Option<Vec<u8>>>,
     ) -> Option<Vec<u8>> {
         match processed {
             Some(Some(response)) => {
-                self.dedup.complete(&work.key, &response);
+                self.dedup.complete(key, &response);
                 nas.requests.inc();
                 METRICS
                     .request_seconds
-                    .observe(work.started.elapsed().as_secs_f64());
+                    .observe(started.elapsed().as_secs_f64());
                 Some(response)
             }
             Some(None) => {
-                self.dedup.abandon(&work.key);
+                self.dedup.abandon(key);
                 None
             }
             None => {
-                self.dedup.abandon(&work.key);
-                record_drop(DropCause::Timeout, work.key.source, nas, &"");
+                self.dedup.abandon(key);
+                record_drop(DropCause::Timeout, key.source, nas, &"");
                 None
             }
         }
@@ -468,15 +469,16 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr) -> Flow {
             return Flow::Continue;
         }
         Triage::Answer(None) => return Flow::Continue,
-        Triage::Work(w) => Arc::new(w),
+        Triage::Work(w) => w,
     };
+    let key = work.key;
     let mut pending = Box::pin({
-        let (handler, work, nas, live) = (l.handler.clone(), work.clone(), nas.clone(), live);
+        let (handler, nas, live) = (l.handler.clone(), nas.clone(), live);
         async move { handler.process(&work, &nas, &live).await }
     });
     let mut cx = Context::from_waker(Waker::noop());
     if let Poll::Ready(processed) = pending.as_mut().poll(&mut cx) {
-        if let Some(response) = l.handler.finish(&work, &nas, Some(processed)) {
+        if let Some(response) = l.handler.finish(&key, started, &nas, Some(processed)) {
             send(&l.socket, &response, source);
         }
         return Flow::Continue;
@@ -494,7 +496,7 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr) -> Flow {
         async move {
             let _permit = permit;
             let processed = tokio::time::timeout_at(deadline.into(), pending).await.ok();
-            if let Some(response) = handler.finish(&work, &nas, processed) {
+            if let Some(response) = handler.finish(&key, started, &nas, processed) {
                 send(&socket, &response, source);
             }
         },

@@ -199,13 +199,7 @@ pub enum Registration {
 impl Store {
     /// The device `name`, decoded once and shared until it changes.
     pub fn device(&self, name: &str) -> Result<Option<Arc<DeviceRecord>>, StoreError> {
-        let c = &self.cache;
-        c.devices.get_or_load(name, &c.generation, || {
-            match self.devices.get(name.as_bytes())? {
-                Some(v) => decode(name.as_bytes(), &v).map(|d| Some(Arc::new(d))),
-                None => Ok(None),
-            }
-        })
+        self.read_record(&self.cache.devices, &self.devices, name)
     }
 
     /// All devices, ordered by name.
@@ -221,24 +215,17 @@ impl Store {
 
     /// The device holding `serial`, if any.
     pub fn device_by_serial(&self, serial: &str) -> Result<Option<Arc<str>>, StoreError> {
-        let c = &self.cache;
-        c.serials.get_or_load(serial, &c.generation, || {
-            Ok(self
-                .serials
-                .get(serial_key(serial))?
-                .map(|v| String::from_utf8_lossy(&v).into()))
-        })
+        self.read_index(
+            &self.cache.serials,
+            &self.serials,
+            serial,
+            serial_key(serial),
+        )
     }
 
     /// The device using `mac` (canonical form), if any.
     pub fn device_by_mac(&self, mac: &str) -> Result<Option<Arc<str>>, StoreError> {
-        let c = &self.cache;
-        c.macs.get_or_load(mac, &c.generation, || {
-            Ok(self
-                .macs
-                .get(mac.as_bytes())?
-                .map(|v| String::from_utf8_lossy(&v).into()))
-        })
+        self.read_index(&self.cache.macs, &self.macs, mac, mac)
     }
 
     /// Adds devices (and users, and assignments) in one transaction: all or nothing.

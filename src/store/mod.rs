@@ -174,6 +174,36 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A record of `tree` under `key`, decoded once and shared until a write (see `cache`).
+    fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        cache: &cache::RecordCache<Arc<T>>,
+        tree: &sled::Tree,
+        key: &str,
+    ) -> Result<Option<Arc<T>>, StoreError> {
+        cache.get_or_load(key, &self.cache.generation, || {
+            match tree.get(key.as_bytes())? {
+                Some(v) => decode(key.as_bytes(), &v).map(|r| Some(Arc::new(r))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// The device name an index (serial or MAC) maps `raw` to, cached under `cache_key`.
+    fn read_index(
+        &self,
+        cache: &cache::RecordCache<Arc<str>>,
+        tree: &sled::Tree,
+        cache_key: &str,
+        raw: impl AsRef<[u8]>,
+    ) -> Result<Option<Arc<str>>, StoreError> {
+        cache.get_or_load(cache_key, &self.cache.generation, || {
+            Ok(tree.get(raw)?.map(|v| String::from_utf8_lossy(&v).into()))
+        })
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),

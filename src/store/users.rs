@@ -48,13 +48,7 @@ impl UserRecord {
 impl Store {
     /// The user `name`, decoded once and shared until it changes.
     pub fn user(&self, name: &str) -> Result<Option<Arc<UserRecord>>, StoreError> {
-        let c = &self.cache;
-        c.users.get_or_load(name, &c.generation, || {
-            match self.users.get(name.as_bytes())? {
-                Some(v) => decode(name.as_bytes(), &v).map(|u| Some(Arc::new(u))),
-                None => Ok(None),
-            }
-        })
+        self.read_record(&self.cache.users, &self.users, name)
     }
 
     /// All users, ordered by name.
