@@ -23,10 +23,12 @@ pub enum DropCause {
     Timeout,
     /// A bug: handling the request panicked.
     Internal,
+    /// The kernel dropped it: the socket's receive buffer was full (`radius::kernel_drops`).
+    ReceiveBuffer,
 }
 
 impl DropCause {
-    const ALL: [DropCause; 9] = [
+    const ALL: [DropCause; 10] = [
         DropCause::UnknownClient,
         DropCause::Malformed,
         DropCause::UnsupportedCode,
@@ -36,6 +38,7 @@ impl DropCause {
         DropCause::DuplicateInProgress,
         DropCause::Timeout,
         DropCause::Internal,
+        DropCause::ReceiveBuffer,
     ];
 
     pub fn label(self) -> &'static str {
@@ -49,6 +52,7 @@ impl DropCause {
             DropCause::DuplicateInProgress => "duplicate_in_progress",
             DropCause::Timeout => "timeout",
             DropCause::Internal => "internal_error",
+            DropCause::ReceiveBuffer => "receive_buffer",
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::ipam::{Ipam, IpamError};
 use crate::notify::{Notifier, SmtpLinkMailer};
 use crate::policy::{Policy, Settings};
 use crate::profiles::{LinkMailer, MailFuture, Profiles, ProfilesConfig, SystemClock};
+use crate::radius::kernel_drops::KernelDrops;
 use crate::radius::listener::{self, Handler, Listener, Live, Port};
 use crate::radius::nas::NasTable;
 use crate::store::{Store, StoreError};
@@ -112,7 +113,7 @@ impl Sockets {
 /// it at net.core.rmem_max.
 const UDP_RECV_BUFFER: usize = 8 << 20;
 
-/// A blocking socket: the worker threads wait in `recv_from` (see `listener::serve`).
+/// A blocking socket: the worker threads wait in a receive (see `listener::serve`).
 fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -265,6 +266,7 @@ pub async fn run(
         None => None,
     };
     let admin_stop = CancellationToken::new();
+    let kernel_drops = KernelDrops::watch(&[&sockets.auth, &sockets.acct]);
     let app = admin::router(Arc::new(AdminState {
         store: store.clone(),
         local,
@@ -273,6 +275,7 @@ pub async fn run(
         handler: handler.clone(),
         profiles,
         directory,
+        kernel_drops,
     }));
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();

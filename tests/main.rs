@@ -10,6 +10,7 @@ mod devices;
 mod directory;
 mod directory_health;
 mod directory_lockout;
+mod kernel_drops;
 mod ocserv;
 mod profiles;
 mod radius_basic;

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::auth::local::LocalVerifier;
 use crate::config::Secret;
 use crate::metrics::METRICS;
+use crate::radius::kernel_drops::KernelDrops;
 use crate::radius::listener::Handler;
 use crate::store::{LeaseRecord, Store, StoreError};
 
@@ -39,6 +40,8 @@ pub struct AdminState {
     pub profiles: Arc<crate::profiles::Profiles>,
     /// The Active Directory, when it is the source: users must exist there to be added.
     pub directory: Option<Arc<dyn crate::auth::UserDirectory>>,
+    /// The RADIUS sockets' kernel drop counters, read at each scrape.
+    pub kernel_drops: KernelDrops,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -96,7 +99,8 @@ async fn sessions(State(s): State<Arc<AdminState>>) -> Json<Vec<LeaseRecord>> {
     Json(s.handler.policy().ipam().sessions())
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    s.kernel_drops.refresh();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         METRICS.render(),
