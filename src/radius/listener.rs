@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::batch::{Inbox, Outbox};
 use super::dedup::{DedupCache, Key, Seen};
 use super::nas::{Nas, NasTable};
-use super::packet::{Frame, MAX_LEN};
+use super::packet::Frame;
 use super::{crypto, dict};
 use crate::accounting;
 use crate::metrics::{DropCause, METRICS};
@@ -372,7 +373,7 @@ fn record_drop(cause: DropCause, source: SocketAddr, nas: &Nas, detail: &dyn std
     debug!(client = %nas.name, %source, cause = cause.label(), ?detail, "dropped");
 }
 
-/// How long a worker blocks in `recv_from` before it looks at the shutdown token.
+/// How long a worker blocks in a receive before it looks at the shutdown token.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
 /// What the worker threads of one socket share.
@@ -389,9 +390,10 @@ pub struct Listener {
 
 /// Starts `workers` threads receiving on the socket until `shutdown`.
 ///
-/// Each thread blocks in `recv_from` (the kernel wakes one thread per datagram: no reactor
-/// or task hand-off) and polls the request's future once, in place: a request that needs
-/// nothing slow (a cached credential, a lease renewal) is answered from that thread. Only a
+/// Each thread blocks in a batched receive (`batch::Inbox`: the kernel wakes one thread, no
+/// reactor or task hand-off) and polls each request's future once, in place: a request that
+/// needs nothing slow (a cached credential, a lease renewal) is answered from that thread, its
+/// reply sent with the rest of the batch's (`batch::Outbox`). Only a
 /// request that has to wait becomes a task on the runtime, holding a permit; with every
 /// permit taken the threads stop reading and the kernel buffer absorbs the burst.
 pub fn serve(
@@ -415,10 +417,10 @@ pub fn serve(
 
 fn worker(l: &Arc<Listener>) {
     let _runtime = l.runtime.enter();
-    let mut buf = vec![0u8; MAX_LEN + 1];
+    let (mut inbox, mut outbox) = (Inbox::default(), Outbox::default());
     while !l.shutdown.is_cancelled() {
-        let (n, source) = match l.socket.recv_from(&mut buf) {
-            Ok(r) => r,
+        let received = match inbox.receive(&l.socket) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -428,21 +430,32 @@ fn worker(l: &Arc<Listener>) {
                 continue
             }
             Err(e) => {
-                debug!(error = %e, "recv_from failed");
+                debug!(error = %e, "recvmmsg failed");
                 continue;
             }
         };
-        // A bug must cost one request, not a worker thread.
-        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            receive(l, &buf[..n], source)
-        }));
-        match handled {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Stop) => break,
-            Err(_) => {
-                error!(%source, "request handling panicked; request dropped");
-                METRICS.dropped(DropCause::Internal).inc();
+        let mut flow = Flow::Continue;
+        for i in 0..received {
+            let (datagram, source) = inbox.get(i);
+            // A bug must cost one request, not a worker thread.
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                receive(l, datagram, source, &mut outbox)
+            }));
+            match handled {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => {
+                    flow = Flow::Stop;
+                    break;
+                }
+                Err(_) => {
+                    error!(%source, "request handling panicked; request dropped");
+                    METRICS.dropped(DropCause::Internal).inc();
+                }
             }
+        }
+        outbox.flush(&l.socket);
+        if matches!(flow, Flow::Stop) {
+            break;
         }
     }
 }
@@ -453,7 +466,7 @@ enum Flow {
 }
 
 /// One datagram: answered here if nothing has to wait, else handed to the runtime.
-fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr) -> Flow {
+fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr, outbox: &mut Outbox) -> Flow {
     let live = l.handler.live();
     let Some(nas) = live.nas.lookup(source.ip()).cloned() else {
         METRICS.dropped(DropCause::UnknownClient).inc();
@@ -465,7 +478,7 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr) -> Flow {
     let started = Instant::now();
     let work = match l.handler.triage(datagram, source, &nas, l.port, started) {
         Triage::Answer(Some(response)) => {
-            send(&l.socket, &response, source);
+            outbox.push(response, source);
             return Flow::Continue;
         }
         Triage::Answer(None) => return Flow::Continue,
@@ -479,16 +492,20 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr) -> Flow {
     let mut cx = Context::from_waker(Waker::noop());
     if let Poll::Ready(processed) = pending.as_mut().poll(&mut cx) {
         if let Some(response) = l.handler.finish(&key, started, &nas, Some(processed)) {
-            send(&l.socket, &response, source);
+            outbox.push(response, source);
         }
         return Flow::Continue;
     }
     let permit = match l.permits.clone().try_acquire_owned() {
         Ok(p) => p,
-        Err(_) => match l.runtime.block_on(l.permits.clone().acquire_owned()) {
-            Ok(p) => p,
-            Err(_) => return Flow::Stop,
-        },
+        Err(_) => {
+            // Every permit is taken: the answers already made must not wait for one.
+            outbox.flush(&l.socket);
+            match l.runtime.block_on(l.permits.clone().acquire_owned()) {
+                Ok(p) => p,
+                Err(_) => return Flow::Stop,
+            }
+        }
     };
     let (socket, handler) = (l.socket.clone(), l.handler.clone());
     let deadline = started + handler.request_timeout;

@@ -1,9 +1,11 @@
 //! RADIUS on the wire: the only module with sockets.
 //!
 //! `packet` frames datagrams, `crypto` does the authenticators and PAP, `nas` maps sources
-//! to secrets, `dedup` answers retransmissions, `listener` runs the staged checks,
-//! `kernel_drops` counts what the kernel dropped before `listener` could read it.
+//! to secrets, `dedup` answers retransmissions, `listener` runs the staged checks on what
+//! `batch` receives and sends, `kernel_drops` counts what the kernel dropped before
+//! `listener` could read it.
 
+pub mod batch;
 pub mod crypto;
 pub mod dedup;
 pub mod dict;
