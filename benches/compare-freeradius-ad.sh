@@ -380,7 +380,7 @@ drive "prime-ravpnd" "$RAVPND_PORT" "$RAVPND_PID" --concurrency "$CONCURRENCY" -
 drive "prime-freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration 3s --warmup 0s
 
 say "throughput: $ROUNDS rounds x (ravpnd, FreeRADIUS rlm_ldap, DC ceiling), closed loop, $CONCURRENCY in flight"
-for r in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
   drive "ravpnd" "$RAVPND_PORT" "$RAVPND_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
   drive "freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
   ceiling

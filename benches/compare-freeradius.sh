@@ -32,28 +32,9 @@ THREADS=${THREADS:-2}
 LATENCY_DURATION=${LATENCY_DURATION:-5s}
 SECRET=${SECRET:-bench-secret-0123456789}
 PASSWORD=${PASSWORD:-bench-pass}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-say() { printf '\n== %s\n' "$*" >&2; }
-
-# --- processes and temp dirs, cleaned up whatever happens -----------------------------------
-PIDS=()
-WORK=$(mktemp -d /tmp/ravpnd-compare.XXXXXX)
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+WORK_PREFIX=ravpnd-compare
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 # --- prerequisites ---------------------------------------------------------------------------
 if ! command -v freeradius >/dev/null 2>&1; then
@@ -64,34 +45,10 @@ fi
 command -v python3 >/dev/null || { echo "python3 is needed for the summary" >&2; exit 1; }
 FR_VERSION=$(freeradius -v 2>/dev/null | sed -n 's/.*FreeRADIUS Version \([0-9.]*\).*/\1/p' | head -1)
 
-say "building ravpnd (release) and the load driver (bench profile)"
-cargo build --release --bin ravpnd >&2
-RAVPND=$CARGO_TARGET_DIR/release/ravpnd
-LOAD=$(cargo bench --bench load --no-run --message-format=json | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "load" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$LOAD" ] || { echo "could not build the load driver" >&2; exit 1; }
+build_ravpnd_and_driver
 
 # Free loopback ports (asked of the kernel, not guessed); none is 1812.
-read -r RAVPND_PORT ADMIN_PORT FR_PORT NULL_PORT ACCT_PORT < <(python3 -c '
-import socket
-socks, ports = [], []
-for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM):
-    s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); socks.append(s)
-    ports.append(str(s.getsockname()[1]))
-print(" ".join(ports))')
-
-rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
-wait_udp() { # PORT: until something listens there
-  for _ in $(seq 100); do
-    ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on udp $1" >&2; return 1
-}
+read -r RAVPND_PORT ADMIN_PORT FR_PORT NULL_PORT ACCT_PORT < <(free_ports udp tcp udp udp udp)
 
 if [ "$WORKLOAD" = ad ]; then
   # shellcheck source=benches/compare-freeradius-ad.sh
@@ -295,7 +252,7 @@ drive prime-freeradius "$FR_PORT" "$FR_PID" --prime --requests 1 --warmup 0s --c
 RSS_PRIMED=$(rss "$RAVPND_PID")
 
 say "throughput: $ROUNDS rounds x (ravpnd, FreeRADIUS, null responder), closed loop, $CONCURRENCY in flight"
-for r in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
   drive "ravpnd" "$RAVPND_PORT" "$RAVPND_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
   drive "freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
   drive "null" "$NULL_PORT" "$NULL_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"

@@ -48,27 +48,9 @@ IMPORT_CHUNK=${IMPORT_CHUNK:-5000}
 POOL_NETWORK=${POOL_NETWORK:-10.8.0.0/15}
 SECRET=${SECRET:-bench-secret-0123456789}
 PASSWORD=${PASSWORD:-bench-pass}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-
-say() { printf '\n== %s\n' "$*" >&2; }
-
-# --- processes and temp dirs, cleaned up whatever happens -----------------------------------
-PIDS=()
-WORK=$(mktemp -d /tmp/ravpnd-scale.XXXXXX)
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+WORK_PREFIX=ravpnd-scale
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 # --- prerequisites ---------------------------------------------------------------------------
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
@@ -78,34 +60,11 @@ if ! python3 -c 'import argon2' 2>/dev/null; then
   python3 -m pip install -q argon2-cffi >&2
 fi
 
-say "building ravpnd (release) and the load driver (bench profile)"
-cargo build --release --bin ravpnd >&2
-RAVPND=$CARGO_TARGET_DIR/release/ravpnd
-LOAD=$(cargo bench --bench load --no-run --message-format=json | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "load" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$LOAD" ] || { echo "could not build the load driver" >&2; exit 1; }
+build_ravpnd_and_driver
 
 # Free loopback ports (asked of the kernel, not guessed); none is 1812.
-read -r BIG_PORT BIG_ADMIN BIG_ACCT SMALL_PORT SMALL_ADMIN SMALL_ACCT < <(python3 -c '
-import socket
-socks, ports = [], []
-for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_DGRAM) * 2:
-    s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); socks.append(s)
-    ports.append(str(s.getsockname()[1]))
-print(" ".join(ports))')
+read -r BIG_PORT BIG_ADMIN BIG_ACCT SMALL_PORT SMALL_ADMIN SMALL_ACCT < <(free_ports udp tcp udp udp tcp udp)
 
-rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
-wait_udp() { # PORT: until something listens there
-  for _ in $(seq 100); do
-    ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on udp $1" >&2; return 1
-}
 sock_drops() { # PORT: drops counted on the daemon's UDP socket(s) bound to 127.0.0.1:PORT
   awk -v a="$(printf '0100007F:%04X' "$1")" '$2 == a { d += $NF } END { print d + 0 }' /proc/net/udp
 }

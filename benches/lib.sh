@@ -1,0 +1,67 @@
+# shellcheck shell=bash
+# Shared by the benchmark scripts (sourced, not run): cleanup of what they start, the builds,
+# free loopback ports, process memory and UDP readiness. The sourcing script sets `ROOT` (the
+# repository) and `-euo pipefail`, and names its temp dir's prefix in `WORK_PREFIX`.
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- processes and temp dirs, cleaned up whatever happens -----------------------------------
+# Every process started goes into PIDS; on any exit each is sent TERM, given 5 s, then KILL,
+# and the temp dir WORK is removed.
+PIDS=()
+WORK=$(mktemp -d "/tmp/${WORK_PREFIX:-ravpnd-bench}.XXXXXX")
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Builds ravpnd (release) and the load driver (bench profile); sets RAVPND and LOAD.
+build_ravpnd_and_driver() {
+  say "building ravpnd (release) and the load driver (bench profile)"
+  cargo build --release --bin ravpnd >&2
+  # shellcheck disable=SC2034 # used by the sourcing script
+  RAVPND=$CARGO_TARGET_DIR/release/ravpnd
+  LOAD=$(cargo bench --bench load --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "load" and m.get("executable"):
+        print(m["executable"])')
+  [ -x "$LOAD" ] || { echo "could not build the load driver" >&2; exit 1; }
+}
+
+# Free loopback ports asked of the kernel (never guessed, never 1812), one per argument:
+# `udp` or `tcp`. Prints them on one line.
+free_ports() {
+  python3 - "$@" <<'PY'
+import socket, sys
+socks, ports = [], []
+for kind in sys.argv[1:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0)); socks.append(s); ports.append(str(s.getsockname()[1]))
+print(" ".join(ports))
+PY
+}
+
+rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+wait_udp() { # PORT: until something listens there
+  for _ in $(seq 100); do
+    ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on udp $1" >&2; return 1
+}
