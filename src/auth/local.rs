@@ -60,13 +60,13 @@ impl LocalAuthConfig {
     }
 }
 
-type CacheTag = [u8; 32];
+use super::credential_cache::{CredentialCache, Tag as CacheTag};
 
 /// One argon2 verification that concurrent identical requests wait on.
 type InFlight = OnceCell<Result<bool, String>>;
 
 pub struct LocalVerifier {
-    cache: moka::sync::Cache<String, CacheTag>,
+    cache: CredentialCache,
     cache_key: [u8; 32],
     hash_permits: Arc<Semaphore>,
     /// Verifications under way, by credential tag.
@@ -82,10 +82,7 @@ impl LocalVerifier {
             n => n,
         };
         Self {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(config.cache_capacity)
-                .time_to_live(config.cache_ttl)
-                .build(),
+            cache: CredentialCache::new(config.cache_capacity, config.cache_ttl),
             cache_key,
             hash_permits: Arc::new(Semaphore::new(permits)),
             inflight: Mutex::default(),
@@ -145,7 +142,7 @@ impl PasswordVerifier for LocalVerifier {
             .await
             .clone();
         if outcome.map_err(AuthError::Internal)? {
-            self.cache.insert(user.name.clone(), tag);
+            self.cache.insert(&user.name, tag);
             Ok(())
         } else {
             Err(AuthError::BadPassword)

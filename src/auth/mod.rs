@@ -2,6 +2,7 @@
 //! by `[auth] source`.
 
 pub mod azure;
+pub mod credential_cache;
 pub mod ldap;
 pub mod local;
 

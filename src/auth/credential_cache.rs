@@ -1,0 +1,173 @@
+//! The verified-credential cache of the local directory: user name → tag, trusted for a TTL.
+//!
+//! Read on every Access-Request, written once per user per TTL, so it is a plain sharded
+//! map: about 90 bytes an entry and one uncontended lock per lookup (moka, used before, took
+//! ~400 bytes an entry and ~4 % of a request's CPU for recency bookkeeping this workload
+//! does not need). Entries expire in insertion order, so a full shard drops its oldest
+//! sixteenth (and anything expired) at once: eviction costs O(1) per insert on average.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Independent locks, so the worker threads do not queue on one.
+const SHARDS: usize = 16;
+
+pub type Tag = [u8; 32];
+
+struct Entry {
+    tag: Tag,
+    /// Seconds since the cache's epoch when the credential was verified.
+    verified: u32,
+    /// Insertion order within the shard (seconds are too coarse: a reconnect storm inserts
+    /// thousands in one).
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Box<str>, Entry>,
+    next_seq: u64,
+}
+
+pub struct CredentialCache {
+    ttl_secs: u32,
+    per_shard: usize,
+    epoch: Instant,
+    hasher: RandomState,
+    shards: [Mutex<Shard>; SHARDS],
+}
+
+impl CredentialCache {
+    /// At most `capacity` entries (0 = no caching), each trusted for `ttl` (whole seconds).
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+            per_shard: usize::try_from(capacity)
+                .unwrap_or(usize::MAX)
+                .div_ceil(SHARDS),
+            epoch: Instant::now(),
+            hasher: RandomState::new(),
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
+    }
+
+    fn now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn shard(&self, user: &str) -> &Mutex<Shard> {
+        &self.shards[self.hasher.hash_one(user) as usize % SHARDS]
+    }
+
+    /// The tag verified for `user`, unless it has expired.
+    pub fn get(&self, user: &str) -> Option<Tag> {
+        let now = self.now();
+        let shard = self.shard(user).lock();
+        let e = shard.map.get(user)?;
+        (now.saturating_sub(e.verified) < self.ttl_secs).then_some(e.tag)
+    }
+
+    pub fn insert(&self, user: &str, tag: Tag) {
+        if self.per_shard == 0 || self.ttl_secs == 0 {
+            return;
+        }
+        let now = self.now();
+        let mut shard = self.shard(user).lock();
+        if shard.map.len() >= self.per_shard && !shard.map.contains_key(user) {
+            self.make_room(&mut shard.map, now);
+        }
+        let seq = shard.next_seq;
+        shard.next_seq += 1;
+        shard.map.insert(
+            user.into(),
+            Entry {
+                tag,
+                verified: now,
+                seq,
+            },
+        );
+    }
+
+    pub fn invalidate(&self, user: &str) {
+        self.shard(user).lock().map.remove(user);
+    }
+
+    /// Drops the expired entries and, if that is not enough, the oldest sixteenth.
+    fn make_room(&self, map: &mut HashMap<Box<str>, Entry>, now: u32) {
+        map.retain(|_, e| now.saturating_sub(e.verified) < self.ttl_secs);
+        if map.len() < self.per_shard {
+            return;
+        }
+        let mut order: Vec<u64> = map.values().map(|e| e.seq).collect();
+        let k = (order.len() / 16).max(1) - 1;
+        let (_, cutoff, _) = order.select_nth_unstable(k);
+        let cutoff = *cutoff;
+        map.retain(|_, e| e.seq > cutoff);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_until_invalidated() {
+        let c = CredentialCache::new(100, Duration::from_secs(60));
+        assert_eq!(c.get("alice"), None);
+        c.insert("alice", [1; 32]);
+        assert_eq!(c.get("alice"), Some([1; 32]));
+        c.insert("alice", [2; 32]);
+        assert_eq!(c.get("alice"), Some([2; 32]));
+        c.invalidate("alice");
+        assert_eq!(c.get("alice"), None);
+    }
+
+    #[test]
+    fn entries_expire() {
+        let mut c = CredentialCache::new(100, Duration::from_secs(60));
+        c.insert("alice", [1; 32]);
+        c.epoch = c.epoch.checked_sub(Duration::from_secs(59)).unwrap();
+        assert_eq!(c.get("alice"), Some([1; 32]), "verified 59 s ago");
+        c.epoch = c.epoch.checked_sub(Duration::from_secs(2)).unwrap();
+        assert_eq!(c.get("alice"), None, "verified 61 s ago with a 60 s TTL");
+    }
+
+    #[test]
+    fn capacity_bounds_the_entries_and_keeps_the_newest() {
+        let c = CredentialCache::new(320, Duration::from_secs(60));
+        for i in 0..100_000u32 {
+            c.insert(&format!("user{i}"), [0; 32]);
+        }
+        assert!(c.len() <= 320, "{} entries", c.len());
+        assert!(c.len() >= 300, "evicts a sixteenth at a time: {}", c.len());
+        assert!(c.get("user99999").is_some(), "the last insert is kept");
+    }
+
+    #[test]
+    fn the_oldest_are_evicted_first() {
+        // Fill every shard past capacity, then add new entries: none of the new is evicted.
+        let c = CredentialCache::new(16 * 32, Duration::from_secs(3600));
+        for i in 0..2000 {
+            c.insert(&format!("old{i}"), [0; 32]);
+        }
+        for i in 0..200 {
+            c.insert(&format!("new{i}"), [1; 32]);
+        }
+        assert!((0..200).all(|i| c.get(&format!("new{i}")).is_some()));
+    }
+
+    #[test]
+    fn zero_capacity_caches_nothing() {
+        let c = CredentialCache::new(0, Duration::from_secs(60));
+        c.insert("alice", [1; 32]);
+        assert_eq!(c.get("alice"), None);
+    }
+}
