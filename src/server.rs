@@ -126,11 +126,14 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 
 /// Opens the store named by the config.
 pub fn open_store(config: &Config) -> Result<Store, ServerError> {
-    Store::open_with_cache(&config.store.path, config.store.cache_records).map_err(|source| {
-        ServerError::Store {
-            path: config.store.path.display().to_string(),
-            source,
-        }
+    Store::open_with_cache(
+        &config.store.path,
+        config.store.cache_records,
+        config.store.page_cache_mib,
+    )
+    .map_err(|source| ServerError::Store {
+        path: config.store.path.display().to_string(),
+        source,
     })
 }
 

@@ -117,6 +117,8 @@ pub struct StoreConfig {
     /// path. Size it to the directory: a working set larger than this is read from the store
     /// again and again (about 0.3 KiB per record).
     pub cache_records: usize,
+    /// sled's page cache, in MiB: pages written or read stay in memory up to this much.
+    pub page_cache_mib: u64,
 }
 
 impl Default for StoreConfig {
@@ -124,6 +126,7 @@ impl Default for StoreConfig {
         Self {
             path: PathBuf::from("/var/lib/ravpnd"),
             cache_records: crate::store::DEFAULT_CACHE_RECORDS,
+            page_cache_mib: crate::store::DEFAULT_PAGE_CACHE_MIB,
         }
     }
 }

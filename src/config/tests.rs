@@ -76,6 +76,27 @@ secret = "long enough"
 }
 
 #[test]
+fn store_sizes_are_bounded() {
+    for (mib, ok) in [
+        (0, false),
+        (1, true),
+        (16, true),
+        (65_536, true),
+        (65_537, false),
+    ] {
+        let f = write(&format!("{MINIMAL}\n").replace(
+            "path = \"./data\"",
+            &format!("path = \"./data\"\npage_cache_mib = {mib}"),
+        ));
+        let problems = Config::load(f.path()).unwrap().validate();
+        let refused = problems.iter().any(|p| p.key == "store.page_cache_mib");
+        assert_eq!(refused, !ok, "page_cache_mib = {mib}: {problems:?}");
+    }
+    let c = Config::load_valid(write(MINIMAL).path()).unwrap();
+    assert_eq!(c.store.page_cache_mib, crate::store::DEFAULT_PAGE_CACHE_MIB);
+}
+
+#[test]
 fn shipped_configs_are_valid() {
     for name in ["ravpnd.toml", "ravpnd.example.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))

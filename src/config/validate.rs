@@ -50,6 +50,12 @@ impl Config {
                 "at most 256 (0 = one per CPU)",
             ));
         }
+        if !(1..=65_536).contains(&self.store.page_cache_mib) {
+            problems.push(Problem::new(
+                "store.page_cache_mib",
+                "must be between 1 and 65536 (MiB)",
+            ));
+        }
         if self.radius.max_in_flight == 0 {
             problems.push(Problem::new("radius.max_in_flight", "must be at least 1"));
         }

@@ -92,6 +92,12 @@ struct Caches {
 /// speed, for ~23 MiB more; benches/scale.sh).
 pub const DEFAULT_CACHE_RECORDS: usize = 262_144;
 
+/// sled's page cache by default, in MiB. With the decoded-record cache holding the working
+/// set, sled is off the steady-state read path, and its default (1 GiB, which it fills with
+/// every page it has written or read) was most of the daemon's memory: 100,000 users primed
+/// took 370 MiB with it, 270 MiB with 16 MiB, at the same speed (benches/scale.sh).
+pub const DEFAULT_PAGE_CACHE_MIB: u64 = 16;
+
 /// Group commit: concurrent callers needing durability share one flush instead of queueing
 /// one each, so durable writes do not cap throughput.
 #[derive(Default)]
@@ -104,14 +110,20 @@ struct GroupCommit {
 impl Store {
     /// Opens (or creates) the store in directory `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with_cache(dir, DEFAULT_CACHE_RECORDS)
+        Self::open_with_cache(dir, DEFAULT_CACHE_RECORDS, DEFAULT_PAGE_CACHE_MIB)
     }
 
-    /// Opens the store keeping up to `cache_records` decoded records of each kind.
-    pub fn open_with_cache(dir: &Path, cache_records: usize) -> Result<Self, StoreError> {
+    /// Opens the store keeping up to `cache_records` decoded records of each kind, with a
+    /// sled page cache of `page_cache_mib`.
+    pub fn open_with_cache(
+        dir: &Path,
+        cache_records: usize,
+        page_cache_mib: u64,
+    ) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(page_cache_mib.saturating_mul(1 << 20))
             .open()?;
         let meta = db.open_tree(META_TREE)?;
         match meta.get(SCHEMA_KEY)? {
