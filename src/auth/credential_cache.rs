@@ -3,11 +3,14 @@
 //! Read on every Access-Request, written once per user per TTL, so it is a plain sharded
 //! map: about 90 bytes an entry and one uncontended lock per lookup (moka, used before, took
 //! ~400 bytes an entry and ~4 % of a request's CPU for recency bookkeeping this workload
-//! does not need). Entries expire in insertion order, so a full shard drops its oldest
-//! sixteenth (and anything expired) at once: eviction costs O(1) per insert on average.
+//! does not need). Entries expire in insertion order, so when the cache is full the shard
+//! taking a new entry drops its expired entries or else its oldest sixteenth at once:
+//! eviction costs O(1) per insert on average, and the cache holds at most `capacity` entries
+//! plus one per shard.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -34,7 +37,10 @@ struct Shard {
 
 pub struct CredentialCache {
     ttl_secs: u32,
-    per_shard: usize,
+    /// The bound is on the whole cache, not per shard: shards fill unevenly, and a user
+    /// evicted while the cache as a whole has room would pay argon2 for nothing.
+    capacity: usize,
+    len: AtomicUsize,
     epoch: Instant,
     hasher: RandomState,
     shards: [Mutex<Shard>; SHARDS],
@@ -45,9 +51,8 @@ impl CredentialCache {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
             ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
-            per_shard: usize::try_from(capacity)
-                .unwrap_or(usize::MAX)
-                .div_ceil(SHARDS),
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
+            len: AtomicUsize::new(0),
             epoch: Instant::now(),
             hasher: RandomState::new(),
             shards: std::array::from_fn(|_| Mutex::default()),
@@ -71,38 +76,45 @@ impl CredentialCache {
     }
 
     pub fn insert(&self, user: &str, tag: Tag) {
-        if self.per_shard == 0 || self.ttl_secs == 0 {
+        if self.capacity == 0 || self.ttl_secs == 0 {
             return;
         }
         let now = self.now();
         let mut shard = self.shard(user).lock();
-        if shard.map.len() >= self.per_shard && !shard.map.contains_key(user) {
+        if !shard.map.contains_key(user) && self.len.load(Ordering::Relaxed) >= self.capacity {
+            let before = shard.map.len();
             self.make_room(&mut shard.map, now);
+            self.len
+                .fetch_sub(before - shard.map.len(), Ordering::Relaxed);
         }
         let seq = shard.next_seq;
         shard.next_seq += 1;
-        shard.map.insert(
-            user.into(),
-            Entry {
-                tag,
-                verified: now,
-                seq,
-            },
-        );
+        let entry = Entry {
+            tag,
+            verified: now,
+            seq,
+        };
+        if shard.map.insert(user.into(), entry).is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn invalidate(&self, user: &str) {
-        self.shard(user).lock().map.remove(user);
+        if self.shard(user).lock().map.remove(user).is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
-    /// Drops the expired entries and, if that is not enough, the oldest sixteenth.
+    /// Drops this shard's expired entries and, if there were none, its oldest sixteenth. (A
+    /// shard may be emptier than others; the bound holds over all of them.)
     fn make_room(&self, map: &mut HashMap<Box<str>, Entry>, now: u32) {
+        let before = map.len();
         map.retain(|_, e| now.saturating_sub(e.verified) < self.ttl_secs);
-        if map.len() < self.per_shard {
+        if map.len() < before || map.is_empty() {
             return;
         }
         let mut order: Vec<u64> = map.values().map(|e| e.seq).collect();
-        let k = (order.len() / 16).max(1) - 1;
+        let k = order.len() / 16;
         let (_, cutoff, _) = order.select_nth_unstable(k);
         let cutoff = *cutoff;
         map.retain(|_, e| e.seq > cutoff);
@@ -146,8 +158,13 @@ mod tests {
         for i in 0..100_000u32 {
             c.insert(&format!("user{i}"), [0; 32]);
         }
-        assert!(c.len() <= 320, "{} entries", c.len());
-        assert!(c.len() >= 300, "evicts a sixteenth at a time: {}", c.len());
+        assert!(c.len() <= 320 + SHARDS, "{} entries", c.len());
+        assert!(
+            c.len() >= 280,
+            "evicts a sixteenth of a shard at a time: {}",
+            c.len()
+        );
+        assert_eq!(c.len(), c.len.load(Ordering::Relaxed));
         assert!(c.get("user99999").is_some(), "the last insert is kept");
     }
 
@@ -162,6 +179,19 @@ mod tests {
             c.insert(&format!("new{i}"), [1; 32]);
         }
         assert!((0..200).all(|i| c.get(&format!("new{i}")).is_some()));
+    }
+
+    #[test]
+    fn uneven_shards_do_not_evict_below_capacity() {
+        // As many users as the capacity: however they spread over the shards, all stay.
+        let c = CredentialCache::new(10_000, Duration::from_secs(60));
+        for round in 0..2 {
+            for i in 0..10_000 {
+                c.insert(&format!("user{i}"), [round; 32]);
+            }
+        }
+        assert_eq!(c.len(), 10_000);
+        assert!((0..10_000).all(|i| c.get(&format!("user{i}")) == Some([1; 32])));
     }
 
     #[test]
