@@ -312,6 +312,7 @@ pub async fn run(
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
             runtime: tokio::runtime::Handle::current(),
+            busy_poll: config.radius.busy_poll,
         });
         threads.extend(listener::serve(l, workers).map_err(ServerError::Workers)?);
     }

@@ -76,7 +76,7 @@ secret = "long enough"
 }
 
 #[test]
-fn store_sizes_are_bounded() {
+fn store_sizes_and_busy_poll_are_bounded() {
     for (mib, ok) in [
         (0, false),
         (1, true),
@@ -94,6 +94,13 @@ fn store_sizes_are_bounded() {
     }
     let c = Config::load_valid(write(MINIMAL).path()).unwrap();
     assert_eq!(c.store.page_cache_mib, crate::store::DEFAULT_PAGE_CACHE_MIB);
+    assert_eq!(c.radius.busy_poll, Duration::ZERO, "off unless asked for");
+    for (poll, ok) in [("100us", true), ("1ms", true), ("2ms", false)] {
+        let f = write(&format!("{MINIMAL}\n[radius]\nbusy_poll = \"{poll}\"\n"));
+        let problems = Config::load(f.path()).unwrap().validate();
+        let refused = problems.iter().any(|p| p.key == "radius.busy_poll");
+        assert_eq!(refused, !ok, "busy_poll = {poll}: {problems:?}");
+    }
 }
 
 #[test]

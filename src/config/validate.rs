@@ -56,6 +56,12 @@ impl Config {
                 "must be between 1 and 65536 (MiB)",
             ));
         }
+        if self.radius.busy_poll > std::time::Duration::from_millis(1) {
+            problems.push(Problem::new(
+                "radius.busy_poll",
+                "at most 1ms (0s = off): longer only burns CPU",
+            ));
+        }
         if self.radius.max_in_flight == 0 {
             problems.push(Problem::new("radius.max_in_flight", "must be at least 1"));
         }

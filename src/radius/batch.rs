@@ -6,6 +6,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage,
@@ -24,22 +25,51 @@ pub struct Inbox {
     bufs: Vec<Box<[u8; MAX_LEN + 1]>>,
     headers: MultiHeaders<SockaddrStorage>,
     received: Vec<(usize, SocketAddr)>,
+    busy_poll: Duration,
+    /// The last receive got something: traffic is flowing, polling may catch the next one.
+    flowing: bool,
 }
 
-impl Default for Inbox {
-    fn default() -> Self {
+impl Inbox {
+    /// `busy_poll`: how long to poll the socket, after a batch, before blocking.
+    pub fn new(busy_poll: Duration) -> Self {
         Self {
             bufs: (0..BATCH).map(|_| Box::new([0u8; MAX_LEN + 1])).collect(),
             headers: MultiHeaders::preallocate(BATCH, None),
             received: Vec::with_capacity(BATCH),
+            busy_poll,
+            flowing: false,
         }
     }
-}
 
-impl Inbox {
-    /// Blocks until at least one datagram arrives (or the socket's read timeout passes) and
+    /// Waits until at least one datagram arrives (or the socket's read timeout passes) and
     /// takes every one already queued, up to `BATCH`. Returns how many.
+    ///
+    /// Right after a batch it first polls for up to `busy_poll`: a thread that blocks gives up
+    /// its CPU, and an idle virtual CPU takes tens of microseconds to wake for the next
+    /// datagram. An idle daemon never polls: only a receive that got something starts it.
     pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        if self.flowing && !self.busy_poll.is_zero() {
+            let until = Instant::now() + self.busy_poll;
+            loop {
+                match self.receive_with(socket, MsgFlags::MSG_WAITFORONE | MsgFlags::MSG_DONTWAIT) {
+                    Ok(n) if n > 0 => return Ok(n),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let received = self.receive_with(socket, MsgFlags::MSG_WAITFORONE);
+        self.flowing = matches!(received, Ok(n) if n > 0);
+        received
+    }
+
+    fn receive_with(&mut self, socket: &UdpSocket, flags: MsgFlags) -> io::Result<usize> {
         self.received.clear();
         let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
             .bufs
@@ -50,7 +80,7 @@ impl Inbox {
             socket.as_raw_fd(),
             &mut self.headers,
             slices.iter_mut(),
-            MsgFlags::MSG_WAITFORONE,
+            flags,
             None,
         )
         .map_err(io::Error::from)?;
@@ -138,7 +168,6 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_batch_takes_every_queued_datagram_and_replies_reach_each_sender() {
@@ -154,7 +183,7 @@ mod tests {
                 .unwrap();
         }
         // Loopback delivery is synchronous: all three are queued before the call.
-        let mut inbox = Inbox::default();
+        let mut inbox = Inbox::new(Duration::ZERO);
         assert_eq!(inbox.receive(&server).unwrap(), 3);
         let mut outbox = Outbox::default();
         for (i, client) in clients.iter().enumerate() {
@@ -182,7 +211,7 @@ mod tests {
         client
             .send_to(b"ping", server.local_addr().unwrap())
             .unwrap();
-        let mut inbox = Inbox::default();
+        let mut inbox = Inbox::new(Duration::ZERO);
         assert_eq!(inbox.receive(&server).unwrap(), 1);
         let (datagram, source) = inbox.get(0);
         assert_eq!(
@@ -207,9 +236,38 @@ mod tests {
         client
             .send_to(&[7u8; MAX_LEN + 100], server.local_addr().unwrap())
             .unwrap();
-        let mut inbox = Inbox::default();
+        let mut inbox = Inbox::new(Duration::ZERO);
         assert_eq!(inbox.receive(&server).unwrap(), 1);
         assert_eq!(inbox.get(0).0.len(), MAX_LEN + 1);
+    }
+
+    #[test]
+    fn busy_polling_takes_what_comes_and_then_sleeps() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let to = server.local_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut inbox = Inbox::new(Duration::from_millis(1));
+        client.send_to(b"first", to).unwrap();
+        assert_eq!(inbox.receive(&server).unwrap(), 1);
+        // Polling now: a datagram sent meanwhile is taken.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(300));
+            client.send_to(b"second", to).unwrap();
+        });
+        assert_eq!(inbox.receive(&server).unwrap(), 1);
+        assert_eq!(inbox.get(0).0, b"second");
+        sender.join().unwrap();
+        // Nothing more: the poll gives up and the blocking receive times out as usual.
+        let started = Instant::now();
+        let err = inbox.receive(&server).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(40));
     }
 
     #[test]
@@ -218,7 +276,7 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
-        let err = Inbox::default().receive(&server).unwrap_err();
+        let err = Inbox::new(Duration::ZERO).receive(&server).unwrap_err();
         assert!(matches!(
             err.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut

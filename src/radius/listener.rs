@@ -386,6 +386,8 @@ pub struct Listener {
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
     pub runtime: tokio::runtime::Handle,
+    /// How long a worker polls before it sleeps (`[radius] busy_poll`).
+    pub busy_poll: Duration,
 }
 
 /// Starts `workers` threads receiving on the socket until `shutdown`.
@@ -417,7 +419,7 @@ pub fn serve(
 
 fn worker(l: &Arc<Listener>) {
     let _runtime = l.runtime.enter();
-    let (mut inbox, mut outbox) = (Inbox::default(), Outbox::default());
+    let (mut inbox, mut outbox) = (Inbox::new(l.busy_poll), Outbox::default());
     while !l.shutdown.is_cancelled() {
         let received = match inbox.receive(&l.socket) {
             Ok(n) => n,
