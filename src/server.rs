@@ -189,9 +189,12 @@ pub async fn run(
             None => Source::NotSelected, // refused by `Config::validate`
         },
     };
-    // The DCs' health checks: until shutdown (the task ends when the token is cancelled).
-    if let Source::ActiveDirectory(v) = &source {
-        tokio::spawn(v.clone().health_check(shutdown.clone()));
+    // The directory's health checks: until shutdown (the task ends when the token is
+    // cancelled).
+    match &source {
+        Source::ActiveDirectory(v) => drop(tokio::spawn(v.clone().health_check(shutdown.clone()))),
+        Source::AzureAd(v) => drop(tokio::spawn(v.clone().health_check(shutdown.clone()))),
+        _ => {}
     }
     let directory: Option<Arc<dyn UserDirectory>> = match &source {
         Source::ActiveDirectory(v) => Some(v.clone()),

@@ -11,8 +11,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::support::daemon::default_config;
+use crate::support::daemon::{default_config, http_get};
 use crate::support::radclient;
+use crate::support::tcp_proxy::TcpProxy;
 use crate::support::TestDaemon;
 
 const TENANT: &str = "contoso.test";
@@ -122,6 +123,22 @@ async fn users(
     Json(body).into_response()
 }
 
+/// The tenant's OpenID discovery document (what the health check fetches), abridged.
+async fn discovery(Path(tenant): Path<String>) -> Response {
+    if tenant != TENANT {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_tenant"})),
+        )
+            .into_response();
+    }
+    Json(json!({
+        "token_endpoint": format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
+        "issuer": format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+    }))
+    .into_response()
+}
+
 /// Starts the stand-in on a thread with its own runtime; it lives as long as the test binary.
 fn entra() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -133,6 +150,10 @@ fn entra() -> SocketAddr {
         rt.block_on(async move {
             let app = Router::new()
                 .route("/{tenant}/oauth2/v2.0/token", post(token))
+                .route(
+                    "/{tenant}/v2.0/.well-known/openid-configuration",
+                    get(discovery),
+                )
                 .route("/v1.0/users", get(users));
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
@@ -192,4 +213,71 @@ fn ropc_verdicts_map_to_reasons_and_graph_listing_pages() {
     assert_eq!(why("slow", "Good-pass1"), "directory unavailable");
     d.ok(&["user", "add", "--all"]);
     assert!(d.ok(&["user", "list"]).contains("carol"));
+}
+
+/// Polls `/readyz` until its status line has `status`; returns the body.
+fn readyz_becomes(d: &TestDaemon, status: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http_get(d.admin_addr, "/readyz");
+        if r.contains(&format!(" {status} ")) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never answered {status}: {r}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn readyz_follows_whether_entra_id_answers() {
+    let entra = entra();
+    // The daemon reaches the stand-in through a proxy that the test can take away.
+    let front: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = TcpProxy::start(front, entra);
+    let d = TestDaemon::with_config(&config(front).replace(
+        "timeout = \"1s\"\n",
+        "timeout = \"1s\"\nhealth_check_interval = \"100ms\"\n",
+    ));
+    readyz_becomes(&d, "200");
+    d.ok(&["user", "add", "good"]);
+    d.ok(&[
+        "device",
+        "add",
+        "good-dev",
+        "--type",
+        "windows",
+        "--no-device-auth",
+    ]);
+    d.ok(&["assign", "good", "good-dev"]);
+
+    drop(proxy);
+    let body = readyz_becomes(&d, "503");
+    assert!(
+        body.contains(&format!(
+            "Entra ID (http://{front}/{TENANT}/v2.0/.well-known/openid-configuration) unreachable"
+        )),
+        "{body}"
+    );
+    let r = radclient::auth(d.auth_addr, "good", "Good-pass1");
+    assert_eq!(
+        r.attr("Reply-Message").as_deref(),
+        Some("directory unavailable")
+    );
+
+    let _proxy = TcpProxy::start(front, entra);
+    readyz_becomes(&d, "200");
+    let r = radclient::auth(d.auth_addr, "good", "Good-pass1");
+    assert_eq!(
+        r.attr("Reply-Message").as_deref(),
+        Some("accepted"),
+        "{}",
+        d.log()
+    );
 }

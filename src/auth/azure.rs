@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use tokio_util::sync::CancellationToken;
+
 use super::ldap::DirectoryUser;
 use super::AuthError;
 use crate::config::{Problem, Secret};
@@ -32,6 +34,10 @@ pub struct AzureAdConfig {
     /// Longest wait for one call.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How often the tenant's OpenID discovery document is fetched to know whether Entra ID
+    /// answers (`/readyz`); "0s" turns the check off.
+    #[serde(default = "default_health_check_interval", with = "humantime_serde")]
+    pub health_check_interval: Duration,
 }
 
 fn default_authority() -> String {
@@ -42,6 +48,9 @@ fn default_graph() -> String {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_health_check_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl AzureAdConfig {
@@ -132,6 +141,8 @@ struct GraphPage {
 pub struct AzureVerifier {
     config: AzureAdConfig,
     http: reqwest::Client,
+    /// Why Entra ID was last found unreachable; `None` once it answers again.
+    down: parking_lot::Mutex<Option<String>>,
 }
 
 impl AzureVerifier {
@@ -144,7 +155,58 @@ impl AzureVerifier {
         Ok(Self {
             config: config.clone(),
             http,
+            down: parking_lot::Mutex::new(None),
         })
+    }
+
+    fn token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.config.authority.trim_end_matches('/'),
+            self.config.domain
+        )
+    }
+
+    /// `None` while Entra ID answers; else why it did not, last time it was asked (by a
+    /// request or by the health check).
+    pub fn unreachable(&self) -> Option<String> {
+        self.down.lock().clone()
+    }
+
+    fn mark(&self, down: Option<String>) {
+        let mut d = self.down.lock();
+        match (&*d, &down) {
+            (None, Some(why)) => tracing::warn!(%why, "Entra ID unreachable"),
+            (Some(_), None) => tracing::info!("Entra ID reachable again"),
+            _ => {}
+        }
+        *d = down;
+    }
+
+    /// Fetches the tenant's OpenID discovery document, which needs no credentials, every
+    /// `health_check_interval` until `shutdown`.
+    pub async fn health_check(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
+        let interval = self.config.health_check_interval;
+        if interval.is_zero() {
+            return;
+        }
+        let url = format!(
+            "{}/{}/v2.0/.well-known/openid-configuration",
+            self.config.authority.trim_end_matches('/'),
+            self.config.domain
+        );
+        loop {
+            let down = match self.http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!("Entra ID ({url}) answered {}", r.status())),
+                Err(e) => Some(format!("Entra ID ({url}) unreachable: {e}")),
+            };
+            self.mark(down);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
     }
 
     /// The store key of a directory user: the lower-cased name before `@`.
@@ -154,11 +216,7 @@ impl AzureVerifier {
     }
 
     async fn token(&self, user: &str, password: &str) -> Result<String, AuthError> {
-        let url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            self.config.authority.trim_end_matches('/'),
-            self.config.domain
-        );
+        let url = self.token_url();
         let started = std::time::Instant::now();
         let resp = self
             .http
@@ -180,9 +238,15 @@ impl AzureVerifier {
         let resp = resp.map_err(|e| {
             METRICS.directory_errors.with_label_values(&["azure"]).inc();
             tracing::warn!(error = %e, "Entra ID token endpoint unreachable");
+            self.mark(Some(format!("Entra ID ({url}) unreachable: {e}")));
             AuthError::DirectoryUnavailable
         })?;
         let status = resp.status();
+        self.mark(if status.is_server_error() {
+            Some(format!("Entra ID ({url}) answered {status}"))
+        } else {
+            None
+        });
         if status.is_success() {
             let t: Token = resp
                 .json()

@@ -116,6 +116,9 @@ impl UserDirectory for azure::AzureVerifier {
     fn user_key(&self, name: &str) -> String {
         azure::AzureVerifier::user_key(self, name)
     }
+    fn unreachable(&self) -> Option<String> {
+        azure::AzureVerifier::unreachable(self)
+    }
 }
 
 impl PasswordVerifier for Source {
