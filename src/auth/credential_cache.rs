@@ -8,12 +8,12 @@
 //! eviction costs O(1) per insert on average, and the cache holds at most `capacity` entries
 //! plus one per shard.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 /// Independent locks, so the worker threads do not queue on one.
 const SHARDS: usize = 16;
@@ -31,7 +31,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Box<str>, Entry>,
+    map: FxHashMap<Box<str>, Entry>,
     next_seq: u64,
 }
 
@@ -42,7 +42,8 @@ pub struct CredentialCache {
     capacity: usize,
     len: AtomicUsize,
     epoch: Instant,
-    hasher: RandomState,
+    /// Fx: only names whose password was just verified are inserted.
+    hasher: FxBuildHasher,
     shards: [Mutex<Shard>; SHARDS],
 }
 
@@ -54,7 +55,7 @@ impl CredentialCache {
             capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
             len: AtomicUsize::new(0),
             epoch: Instant::now(),
-            hasher: RandomState::new(),
+            hasher: FxBuildHasher,
             shards: std::array::from_fn(|_| Mutex::default()),
         }
     }
@@ -64,7 +65,9 @@ impl CredentialCache {
     }
 
     fn shard(&self, user: &str) -> &Mutex<Shard> {
-        &self.shards[self.hasher.hash_one(user) as usize % SHARDS]
+        // Bits the maps do not use to place keys (they use the low bits and the top seven):
+        // the shard's keys must not all share their low bits.
+        &self.shards[(self.hasher.hash_one(user) >> 32) as usize % SHARDS]
     }
 
     /// The tag verified for `user`, unless it has expired.
@@ -107,7 +110,7 @@ impl CredentialCache {
 
     /// Drops this shard's expired entries and, if there were none, its oldest sixteenth. (A
     /// shard may be emptier than others; the bound holds over all of them.)
-    fn make_room(&self, map: &mut HashMap<Box<str>, Entry>, now: u32) {
+    fn make_room(&self, map: &mut FxHashMap<Box<str>, Entry>, now: u32) {
         let before = map.len();
         map.retain(|_, e| now.saturating_sub(e.verified) < self.ttl_secs);
         if map.len() < before || map.is_empty() {

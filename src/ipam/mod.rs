@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use parking_lot::{Mutex, RwLock};
+use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
@@ -169,18 +170,16 @@ struct Pool {
     config: PoolConfig,
     state: Mutex<PoolState>,
     size: u64,
+    /// This pool's `ravpnd_pool_size` and `ravpnd_pool_used`, looked up once: `publish` runs
+    /// on every lease.
+    size_gauge: IntGauge,
+    used_gauge: IntGauge,
 }
 
 impl Pool {
     fn publish(&self, st: &PoolState) {
-        METRICS
-            .pool_size
-            .with_label_values(&[&self.config.name])
-            .set(self.size as i64);
-        METRICS
-            .pool_used
-            .with_label_values(&[&self.config.name])
-            .set((self.size - st.free.len()) as i64);
+        self.size_gauge.set(self.size as i64);
+        self.used_gauge.set((self.size - st.free.len()) as i64);
     }
 
     /// Frees expired leases; returns their addresses.
@@ -292,6 +291,8 @@ impl Ipam {
                     next: 0,
                 }),
                 size,
+                size_gauge: METRICS.pool_size.with_label_values(&[&cfg.name]),
+                used_gauge: METRICS.pool_used.with_label_values(&[&cfg.name]),
             };
             pool.publish(&pool.state.lock());
             current.push(Arc::new(pool));
@@ -321,7 +322,7 @@ impl Ipam {
         let netmask = pool.config.network.netmask();
         let expires = req.now + pool.config.lease_time.as_secs().max(1);
         let sticky = self.sticky.lock().get(req.device).copied();
-        let (record, new, pending, write) = {
+        let (addr, record, new, pending, write) = {
             let mut st = pool.state.lock();
             let own = sticky.filter(|a| pool.config.network.contains(a));
             let renew = own.filter(|a| {
@@ -390,15 +391,20 @@ impl Ipam {
             if write {
                 lease.stored_expires = lease.record.expires;
             }
-            let out = (lease.record.clone(), new, lease.pending, write);
+            // A renewal that writes nothing needs only the address: no copy of the record.
+            let record = (new || write).then(|| lease.record.clone());
+            let out = (lease.record.addr, record, new, lease.pending, write);
             pool.publish(&st);
             out
         };
-        self.sticky
-            .lock()
-            .insert(req.device.to_owned(), record.addr);
-        if new {
-            if let Err(e) = self.store.put_lease(&record, true).await {
+        {
+            let mut sticky = self.sticky.lock();
+            if sticky.get(req.device) != Some(&addr) {
+                sticky.insert(req.device.to_owned(), addr);
+            }
+        }
+        if let (true, Some(record)) = (new, &record) {
+            if let Err(e) = self.store.put_lease(record, true).await {
                 let mut st = pool.state.lock();
                 st.leases.remove(&record.addr);
                 st.free.insert(u32::from(record.addr));
@@ -413,18 +419,14 @@ impl Ipam {
             // loses at most a quarter lease of expiry. Only if the first grant is still being
             // written do we wait for it (group commit), so no Accept names a lease that is not
             // durable.
-            if write {
-                self.store.refresh_lease(&record)?;
+            if let (true, Some(record)) = (write, &record) {
+                self.store.refresh_lease(record)?;
             }
             if pending {
                 self.store.flush().await?;
             }
         }
-        Ok(Some(Allocation {
-            addr: record.addr,
-            netmask,
-            new,
-        }))
+        Ok(Some(Allocation { addr, netmask, new }))
     }
 
     /// Applies an Accounting-Request to the lease it concerns. Returns whether a lease

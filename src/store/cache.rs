@@ -8,11 +8,11 @@
 //! races a write may insert what it read, but under the old generation, where it is never
 //! served.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 /// Independent locks, so the worker threads do not queue on one.
 const SHARDS: usize = 16;
@@ -32,12 +32,14 @@ impl Generation {
     }
 }
 
-/// Values with the generation they were read under.
-type Shard<V> = RwLock<HashMap<Box<str>, (u64, V)>>;
+/// Values with the generation they were read under. Fx hashing: a request looks up three
+/// keys here (one a 64-character serial), and only records read from the store are inserted,
+/// so no client can choose keys to collide.
+type Shard<V> = RwLock<FxHashMap<Box<str>, (u64, V)>>;
 
 /// A bounded map from key to decoded value, valid for one generation.
 pub(super) struct RecordCache<V> {
-    hasher: RandomState,
+    hasher: FxBuildHasher,
     per_shard: usize,
     shards: [Shard<V>; SHARDS],
 }
@@ -47,14 +49,16 @@ impl<V: Clone> RecordCache<V> {
     /// the key space, at the price of re-reading some records).
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            hasher: RandomState::new(),
+            hasher: FxBuildHasher,
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            shards: std::array::from_fn(|_| RwLock::new(FxHashMap::default())),
         }
     }
 
     fn shard(&self, key: &str) -> &Shard<V> {
-        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+        // Bits the maps do not use to place keys (they use the low bits and the top seven):
+        // the shard's keys must not all share their low bits.
+        &self.shards[(self.hasher.hash_one(key) >> 32) as usize % SHARDS]
     }
 
     /// The value for `key` read under generation `generation`, if cached.
