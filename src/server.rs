@@ -192,8 +192,12 @@ pub async fn run(
     // The directory's health checks: until shutdown (the task ends when the token is
     // cancelled).
     match &source {
-        Source::ActiveDirectory(v) => drop(tokio::spawn(v.clone().health_check(shutdown.clone()))),
-        Source::AzureAd(v) => drop(tokio::spawn(v.clone().health_check(shutdown.clone()))),
+        Source::ActiveDirectory(v) => {
+            tokio::spawn(v.clone().health_check(shutdown.clone()));
+        }
+        Source::AzureAd(v) => {
+            tokio::spawn(v.clone().health_check(shutdown.clone()));
+        }
         _ => {}
     }
     let directory: Option<Arc<dyn UserDirectory>> = match &source {

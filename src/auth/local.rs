@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::credential_cache::{CredentialCache, Tag as CacheTag};
 use super::{AuthError, PasswordVerifier};
 use crate::config::Problem;
 use crate::store::UserRecord;
@@ -59,8 +60,6 @@ impl LocalAuthConfig {
         p
     }
 }
-
-use super::credential_cache::{CredentialCache, Tag as CacheTag};
 
 /// One argon2 verification that concurrent identical requests wait on.
 type InFlight = OnceCell<Result<bool, String>>;

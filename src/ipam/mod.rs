@@ -322,7 +322,7 @@ impl Ipam {
         let netmask = pool.config.network.netmask();
         let expires = req.now + pool.config.lease_time.as_secs().max(1);
         let sticky = self.sticky.lock().get(req.device).copied();
-        let (addr, record, new, pending, write) = {
+        let (addr, to_write, new, pending) = {
             let mut st = pool.state.lock();
             let own = sticky.filter(|a| pool.config.network.contains(a));
             let renew = own.filter(|a| {
@@ -391,9 +391,10 @@ impl Ipam {
             if write {
                 lease.stored_expires = lease.record.expires;
             }
-            // A renewal that writes nothing needs only the address: no copy of the record.
-            let record = (new || write).then(|| lease.record.clone());
-            let out = (lease.record.addr, record, new, lease.pending, write);
+            // What goes to the store, if anything: a renewal that writes nothing needs only
+            // the address, no copy of the record.
+            let to_write = (new || write).then(|| lease.record.clone());
+            let out = (lease.record.addr, to_write, new, lease.pending);
             pool.publish(&st);
             out
         };
@@ -403,8 +404,9 @@ impl Ipam {
                 sticky.insert(req.device.to_owned(), addr);
             }
         }
-        if let (true, Some(record)) = (new, &record) {
-            if let Err(e) = self.store.put_lease(record, true).await {
+        if new {
+            let record = to_write.expect("a new lease is always written");
+            if let Err(e) = self.store.put_lease(&record, true).await {
                 let mut st = pool.state.lock();
                 st.leases.remove(&record.addr);
                 st.free.insert(u32::from(record.addr));
@@ -419,7 +421,7 @@ impl Ipam {
             // loses at most a quarter lease of expiry. Only if the first grant is still being
             // written do we wait for it (group commit), so no Accept names a lease that is not
             // durable.
-            if let (true, Some(record)) = (write, &record) {
+            if let Some(record) = &to_write {
                 self.store.refresh_lease(record)?;
             }
             if pending {

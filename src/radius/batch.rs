@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage,
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
 };
 use tracing::debug;
 
@@ -24,7 +24,8 @@ pub struct Inbox {
     /// One byte more than the largest legal packet, so that an oversized one is seen as such.
     bufs: Vec<Box<[u8; MAX_LEN + 1]>>,
     headers: MultiHeaders<SockaddrStorage>,
-    received: Vec<(usize, SocketAddr)>,
+    /// The last batch: buffer index, length and source of each datagram.
+    received: Vec<(usize, usize, SocketAddr)>,
     busy_poll: Duration,
     /// The last receive got something: traffic is flowing, polling may catch the next one.
     flowing: bool,
@@ -84,11 +85,11 @@ impl Inbox {
             None,
         )
         .map_err(io::Error::from)?;
-        for msg in results {
+        for (buf, msg) in results.enumerate() {
             // Datagrams from a source that is not IP (cannot happen on a UDP/IP socket) are
             // skipped rather than trusted.
             if let Some(source) = msg.address.as_ref().and_then(socket_addr) {
-                self.received.push((msg.bytes, source));
+                self.received.push((buf, msg.bytes, source));
             }
         }
         Ok(self.received.len())
@@ -96,8 +97,8 @@ impl Inbox {
 
     /// The `i`th datagram of the last batch and its source.
     pub fn get(&self, i: usize) -> (&[u8], SocketAddr) {
-        let (len, source) = self.received[i];
-        (&self.bufs[i][..len], source)
+        let (buf, len, source) = self.received[i];
+        (&self.bufs[buf][..len], source)
     }
 }
 
@@ -152,7 +153,7 @@ impl Outbox {
                 // from there, or skips it if it was that one that failed.
                 Ok(sent) => start += sent.count().max(1),
                 Err(e) => {
-                    debug!(to = ?batch[0].1.family(), error = %e, "sendmmsg failed");
+                    debug!(to = %batch[0].1, error = %e, "sendmmsg failed");
                     start += 1;
                 }
             }
@@ -160,7 +161,8 @@ impl Outbox {
         self.replies.clear();
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.replies.is_empty()
     }
 }

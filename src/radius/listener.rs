@@ -436,7 +436,6 @@ fn worker(l: &Arc<Listener>) {
                 continue;
             }
         };
-        let mut flow = Flow::Continue;
         for i in 0..received {
             let (datagram, source) = inbox.get(i);
             // A bug must cost one request, not a worker thread.
@@ -446,8 +445,8 @@ fn worker(l: &Arc<Listener>) {
             match handled {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stop) => {
-                    flow = Flow::Stop;
-                    break;
+                    outbox.flush(&l.socket);
+                    return;
                 }
                 Err(_) => {
                     error!(%source, "request handling panicked; request dropped");
@@ -456,9 +455,6 @@ fn worker(l: &Arc<Listener>) {
             }
         }
         outbox.flush(&l.socket);
-        if matches!(flow, Flow::Stop) {
-            break;
-        }
     }
 }
 
