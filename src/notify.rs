@@ -77,22 +77,21 @@ impl SmtpConfig {
     pub fn validate(&self, prefix: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.from.parse::<Mailbox>().is_err() {
-            p.push(Problem {
-                key: format!("{prefix}.from"),
-                why: format!("`{}` is not a mail address", self.from),
-            });
+            p.push(Problem::at(
+                prefix,
+                "from",
+                format!("`{}` is not a mail address", self.from),
+            ));
         }
         if self.username.is_some() != self.password.is_some() {
-            p.push(Problem {
-                key: format!("{prefix}.username"),
-                why: "username and password go together".into(),
-            });
+            p.push(Problem::at(
+                prefix,
+                "username",
+                "username and password go together",
+            ));
         }
         if self.port == Some(0) {
-            p.push(Problem {
-                key: format!("{prefix}.port"),
-                why: "must be 1..=65535".into(),
-            });
+            p.push(Problem::at(prefix, "port", "must be 1..=65535"));
         }
         p
     }

@@ -58,10 +58,7 @@ impl AzureAdConfig {
         let mut p = Vec::new();
         let mut need = |k: &str, empty: bool| {
             if empty {
-                p.push(Problem {
-                    key: format!("{prefix}.{k}"),
-                    why: "is required".into(),
-                });
+                p.push(Problem::at(prefix, k, "is required"));
             }
         };
         need("application_id", self.application_id.trim().is_empty());
@@ -74,10 +71,11 @@ impl AzureAdConfig {
             ("graph_url", &self.graph_url),
         ] {
             if !(v.starts_with("https://") || v.starts_with("http://")) {
-                p.push(Problem {
-                    key: format!("{prefix}.{k}"),
-                    why: format!("`{v}` is not an http(s) URL"),
-                });
+                p.push(Problem::at(
+                    prefix,
+                    k,
+                    format!("`{v}` is not an http(s) URL"),
+                ));
             }
         }
         p

@@ -52,10 +52,7 @@ impl LocalAuthConfig {
     pub fn validate(&self, prefix: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.cache_ttl > Duration::from_secs(24 * 3600) {
-            p.push(Problem {
-                key: format!("{prefix}.cache_ttl"),
-                why: "must be at most 24h".into(),
-            });
+            p.push(Problem::at(prefix, "cache_ttl", "must be at most 24h"));
         }
         p
     }

@@ -19,6 +19,11 @@ impl Problem {
             why: why.into(),
         }
     }
+
+    /// A problem with `key` of the section at `prefix` (e.g. `auth.local` + `cache_ttl`).
+    pub fn at(prefix: &str, key: &str, why: impl Into<String>) -> Self {
+        Self::new(format!("{prefix}.{key}"), why)
+    }
 }
 
 impl std::fmt::Display for Problem {

@@ -56,16 +56,14 @@ impl DevicesConfig {
     pub fn validate(&self, prefix: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.max_per_user == 0 {
-            p.push(Problem {
-                key: format!("{prefix}.max_per_user"),
-                why: "must be at least 1".into(),
-            });
+            p.push(Problem::at(prefix, "max_per_user", "must be at least 1"));
         }
         if self.serial_key.is_empty() || self.serial_key.contains('=') {
-            p.push(Problem {
-                key: format!("{prefix}.serial_key"),
-                why: "must be an mdm-tlv key such as \"device-uid\"".into(),
-            });
+            p.push(Problem::at(
+                prefix,
+                "serial_key",
+                "must be an mdm-tlv key such as \"device-uid\"",
+            ));
         }
         p
     }

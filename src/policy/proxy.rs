@@ -114,12 +114,7 @@ impl ProxyConfig {
 
     pub fn validate(&self, prefix: &str) -> Vec<Problem> {
         let mut p = Vec::new();
-        let mut problem = |k: &str, why: String| {
-            p.push(Problem {
-                key: format!("{prefix}.{k}"),
-                why,
-            })
-        };
+        let mut problem = |k: &str, why: String| p.push(Problem::at(prefix, k, why));
         if let ApplyTo::All(s) = &self.apply_to {
             if s != "all" {
                 problem(

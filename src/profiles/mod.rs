@@ -61,12 +61,7 @@ impl Default for ProfilesConfig {
 impl ProfilesConfig {
     pub fn validate(&self, prefix: &str) -> Vec<Problem> {
         let mut p = Vec::new();
-        let mut problem = |k: &str, why: &str| {
-            p.push(Problem {
-                key: format!("{prefix}.{k}"),
-                why: why.into(),
-            })
-        };
+        let mut problem = |k: &str, why: &str| p.push(Problem::at(prefix, k, why));
         if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
             problem("base_url", "must start with https:// (or http://)");
         }

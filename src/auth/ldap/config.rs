@@ -119,12 +119,7 @@ fn default_retry() -> Duration {
 impl ActiveDirectoryConfig {
     pub fn validate(&self, prefix: &str) -> Vec<Problem> {
         let mut p = Vec::new();
-        let mut problem = |k: &str, why: String| {
-            p.push(Problem {
-                key: format!("{prefix}.{k}"),
-                why,
-            })
-        };
+        let mut problem = |k: &str, why: String| p.push(Problem::at(prefix, k, why));
         if self.primary_host.trim().is_empty() {
             problem("primary_host", "must not be empty".into());
         }
