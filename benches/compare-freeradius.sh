@@ -61,35 +61,7 @@ say "ravpnd: config, $USERS users with one registered Windows device each"
 mkdir -p "$WORK/ravpnd"
 RCONF=$WORK/ravpnd/ravpnd.toml
 write_ravpnd_config() { # EXTRA_TOML
-  cat > "$RCONF" <<EOF
-[radius]
-auth_addr = "127.0.0.1:$RAVPND_PORT"
-$RADIUS_EXTRA
-
-[store]
-path = "$WORK/ravpnd/data"
-
-[admin]
-addr = "127.0.0.1:$ADMIN_PORT"
-
-[auth]
-source = "local"
-
-[registration]
-auto_register = true
-notify_on_failure = false
-
-[log]
-# warn, not info: one info line per request would dominate the measurement.
-level = "warn"
-
-[[clients]]
-name = "bench"
-address = "127.0.0.1"
-secret = "$SECRET"
-require_message_authenticator = true
-$1
-EOF
+  bench_config "$WORK/ravpnd" "$RAVPND_PORT" "$ADMIN_PORT" "$RADIUS_EXTRA" "$1" > "$RCONF"
 }
 # Address pools and DNS are on their way in ravpnd: use them when this build accepts them.
 POOL_TOML='

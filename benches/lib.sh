@@ -56,6 +56,41 @@ print(" ".join(ports))
 PY
 }
 
+# The benchmark daemon's config, on stdout: local users, one client (127.0.0.1) requiring
+# Message-Authenticator, registration without mail, log at warn.
+# DIR (the store is DIR/data) RADIUS_PORT ADMIN_PORT RADIUS_EXTRA (lines for [radius]) EXTRA_TOML
+bench_config() {
+  cat <<EOF
+[radius]
+auth_addr = "127.0.0.1:$2"
+$4
+
+[store]
+path = "$1/data"
+
+[admin]
+addr = "127.0.0.1:$3"
+
+[auth]
+source = "local"
+
+[registration]
+auto_register = true
+notify_on_failure = false
+
+[log]
+# warn, not info: one info line per request would dominate the measurement.
+level = "warn"
+
+[[clients]]
+name = "bench"
+address = "127.0.0.1"
+secret = "$SECRET"
+require_message_authenticator = true
+$5
+EOF
+}
+
 rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 wait_udp() { # PORT: until something listens there

@@ -73,42 +73,14 @@ sock_drops() { # PORT: drops counted on the daemon's UDP socket(s) bound to 127.
 write_config() { # DIR RADIUS_PORT ADMIN_PORT ACCT_PORT WITH_ACCT
   local acct=""
   [ "$5" = yes ] && acct="acct_addr = \"127.0.0.1:$4\""
-  cat > "$1/ravpnd.toml" <<EOF
-[radius]
-auth_addr = "127.0.0.1:$2"
-$acct
-
-[store]
-path = "$1/data"
-
-[admin]
-addr = "127.0.0.1:$3"
-
-[auth]
-source = "local"
-
-[registration]
-auto_register = true
-notify_on_failure = false
-
-[log]
-# warn, not info: one info line per request would dominate the measurement.
-level = "warn"
-
-[[clients]]
-name = "bench"
-address = "127.0.0.1"
-secret = "$SECRET"
-require_message_authenticator = true
-
+  bench_config "$1" "$2" "$3" "$acct" "
 [[pools]]
-name = "bench"
-network = "$POOL_NETWORK"
+name = \"bench\"
+network = \"$POOL_NETWORK\"
 
 [dns]
-primary = "10.0.0.53"
-secondary = "10.0.0.54"
-EOF
+primary = \"10.0.0.53\"
+secondary = \"10.0.0.54\"" > "$1/ravpnd.toml"
 }
 
 start_daemon() { # NAME RADIUS_PORT ADMIN_PORT ACCT_PORT: sets ${NAME}_PID, ${NAME}_CONF
