@@ -71,9 +71,14 @@ struct ClientArgs {
     /// The shared secret.
     #[arg(long, default_value = DEFAULT_SECRET)]
     secret: String,
-    /// Users `user0..userN-1`; user i presents device UID format!("{i:064X}").
+    /// Users `user0..userN-1` (from --first-user); user i presents device UID
+    /// format!("{i:064X}").
     #[arg(long, default_value_t = 1000)]
     users: u32,
+    /// The first user's number: a second driver can load other users than the first's
+    /// (first connections while the first driver renews, say).
+    #[arg(long, default_value_t = 0)]
+    first_user: u32,
     /// The password of every user.
     #[arg(long, default_value = "bench-pass")]
     password: String,
@@ -232,7 +237,12 @@ fn run_client(a: ClientArgs) -> std::io::Result<ExitCode> {
             (r.addr, Some(r))
         }
     };
-    let builder = Arc::new(RequestBuilder::new(a.users, &a.password, &a.secret));
+    let builder = Arc::new(RequestBuilder::new(
+        a.first_user,
+        a.users,
+        &a.password,
+        &a.secret,
+    ));
     let threads = a.threads.max(1);
 
     if a.prime {
@@ -485,11 +495,12 @@ fn self_test() -> ExitCode {
     let check = || -> Result<(), String> {
         let secret = "self-test-secret-42";
         let responder = InProcess::start(secret, 1).map_err(|e| e.to_string())?;
-        let builder = Arc::new(RequestBuilder::new(50, "pw-self-test", secret));
+        let builder = Arc::new(RequestBuilder::new(0, 50, "pw-self-test", secret));
         let args = |requests: u64| ClientArgs {
             target: Some(responder.addr),
             secret: secret.into(),
             users: 50,
+            first_user: 0,
             password: "pw-self-test".into(),
             concurrency: Some(16),
             rate: None,
@@ -546,7 +557,12 @@ fn self_test() -> ExitCode {
             ));
         }
         // The responder drops requests signed with another secret: all time out.
-        let wrong = Arc::new(RequestBuilder::new(50, "pw-self-test", "another-secret-xx"));
+        let wrong = Arc::new(RequestBuilder::new(
+            0,
+            50,
+            "pw-self-test",
+            "another-secret-xx",
+        ));
         let mut b = args(20);
         b.timeout = Duration::from_millis(200);
         let (st, _, _, _) = run_measured(&b, responder.addr, &wrong, 1, 4, Pace::Closed, None)

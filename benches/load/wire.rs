@@ -58,8 +58,9 @@ pub struct RequestBuilder {
 }
 
 impl RequestBuilder {
-    pub fn new(users: u32, password: &str, secret: &str) -> Self {
-        let users = (0..users)
+    /// Users `user{first}..user{first + users - 1}`.
+    pub fn new(first: u32, users: u32, password: &str, secret: &str) -> Self {
+        let users = (first..first.saturating_add(users))
             .map(|i| {
                 let mut before = Vec::new();
                 attr(&mut before, USER_NAME, format!("user{i}").as_bytes());

@@ -1,15 +1,13 @@
 //! Decoded records for the request path: a steady-state Access-Request reads no sled page
 //! and decodes no JSON.
 //!
-//! Coherent by generation: every write to the cached trees bumps one counter after it
-//! commits, and an entry serves only while the counter still has the value it was read
-//! under. Writes are rare (admin changes, first-connect registrations), reads are per
-//! request, so dropping everything on a write costs nothing that matters. A reader that
-//! races a write may insert what it read, but under the old generation, where it is never
-//! served.
+//! Coherent by invalidation: every write removes the entries of the keys it changed, after
+//! it commits. A reader that misses loads from sled outside the lock; if a write to its shard
+//! committed meanwhile, what it read may be older than that write, so it is not kept. Each
+//! shard counts its invalidations for that check. A write drops only what it changed: a
+//! registration wave (one write per first connection) leaves everyone else's records cached.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -17,31 +15,19 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 /// Independent locks, so the worker threads do not queue on one.
 const SHARDS: usize = 16;
 
-/// Generation counter shared by the caches of one store.
-#[derive(Default)]
-pub(super) struct Generation(AtomicU64);
-
-impl Generation {
-    pub(super) fn current(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    /// Called after every committed write to a cached tree.
-    pub(super) fn bump(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
-    }
+/// Fx hashing: a request looks up three keys here (one a 64-character serial), and only
+/// records read from the store are inserted, so no client can choose keys to collide.
+struct Shard<V> {
+    entries: FxHashMap<Box<str>, V>,
+    /// Invalidations so far: a load that started under another count may be stale.
+    invalidations: u64,
 }
 
-/// Values with the generation they were read under. Fx hashing: a request looks up three
-/// keys here (one a 64-character serial), and only records read from the store are inserted,
-/// so no client can choose keys to collide.
-type Shard<V> = RwLock<FxHashMap<Box<str>, (u64, V)>>;
-
-/// A bounded map from key to decoded value, valid for one generation.
+/// A bounded map from key to decoded value.
 pub(super) struct RecordCache<V> {
     hasher: FxBuildHasher,
     per_shard: usize,
-    shards: [Shard<V>; SHARDS],
+    shards: [RwLock<Shard<V>>; SHARDS],
 }
 
 impl<V: Clone> RecordCache<V> {
@@ -50,59 +36,85 @@ impl<V: Clone> RecordCache<V> {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
             hasher: FxBuildHasher,
-            per_shard: capacity.div_ceil(SHARDS).max(1),
-            shards: std::array::from_fn(|_| RwLock::new(FxHashMap::default())),
+            per_shard: capacity.div_ceil(SHARDS),
+            shards: std::array::from_fn(|_| {
+                RwLock::new(Shard {
+                    entries: FxHashMap::default(),
+                    invalidations: 0,
+                })
+            }),
         }
     }
 
-    fn shard(&self, key: &str) -> &Shard<V> {
+    fn shard(&self, key: &str) -> &RwLock<Shard<V>> {
         // Bits the maps do not use to place keys (they use the low bits and the top seven):
         // the shard's keys must not all share their low bits.
         &self.shards[(self.hasher.hash_one(key) >> 32) as usize % SHARDS]
     }
 
-    /// The value for `key` read under generation `generation`, if cached.
-    pub(super) fn get(&self, key: &str, generation: u64) -> Option<V> {
-        match self.shard(key).read().get(key) {
-            Some((g, v)) if *g == generation => Some(v.clone()),
-            _ => None,
-        }
-    }
-
-    /// Remembers what was read from the store under `generation`.
-    pub(super) fn insert(&self, key: &str, generation: u64, value: V) {
-        if self.per_shard == 0 {
-            return;
-        }
-        let mut shard = self.shard(key).write();
-        if shard.len() >= self.per_shard && !shard.contains_key(key) {
-            shard.clear();
-        }
-        shard.insert(key.into(), (generation, value));
-    }
-
-    /// Reads through: `load` runs on a miss, and what it finds is kept. Absent keys are not
-    /// remembered, so a flood of unknown names cannot push the known ones out.
+    /// Reads through: `load` runs on a miss, and what it finds is kept unless a write to the
+    /// shard committed while it ran. Absent keys are not remembered, so a flood of unknown
+    /// names cannot push the known ones out.
     pub(super) fn get_or_load<E>(
         &self,
         key: &str,
-        generation: &Generation,
         load: impl FnOnce() -> Result<Option<V>, E>,
     ) -> Result<Option<V>, E> {
-        let g = generation.current();
-        if let Some(v) = self.get(key, g) {
-            return Ok(Some(v));
-        }
+        let shard = self.shard(key);
+        let before = {
+            let s = shard.read();
+            if let Some(v) = s.entries.get(key) {
+                return Ok(Some(v.clone()));
+            }
+            s.invalidations
+        };
         let v = load()?;
         if let Some(v) = &v {
-            self.insert(key, g, v.clone());
+            self.insert(key, before, v.clone());
         }
         Ok(v)
     }
 
+    /// Keeps what a load started at `before` invalidations found, if still current.
+    fn insert(&self, key: &str, before: u64, value: V) {
+        if self.per_shard == 0 {
+            return;
+        }
+        let mut s = self.shard(key).write();
+        if s.invalidations != before {
+            return;
+        }
+        if s.entries.len() >= self.per_shard && !s.entries.contains_key(key) {
+            s.entries.clear();
+        }
+        s.entries.insert(key.into(), value);
+    }
+
+    /// Forgets `key`: called after a write to it committed.
+    pub(super) fn invalidate(&self, key: &str) {
+        let mut s = self.shard(key).write();
+        s.entries.remove(key);
+        s.invalidations += 1;
+    }
+
+    /// Forgets everything: for writes whose cached keys are not known by name (an index
+    /// entry is cached under each spelling a NAS sent).
+    pub(super) fn invalidate_all(&self) {
+        for shard in &self.shards {
+            let mut s = shard.write();
+            s.entries.clear();
+            s.invalidations += 1;
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn contains(&self, key: &str) -> bool {
+        self.shard(key).read().entries.contains_key(key)
+    }
+
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| s.read().entries.len()).sum()
     }
 }
 
@@ -110,46 +122,69 @@ impl<V: Clone> RecordCache<V> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_entry_serves_only_its_generation() {
-        let gen = Generation::default();
-        let c: RecordCache<u32> = RecordCache::new(100);
-        let loads = std::cell::Cell::new(0);
-        let read = |v| {
-            c.get_or_load("k", &gen, || {
-                loads.set(loads.get() + 1);
-                Ok::<_, ()>(Some(v))
-            })
-            .unwrap()
-            .unwrap()
-        };
-        assert_eq!(read(1), 1);
-        assert_eq!(read(2), 1, "served from the cache");
-        gen.bump();
-        assert_eq!(read(3), 3, "a write makes the store be read again");
-        assert_eq!(loads.get(), 2);
+    fn read(c: &RecordCache<u32>, key: &str, v: u32, loads: &std::cell::Cell<u32>) -> u32 {
+        c.get_or_load(key, || {
+            loads.set(loads.get() + 1);
+            Ok::<_, ()>(Some(v))
+        })
+        .unwrap()
+        .unwrap()
     }
 
     #[test]
-    fn a_read_that_raced_a_write_is_never_served() {
-        let gen = Generation::default();
+    fn a_write_drops_only_its_own_key() {
         let c: RecordCache<u32> = RecordCache::new(100);
-        let g = gen.current();
-        // The reader read the old value, then the write committed and bumped...
-        gen.bump();
-        // ...and only then the reader stores what it read.
-        c.insert("k", g, 1);
-        assert_eq!(c.get("k", gen.current()), None);
+        let loads = std::cell::Cell::new(0);
+        assert_eq!(read(&c, "k", 1, &loads), 1);
+        assert_eq!(read(&c, "other", 7, &loads), 7);
+        assert_eq!(read(&c, "k", 2, &loads), 1, "served from the cache");
+        c.invalidate("k");
+        assert_eq!(read(&c, "k", 3, &loads), 3, "the written key is read again");
+        assert_eq!(read(&c, "other", 8, &loads), 7, "the others stay cached");
+        assert_eq!(loads.get(), 3);
+        c.invalidate_all();
+        assert_eq!(read(&c, "other", 9, &loads), 9);
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_never_kept() {
+        let c: RecordCache<u32> = RecordCache::new(100);
+        // The reader misses and loads the old value; the write commits and invalidates
+        // before the reader gets to store what it read.
+        let got = c
+            .get_or_load("k", || {
+                c.invalidate("k");
+                Ok::<_, ()>(Some(1))
+            })
+            .unwrap();
+        assert_eq!(got, Some(1), "the reader still gets its answer");
+        assert!(!c.contains("k"), "but it is not kept");
+        // The same with a write to everything.
+        c.get_or_load("k", || {
+            c.invalidate_all();
+            Ok::<_, ()>(Some(1))
+        })
+        .unwrap();
+        assert!(!c.contains("k"));
+        // Without a write in between, it is kept.
+        c.get_or_load("k", || Ok::<_, ()>(Some(2))).unwrap();
+        assert!(c.contains("k"));
     }
 
     #[test]
     fn capacity_bounds_the_entries() {
-        let gen = Generation::default();
         let c: RecordCache<u32> = RecordCache::new(32);
         for i in 0..10_000u32 {
-            c.get_or_load(&i.to_string(), &gen, || Ok::<_, ()>(Some(i)))
+            c.get_or_load(&i.to_string(), || Ok::<_, ()>(Some(i)))
                 .unwrap();
         }
         assert!(c.len() <= 32, "{} entries", c.len());
+    }
+
+    #[test]
+    fn capacity_zero_keeps_nothing() {
+        let c: RecordCache<u32> = RecordCache::new(0);
+        c.get_or_load("k", || Ok::<_, ()>(Some(1))).unwrap();
+        assert_eq!(c.len(), 0);
     }
 }

@@ -12,7 +12,7 @@ use sled::transaction::{
 };
 use sled::Transactional;
 
-use super::{decode, encode, now_secs, Store, StoreError, UserRecord};
+use super::{decode, encode, now_secs, Changed, Store, StoreError, UserRecord};
 
 /// What kind of device; decides which platform may use it and which methods it allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -262,7 +262,17 @@ impl Store {
             },
         );
         unwrap_tx(r)?;
-        self.written();
+        // Index entries are only added here (a taken one aborts), and absent ones are never
+        // cached.
+        self.written(
+            users
+                .iter()
+                .map(|u| Changed::User(&u.name))
+                .chain(devices.iter().flat_map(|d| {
+                    std::iter::once(Changed::Device(&d.name))
+                        .chain(d.owner.as_deref().map(Changed::User))
+                })),
+        );
         self.flush().await
     }
 
@@ -289,10 +299,13 @@ impl Store {
             release_ids(ts, tm, &old)?;
             claim_ids(ts, tm, &new)?;
             tx_put(td, name, &new)?;
-            Ok(new)
+            let moved = (&old.serial, &old.mac) != (&new.serial, &new.mac);
+            Ok((new, moved))
         });
-        let d = unwrap_tx(r)?;
-        self.written();
+        let (d, moved) = unwrap_tx(r)?;
+        self.written(
+            std::iter::once(Changed::Device(name)).chain(moved.then_some(Changed::Indexes)),
+        );
         self.flush().await?;
         Ok(d)
     }
@@ -310,10 +323,12 @@ impl Store {
             }
             release_ids(ts, tm, &d)?;
             td.remove(name.as_bytes())?;
-            Ok(())
+            Ok(d.serial.is_some() || d.mac.is_some())
         });
-        unwrap_tx(r)?;
-        self.written();
+        let had_ids = unwrap_tx(r)?;
+        self.written(
+            std::iter::once(Changed::Device(name)).chain(had_ids.then_some(Changed::Indexes)),
+        );
         self.flush().await
     }
 
@@ -352,7 +367,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
-        self.written();
+        self.written([Changed::User(user), Changed::Device(device)]);
         self.flush().await
     }
 
@@ -378,7 +393,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
-        self.written();
+        self.written([Changed::User(user), Changed::Device(device)]);
         self.flush().await
     }
 
@@ -412,7 +427,8 @@ impl Store {
         });
         let outcome = unwrap_tx(r)?;
         if outcome == Registration::Registered {
-            self.written();
+            // The serial index only gained an entry, and absent ones are never cached.
+            self.written([Changed::Device(device)]);
             self.flush().await?;
         }
         Ok(outcome)

@@ -78,9 +78,8 @@ pub struct Store {
 }
 
 /// Decoded records for the request path (see `cache`); every write to `users`, `devices`,
-/// `serials` or `macs` calls `Store::written` after it commits.
+/// `serials` or `macs` calls `Store::written` with what it changed, after it commits.
 struct Caches {
-    generation: cache::Generation,
     users: cache::RecordCache<Arc<UserRecord>>,
     devices: cache::RecordCache<Arc<DeviceRecord>>,
     serials: cache::RecordCache<Arc<str>>,
@@ -97,6 +96,15 @@ pub const DEFAULT_CACHE_RECORDS: usize = 262_144;
 /// every page it has written or read) was most of the daemon's memory: 100,000 users primed
 /// took 370 MiB with it, 270 MiB with 16 MiB, at the same speed (benches/scale.sh).
 pub const DEFAULT_PAGE_CACHE_MIB: u64 = 16;
+
+/// What a write changed, for `Store::written`.
+#[derive(Clone, Copy)]
+enum Changed<'a> {
+    User(&'a str),
+    Device(&'a str),
+    /// Serial or MAC index entries were removed or moved.
+    Indexes,
+}
 
 /// Group commit: concurrent callers needing durability share one flush instead of queueing
 /// one each, so durable writes do not cap throughput.
@@ -153,7 +161,6 @@ impl Store {
             profile_tokens: db.open_tree(PROFILE_TOKENS_TREE)?,
             commit: Arc::default(),
             cache: Arc::new(Caches {
-                generation: cache::Generation::default(),
                 users: cache::RecordCache::new(cache_records),
                 devices: cache::RecordCache::new(cache_records),
                 serials: cache::RecordCache::new(cache_records),
@@ -163,9 +170,22 @@ impl Store {
         })
     }
 
-    /// Marks the decoded caches stale: called after each committed write to a cached tree.
-    fn written(&self) {
-        self.cache.generation.bump();
+    /// Drops the decoded copies of what a committed write changed.
+    fn written<'a>(&self, changed: impl IntoIterator<Item = Changed<'a>>) {
+        for c in changed {
+            match c {
+                Changed::User(name) => self.cache.users.invalidate(name),
+                Changed::Device(name) => self.cache.devices.invalidate(name),
+                // Index entries are cached under the spelling the NAS sent (a serial in any
+                // case), so a removed or moved one is not known by its cache key. Only admin
+                // changes do that; a registration adds an entry, and absent ones are never
+                // cached.
+                Changed::Indexes => {
+                    self.cache.serials.invalidate_all();
+                    self.cache.macs.invalidate_all();
+                }
+            }
+        }
     }
 
     /// Makes every write this caller made so far durable, sharing the flush with
@@ -194,11 +214,9 @@ impl Store {
         tree: &sled::Tree,
         key: &str,
     ) -> Result<Option<Arc<T>>, StoreError> {
-        cache.get_or_load(key, &self.cache.generation, || {
-            match tree.get(key.as_bytes())? {
-                Some(v) => decode(key.as_bytes(), &v).map(|r| Some(Arc::new(r))),
-                None => Ok(None),
-            }
+        cache.get_or_load(key, || match tree.get(key.as_bytes())? {
+            Some(v) => decode(key.as_bytes(), &v).map(|r| Some(Arc::new(r))),
+            None => Ok(None),
         })
     }
 
@@ -210,7 +228,7 @@ impl Store {
         cache_key: &str,
         raw: impl AsRef<[u8]>,
     ) -> Result<Option<Arc<str>>, StoreError> {
-        cache.get_or_load(cache_key, &self.cache.generation, || {
+        cache.get_or_load(cache_key, || {
             Ok(tree.get(raw)?.map(|v| String::from_utf8_lossy(&v).into()))
         })
     }

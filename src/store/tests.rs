@@ -267,3 +267,106 @@ async fn reads_after_writes_see_the_write_through_the_cache() {
     store.remove_user("alice").await.unwrap();
     assert!(store.user("alice").unwrap().is_none());
 }
+
+/// The writes that change an index entry or cascade to other records: a serial cached
+/// under another spelling, and a removed user's devices cached with their owner.
+#[tokio::test]
+async fn moved_index_entries_and_cascades_are_not_served_stale() {
+    let (_dir, store) = temp();
+    store
+        .insert_user(&UserRecord::new("bob", None))
+        .await
+        .unwrap();
+    let mut tablet = device("tablet");
+    tablet.serial = Some("SER-1".into());
+    tablet.mac = Some("12:34:56:78:90:ab".into());
+    store.insert_device(&tablet).await.unwrap();
+    store.assign("bob", "tablet", 3).await.unwrap();
+
+    // Cached under the spellings a NAS sent.
+    for s in ["ser-1", "SER-1", " Ser-1"] {
+        assert_eq!(
+            store.device_by_serial(s).unwrap().as_deref(),
+            Some("tablet")
+        );
+    }
+    assert!(store.device_by_mac("12:34:56:78:90:ab").unwrap().is_some());
+    assert_eq!(
+        store.device("tablet").unwrap().unwrap().owner.as_deref(),
+        Some("bob")
+    );
+
+    store
+        .update_device("tablet", |d| {
+            d.serial = Some("SER-2".into());
+            d.mac = None;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    for s in ["ser-1", "SER-1", " Ser-1"] {
+        assert_eq!(store.device_by_serial(s).unwrap(), None, "{s}");
+    }
+    assert_eq!(store.device_by_mac("12:34:56:78:90:ab").unwrap(), None);
+    assert_eq!(
+        store.device_by_serial("ser-2").unwrap().as_deref(),
+        Some("tablet")
+    );
+
+    let read_owner = || store.device("tablet").unwrap().unwrap().owner.clone();
+    assert_eq!(read_owner().as_deref(), Some("bob"));
+    store.remove_user("bob").await.unwrap();
+    assert_eq!(read_owner(), None);
+}
+
+/// A write drops the decoded copies of what it changed and nothing else: during a wave of
+/// first connections, everyone else keeps being served from memory.
+#[tokio::test]
+async fn a_registration_leaves_other_records_cached() {
+    let (_dir, store) = temp();
+    let users: Vec<_> = (0..20)
+        .map(|i| UserRecord::new(format!("u{i}"), None))
+        .collect();
+    let devices: Vec<_> = (0..20)
+        .map(|i| DeviceRecord {
+            owner: Some(format!("u{i}")),
+            serial: (i > 0).then(|| format!("S{i}")),
+            ..device(&format!("d{i}"))
+        })
+        .collect();
+    store.import(&users, &devices, 3).await.unwrap();
+    for i in 0..20 {
+        store.user(&format!("u{i}")).unwrap().unwrap();
+        store.device(&format!("d{i}")).unwrap().unwrap();
+        if i > 0 {
+            store.device_by_serial(&format!("S{i}")).unwrap().unwrap();
+        }
+    }
+    let c = &store.cache;
+    assert_eq!(
+        (c.users.len(), c.devices.len(), c.serials.len()),
+        (20, 20, 19)
+    );
+
+    assert_eq!(
+        store.register_serial("d0", "S0").await.unwrap(),
+        Registration::Registered
+    );
+    assert!(
+        !c.devices.contains("d0"),
+        "the registered device is read again"
+    );
+    assert_eq!(
+        store.device("d0").unwrap().unwrap().serial.as_deref(),
+        Some("S0")
+    );
+    assert_eq!(
+        (c.users.len(), c.devices.len(), c.serials.len()),
+        (20, 20, 19),
+        "nothing else was dropped"
+    );
+
+    store.set_user_password("u3", "h".into()).await.unwrap();
+    assert!(!c.users.contains("u3"));
+    assert_eq!((c.users.len(), c.devices.len()), (19, 20));
+}

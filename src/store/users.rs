@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use super::devices::{abort, tx_get, tx_put, unwrap_tx, DeviceRecord};
-use super::{decode, encode, now_secs, Store, StoreError};
+use super::{decode, encode, now_secs, Changed, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -72,7 +72,7 @@ impl Store {
         if swapped.is_err() {
             return Err(StoreError::Exists(format!("user `{}`", user.name)));
         }
-        self.written();
+        self.written([Changed::User(&user.name)]);
         self.flush().await
     }
 
@@ -94,7 +94,7 @@ impl Store {
             rec.updated = now_secs();
             Some(encode(&rec))
         })?;
-        self.written();
+        self.written([Changed::User(name)]);
         if missing {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
@@ -130,10 +130,12 @@ impl Store {
                 }
             }
             tu.remove(name.as_bytes())?;
-            Ok(())
+            Ok(u.devices)
         });
-        unwrap_tx(r)?;
-        self.written();
+        let devices = unwrap_tx(r)?;
+        self.written(
+            std::iter::once(Changed::User(name)).chain(devices.iter().map(|d| Changed::Device(d))),
+        );
         self.flush().await
     }
 }
