@@ -1,12 +1,22 @@
 //! Duplicate detection (RFC 5080 §2.2.2): a retransmitted request gets the cached response
 //! and is not processed twice.
+//!
+//! Every request passes through here twice (`begin`, then `complete` or `abandon`), so the
+//! cache is sharded (the worker threads do not queue on one lock), `complete` finds its entry
+//! by the ticket `begin` gave out instead of hashing the key again, and the oldest entry's
+//! response buffer is reused for the newest.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+/// Independent locks; a key always lands in the same shard.
+const SHARDS: usize = 8;
 
 /// "the source IP address, source UDP port, Code, Identifier and Request Authenticator".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,77 +27,147 @@ pub struct Key {
     pub authenticator: [u8; 16],
 }
 
-enum Slot {
-    InProgress,
-    Done(Vec<u8>),
-}
-
 /// What to do with a request after consulting the cache.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
-    /// First sight: process it, then call `complete` or `abandon`.
-    New,
+    /// First sight: process it, then call `complete` or `abandon` with the ticket.
+    New(Ticket),
     /// The original is still being processed; drop this copy.
     InProgress,
     /// Answered already: send this again.
     Answered(Vec<u8>),
 }
 
-struct Inner {
+/// Where `begin` put a new request: its shard and its entry's sequence number there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    shard: usize,
+    seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    InProgress,
+    Done,
+    /// No response: a retransmission may try again (its key is no longer mapped here).
+    Abandoned,
+}
+
+struct Entry {
+    at: Instant,
+    key: Key,
+    state: State,
+    response: Vec<u8>,
+}
+
+struct Shard {
     /// Fx: keys come only from authenticated clients, so a fast non-keyed hash is safe.
-    slots: FxHashMap<Key, Slot>,
-    order: VecDeque<(Instant, Key)>,
+    seqs: FxHashMap<Key, u64>,
+    /// Entries in arrival order: entry `i` has sequence number `first + i`.
+    entries: VecDeque<Entry>,
+    first: u64,
+}
+
+impl Shard {
+    fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        let i = seq.checked_sub(self.first)?;
+        self.entries.get_mut(usize::try_from(i).ok()?)
+    }
 }
 
 /// Bounded, time-limited cache of responses keyed by request identity.
 pub struct DedupCache {
     window: Duration,
-    capacity: usize,
-    inner: Mutex<Inner>,
+    per_shard: usize,
+    hasher: FxBuildHasher,
+    shards: [Mutex<Shard>; SHARDS],
 }
 
 impl DedupCache {
+    /// Keeps responses for `window`, and at most about `capacity` of them.
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
             window,
-            capacity,
-            inner: Mutex::new(Inner {
-                slots: FxHashMap::default(),
-                order: VecDeque::new(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            hasher: FxBuildHasher,
+            shards: std::array::from_fn(|_| {
+                Mutex::new(Shard {
+                    seqs: FxHashMap::default(),
+                    entries: VecDeque::new(),
+                    first: 0,
+                })
             }),
         }
     }
 
     pub fn begin(&self, key: Key, now: Instant) -> Seen {
-        let mut inner = self.inner.lock();
+        let shard = (self.hasher.hash_one(key) >> 32) as usize % SHARDS;
+        let mut s = self.shards[shard].lock();
         // Expire by age, then by size: memory stays bounded under any load.
-        while let Some(&(at, old)) = inner.order.front() {
-            if now.duration_since(at) < self.window && inner.order.len() < self.capacity {
+        let mut spare = None;
+        while let Some(oldest) = s.entries.front() {
+            if now.duration_since(oldest.at) < self.window && s.entries.len() < self.per_shard {
                 break;
             }
-            inner.order.pop_front();
-            inner.slots.remove(&old);
-        }
-        match inner.slots.get(&key) {
-            Some(Slot::InProgress) => Seen::InProgress,
-            Some(Slot::Done(resp)) => Seen::Answered(resp.clone()),
-            None => {
-                inner.slots.insert(key, Slot::InProgress);
-                inner.order.push_back((now, key));
-                Seen::New
+            let old = s.entries.pop_front().expect("front exists");
+            let seq = s.first;
+            s.first += 1;
+            // An abandoned key may be in progress again under a newer entry.
+            if let MapEntry::Occupied(m) = s.seqs.entry(old.key) {
+                if *m.get() == seq {
+                    m.remove();
+                }
             }
+            spare = Some(old.response);
         }
+        if let Some(&seq) = s.seqs.get(&key) {
+            let e = s.get_mut(seq).expect("a mapped key has its entry");
+            return match e.state {
+                State::Done => Seen::Answered(e.response.clone()),
+                State::InProgress | State::Abandoned => Seen::InProgress,
+            };
+        }
+        let seq = s.first + s.entries.len() as u64;
+        let mut response = spare.unwrap_or_default();
+        response.clear();
+        s.entries.push_back(Entry {
+            at: now,
+            key,
+            state: State::InProgress,
+            response,
+        });
+        s.seqs.insert(key, seq);
+        Seen::New(Ticket { shard, seq })
     }
 
-    pub fn complete(&self, key: &Key, response: &[u8]) {
-        if let Some(slot) = self.inner.lock().slots.get_mut(key) {
-            *slot = Slot::Done(response.to_vec());
+    /// Keeps the response for retransmissions (unless the entry was evicted meanwhile).
+    pub fn complete(&self, ticket: Ticket, response: &[u8]) {
+        let mut s = self.shards[ticket.shard].lock();
+        if let Some(e) = s.get_mut(ticket.seq) {
+            if e.state == State::InProgress {
+                e.response.extend_from_slice(response);
+                e.state = State::Done;
+            }
         }
     }
 
     /// The request produced no response (dropped or timed out): let a retransmission retry.
-    pub fn abandon(&self, key: &Key) {
-        self.inner.lock().slots.remove(key);
+    pub fn abandon(&self, ticket: Ticket) {
+        let mut s = self.shards[ticket.shard].lock();
+        let Some(e) = s.get_mut(ticket.seq) else {
+            return;
+        };
+        if e.state != State::InProgress {
+            return;
+        }
+        e.state = State::Abandoned;
+        let key = e.key;
+        s.seqs.remove(&key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 }
 
@@ -104,29 +184,84 @@ mod tests {
         }
     }
 
+    fn ticket(seen: Seen) -> Ticket {
+        match seen {
+            Seen::New(t) => t,
+            other => panic!("expected a new request, got {other:?}"),
+        }
+    }
+
     #[test]
     fn duplicate_within_window_gets_cached_answer() {
         let c = DedupCache::new(Duration::from_secs(5), 100);
         let t0 = Instant::now();
-        assert_eq!(c.begin(key(1), t0), Seen::New);
+        let t = ticket(c.begin(key(1), t0));
         assert_eq!(c.begin(key(1), t0), Seen::InProgress);
-        c.complete(&key(1), b"resp");
+        c.complete(t, b"resp");
         assert_eq!(
             c.begin(key(1), t0 + Duration::from_secs(4)),
             Seen::Answered(b"resp".to_vec())
         );
-        assert_eq!(c.begin(key(1), t0 + Duration::from_secs(6)), Seen::New);
+        assert!(matches!(
+            c.begin(key(1), t0 + Duration::from_secs(6)),
+            Seen::New(_)
+        ));
     }
 
     #[test]
     fn abandoned_requests_can_be_retried_and_capacity_bounds_memory() {
-        let c = DedupCache::new(Duration::from_secs(5), 2);
+        let c = DedupCache::new(Duration::from_secs(5), 2 * SHARDS);
         let t0 = Instant::now();
-        assert_eq!(c.begin(key(1), t0), Seen::New);
-        c.abandon(&key(1));
-        assert_eq!(c.begin(key(1), t0), Seen::New);
-        c.begin(key(2), t0);
-        c.begin(key(3), t0);
-        assert!(c.inner.lock().slots.len() <= 2);
+        let t = ticket(c.begin(key(1), t0));
+        c.abandon(t);
+        let again = ticket(c.begin(key(1), t0));
+        c.complete(again, b"second");
+        assert_eq!(c.begin(key(1), t0), Seen::Answered(b"second".to_vec()));
+        for id in 0..=255 {
+            c.begin(key(id), t0);
+        }
+        assert!(c.len() <= 2 * SHARDS, "{} entries", c.len());
+    }
+
+    /// The abandoned entry is older than the retry's: evicting it must not unmap the retry.
+    #[test]
+    fn evicting_an_abandoned_entry_keeps_its_retry() {
+        let c = DedupCache::new(Duration::from_secs(5), 100);
+        let t0 = Instant::now();
+        c.abandon(ticket(c.begin(key(1), t0)));
+        let retry = ticket(c.begin(key(1), t0 + Duration::from_secs(3)));
+        // At 6 s the abandoned entry (0 s) expires, the retry's (3 s) does not.
+        assert_eq!(
+            c.begin(key(1), t0 + Duration::from_secs(6)),
+            Seen::InProgress,
+            "the retry is still in progress"
+        );
+        c.complete(retry, b"r");
+        assert_eq!(
+            c.begin(key(1), t0 + Duration::from_secs(7)),
+            Seen::Answered(b"r".to_vec())
+        );
+    }
+
+    /// A request slower than the window: its entry is evicted before it completes, and its
+    /// ticket must not touch the entry of the retry that took its place.
+    #[test]
+    fn completing_an_evicted_entry_is_a_no_op() {
+        let c = DedupCache::new(Duration::from_secs(5), 100);
+        let t0 = Instant::now();
+        let slow = ticket(c.begin(key(1), t0));
+        let retry = ticket(c.begin(key(1), t0 + Duration::from_secs(10)));
+        c.complete(slow, b"late");
+        c.abandon(slow);
+        assert_eq!(
+            c.begin(key(1), t0 + Duration::from_secs(11)),
+            Seen::InProgress,
+            "the retry is untouched"
+        );
+        c.complete(retry, b"retry");
+        assert_eq!(
+            c.begin(key(1), t0 + Duration::from_secs(12)),
+            Seen::Answered(b"retry".to_vec())
+        );
     }
 }

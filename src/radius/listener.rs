@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::batch::{Inbox, Outbox};
-use super::dedup::{DedupCache, Key, Seen};
+use super::dedup::{DedupCache, Key, Seen, Ticket};
 use super::nas::{Nas, NasTable};
 use super::packet::Frame;
 use super::{crypto, dict};
@@ -55,6 +55,7 @@ enum Triage {
 struct Work {
     packet: Packet,
     key: Key,
+    ticket: Ticket,
     started: Instant,
 }
 
@@ -116,7 +117,7 @@ impl Handler {
             self.process(&work, nas, live),
         )
         .await;
-        self.finish(&work.key, started, nas, processed.ok())
+        self.finish(&work.key, work.ticket, started, nas, processed.ok())
     }
 
     /// The cheap synchronous checks, in order: framing, packet code for this port,
@@ -182,9 +183,10 @@ impl Handler {
             authenticator: frame.authenticator(),
         };
         match self.dedup.begin(key, started) {
-            Seen::New => Triage::Work(Work {
+            Seen::New(ticket) => Triage::Work(Work {
                 packet,
                 key,
+                ticket,
                 started,
             }),
             Seen::InProgress => drop_it(DropCause::DuplicateInProgress, source, nas, &""),
@@ -220,13 +222,14 @@ impl Handler {
     fn finish(
         &self,
         key: &Key,
+        ticket: Ticket,
         started: Instant,
         nas: &Nas,
         processed: Option<Option<Vec<u8>>>,
     ) -> Option<Vec<u8>> {
         match processed {
             Some(Some(response)) => {
-                self.dedup.complete(key, &response);
+                self.dedup.complete(ticket, &response);
                 nas.requests.inc();
                 METRICS
                     .request_seconds
@@ -234,11 +237,11 @@ impl Handler {
                 Some(response)
             }
             Some(None) => {
-                self.dedup.abandon(key);
+                self.dedup.abandon(ticket);
                 None
             }
             None => {
-                self.dedup.abandon(key);
+                self.dedup.abandon(ticket);
                 record_drop(DropCause::Timeout, key.source, nas, &"");
                 None
             }
@@ -482,14 +485,17 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr, outbox: &mut 
         Triage::Answer(None) => return Flow::Continue,
         Triage::Work(w) => w,
     };
-    let key = work.key;
+    let (key, ticket) = (work.key, work.ticket);
     let mut pending = Box::pin({
         let (handler, nas, live) = (l.handler.clone(), nas.clone(), live);
         async move { handler.process(&work, &nas, &live).await }
     });
     let mut cx = Context::from_waker(Waker::noop());
     if let Poll::Ready(processed) = pending.as_mut().poll(&mut cx) {
-        if let Some(response) = l.handler.finish(&key, started, &nas, Some(processed)) {
+        if let Some(response) = l
+            .handler
+            .finish(&key, ticket, started, &nas, Some(processed))
+        {
             outbox.push(response, source);
         }
         return Flow::Continue;
@@ -511,7 +517,7 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr, outbox: &mut 
         async move {
             let _permit = permit;
             let processed = tokio::time::timeout_at(deadline.into(), pending).await.ok();
-            if let Some(response) = handler.finish(&key, started, &nas, processed) {
+            if let Some(response) = handler.finish(&key, ticket, started, &nas, processed) {
                 send(&socket, &response, source);
             }
         },
