@@ -25,10 +25,12 @@ pub enum DropCause {
     Internal,
     /// The kernel dropped it: the socket's receive buffer was full (`radius::kernel_drops`).
     ReceiveBuffer,
+    /// It waited in the receive buffer longer than `[radius] max_queue_delay`.
+    QueueDelay,
 }
 
 impl DropCause {
-    const ALL: [DropCause; 10] = [
+    const ALL: [DropCause; 11] = [
         DropCause::UnknownClient,
         DropCause::Malformed,
         DropCause::UnsupportedCode,
@@ -39,6 +41,7 @@ impl DropCause {
         DropCause::Timeout,
         DropCause::Internal,
         DropCause::ReceiveBuffer,
+        DropCause::QueueDelay,
     ];
 
     pub fn label(self) -> &'static str {
@@ -53,6 +56,7 @@ impl DropCause {
             DropCause::Timeout => "timeout",
             DropCause::Internal => "internal_error",
             DropCause::ReceiveBuffer => "receive_buffer",
+            DropCause::QueueDelay => "queue_delay",
         }
     }
 }

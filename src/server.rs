@@ -120,6 +120,14 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     if let Err(e) = socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
         warn!(%addr, error = %e, "cannot enlarge the UDP receive buffer");
     }
+    // Arrival times for `[radius] max_queue_delay`; without them nothing is dropped as late.
+    if let Err(e) = nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimestampns,
+        &true,
+    ) {
+        warn!(%addr, error = %e, "cannot have datagrams time-stamped: max_queue_delay is not enforced");
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
@@ -320,6 +328,7 @@ pub async fn run(
             shutdown: shutdown.clone(),
             runtime: tokio::runtime::Handle::current(),
             busy_poll: config.radius.busy_poll,
+            max_queue_delay: config.radius.max_queue_delay,
         });
         threads.extend(listener::serve(l, workers).map_err(ServerError::Workers)?);
     }

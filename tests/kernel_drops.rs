@@ -1,12 +1,15 @@
-//! Datagrams the kernel drops at a full receive buffer (the daemon stopped, so nothing
-//! reads) show in /metrics as `ravpnd_dropped_total{cause="receive_buffer"}`, equal to the
-//! sockets' own `drops` in /proc/net/udp.
+//! What happens to datagrams while the daemon does not read (stopped with SIGSTOP): those
+//! the kernel drops at a full receive buffer show in /metrics as
+//! `ravpnd_dropped_total{cause="receive_buffer"}`, equal to the sockets' own `drops` in
+//! /proc/net/udp; those that waited longer than `[radius] max_queue_delay` are dropped unread
+//! as `cause="queue_delay"`.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::daemon::signal;
+use crate::support::daemon::{default_config, signal, SECRET};
+use crate::support::packet::{Client, Request};
 use crate::support::TestDaemon;
 
 const SERIES: &str = "ravpnd_dropped_total{cause=\"receive_buffer\"}";
@@ -46,6 +49,43 @@ fn kernel_receive_buffer_drops_are_counted() {
     assert_eq!(d.metric(SERIES), (auth + acct) as f64, "{}", d.metrics());
     // Another scrape adds nothing: only new drops are added.
     assert_eq!(d.metric(SERIES), (auth + acct) as f64);
+}
+
+const LATE: &str = "ravpnd_dropped_total{cause=\"queue_delay\"}";
+
+/// A request queued while the daemon is stopped for 0.8 s: dropped unread with
+/// `max_queue_delay = "300ms"`, answered with `"0s"` (never drop); a fresh one is answered
+/// either way.
+#[test]
+fn requests_queued_longer_than_max_queue_delay_are_dropped_unread() {
+    for (delay, dropped) in [("300ms", true), ("0s", false)] {
+        let config = default_config(true).replace(
+            "[store]",
+            &format!("max_queue_delay = \"{delay}\"\n[store]"),
+        );
+        let d = TestDaemon::with_config(&config);
+        d.add_vpn_user("alice", "pw-alice-1");
+        let c = Client::new(d.auth_addr);
+        let request = |id| {
+            Request::access(id)
+                .user(b"alice")
+                .password("pw-alice-1", SECRET)
+                .build(SECRET)
+        };
+        let stopped = Stopped::new(d.pid());
+        c.send(&request(1));
+        std::thread::sleep(Duration::from_millis(800));
+        drop(stopped);
+        let answer = c.recv_within(Duration::from_secs(2));
+        assert_eq!(answer.is_none(), dropped, "max_queue_delay = {delay}");
+        assert_eq!(d.metric(LATE), if dropped { 1.0 } else { 0.0 }, "{delay}");
+        c.send(&request(2));
+        assert!(
+            c.recv_within(Duration::from_secs(2)).is_some(),
+            "a fresh request is answered ({delay})"
+        );
+        assert_eq!(d.metric(LATE), if dropped { 1.0 } else { 0.0 }, "{delay}");
+    }
 }
 
 /// SIGSTOP until dropped, then SIGCONT, even when an assertion fails.

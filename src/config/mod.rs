@@ -85,6 +85,12 @@ pub struct RadiusConfig {
     /// Spares the wake-up of an idle CPU when requests come close together, for CPU time.
     #[serde(with = "humantime_serde")]
     pub busy_poll: Duration,
+    /// A request that waited longer than this in the socket's receive buffer (from its
+    /// arrival, as the kernel stamped it) is dropped unread: under overload its NAS has
+    /// retransmitted or given up, and answering it would only delay the ones still awaited.
+    /// 0: never.
+    #[serde(with = "humantime_serde")]
+    pub max_queue_delay: Duration,
 }
 
 impl RadiusConfig {
@@ -108,6 +114,7 @@ impl Default for RadiusConfig {
             request_timeout: Duration::from_secs(10),
             workers: 0,
             busy_poll: Duration::ZERO,
+            max_queue_delay: Duration::from_secs(2),
         }
     }
 }

@@ -76,7 +76,7 @@ secret = "long enough"
 }
 
 #[test]
-fn store_sizes_and_busy_poll_are_bounded() {
+fn store_sizes_busy_poll_and_queue_delay_are_bounded() {
     for (mib, ok) in [
         (0, false),
         (1, true),
@@ -100,6 +100,15 @@ fn store_sizes_and_busy_poll_are_bounded() {
         let problems = Config::load(f.path()).unwrap().validate();
         let refused = problems.iter().any(|p| p.key == "radius.busy_poll");
         assert_eq!(refused, !ok, "busy_poll = {poll}: {problems:?}");
+    }
+    assert_eq!(c.radius.max_queue_delay, Duration::from_secs(2));
+    for (delay, ok) in [("0s", true), ("500ms", true), ("60s", true), ("61s", false)] {
+        let f = write(&format!(
+            "{MINIMAL}\n[radius]\nmax_queue_delay = \"{delay}\"\n"
+        ));
+        let problems = Config::load(f.path()).unwrap().validate();
+        let refused = problems.iter().any(|p| p.key == "radius.max_queue_delay");
+        assert_eq!(refused, !ok, "max_queue_delay = {delay}: {problems:?}");
     }
 }
 

@@ -67,6 +67,12 @@ impl Config {
                 "at most 1ms (0s = off): longer only burns CPU",
             ));
         }
+        if self.radius.max_queue_delay > std::time::Duration::from_secs(60) {
+            problems.push(Problem::new(
+                "radius.max_queue_delay",
+                "at most 60s (0s = never drop): NAS clients give up long before",
+            ));
+        }
         if self.radius.max_in_flight == 0 {
             problems.push(Problem::new("radius.max_in_flight", "must be at least 1"));
         }

@@ -6,11 +6,13 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+    recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
+    SockaddrStorage,
 };
+use nix::sys::time::TimeSpec;
 use tracing::debug;
 
 use super::packet::MAX_LEN;
@@ -24,8 +26,8 @@ pub struct Inbox {
     /// One byte more than the largest legal packet, so that an oversized one is seen as such.
     bufs: Vec<Box<[u8; MAX_LEN + 1]>>,
     headers: MultiHeaders<SockaddrStorage>,
-    /// The last batch: buffer index, length and source of each datagram.
-    received: Vec<(usize, usize, SocketAddr)>,
+    /// The last batch: buffer index, length, source and kernel arrival time of each datagram.
+    received: Vec<(usize, usize, SocketAddr, Option<SystemTime>)>,
     busy_poll: Duration,
     /// The last receive got something: traffic is flowing, polling may catch the next one.
     flowing: bool,
@@ -36,7 +38,11 @@ impl Inbox {
     pub fn new(busy_poll: Duration) -> Self {
         Self {
             bufs: (0..BATCH).map(|_| Box::new([0u8; MAX_LEN + 1])).collect(),
-            headers: MultiHeaders::preallocate(BATCH, None),
+            // Room for the arrival time the kernel adds on sockets with SO_TIMESTAMPNS. nix
+            // leaves each header's control length as the last receive set it, so the option
+            // must be on before the first receive; then every datagram carries the same
+            // control message and the room stays.
+            headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec))),
             received: Vec::with_capacity(BATCH),
             busy_poll,
             flowing: false,
@@ -89,7 +95,13 @@ impl Inbox {
             // Datagrams from a source that is not IP (cannot happen on a UDP/IP socket) are
             // skipped rather than trusted.
             if let Some(source) = msg.address.as_ref().and_then(socket_addr) {
-                self.received.push((buf, msg.bytes, source));
+                let arrived = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|m| match m {
+                        ControlMessageOwned::ScmTimestampns(t) => Some(arrival(t)),
+                        _ => None,
+                    })
+                });
+                self.received.push((buf, msg.bytes, source, arrived));
             }
         }
         Ok(self.received.len())
@@ -97,9 +109,19 @@ impl Inbox {
 
     /// The `i`th datagram of the last batch and its source.
     pub fn get(&self, i: usize) -> (&[u8], SocketAddr) {
-        let (buf, len, source) = self.received[i];
+        let (buf, len, source, _) = self.received[i];
         (&self.bufs[buf][..len], source)
     }
+
+    /// When the kernel queued the `i`th datagram, if the socket has SO_TIMESTAMPNS.
+    pub fn arrived(&self, i: usize) -> Option<SystemTime> {
+        self.received[i].3
+    }
+}
+
+/// A kernel timestamp (CLOCK_REALTIME) as a `SystemTime`.
+fn arrival(t: TimeSpec) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec() as u32)
 }
 
 fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
@@ -241,6 +263,42 @@ mod tests {
         let mut inbox = Inbox::new(Duration::ZERO);
         assert_eq!(inbox.receive(&server).unwrap(), 1);
         assert_eq!(inbox.get(0).0.len(), MAX_LEN + 1);
+    }
+
+    #[test]
+    fn arrival_times_come_with_so_timestampns_only() {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .send_to(b"plain", plain.local_addr().unwrap())
+            .unwrap();
+        let mut inbox = Inbox::new(Duration::ZERO);
+        assert_eq!(inbox.receive(&plain).unwrap(), 1);
+        assert_eq!(inbox.arrived(0), None);
+
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        // As the daemon does: before the first receive (see `Inbox::new`).
+        let mut inbox = Inbox::new(Duration::ZERO);
+        nix::sys::socket::setsockopt(
+            &server,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        )
+        .unwrap();
+        let before = SystemTime::now();
+        client.send_to(b"stamped", to).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(inbox.receive(&server).unwrap(), 1);
+        let after = SystemTime::now();
+        assert_eq!(inbox.get(0).0, b"stamped");
+        let arrived = inbox.arrived(0).expect("a kernel timestamp");
+        // Stamped when queued, not when read 50 ms later.
+        assert!(
+            arrived >= before - Duration::from_millis(5),
+            "{arrived:?} vs {before:?}"
+        );
+        assert!(after.duration_since(arrived).unwrap() >= Duration::from_millis(45));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use radius::core::packet::Packet;
@@ -391,6 +391,8 @@ pub struct Listener {
     pub runtime: tokio::runtime::Handle,
     /// How long a worker polls before it sleeps (`[radius] busy_poll`).
     pub busy_poll: Duration,
+    /// Datagrams queued longer than this are dropped unread (`[radius] max_queue_delay`).
+    pub max_queue_delay: Duration,
 }
 
 /// Starts `workers` threads receiving on the socket until `shutdown`.
@@ -439,8 +441,14 @@ fn worker(l: &Arc<Listener>) {
                 continue;
             }
         };
+        let now = SystemTime::now();
         for i in 0..received {
             let (datagram, source) = inbox.get(i);
+            if too_late(inbox.arrived(i), now, l.max_queue_delay) {
+                METRICS.dropped(DropCause::QueueDelay).inc();
+                debug!(%source, "dropped unread: queued longer than max_queue_delay");
+                continue;
+            }
             // A bug must cost one request, not a worker thread.
             let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 receive(l, datagram, source, &mut outbox)
@@ -464,6 +472,16 @@ fn worker(l: &Arc<Listener>) {
 enum Flow {
     Continue,
     Stop,
+}
+
+/// Whether a datagram that arrived at `arrived` waited longer than `max` by `now` (never when
+/// `max` is zero or the arrival time is unknown). The kernel stamps with the wall clock: a step
+/// forward by more than `max` drops what is queued at that moment, once; backwards, nothing.
+fn too_late(arrived: Option<SystemTime>, now: SystemTime, max: Duration) -> bool {
+    match arrived {
+        Some(at) if !max.is_zero() => now.duration_since(at).is_ok_and(|waited| waited > max),
+        _ => false,
+    }
 }
 
 /// One datagram: answered here if nothing has to wait, else handed to the runtime.
@@ -567,5 +585,33 @@ impl RateLimit {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_late_only_past_the_limit_and_only_when_known() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let max = Duration::from_secs(2);
+        assert!(
+            !too_late(Some(at), at + max, max),
+            "exactly the limit is in time"
+        );
+        assert!(too_late(Some(at), at + max + Duration::from_millis(1), max));
+        assert!(
+            !too_late(None, at + Duration::from_secs(60), max),
+            "no timestamp"
+        );
+        assert!(
+            !too_late(Some(at), at + Duration::from_secs(60), Duration::ZERO),
+            "off"
+        );
+        assert!(
+            !too_late(Some(at), at - Duration::from_secs(60), max),
+            "clock stepped back"
+        );
     }
 }
