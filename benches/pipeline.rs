@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
-use radius::core::packet::Packet;
 use ravpnd::auth::local::{hash_password, LocalVerifier};
 use ravpnd::auth::Source;
 use ravpnd::config::Config;
@@ -21,7 +20,8 @@ use ravpnd::policy::{AccessRequest, Decision, Policy, Settings};
 use ravpnd::radius::dict;
 use ravpnd::radius::listener::{Handler, Live, Port};
 use ravpnd::radius::nas::{Nas, NasTable};
-use ravpnd::reply::ReplyContext;
+use ravpnd::radius::packet::Attributes;
+use ravpnd::reply::{Original, ReplyContext};
 use ravpnd::store::{AuthMethod, DeviceRecord, DeviceType, Store, UserRecord};
 
 const USER: &str = "user0";
@@ -146,8 +146,7 @@ fn authorize(c: &mut Criterion) {
     let live = f.live();
     let nas = nas(&live);
     let req = common::anyconnect_request(USER, &common::serial_of(0), 1, [0x42; 16]);
-    let packet = Packet::decode(&req, common::SECRET).unwrap();
-    let avpairs = dict::cisco_avpairs(&packet);
+    let avpairs = dict::cisco_avpairs(Attributes::of(&req));
     let request = AccessRequest {
         user_name: USER,
         password: common::PASSWORD,
@@ -172,8 +171,9 @@ fn authorize(c: &mut Criterion) {
         dns: &live.settings.dns,
         interim_interval: live.settings.interim_interval,
     };
+    let original = Original::of(&req, common::SECRET);
     c.bench_function("reply_access_accept_address_dns", |b| {
-        b.iter(|| ravpnd::reply::access_response(black_box(&packet), &decision, &ctx))
+        b.iter(|| ravpnd::reply::access_response(black_box(&original), &decision, &ctx))
     });
     // The store reads the decision makes, on their own.
     c.bench_function("store_user_read", |b| {

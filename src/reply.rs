@@ -4,7 +4,6 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use radius::core::packet::Packet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::GatewayKind;
@@ -22,6 +21,27 @@ pub struct DnsConfig {
     pub secondary: Option<Ipv4Addr>,
 }
 
+/// What a response needs of the request it answers, and the secret it is signed with.
+#[derive(Debug, Clone, Copy)]
+pub struct Original<'a> {
+    pub identifier: u8,
+    pub authenticator: [u8; 16],
+    pub secret: &'a [u8],
+}
+
+impl<'a> Original<'a> {
+    /// From a request's framed bytes (header length checked by `Frame::parse`).
+    pub fn of(packet: &[u8], secret: &'a [u8]) -> Self {
+        Self {
+            identifier: packet[1],
+            authenticator: packet[4..HEADER_LEN]
+                .try_into()
+                .expect("a framed packet has a full header"),
+            secret,
+        }
+    }
+}
+
 /// What the reply needs besides the decision.
 pub struct ReplyContext<'a> {
     pub kind: GatewayKind,
@@ -32,8 +52,12 @@ pub struct ReplyContext<'a> {
 /// Offset of the Message-Authenticator value when it is the first attribute.
 const FIRST_MA_OFFSET: usize = HEADER_LEN + 2;
 
-/// Encodes and signs the response to `request` (decoded with the client's secret).
-pub fn access_response(request: &Packet, decision: &Decision, ctx: &ReplyContext<'_>) -> Vec<u8> {
+/// Encodes and signs the response to `request`.
+pub fn access_response(
+    request: &Original<'_>,
+    decision: &Decision,
+    ctx: &ReplyContext<'_>,
+) -> Vec<u8> {
     let (code, reason) = match decision {
         Decision::Accept(_) => (code::ACCESS_ACCEPT, Reason::Accepted),
         Decision::Reject(reason) => (code::ACCESS_REJECT, *reason),
@@ -47,8 +71,8 @@ pub fn access_response(request: &Packet, decision: &Decision, ctx: &ReplyContext
 }
 
 /// A response to `request` with the Message-Authenticator (zeroed until signing) first.
-fn response(request: &Packet, code: u8) -> Builder {
-    let mut b = Builder::new(code, request.get_identifier());
+fn response(request: &Original<'_>, code: u8) -> Builder {
+    let mut b = Builder::new(code, request.identifier);
     b.attr(dict::MESSAGE_AUTHENTICATOR, &[0; 16]);
     b
 }
@@ -112,7 +136,7 @@ fn session_attributes(resp: &mut Builder, plan: &ReplyPlan, ctx: &ReplyContext<'
 
 /// RFC 5997 §3: Status-Server is answered with an Access-Accept (on the authentication
 /// port) or an Accounting-Response (on the accounting port), with a Message-Authenticator.
-pub fn status_response(request: &Packet, accounting: bool) -> Vec<u8> {
+pub fn status_response(request: &Original<'_>, accounting: bool) -> Vec<u8> {
     let code = if accounting {
         code::ACCOUNTING_RESPONSE
     } else {
@@ -125,32 +149,24 @@ pub fn status_response(request: &Packet, accounting: bool) -> Vec<u8> {
 
 /// RFC 2866 §4.2: an Accounting-Response (with a Message-Authenticator first, like every
 /// response here).
-pub fn accounting_response(request: &Packet) -> Vec<u8> {
+pub fn accounting_response(request: &Original<'_>) -> Vec<u8> {
     let mut bytes = response(request, code::ACCOUNTING_RESPONSE).finish();
     crypto::sign_accounting_response(
         &mut bytes,
-        &request_authenticator(request),
+        &request.authenticator,
         Some(FIRST_MA_OFFSET),
-        request.get_secret(),
+        request.secret,
     );
     bytes
 }
 
-fn request_authenticator(request: &Packet) -> [u8; 16] {
-    request
-        .get_authenticator()
-        .as_slice()
-        .try_into()
-        .expect("decoded requests have 16-octet authenticators")
-}
-
-fn sign(request: &Packet, resp: Builder) -> Vec<u8> {
+fn sign(request: &Original<'_>, resp: Builder) -> Vec<u8> {
     let mut bytes = resp.finish();
     crypto::sign_response(
         &mut bytes,
-        &request_authenticator(request),
+        &request.authenticator,
         Some(FIRST_MA_OFFSET),
-        request.get_secret(),
+        request.secret,
     );
     bytes
 }

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use radius::core::packet::Packet;
 use ravpnd::policy::device::DeviceIdentity;
-use ravpnd::radius::packet::{Frame, Malformed};
+use ravpnd::radius::packet::{Attributes, Frame, Malformed};
 use ravpnd::radius::{crypto, dict};
 
 const SECRET: &[u8] = b"fuzz-shared-secret";
@@ -49,9 +49,18 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(packet) = decoded else { return };
 
-    let avpairs = dict::cisco_avpairs(&packet);
+    // The listener reads Access-Requests in place: for the attributes it reads, the in-place
+    // reader must see exactly what the decoder does.
+    for typ in [dict::USER_NAME, dict::USER_PASSWORD, dict::VENDOR_SPECIFIC] {
+        let decoded: Vec<Vec<u8>> = packet.lookup_all(typ).iter().map(|a| a.encode_bytes()).collect();
+        let in_place: Vec<&[u8]> = Attributes::of(bytes).filter(|(t, _)| *t == typ).map(|(_, v)| v).collect();
+        assert_eq!(decoded, in_place, "attribute type {typ}");
+        assert_eq!(Attributes::first(bytes, typ), in_place.first().copied());
+    }
+
+    let avpairs = dict::cisco_avpairs(Attributes::of(bytes));
     for serial_key in ["device-uid", "device-uid-global"] {
-        let id = DeviceIdentity::from_avpairs(avpairs.iter().map(String::as_str), serial_key);
+        let id = DeviceIdentity::from_avpairs(avpairs.iter().copied(), serial_key);
         let _ = id.is_empty();
     }
     for a in &avpairs {

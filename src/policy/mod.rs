@@ -54,7 +54,7 @@ pub struct AccessRequest<'a> {
     pub user_name: &'a str,
     pub password: &'a [u8],
     /// Cisco-AVPair values (`mdm-tlv=device-uid=…`), as sent.
-    pub avpairs: &'a [String],
+    pub avpairs: &'a [&'a str],
     /// The NAS client that asked.
     pub nas: &'a Nas,
     /// Unix seconds.
@@ -128,10 +128,8 @@ impl Policy {
         if let Err(e) = self.source.verify(&user, req.user_name, req.password).await {
             return Decision::Reject(Reason::from_auth(&e));
         }
-        let id = DeviceIdentity::from_avpairs(
-            req.avpairs.iter().map(String::as_str),
-            &settings.devices.serial_key,
-        );
+        let id =
+            DeviceIdentity::from_avpairs(req.avpairs.iter().copied(), &settings.devices.serial_key);
         let device = match self
             .authorize_device(&user, &id, &req.nas.name, settings)
             .await

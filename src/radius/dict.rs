@@ -61,10 +61,9 @@ pub const CISCO_AVPAIR: u8 = 1;
 
 /// The Cisco-AVPair values in a packet's Vendor-Specific attributes (RFC 2865 §5.26 layout:
 /// vendor id, then vendor type, vendor length, value). Malformed ones are skipped.
-pub fn cisco_avpairs(packet: &radius::core::packet::Packet) -> Vec<String> {
+pub fn cisco_avpairs<'a>(attributes: impl Iterator<Item = (u8, &'a [u8])>) -> Vec<&'a str> {
     let mut out = Vec::new();
-    for avp in packet.lookup_all(VENDOR_SPECIFIC) {
-        let v = avp.encode_bytes();
+    for (_, v) in attributes.filter(|(t, _)| *t == VENDOR_SPECIFIC) {
         if v.len() < 6 || u32::from_be_bytes([v[0], v[1], v[2], v[3]]) != VENDOR_CISCO {
             continue;
         }
@@ -76,7 +75,7 @@ pub fn cisco_avpairs(packet: &radius::core::packet::Packet) -> Vec<String> {
             }
             if typ == CISCO_AVPAIR {
                 if let Ok(s) = std::str::from_utf8(&v[i + 2..i + len]) {
-                    out.push(s.to_owned());
+                    out.push(s);
                 }
             }
             i += len;

@@ -19,12 +19,12 @@ use tracing::{debug, error, info, warn};
 use super::batch::{Inbox, Outbox};
 use super::dedup::{DedupCache, Key, Seen, Ticket};
 use super::nas::{Nas, NasTable};
-use super::packet::Frame;
+use super::packet::{Attributes, Frame};
 use super::{crypto, dict};
 use crate::accounting;
 use crate::metrics::{DropCause, METRICS};
 use crate::policy::{AccessRequest, Decision, Policy, Reason, Settings};
-use crate::reply::{self, ReplyContext};
+use crate::reply::{self, Original, ReplyContext};
 
 /// Most responses kept for duplicate detection; bounds memory under floods.
 const DEDUP_CAPACITY: usize = 65_536;
@@ -53,7 +53,11 @@ enum Triage {
 
 /// A new, authentic request, registered in the duplicate cache.
 struct Work {
-    packet: Packet,
+    /// The request as framed (copied: the receive buffer is reused for the next batch).
+    bytes: Vec<u8>,
+    /// Accounting-Requests only, decoded in full: the record reads many attributes.
+    /// Access-Requests are read in place (`Attributes`).
+    accounting: Option<Packet>,
     key: Key,
     ticket: Ticket,
     started: Instant,
@@ -167,13 +171,18 @@ impl Handler {
                 None => {}
             }
         }
-        let packet = match Packet::decode(frame.bytes, secret) {
-            Ok(p) => p,
-            Err(e) => return drop_it(DropCause::Malformed, source, nas, &e),
+        let accounting = if code == dict::code::ACCOUNTING_REQUEST {
+            match Packet::decode(frame.bytes, secret) {
+                Ok(p) => Some(p),
+                Err(e) => return drop_it(DropCause::Malformed, source, nas, &e),
+            }
+        } else {
+            None
         };
         if code == dict::code::STATUS_SERVER {
             METRICS.status_server.inc();
-            return Triage::Answer(Some(reply::status_response(&packet, port == Port::Acct)));
+            let original = Original::of(frame.bytes, secret);
+            return Triage::Answer(Some(reply::status_response(&original, port == Port::Acct)));
         }
 
         let key = Key {
@@ -184,7 +193,8 @@ impl Handler {
         };
         match self.dedup.begin(key, started) {
             Seen::New(ticket) => Triage::Work(Work {
-                packet,
+                bytes: frame.bytes.to_vec(),
+                accounting,
                 key,
                 ticket,
                 started,
@@ -200,20 +210,16 @@ impl Handler {
 
     /// The decision (or accounting record) and its signed response; `None`: no answer.
     async fn process(&self, work: &Work, nas: &Nas, live: &Live) -> Option<Vec<u8>> {
-        if work.key.code == dict::code::ACCOUNTING_REQUEST {
-            self.handle_accounting(&work.packet, nas, work.started)
-                .await
-        } else {
-            Some(
-                self.handle_access(
-                    &work.packet,
-                    &work.key.authenticator,
-                    nas,
-                    live,
-                    work.started,
-                )
-                .await,
-            )
+        match &work.accounting {
+            Some(packet) => {
+                let original = Original::of(&work.bytes, nas.secret.expose().as_bytes());
+                self.handle_accounting(packet, &original, nas, work.started)
+                    .await
+            }
+            None => Some(
+                self.handle_access(&work.bytes, nas, live, work.started)
+                    .await,
+            ),
         }
     }
 
@@ -250,21 +256,19 @@ impl Handler {
 
     async fn handle_access(
         &self,
-        packet: &Packet,
-        authenticator: &[u8; 16],
+        packet: &[u8],
         nas: &Nas,
         live: &Live,
         started: Instant,
     ) -> Vec<u8> {
-        let (user, decision) = self
-            .decide(packet, authenticator, nas, &live.settings)
-            .await;
+        let original = Original::of(packet, nas.secret.expose().as_bytes());
+        let (user, decision) = self.decide(packet, &original, nas, &live.settings).await;
         let ctx = ReplyContext {
             kind: nas.kind,
             dns: &live.settings.dns,
             interim_interval: live.settings.interim_interval,
         };
-        let response = reply::access_response(packet, &decision, &ctx);
+        let response = reply::access_response(&original, &decision, &ctx);
         let (reason, address) = match &decision {
             Decision::Accept(plan) => (Reason::Accepted, plan.address.as_ref().map(|a| a.addr)),
             Decision::Reject(r) => (*r, None),
@@ -285,6 +289,7 @@ impl Handler {
     async fn handle_accounting(
         &self,
         packet: &Packet,
+        original: &Original<'_>,
         nas: &Nas,
         started: Instant,
     ) -> Option<Vec<u8>> {
@@ -308,7 +313,7 @@ impl Handler {
                     us = started.elapsed().as_micros() as u64,
                     "accounting"
                 );
-                Some(reply::accounting_response(packet))
+                Some(reply::accounting_response(original))
             }
             Err(e) => {
                 // Not recorded: no answer, so the NAS retransmits (RFC 2866 §4.1).
@@ -322,31 +327,31 @@ impl Handler {
     /// (lossily decoded, for the log line) with the decision.
     async fn decide(
         &self,
-        packet: &Packet,
-        authenticator: &[u8; 16],
+        packet: &[u8],
+        original: &Original<'_>,
         nas: &Nas,
         settings: &Settings,
     ) -> (String, Decision) {
-        let secret = nas.secret.expose().as_bytes();
-        let Some(raw_user) = packet.lookup(dict::USER_NAME).map(|a| a.encode_bytes()) else {
+        let Some(raw_user) = Attributes::first(packet, dict::USER_NAME) else {
             return (String::new(), Decision::Reject(Reason::MissingUserName));
         };
-        let Ok(user) = std::str::from_utf8(&raw_user) else {
+        let Ok(user) = std::str::from_utf8(raw_user) else {
             return (
-                String::from_utf8_lossy(&raw_user).into_owned(),
+                String::from_utf8_lossy(raw_user).into_owned(),
                 Decision::Reject(Reason::InvalidUserName),
             );
         };
         if user.is_empty() || user.chars().any(char::is_control) {
             return (user.to_owned(), Decision::Reject(Reason::InvalidUserName));
         }
-        let Some(hidden) = packet.lookup(dict::USER_PASSWORD).map(|a| a.encode_bytes()) else {
+        let Some(hidden) = Attributes::first(packet, dict::USER_PASSWORD) else {
             return (user.to_owned(), Decision::Reject(Reason::MissingPassword));
         };
-        let Ok(password) = crypto::decode_pap(&hidden, secret, authenticator) else {
+        let Ok(password) = crypto::decode_pap(hidden, original.secret, &original.authenticator)
+        else {
             return (user.to_owned(), Decision::Reject(Reason::MalformedPassword));
         };
-        let avpairs = dict::cisco_avpairs(packet);
+        let avpairs = dict::cisco_avpairs(Attributes::of(packet));
         let request = AccessRequest {
             user_name: user,
             password: &password,

@@ -1,5 +1,6 @@
 //! The first, cheap look at a datagram: header, length and attribute framing, before any
-//! cryptography or allocation. Full attribute decoding is left to the `radius` crate.
+//! cryptography or allocation; then the attributes read in place. Full decoding (the `radius`
+//! crate) is left to Accounting-Requests, whose record reads many attributes.
 
 use super::dict;
 
@@ -87,6 +88,49 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// The attributes of a framed packet (`Frame::bytes`), in order, as (type, value), read in
+/// place. Stops at the first broken attribute, which `Frame::parse` has already refused.
+#[derive(Debug, Clone)]
+pub struct Attributes<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attributes<'a> {
+    /// Up to the header's length field: octets past it are padding (RFC 2865 §3).
+    pub fn of(packet: &'a [u8]) -> Self {
+        let len = match packet {
+            [_, _, hi, lo, ..] => usize::from(u16::from_be_bytes([*hi, *lo])).min(packet.len()),
+            _ => 0,
+        };
+        Self {
+            rest: packet.get(HEADER_LEN..len).unwrap_or_default(),
+        }
+    }
+
+    /// The value of the first attribute of type `typ`.
+    pub fn first(packet: &'a [u8], typ: u8) -> Option<&'a [u8]> {
+        Self::of(packet).find(|(t, _)| *t == typ).map(|(_, v)| v)
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let [typ, len, ..] = *self.rest else {
+            return None;
+        };
+        let len = usize::from(len);
+        if len < 2 || len > self.rest.len() {
+            self.rest = &[];
+            return None;
+        }
+        let (attr, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Some((typ, &attr[2..]))
+    }
+}
+
 /// Encodes a response: header, then attributes in the order added. The authenticator is
 /// left zero for `crypto::sign_response` to fill.
 ///
@@ -152,6 +196,44 @@ mod tests {
         let len = p.len() as u16;
         p[2..4].copy_from_slice(&len.to_be_bytes());
         p
+    }
+
+    #[test]
+    fn attributes_are_read_in_place_in_order() {
+        let p = packet(&[
+            1, 7, b'a', b'l', b'i', b'c', b'e', 4, 6, 10, 0, 0, 1, 1, 3, b'x', 5, 2,
+        ]);
+        let all: Vec<_> = Attributes::of(&p).collect();
+        assert_eq!(
+            all,
+            [
+                (1, &b"alice"[..]),
+                (4, &[10, 0, 0, 1][..]),
+                (1, &b"x"[..]),
+                (5, &[][..])
+            ]
+        );
+        assert_eq!(
+            Attributes::first(&p, 1),
+            Some(&b"alice"[..]),
+            "the first of two"
+        );
+        assert_eq!(Attributes::first(&p, 2), None);
+        assert_eq!(Attributes::of(&packet(&[])).count(), 0);
+        assert_eq!(Attributes::of(&p[..10]).count(), 0, "shorter than a header");
+        let mut padded = p.clone();
+        padded.extend([1, 3, b'p']);
+        assert_eq!(
+            Attributes::of(&padded).count(),
+            4,
+            "octets past the length are padding"
+        );
+        // Broken framing (which `Frame::parse` refuses) ends the walk instead of panicking.
+        for broken in [&[1, 9, b'a'][..], &[1, 1, 1, 0], &[1]] {
+            let mut p = packet(&[4, 3, 1]);
+            p.extend(broken);
+            assert_eq!(Attributes::of(&p).collect::<Vec<_>>(), [(4, &[1][..])]);
+        }
     }
 
     #[test]
