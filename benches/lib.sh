@@ -91,6 +91,17 @@ $5
 EOF
 }
 
+# python3 with argon2-cffi (installed with pip when missing) for cheap benchmark hashes, and
+# curl for the daemon's /metrics.
+need_cheap_hash_tools() {
+  command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
+  command -v curl >/dev/null || { echo "curl is needed (the daemon's /metrics)" >&2; exit 1; }
+  if ! python3 -c 'import argon2' 2>/dev/null; then
+    say "installing argon2-cffi (pip) for the cheap benchmark hashes"
+    python3 -m pip install -q argon2-cffi >&2
+  fi
+}
+
 rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 wait_udp() { # PORT: until something listens there

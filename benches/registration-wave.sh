@@ -34,12 +34,7 @@ WORK_PREFIX=ravpnd-wave
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
 
-command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
-command -v curl >/dev/null || { echo "curl is needed (the daemon's /metrics)" >&2; exit 1; }
-if ! python3 -c 'import argon2' 2>/dev/null; then
-  say "installing argon2-cffi (pip) for the cheap benchmark hashes"
-  python3 -m pip install -q argon2-cffi >&2
-fi
+need_cheap_hash_tools
 
 build_ravpnd_and_driver
 read -r PORT ADMIN < <(free_ports udp tcp)
