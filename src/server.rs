@@ -121,6 +121,8 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
         warn!(%addr, error = %e, "cannot enlarge the UDP receive buffer");
     }
     // Arrival times for `[radius] max_queue_delay`; without them nothing is dropped as late.
+    // (The kernel starts stamping on arrival shortly after the first socket asks; until then
+    // datagrams are stamped when read, so they look fresh, never late.)
     if let Err(e) = nix::sys::socket::setsockopt(
         &socket,
         nix::sys::socket::sockopt::ReceiveTimestampns,
