@@ -104,6 +104,25 @@ need_cheap_hash_tools() {
 
 rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
 
+# CONF UDP_PORT: until the daemon started with CONF listens on UDP_PORT and its admin API
+# answers the CLI.
+wait_ravpnd() {
+  wait_udp "$2" || return 1
+  for _ in $(seq 100); do
+    "$RAVPND" --config "$1" user list >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the daemon of $1 does not answer on its admin API" >&2; return 1
+}
+
+# CONF ADMIN_PORT: the daemon's /metrics (the admin token is in <store.path>/admin.token, the
+# store being CONF's directory's data/ as bench_config writes it).
+metrics() {
+  local token
+  token=$(cat "$(dirname "$1")/data/admin.token" 2>/dev/null || true)
+  curl -s --max-time 10 -H "Authorization: Bearer $token" "http://127.0.0.1:$2/metrics"
+}
+
 wait_udp() { # PORT: until something listens there
   for _ in $(seq 100); do
     ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0

@@ -72,11 +72,7 @@ secondary = \"10.0.0.54\"" > "$WORK/ravpnd.toml"
 "$RAVPND" --config "$WORK/ravpnd.toml" serve 2> "$WORK/log" &
 PID=$!
 PIDS+=("$PID")
-wait_udp "$PORT"
-for _ in $(seq 100); do
-  "$RAVPND" --config "$WORK/ravpnd.toml" user list >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_ravpnd "$WORK/ravpnd.toml" "$PORT"
 "$RAVPND" --config "$WORK/ravpnd.toml" import users "$WORK/users.csv" >/dev/null
 "$RAVPND" --config "$WORK/ravpnd.toml" import devices "$WORK/devices.csv" >/dev/null
 
@@ -84,8 +80,7 @@ drive() { # ARGS...: one run of the driver against the daemon, JSON on stdout
   "$LOAD" --bench --target "127.0.0.1:$PORT" --secret "$SECRET" --password "$PASSWORD" --json "$@"
 }
 registrations() {
-  curl -s --max-time 10 -H "Authorization: Bearer $(cat "$WORK/data/admin.token")" \
-    "http://127.0.0.1:$ADMIN/metrics" |
+  metrics "$WORK/ravpnd.toml" "$ADMIN" |
     awk '/^ravpnd_requests_total.*reason="device_registered"/ { n += $NF } END { print n + 0 }'
 }
 

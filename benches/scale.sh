@@ -90,12 +90,7 @@ start_daemon() { # NAME RADIUS_PORT ADMIN_PORT ACCT_PORT: sets ${NAME}_PID, ${NA
   PIDS+=("$pid")
   printf -v "${name}_PID" %s "$pid"
   printf -v "${name}_CONF" %s "$dir/ravpnd.toml"
-  wait_udp "$2"
-  for _ in $(seq 100); do
-    "$RAVPND" --config "$dir/ravpnd.toml" user list >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "the $name daemon's admin API does not answer" >&2; return 1
+  wait_ravpnd "$dir/ravpnd.toml" "$2"
 }
 
 say "two daemons: BIG ($BIG users) and SMALL ($SMALL users); pool $POOL_NETWORK, DNS"
@@ -104,11 +99,6 @@ start_daemon SMALL "$SMALL_PORT" "$SMALL_ADMIN" "$SMALL_ACCT"
 RSS_BIG_START=$(rss "$BIG_PID")
 RSS_SMALL_START=$(rss "$SMALL_PID")
 
-metrics() { # CONF ADMIN_PORT: the daemon's /metrics (the admin token is in <store.path>/admin.token)
-  local token
-  token=$(cat "$(dirname "$1")/data/admin.token" 2>/dev/null || true)
-  curl -s --max-time 10 -H "Authorization: Bearer $token" "http://127.0.0.1:$2/metrics"
-}
 
 # Users with a cheap argon2id PHC hash each (distinct salts), devices with the driver's serial;
 # IMPORT_CHUNK rows per file: the CLI sends a file in one request (the admin API's body limit

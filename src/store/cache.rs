@@ -70,17 +70,17 @@ impl<V: Clone> RecordCache<V> {
         };
         let v = load()?;
         if let Some(v) = &v {
-            self.insert(key, before, v.clone());
+            self.insert(shard, key, before, v.clone());
         }
         Ok(v)
     }
 
     /// Keeps what a load started at `before` invalidations found, if still current.
-    fn insert(&self, key: &str, before: u64, value: V) {
+    fn insert(&self, shard: &RwLock<Shard<V>>, key: &str, before: u64, value: V) {
         if self.per_shard == 0 {
             return;
         }
-        let mut s = self.shard(key).write();
+        let mut s = shard.write();
         if s.invalidations != before {
             return;
         }
