@@ -130,13 +130,6 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = Config::load_valid(path)?;
     init_tracing(&config);
-    // argon2 allocates 19 MiB per computation; with glibc's adaptive mmap threshold those
-    // blocks end up in arenas that are never returned (RSS grew to ~0.5 GiB after 2,000
-    // hashes). A fixed threshold keeps every such block mmapped and unmapped after use.
-    // SAFETY: mallopt is called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
     // One TLS crypto provider for the whole process (LDAPS, HTTPS, SMTP): ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
