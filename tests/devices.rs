@@ -96,6 +96,20 @@ fn first_connect_registers_then_accepts_and_other_serials_are_refused() {
         d.metric("ravpnd_requests_total{outcome=\"reject\",reason=\"device_registered\",type=\"access\"}"),
         2.0
     );
+
+    // Another user's first connection with alice's device id (in another case) is refused:
+    // no device of bob's proves it, and the serial index names alice's.
+    d.add_user("bob", "bob-pass");
+    d.ok(&["device", "add", "bob-laptop", "--type", "windows"]);
+    d.ok(&["assign", "bob", "bob-laptop"]);
+    let taken = connect(&d, "bob", "bob-pass", &win(&UID_B.to_lowercase()));
+    assert_eq!(
+        reply_message(&taken),
+        "device id already registered to another device",
+        "{}",
+        taken.output
+    );
+    assert!(!d.ok(&["device", "show", "bob-laptop"]).contains(UID_B));
 }
 
 #[test]

@@ -177,31 +177,18 @@ impl Policy {
         let mut reread: Option<Arc<UserRecord>> = None;
         for _ in 0..REGISTRATION_ATTEMPTS {
             let user_devices = reread.as_deref().map_or(&user.devices, |u| &u.devices);
-            let serial_owner = match id.serial.as_deref().map(|s| self.store.device_by_serial(s)) {
-                Some(r) => r.map_err(|e| internal_reason("reading the serial index", &e))?,
-                None => None,
+            let devices = self
+                .assigned(&user.name, user_devices.iter().map(String::as_str))
+                .map_err(|e| internal_reason("reading devices", &e))?;
+            // The serial index only decides a first connection (which device already holds
+            // the serial): a request that one of the user's devices proves does without it.
+            let serial_owner = match id.serial.as_deref() {
+                Some(s) if !devices.iter().any(|d| device::proves(d, id)) => self
+                    .store
+                    .device_by_serial(s)
+                    .map_err(|e| internal_reason("reading the serial index", &e))?,
+                _ => None,
             };
-            let mac_owner = match id.mac.as_deref().map(|m| self.store.device_by_mac(m)) {
-                Some(r) => r.map_err(|e| internal_reason("reading the MAC index", &e))?,
-                None => None,
-            };
-            // Fast path: the presented serial or MAC names one of the user's devices. Reading
-            // just that one decides exactly as reading them all would (a proven device wins).
-            let known = [serial_owner.as_deref(), mac_owner.as_deref()]
-                .into_iter()
-                .flatten()
-                .find(|name| user_devices.iter().any(|d| d == name));
-            let mut devices = match known {
-                Some(name) => self.assigned(&user.name, [name]),
-                None => self.assigned(&user.name, user_devices.iter().map(String::as_str)),
-            }
-            .map_err(|e| internal_reason("reading devices", &e))?;
-            if known.is_some() && !devices.iter().any(|d| device::proves(d, id)) {
-                // The indexed device is not proven by its method: decide over all of them.
-                devices = self
-                    .assigned(&user.name, user_devices.iter().map(String::as_str))
-                    .map_err(|e| internal_reason("reading devices", &e))?;
-            }
             let check = device::check(
                 &devices,
                 id,

@@ -107,6 +107,12 @@ impl AsRef<DeviceRecord> for DeviceRecord {
     }
 }
 
+fn index_entry(tree: &sled::Tree, key: impl AsRef<[u8]>) -> Result<Option<String>, StoreError> {
+    Ok(tree
+        .get(key)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
 /// Key of the serial index: serials compare case-insensitively (hex device IDs vary in case).
 pub fn serial_key(serial: &str) -> Vec<u8> {
     serial.trim().to_ascii_uppercase().into_bytes()
@@ -213,19 +219,16 @@ impl Store {
             .collect()
     }
 
-    /// The device holding `serial`, if any.
-    pub fn device_by_serial(&self, serial: &str) -> Result<Option<Arc<str>>, StoreError> {
-        self.read_index(
-            &self.cache.serials,
-            &self.serials,
-            serial,
-            serial_key(serial),
-        )
+    /// The device holding `serial`, if any. Read from sled, not cached: only first
+    /// connections and imports ask (a request its device proves does not).
+    pub fn device_by_serial(&self, serial: &str) -> Result<Option<String>, StoreError> {
+        index_entry(&self.serials, serial_key(serial))
     }
 
     /// The device using `mac` (canonical form), if any.
-    pub fn device_by_mac(&self, mac: &str) -> Result<Option<Arc<str>>, StoreError> {
-        self.read_index(&self.cache.macs, &self.macs, mac, mac)
+    #[cfg(test)]
+    pub fn device_by_mac(&self, mac: &str) -> Result<Option<String>, StoreError> {
+        index_entry(&self.macs, mac)
     }
 
     /// Adds devices (and users, and assignments) in one transaction: all or nothing.
@@ -299,13 +302,10 @@ impl Store {
             release_ids(ts, tm, &old)?;
             claim_ids(ts, tm, &new)?;
             tx_put(td, name, &new)?;
-            let moved = (&old.serial, &old.mac) != (&new.serial, &new.mac);
-            Ok((new, moved))
+            Ok(new)
         });
-        let (d, moved) = unwrap_tx(r)?;
-        self.written(
-            std::iter::once(Changed::Device(name)).chain(moved.then_some(Changed::Indexes)),
-        );
+        let d = unwrap_tx(r)?;
+        self.written([Changed::Device(name)]);
         self.flush().await?;
         Ok(d)
     }
@@ -323,12 +323,10 @@ impl Store {
             }
             release_ids(ts, tm, &d)?;
             td.remove(name.as_bytes())?;
-            Ok(d.serial.is_some() || d.mac.is_some())
+            Ok(())
         });
-        let had_ids = unwrap_tx(r)?;
-        self.written(
-            std::iter::once(Changed::Device(name)).chain(had_ids.then_some(Changed::Indexes)),
-        );
+        unwrap_tx(r)?;
+        self.written([Changed::Device(name)]);
         self.flush().await
     }
 

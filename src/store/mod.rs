@@ -77,13 +77,12 @@ pub struct Store {
     cache: Arc<Caches>,
 }
 
-/// Decoded records for the request path (see `cache`); every write to `users`, `devices`,
-/// `serials` or `macs` calls `Store::written` with what it changed, after it commits.
+/// Decoded records for the request path (see `cache`); every write to `users` or `devices`
+/// calls `Store::written` with what it changed, after it commits. The serial and MAC indexes
+/// are not cached: a request its device proves does not read them.
 struct Caches {
     users: cache::RecordCache<Arc<UserRecord>>,
     devices: cache::RecordCache<Arc<DeviceRecord>>,
-    serials: cache::RecordCache<Arc<str>>,
-    macs: cache::RecordCache<Arc<str>>,
 }
 
 /// Records of each kind kept decoded by default: 100,000 users with a device each fit (at
@@ -102,8 +101,6 @@ pub const DEFAULT_PAGE_CACHE_MIB: u64 = 16;
 enum Changed<'a> {
     User(&'a str),
     Device(&'a str),
-    /// Serial or MAC index entries were removed or moved.
-    Indexes,
 }
 
 /// Group commit: concurrent callers needing durability share one flush instead of queueing
@@ -163,8 +160,6 @@ impl Store {
             cache: Arc::new(Caches {
                 users: cache::RecordCache::new(cache_records),
                 devices: cache::RecordCache::new(cache_records),
-                serials: cache::RecordCache::new(cache_records),
-                macs: cache::RecordCache::new(cache_records),
             }),
             db,
         })
@@ -176,14 +171,6 @@ impl Store {
             match c {
                 Changed::User(name) => self.cache.users.invalidate(name),
                 Changed::Device(name) => self.cache.devices.invalidate(name),
-                // Index entries are cached under the spelling the NAS sent (a serial in any
-                // case), so a removed or moved one is not known by its cache key. Only admin
-                // changes do that; a registration adds an entry, and absent ones are never
-                // cached.
-                Changed::Indexes => {
-                    self.cache.serials.invalidate_all();
-                    self.cache.macs.invalidate_all();
-                }
             }
         }
     }
@@ -217,19 +204,6 @@ impl Store {
         cache.get_or_load(key, || match tree.get(key.as_bytes())? {
             Some(v) => decode(key.as_bytes(), &v).map(|r| Some(Arc::new(r))),
             None => Ok(None),
-        })
-    }
-
-    /// The device name an index (serial or MAC) maps `raw` to, cached under `cache_key`.
-    fn read_index(
-        &self,
-        cache: &cache::RecordCache<Arc<str>>,
-        tree: &sled::Tree,
-        cache_key: &str,
-        raw: impl AsRef<[u8]>,
-    ) -> Result<Option<Arc<str>>, StoreError> {
-        cache.get_or_load(cache_key, || {
-            Ok(tree.get(raw)?.map(|v| String::from_utf8_lossy(&v).into()))
         })
     }
 }
