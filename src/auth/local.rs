@@ -93,17 +93,25 @@ impl LocalVerifier {
         mac.finalize().into_bytes().into()
     }
 
+    /// The permit goes with the computation, not with the request: a request given up on
+    /// (its timeout) cannot stop argon2 once started, so until it finishes it still counts
+    /// against `max_concurrent_hashes` — else a storm of timed-out requests would run any
+    /// number at once (19 MiB and a core each).
     async fn run_argon2(&self, password: &[u8], hash: String) -> Result<bool, String> {
-        let _permit = self
+        let permit = self
             .hash_permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| "shutting down".to_owned())?;
         let password = password.to_vec();
-        tokio::task::spawn_blocking(move || verify_hash(&password, &hash))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify_hash(&password, &hash)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
     }
 
     /// Drops a user's cached credential (after a password change or removal).
@@ -131,9 +139,10 @@ impl PasswordVerifier for LocalVerifier {
         let cell = self.inflight.lock().entry(tag).or_default().clone();
         let outcome = cell
             .get_or_init(|| async {
-                let r = self.run_argon2(password, hash.to_owned()).await;
-                self.inflight.lock().remove(&tag);
-                r
+                // Removed also when the request is given up on: each wrong password has its
+                // own tag, and entries must not pile up.
+                let _forget = RemoveOnDrop(&self.inflight, tag);
+                self.run_argon2(password, hash.to_owned()).await
             })
             .await
             .clone();
@@ -143,6 +152,15 @@ impl PasswordVerifier for LocalVerifier {
         } else {
             Err(AuthError::BadPassword)
         }
+    }
+}
+
+/// Removes a verification from the in-flight map when it finishes or is cancelled.
+struct RemoveOnDrop<'a>(&'a Mutex<HashMap<CacheTag, Arc<InFlight>>>, CacheTag);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
     }
 }
 
@@ -239,5 +257,32 @@ mod tests {
             v.verify(&directory_user, "", b"x").await,
             Err(AuthError::NoPassword)
         ));
+    }
+
+    /// A verification given up on (the request's timeout) keeps its permit until argon2
+    /// finishes, and leaves nothing in the in-flight map.
+    #[tokio::test]
+    async fn a_cancelled_verification_still_holds_its_permit() {
+        let v = LocalVerifier::new(&LocalAuthConfig {
+            max_concurrent_hashes: 1,
+            ..LocalAuthConfig::default()
+        });
+        let alice = UserRecord::new("alice", Some(hash_password(b"pw").unwrap()));
+        // Gives up long before argon2 (19 MiB, t=2) can finish.
+        let gave_up =
+            tokio::time::timeout(Duration::from_micros(1), v.verify(&alice, "", b"wrong")).await;
+        assert!(gave_up.is_err(), "argon2 cannot finish in 1 µs");
+        assert!(
+            v.inflight.lock().is_empty(),
+            "the in-flight entry is removed"
+        );
+        // The computation still runs: no second one may start until it ends.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(v.hash_permits.available_permits(), 0, "the permit is held");
+        let free = tokio::time::timeout(Duration::from_secs(60), v.hash_permits.acquire())
+            .await
+            .expect("released when argon2 ends");
+        drop(free);
+        v.verify(&alice, "", b"pw").await.unwrap();
     }
 }
