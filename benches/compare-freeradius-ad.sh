@@ -174,11 +174,7 @@ EOF
 "$RAVPND" --config "$RCONF" serve 2> "$WORK/ravpnd/log" &
 RAVPND_PID=$!
 PIDS+=("$RAVPND_PID")
-wait_udp "$RAVPND_PORT"
-for _ in $(seq 100); do
-  "$RAVPND" --config "$RCONF" user list >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_ravpnd "$RCONF" "$RAVPND_PORT"
 python3 - "$WORK/ravpnd" "$USERS" <<'EOF'
 import sys
 d, n = sys.argv[1], int(sys.argv[2])

@@ -93,12 +93,8 @@ write_ravpnd_config "$EXTRA"
 "$RAVPND" --config "$RCONF" serve 2> "$WORK/ravpnd/log" &
 RAVPND_PID=$!
 PIDS+=("$RAVPND_PID")
-wait_udp "$RAVPND_PORT"
+wait_ravpnd "$RCONF" "$RAVPND_PORT"
 RSS_START=$(rss "$RAVPND_PID")
-for _ in $(seq 100); do
-  "$RAVPND" --config "$RCONF" user list >/dev/null 2>&1 && break
-  sleep 0.1
-done
 
 # The CLI's import request has a 30 s timeout and argon2 hashes serially per request:
 # 200 users per file, two files at a time (two cores).
