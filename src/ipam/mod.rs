@@ -140,6 +140,8 @@ pub enum IpamError {
     UnknownPool(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("writing the lease: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A lease handed to a session.
@@ -180,6 +182,21 @@ impl Pool {
     fn publish(&self, st: &PoolState) {
         self.size_gauge.set(self.size as i64);
         self.used_gauge.set((self.size - st.free.len()) as i64);
+    }
+
+    /// Makes a new lease durable, then no longer pending; undoes it if the write fails.
+    async fn write_grant(&self, store: &Store, record: &LeaseRecord) -> Result<(), IpamError> {
+        if let Err(e) = store.put_lease(record, true).await {
+            let mut st = self.state.lock();
+            st.leases.remove(&record.addr);
+            st.free.insert(u32::from(record.addr));
+            self.publish(&st);
+            return Err(e.into());
+        }
+        if let Some(l) = self.state.lock().leases.get_mut(&record.addr) {
+            l.pending = false;
+        }
+        Ok(())
     }
 
     /// Frees expired leases; returns their addresses.
@@ -406,16 +423,11 @@ impl Ipam {
         }
         if new {
             let record = to_write.expect("a new lease is always written");
-            if let Err(e) = self.store.put_lease(&record, true).await {
-                let mut st = pool.state.lock();
-                st.leases.remove(&record.addr);
-                st.free.insert(u32::from(record.addr));
-                pool.publish(&st);
-                return Err(e.into());
-            }
-            if let Some(l) = pool.state.lock().leases.get_mut(&record.addr) {
-                l.pending = false;
-            }
+            // A task of its own: a request given up on at its timeout drops this future, and
+            // the grant must still end either durable and no longer pending (a pending lease
+            // is never swept) or undone.
+            let (store, pool) = (self.store.clone(), pool.clone());
+            tokio::spawn(async move { pool.write_grant(&store, &record).await }).await??;
         } else {
             // Renewal: nothing synchronous, and usually nothing at all (see `write`); a crash
             // loses at most a quarter lease of expiry. Only if the first grant is still being

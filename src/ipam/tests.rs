@@ -189,3 +189,31 @@ fn validation_names_each_problem() {
         "{problems:?}"
     );
 }
+
+/// A request given up on (its timeout drops the future) while its new lease is being made
+/// durable: the write still completes and the lease stops being pending, so it expires and
+/// is swept like any other.
+#[tokio::test]
+async fn a_grant_given_up_on_still_completes() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 1000).unwrap();
+    let gave_up = tokio::time::timeout(Duration::ZERO, ipam.lease(&req("d1", 1000))).await;
+    assert!(
+        gave_up.is_err(),
+        "dropped while the durable write was under way"
+    );
+    let addr = Ipv4Addr::new(10, 0, 0, 1);
+    let p = ipam.pool(None).unwrap().unwrap();
+    let pending = || p.state.lock().leases.get(&addr).map(|l| l.pending);
+    for _ in 0..500 {
+        if pending() == Some(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pending(), Some(false), "the grant completed");
+    // After its expiry the address is swept and handed to another device.
+    ipam.lease(&req("d2", 1010)).await.unwrap().unwrap();
+    let later = ipam.lease(&req("d3", 1061)).await.unwrap().unwrap();
+    assert_eq!(later.addr, addr);
+}
