@@ -62,7 +62,8 @@ impl LocalAuthConfig {
 type InFlight = OnceCell<Result<bool, String>>;
 
 pub struct LocalVerifier {
-    cache: CredentialCache,
+    /// Shared with the argon2 computations, which fill it themselves (see `run_argon2`).
+    cache: Arc<CredentialCache>,
     cache_key: [u8; 32],
     hash_permits: Arc<Semaphore>,
     /// Verifications under way, by credential tag.
@@ -78,7 +79,10 @@ impl LocalVerifier {
             n => n,
         };
         Self {
-            cache: CredentialCache::new(config.cache_capacity, config.cache_ttl),
+            cache: Arc::new(CredentialCache::new(
+                config.cache_capacity,
+                config.cache_ttl,
+            )),
             cache_key,
             hash_permits: Arc::new(Semaphore::new(permits)),
             inflight: Mutex::default(),
@@ -93,21 +97,44 @@ impl LocalVerifier {
         mac.finalize().into_bytes().into()
     }
 
+    /// Whether `tag` is the credential verified for `user`, and still trusted.
+    fn cached(&self, user: &str, tag: &CacheTag) -> bool {
+        self.cache
+            .get(user)
+            .is_some_and(|cached| bool::from(cached.ct_eq(tag)))
+    }
+
     /// The permit goes with the computation, not with the request: a request given up on
     /// (its timeout) cannot stop argon2 once started, so until it finishes it still counts
     /// against `max_concurrent_hashes` — else a storm of timed-out requests would run any
-    /// number at once (19 MiB and a core each).
-    async fn run_argon2(&self, password: &[u8], hash: String) -> Result<bool, String> {
+    /// number at once (19 MiB and a core each). For the same reason the computation caches
+    /// a verified credential itself: the gateway's retry after that timeout then finds it,
+    /// instead of paying argon2 again.
+    async fn run_argon2(
+        &self,
+        user: &str,
+        tag: CacheTag,
+        password: &[u8],
+        hash: String,
+    ) -> Result<bool, String> {
         let permit = self
             .hash_permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| "shutting down".to_owned())?;
-        let password = password.to_vec();
+        // A computation for a request given up on may have verified it while this one queued.
+        if self.cached(user, &tag) {
+            return Ok(true);
+        }
+        let (cache, user, password) = (self.cache.clone(), user.to_owned(), password.to_vec());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            verify_hash(&password, &hash)
+            let verified = verify_hash(&password, &hash)?;
+            if verified {
+                cache.insert(&user, tag);
+            }
+            Ok::<_, AuthError>(verified)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -129,10 +156,8 @@ impl PasswordVerifier for LocalVerifier {
     ) -> Result<(), AuthError> {
         let hash = user.password_hash.as_deref().ok_or(AuthError::NoPassword)?;
         let tag = self.tag(password, hash);
-        if let Some(cached) = self.cache.get(&user.name) {
-            if bool::from(cached.ct_eq(&tag)) {
-                return Ok(());
-            }
+        if self.cached(&user.name, &tag) {
+            return Ok(());
         }
         // Single flight: concurrent checks of the same credential (a reconnect storm after a
         // restart, with a cold cache) share one argon2 run instead of queueing one each.
@@ -142,12 +167,12 @@ impl PasswordVerifier for LocalVerifier {
                 // Removed also when the request is given up on: each wrong password has its
                 // own tag, and entries must not pile up.
                 let _forget = RemoveOnDrop(&self.inflight, tag);
-                self.run_argon2(password, hash.to_owned()).await
+                self.run_argon2(&user.name, tag, password, hash.to_owned())
+                    .await
             })
             .await
             .clone();
         if outcome.map_err(AuthError::Internal)? {
-            self.cache.insert(&user.name, tag);
             Ok(())
         } else {
             Err(AuthError::BadPassword)
@@ -260,7 +285,7 @@ mod tests {
     }
 
     /// A verification given up on (the request's timeout) keeps its permit until argon2
-    /// finishes, and leaves nothing in the in-flight map.
+    /// finishes, leaves nothing in the in-flight map, and caches what it verified.
     #[tokio::test]
     async fn a_cancelled_verification_still_holds_its_permit() {
         let v = LocalVerifier::new(&LocalAuthConfig {
@@ -283,6 +308,18 @@ mod tests {
             .await
             .expect("released when argon2 ends");
         drop(free);
+        assert!(
+            v.cache.get("alice").is_none(),
+            "a wrong password is not cached"
+        );
+
+        // The right password, given up on the same way: the computation still caches it, so
+        // the gateway's retry is answered from the cache.
+        let gave_up =
+            tokio::time::timeout(Duration::from_micros(1), v.verify(&alice, "", b"pw")).await;
+        assert!(gave_up.is_err());
+        drop(v.hash_permits.acquire().await.unwrap());
+        assert!(v.cache.get("alice").is_some(), "cached by the computation");
         v.verify(&alice, "", b"pw").await.unwrap();
     }
 }
