@@ -91,7 +91,7 @@ fn anyconnect(c: &mut Criterion) {
             (user, pairs, pw)
         })
     });
-    let original = Original::of(&req, common::SECRET);
+    let original = Original::of(&Frame::parse(&req).unwrap(), common::SECRET);
     let dns = DnsConfig {
         primary: Some([10, 0, 0, 53].into()),
         secondary: Some([10, 0, 0, 54].into()),

@@ -20,7 +20,7 @@ use ravpnd::policy::{AccessRequest, Decision, Policy, Settings};
 use ravpnd::radius::dict;
 use ravpnd::radius::listener::{Handler, Live, Port};
 use ravpnd::radius::nas::{Nas, NasTable};
-use ravpnd::radius::packet::Attributes;
+use ravpnd::radius::packet::{Attributes, Frame};
 use ravpnd::reply::{Original, ReplyContext};
 use ravpnd::store::{AuthMethod, DeviceRecord, DeviceType, Store, UserRecord};
 
@@ -171,7 +171,7 @@ fn authorize(c: &mut Criterion) {
         dns: &live.settings.dns,
         interim_interval: live.settings.interim_interval,
     };
-    let original = Original::of(&req, common::SECRET);
+    let original = Original::of(&Frame::parse(&req).unwrap(), common::SECRET);
     c.bench_function("reply_access_accept_address_dns", |b| {
         b.iter(|| ravpnd::reply::access_response(black_box(&original), &decision, &ctx))
     });

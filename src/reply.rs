@@ -10,7 +10,7 @@ use crate::config::GatewayKind;
 use crate::policy::proxy::ProxyPush;
 use crate::policy::{Decision, Reason, ReplyPlan};
 use crate::radius::dict::{self, asa, ms};
-use crate::radius::packet::{Builder, HEADER_LEN};
+use crate::radius::packet::{Builder, Frame, HEADER_LEN};
 use crate::radius::{crypto, dict::code};
 
 /// `[dns]`: the DNS servers every client gets.
@@ -30,13 +30,11 @@ pub struct Original<'a> {
 }
 
 impl<'a> Original<'a> {
-    /// From a request's framed bytes (header length checked by `Frame::parse`).
-    pub fn of(packet: &[u8], secret: &'a [u8]) -> Self {
+    /// Of a framed request.
+    pub fn of(frame: &Frame, secret: &'a [u8]) -> Self {
         Self {
-            identifier: packet[1],
-            authenticator: packet[4..HEADER_LEN]
-                .try_into()
-                .expect("a framed packet has a full header"),
+            identifier: frame.identifier(),
+            authenticator: frame.authenticator(),
             secret,
         }
     }

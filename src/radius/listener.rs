@@ -181,7 +181,7 @@ impl Handler {
         };
         if code == dict::code::STATUS_SERVER {
             METRICS.status_server.inc();
-            let original = Original::of(frame.bytes, secret);
+            let original = Original::of(&frame, secret);
             return Triage::Answer(Some(reply::status_response(&original, port == Port::Acct)));
         }
 
@@ -210,14 +210,19 @@ impl Handler {
 
     /// The decision (or accounting record) and its signed response; `None`: no answer.
     async fn process(&self, work: &Work, nas: &Nas, live: &Live) -> Option<Vec<u8>> {
+        // The identifier and authenticator, read once by `triage` for the duplicate key.
+        let original = Original {
+            identifier: work.key.identifier,
+            authenticator: work.key.authenticator,
+            secret: nas.secret.expose().as_bytes(),
+        };
         match &work.accounting {
             Some(packet) => {
-                let original = Original::of(&work.bytes, nas.secret.expose().as_bytes());
                 self.handle_accounting(packet, &original, nas, work.started)
                     .await
             }
             None => Some(
-                self.handle_access(&work.bytes, nas, live, work.started)
+                self.handle_access(&work.bytes, &original, nas, live, work.started)
                     .await,
             ),
         }
@@ -257,18 +262,18 @@ impl Handler {
     async fn handle_access(
         &self,
         packet: &[u8],
+        original: &Original<'_>,
         nas: &Nas,
         live: &Live,
         started: Instant,
     ) -> Vec<u8> {
-        let original = Original::of(packet, nas.secret.expose().as_bytes());
-        let (user, decision) = self.decide(packet, &original, nas, &live.settings).await;
+        let (user, decision) = self.decide(packet, original, nas, &live.settings).await;
         let ctx = ReplyContext {
             kind: nas.kind,
             dns: &live.settings.dns,
             interim_interval: live.settings.interim_interval,
         };
-        let response = reply::access_response(&original, &decision, &ctx);
+        let response = reply::access_response(original, &decision, &ctx);
         let (reason, address) = match &decision {
             Decision::Accept(plan) => (Reason::Accepted, plan.address.as_ref().map(|a| a.addr)),
             Decision::Reject(r) => (*r, None),
