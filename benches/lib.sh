@@ -105,11 +105,16 @@ need_cheap_hash_tools() {
 rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # CONF UDP_PORT: until the daemon started with CONF listens on UDP_PORT and its admin API
-# answers the CLI.
+# says ready (`/readyz` at the address it records in its store, CONF's directory's data/ as
+# bench_config writes it). Not a CLI listing: `user list` of a 100,000-user store would
+# decode every record and weigh in the daemon's measured memory.
 wait_ravpnd() {
   wait_udp "$2" || return 1
+  local addr_file
+  addr_file="$(dirname "$1")/data/admin.addr"
   for _ in $(seq 100); do
-    "$RAVPND" --config "$1" user list >/dev/null 2>&1 && return 0
+    [ -s "$addr_file" ] &&
+      curl -sf --max-time 2 "http://$(cat "$addr_file")/readyz" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "the daemon of $1 does not answer on its admin API" >&2; return 1

@@ -8,7 +8,6 @@
 
 mod free;
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 use parking_lot::{Mutex, RwLock};
 use prometheus::IntGauge;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
@@ -153,19 +153,55 @@ pub struct Allocation {
     pub new: bool,
 }
 
+/// A lease in memory: its record without the address (the map's key) and the pool (the
+/// map's owner), the NAS name shared by all of that NAS's leases. About half the memory of a
+/// `LeaseRecord` each, which counts at 100,000 sessions.
 struct Lease {
-    record: LeaseRecord,
-    /// The durable write of a new lease is still under way.
-    pending: bool,
+    user: Box<str>,
+    device: Box<str>,
+    nas: Arc<str>,
+    session_id: Option<Box<str>>,
+    granted: u64,
+    expires: u64,
     /// The expiry last written to the store; renewals write only when memory is well ahead.
     stored_expires: u64,
+    /// The durable write of a new lease is still under way.
+    pending: bool,
+}
+
+impl Lease {
+    fn record(&self, addr: Ipv4Addr, pool: &str) -> LeaseRecord {
+        LeaseRecord {
+            addr,
+            pool: pool.to_owned(),
+            user: self.user.as_ref().to_owned(),
+            device: self.device.as_ref().to_owned(),
+            nas: self.nas.as_ref().to_owned(),
+            session_id: self.session_id.as_deref().map(str::to_owned),
+            granted: self.granted,
+            expires: self.expires,
+        }
+    }
 }
 
 struct PoolState {
     free: FreeSet,
-    leases: HashMap<Ipv4Addr, Lease>,
+    /// Fx: the keys are addresses this pool chose, not a client's.
+    leases: FxHashMap<Ipv4Addr, Lease>,
+    /// The NAS names the leases share (a handful: the configured clients).
+    nas_names: FxHashSet<Arc<str>>,
     /// Next-fit cursor.
     next: u32,
+}
+
+/// The shared copy of a NAS name.
+fn intern(names: &mut FxHashSet<Arc<str>>, nas: &str) -> Arc<str> {
+    if let Some(n) = names.get(nas) {
+        return n.clone();
+    }
+    let n: Arc<str> = Arc::from(nas);
+    names.insert(n.clone());
+    n
 }
 
 struct Pool {
@@ -204,7 +240,7 @@ impl Pool {
         let expired: Vec<Ipv4Addr> = st
             .leases
             .iter()
-            .filter(|(_, l)| l.record.expires <= now && !l.pending)
+            .filter(|(_, l)| l.expires <= now && !l.pending)
             .map(|(a, _)| *a)
             .collect();
         for a in &expired {
@@ -220,7 +256,8 @@ pub struct Ipam {
     store: Store,
     pools: RwLock<Vec<Arc<Pool>>>,
     /// Device → the address it had last (any pool).
-    sticky: Mutex<HashMap<String, Ipv4Addr>>,
+    /// Fx: the keys are the directory's device names.
+    sticky: Mutex<FxHashMap<Box<str>, Ipv4Addr>>,
 }
 
 /// Who the lease is for.
@@ -246,7 +283,13 @@ impl Ipam {
     /// Builds the pools and restores leases that have not expired.
     pub fn new(store: Store, pools: &[PoolConfig], now: u64) -> Result<Self, IpamError> {
         let ipam = Self {
-            sticky: Mutex::new(store.sticky_addresses()?.into_iter().collect()),
+            sticky: Mutex::new(
+                store
+                    .sticky_addresses()?
+                    .into_iter()
+                    .map(|(d, a)| (d.into_boxed_str(), a))
+                    .collect(),
+            ),
             store,
             pools: RwLock::new(Vec::new()),
         };
@@ -279,34 +322,42 @@ impl Ipam {
 
     /// Adds the pools not present yet, restoring their stored leases.
     pub fn add_pools(&self, pools: &[PoolConfig], now: u64) -> Result<(), IpamError> {
-        let stored = self.store.leases()?;
         let mut current = self.pools.write();
         for cfg in pools {
             if current.iter().any(|p| p.config.name == cfg.name) {
                 continue;
             }
-            let mut free = cfg.free_set();
+            let free = cfg.free_set();
             let size = free.len();
-            let mut leases = HashMap::new();
-            for l in stored.iter().filter(|l| cfg.network.contains(&l.addr)) {
-                if l.expires > now && free.take(u32::from(l.addr)) {
-                    leases.insert(
+            let mut state = PoolState {
+                free,
+                leases: FxHashMap::default(),
+                nas_names: FxHashSet::default(),
+                next: 0,
+            };
+            let net = cfg.network;
+            for l in self.store.leases_in(net.network(), net.broadcast()) {
+                let l = l?;
+                if l.expires > now && state.free.take(u32::from(l.addr)) {
+                    let nas = intern(&mut state.nas_names, &l.nas);
+                    state.leases.insert(
                         l.addr,
                         Lease {
-                            record: l.clone(),
-                            pending: false,
+                            user: l.user.into(),
+                            device: l.device.into(),
+                            nas,
+                            session_id: l.session_id.map(Into::into),
+                            granted: l.granted,
+                            expires: l.expires,
                             stored_expires: l.expires,
+                            pending: false,
                         },
                     );
                 }
             }
             let pool = Pool {
                 config: cfg.clone(),
-                state: Mutex::new(PoolState {
-                    free,
-                    leases,
-                    next: 0,
-                }),
+                state: Mutex::new(state),
                 size,
                 size_gauge: METRICS.pool_size.with_label_values(&[&cfg.name]),
                 used_gauge: METRICS.pool_used.with_label_values(&[&cfg.name]),
@@ -345,7 +396,7 @@ impl Ipam {
             let renew = own.filter(|a| {
                 st.leases
                     .get(a)
-                    .is_some_and(|l| l.record.device == req.device && l.record.expires > req.now)
+                    .is_some_and(|l| &*l.device == req.device && l.expires > req.now)
             });
             let (addr, new) = if let Some(a) = renew {
                 (a, false)
@@ -369,24 +420,21 @@ impl Ipam {
                     }
                 }
             };
+            // One borrow of the guard, so a lease and the NAS names can be used together.
+            let st = &mut *st;
             if new {
                 // Replaces any stale entry for an address just taken from the free set.
-                let record = LeaseRecord {
-                    addr,
-                    pool: pool.config.name.clone(),
-                    user: req.user.to_owned(),
-                    device: req.device.to_owned(),
-                    nas: req.nas.to_owned(),
-                    session_id: None,
-                    granted: req.now,
-                    expires,
-                };
                 st.leases.insert(
                     addr,
                     Lease {
-                        record,
-                        pending: true,
+                        user: req.user.into(),
+                        device: req.device.into(),
+                        nas: intern(&mut st.nas_names, req.nas),
+                        session_id: None,
+                        granted: req.now,
+                        expires,
                         stored_expires: expires,
+                        pending: true,
                     },
                 );
             }
@@ -395,30 +443,30 @@ impl Ipam {
                 .get_mut(&addr)
                 .expect("a renewal holds its lease; a new one was just inserted");
             if !new {
-                lease.record.expires = lease.record.expires.max(expires);
-                if lease.record.nas != req.nas {
-                    lease.record.nas = req.nas.to_owned();
+                lease.expires = lease.expires.max(expires);
+                if *lease.nas != *req.nas {
+                    lease.nas = intern(&mut st.nas_names, req.nas);
                     lease.stored_expires = 0; // force the write below
                 }
             }
             // A renewal is written only once the stored expiry lags by a quarter lease: in
             // steady state a reconnecting device costs no store write at all.
             let slack = pool.config.lease_time.as_secs() / 4;
-            let write = !new && lease.record.expires >= lease.stored_expires + slack.max(1);
+            let write = !new && lease.expires >= lease.stored_expires + slack.max(1);
             if write {
-                lease.stored_expires = lease.record.expires;
+                lease.stored_expires = lease.expires;
             }
             // What goes to the store, if anything: a renewal that writes nothing needs only
             // the address, no copy of the record.
-            let to_write = (new || write).then(|| lease.record.clone());
-            let out = (lease.record.addr, to_write, new, lease.pending);
-            pool.publish(&st);
+            let to_write = (new || write).then(|| lease.record(addr, &pool.config.name));
+            let out = (addr, to_write, new, lease.pending);
+            pool.publish(st);
             out
         };
         {
             let mut sticky = self.sticky.lock();
             if sticky.get(req.device) != Some(&addr) {
-                sticky.insert(req.device.to_owned(), addr);
+                sticky.insert(req.device.into(), addr);
             }
         }
         if new {
@@ -463,7 +511,7 @@ impl Ipam {
                     let gone: Vec<_> = st
                         .leases
                         .iter()
-                        .filter(|(_, l)| l.record.nas == nas)
+                        .filter(|(_, l)| *l.nas == *nas)
                         .map(|(a, _)| *a)
                         .collect();
                     for a in &gone {
@@ -489,7 +537,7 @@ impl Ipam {
                     .or_else(|| {
                         st.leases
                             .iter()
-                            .find(|(_, l)| l.record.session_id.as_deref() == Some(session_id))
+                            .find(|(_, l)| l.session_id.as_deref() == Some(session_id))
                             .map(|(a, _)| *a)
                     })
                     .or_else(|| {
@@ -499,14 +547,12 @@ impl Ipam {
                         (status == AcctStatus::Start && !user.is_empty())
                             .then(|| {
                                 st.leases
-                                    .values()
-                                    .filter(|l| {
-                                        l.record.session_id.is_none()
-                                            && l.record.user == user
-                                            && l.record.nas == nas
+                                    .iter()
+                                    .filter(|(_, l)| {
+                                        l.session_id.is_none() && *l.user == *user && *l.nas == *nas
                                     })
-                                    .max_by_key(|l| l.record.granted)
-                                    .map(|l| l.record.addr)
+                                    .max_by_key(|(_, l)| l.granted)
+                                    .map(|(a, _)| *a)
                             })
                             .flatten()
                     });
@@ -514,24 +560,19 @@ impl Ipam {
                 let lease = st.leases.get_mut(&addr).expect("found above");
                 match status {
                     AcctStatus::Start | AcctStatus::Interim => {
-                        lease.record.session_id = Some(session_id.to_owned());
-                        lease.record.expires = now + pool.config.lease_time.as_secs().max(1);
-                        Some((lease.record.clone(), false))
+                        lease.session_id = Some(session_id.into());
+                        lease.expires = now + pool.config.lease_time.as_secs().max(1);
+                        Some((lease.record(addr, &pool.config.name), false))
                     }
                     AcctStatus::Stop => {
-                        if lease
-                            .record
-                            .session_id
-                            .as_deref()
-                            .is_some_and(|s| s != session_id)
-                        {
+                        if lease.session_id.as_deref().is_some_and(|s| s != session_id) {
                             // A Stop for an older session of this address: not this lease.
                             None
                         } else {
-                            let rec = st.leases.remove(&addr).expect("present").record;
+                            let rec = st.leases.remove(&addr).expect("present");
                             st.free.insert(u32::from(addr));
                             pool.publish(&st);
-                            Some((rec, true))
+                            Some((rec.record(addr, &pool.config.name), true))
                         }
                     }
                     AcctStatus::NasRestart => unreachable!("handled above"),
@@ -582,8 +623,8 @@ impl Ipam {
                 p.state
                     .lock()
                     .leases
-                    .values()
-                    .map(|l| l.record.clone())
+                    .iter()
+                    .map(|(a, l)| l.record(*a, &p.config.name))
                     .collect::<Vec<_>>()
             })
             .collect();

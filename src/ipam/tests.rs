@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::task::Poll;
 
@@ -167,6 +168,64 @@ async fn leases_survive_restart_and_concurrent_requests_never_share() {
     assert_eq!(again.sessions().len(), 250);
     let a = again.lease(&req("dev7", 3)).await.unwrap().unwrap();
     assert_eq!((a.addr, a.new), (by_device["dev7"], false));
+}
+
+/// Each pool restores only the leases in its own network (one range of the store), with
+/// every field as it was; expired ones and those of a pool no longer configured stay out.
+#[tokio::test]
+async fn each_pool_restores_its_own_range_of_leases() {
+    let (_d, store) = temp();
+    let pools = [
+        pool("a", "10.1.0.0/24", &[], 600),
+        pool("b", "10.2.0.0/24", &[], 60),
+    ];
+    let ipam = Ipam::new(store.clone(), &pools, 100).unwrap();
+    let lease = |pool, device, nas, now| LeaseRequest {
+        pool: Some(pool),
+        user: "u",
+        device,
+        nas,
+        now,
+    };
+    ipam.lease(&lease("a", "d1", "gw1", 100)).await.unwrap();
+    ipam.lease(&lease("a", "d2", "gw2", 100)).await.unwrap();
+    ipam.lease(&lease("b", "d3", "gw1", 100)).await.unwrap();
+    ipam.lease(&lease("b", "d4", "gw1", 150)).await.unwrap();
+    assert!(ipam
+        .account(AcctStatus::Start, "S1", None, "u", "gw2", 120)
+        .await
+        .unwrap());
+    // A lease of a pool since removed from the config, just above pool a's range.
+    let orphan = LeaseRecord {
+        addr: Ipv4Addr::new(10, 1, 1, 0),
+        pool: "old".into(),
+        user: "u".into(),
+        device: "d9".into(),
+        nas: "gw1".into(),
+        session_id: None,
+        granted: 100,
+        expires: 10_000,
+    };
+    store.put_lease(&orphan, true).await.unwrap();
+    let before = ipam.sessions();
+    assert_eq!(before.len(), 4);
+    drop(ipam);
+
+    // At 170, d3's lease in b (granted at 100 for 60 s) has expired; d4's has not.
+    let again = Ipam::new(store, &pools, 170).unwrap();
+    let after = again.sessions();
+    let expected: Vec<_> = before.into_iter().filter(|l| l.device != "d3").collect();
+    assert_eq!(after, expected);
+    assert!(after
+        .iter()
+        .any(|l| l.session_id.as_deref() == Some("S1") && l.nas == "gw2"));
+    // The expired lease's address is free again; the restored ones are not.
+    let d5 = again
+        .lease(&lease("b", "d5", "gw1", 171))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(after.iter().all(|l| l.addr != d5.addr));
 }
 
 #[test]

@@ -27,6 +27,20 @@ pub struct LeaseRecord {
 }
 
 impl Store {
+    /// The leases of the addresses `first..=last`, read one at a time (keys are the
+    /// addresses' octets, so a pool's leases are one range): restoring a pool of 100,000
+    /// leases never holds them all decoded at once.
+    pub fn leases_in(
+        &self,
+        first: Ipv4Addr,
+        last: Ipv4Addr,
+    ) -> impl Iterator<Item = Result<LeaseRecord, StoreError>> + '_ {
+        self.leases.range(first.octets()..=last.octets()).map(|kv| {
+            let (k, v) = kv?;
+            decode(&k, &v)
+        })
+    }
+
     pub fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
         self.leases
             .iter()
