@@ -197,7 +197,7 @@ pub async fn show(
 ) -> Result<Json<DeviceRecord>, ApiError> {
     s.store
         .device(&name)?
-        .map(|d| Json(Arc::unwrap_or_clone(d)))
+        .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("device `{name}` not found")))
 }
 

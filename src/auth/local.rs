@@ -23,7 +23,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::credential_cache::{CredentialCache, Tag as CacheTag};
 use super::{AuthError, PasswordVerifier};
 use crate::config::Problem;
-use crate::store::UserRecord;
+use crate::store::Access;
 
 /// `[auth.local]`: the local user directory.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -150,7 +150,7 @@ impl LocalVerifier {
 impl PasswordVerifier for LocalVerifier {
     async fn verify(
         &self,
-        user: &UserRecord,
+        user: &Access,
         _sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {
@@ -254,12 +254,16 @@ mod tests {
         }
     }
 
+    fn user(name: &str, hash: Option<String>) -> Access {
+        Access::new(&crate::store::UserRecord::new(name, hash), &[])
+    }
+
     #[tokio::test]
     async fn verifies_caches_and_notices_changes() {
         let v = LocalVerifier::new(&LocalAuthConfig::default());
         let h = hash_password(b"pw1").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        let mut alice = UserRecord::new("alice", Some(h));
+        let mut alice = user("alice", Some(h));
 
         assert!(matches!(
             v.verify(&alice, "", b"nope").await,
@@ -270,14 +274,14 @@ mod tests {
         v.verify(&alice, "", b"pw1").await.unwrap();
 
         // Password changed without calling `forget`: the cached tag no longer matches.
-        alice.password_hash = Some(hash_password(b"pw2").unwrap());
+        alice.password_hash = Some(hash_password(b"pw2").unwrap().into());
         assert!(matches!(
             v.verify(&alice, "", b"pw1").await,
             Err(AuthError::BadPassword)
         ));
         v.verify(&alice, "", b"pw2").await.unwrap();
 
-        let directory_user = UserRecord::new("bob", None);
+        let directory_user = user("bob", None);
         assert!(matches!(
             v.verify(&directory_user, "", b"x").await,
             Err(AuthError::NoPassword)
@@ -292,7 +296,7 @@ mod tests {
             max_concurrent_hashes: 1,
             ..LocalAuthConfig::default()
         });
-        let alice = UserRecord::new("alice", Some(hash_password(b"pw").unwrap()));
+        let alice = user("alice", Some(hash_password(b"pw").unwrap()));
         // Gives up long before argon2 (19 MiB, t=2) can finish.
         let gave_up =
             tokio::time::timeout(Duration::from_micros(1), v.verify(&alice, "", b"wrong")).await;

@@ -9,7 +9,7 @@ pub mod local;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::store::{StoreError, UserRecord};
+use crate::store::{Access, StoreError};
 
 /// Why a password was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ pub trait PasswordVerifier: Send + Sync {
     /// sent as `sent_name` (a directory may need that form, e.g. `CORP\alice`).
     fn verify(
         &self,
-        user: &UserRecord,
+        user: &Access,
         sent_name: &str,
         password: &[u8],
     ) -> impl Future<Output = Result<(), AuthError>> + Send;
@@ -124,7 +124,7 @@ impl UserDirectory for azure::AzureVerifier {
 impl PasswordVerifier for Source {
     async fn verify(
         &self,
-        user: &UserRecord,
+        user: &Access,
         sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {

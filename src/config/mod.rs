@@ -125,9 +125,9 @@ pub struct StoreConfig {
     /// Directory of the sled database (created if missing). Relative paths are relative to
     /// the working directory.
     pub path: PathBuf,
-    /// Users, devices and index entries of each kind kept decoded in memory for the request
-    /// path. Size it to the directory: a working set larger than this is read from the store
-    /// again and again (about 0.3 KiB per record).
+    /// Users kept decoded in memory with their devices for the request path. Size it to the
+    /// directory: a working set larger than this is read from the store again and again
+    /// (about 0.3 KiB per user with a device).
     pub cache_records: usize,
     /// sled's page cache, in MiB: pages written or read stay in memory up to this much.
     pub page_cache_mib: u64,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Reason;
 use crate::config::Problem;
-use crate::store::{AuthMethod, DeviceRecord, DeviceType};
+use crate::store::{AccessDevice, AuthMethod, DeviceType};
 
 /// `[devices]`: device assignment rules.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -152,13 +152,13 @@ fn same_serial(a: &str, b: &str) -> bool {
 }
 
 /// Whether the request proves to be this device, by its method (serial or MAC).
-pub fn proves(d: &DeviceRecord, id: &DeviceIdentity) -> bool {
+pub fn proves(d: &AccessDevice, id: &DeviceIdentity) -> bool {
     d.device_auth
         && match d.method {
             AuthMethod::Serial => {
                 matches!((&d.serial, &id.serial), (Some(a), Some(b)) if same_serial(a, b))
             }
-            AuthMethod::Mac => d.mac.is_some() && d.mac == id.mac,
+            AuthMethod::Mac => d.mac.is_some() && d.mac.as_deref() == id.mac.as_deref(),
         }
 }
 
@@ -180,8 +180,8 @@ pub enum DeviceCheck {
 
 /// Decides on the device. `serial_owner` is the device already holding the presented serial,
 /// if any (from the store's serial index).
-pub fn check<D: AsRef<DeviceRecord>>(
-    devices: &[D],
+pub fn check(
+    devices: &[AccessDevice],
     id: &DeviceIdentity,
     auto_register: bool,
     serial_owner: Option<&str>,
@@ -190,7 +190,7 @@ pub fn check<D: AsRef<DeviceRecord>>(
         return DeviceCheck::Reject(Reason::DeviceNotAssigned);
     }
     // 1. A device that proves itself by serial or MAC.
-    let all = || devices.iter().map(AsRef::as_ref);
+    let all = || devices.iter();
     let proven = all().find(|d| proves(d, id));
     if let Some(d) = proven {
         return if !d.enabled {
@@ -199,7 +199,7 @@ pub fn check<D: AsRef<DeviceRecord>>(
             DeviceCheck::Reject(Reason::PlatformMismatch)
         } else {
             DeviceCheck::Accept {
-                device: d.name.clone(),
+                device: d.name.to_string(),
             }
         };
     }
@@ -209,7 +209,7 @@ pub fn check<D: AsRef<DeviceRecord>>(
         .collect();
     if let Some(d) = unchecked.iter().find(|d| d.enabled) {
         return DeviceCheck::Accept {
-            device: d.name.clone(),
+            device: d.name.to_string(),
         };
     }
     if !unchecked.is_empty() {
@@ -247,7 +247,7 @@ pub fn check<D: AsRef<DeviceRecord>>(
         .collect();
     match of_type.iter().find(|d| d.enabled) {
         Some(d) => DeviceCheck::Register {
-            device: d.name.clone(),
+            device: d.name.to_string(),
             serial: serial.clone(),
         },
         None if !of_type.is_empty() => DeviceCheck::Reject(Reason::DeviceDisabled),

@@ -21,7 +21,7 @@ use crate::ipam::{Allocation, Ipam, IpamError, LeaseRequest};
 use crate::notify::{Notifier, RegistrationFailure};
 use crate::radius::nas::Nas;
 use crate::reply::DnsConfig;
-use crate::store::{DeviceRecord, Registration, Store, UserRecord};
+use crate::store::{Access, Registration, Store};
 use device::{DeviceCheck, DeviceIdentity, DevicesConfig, RegistrationConfig};
 use proxy::{ProxyConfig, ProxyPush};
 
@@ -120,7 +120,7 @@ impl Policy {
             Source::AzureAd(v) => v.user_key(req.user_name),
             _ => req.user_name.to_owned(),
         };
-        let user = match self.store.user(&key) {
+        let user = match self.store.access(&key) {
             Ok(Some(u)) => u,
             Ok(None) => return Decision::Reject(Reason::UnknownUser),
             Err(e) => return internal("reading the user", &e),
@@ -130,13 +130,14 @@ impl Policy {
         }
         let id =
             DeviceIdentity::from_avpairs(req.avpairs.iter().copied(), &settings.devices.serial_key);
-        let device = match self
-            .authorize_device(&user, &id, &req.nas.name, settings)
+        let (user, i) = match self
+            .authorize_device(user, &id, &req.nas.name, settings)
             .await
         {
-            Ok(d) => d,
+            Ok(found) => found,
             Err(reason) => return Decision::Reject(reason),
         };
+        let device = &user.devices[i];
         let profile = format!("{}/{}", user.name, device.name);
         let proxy = match settings.proxy.decide(&profile, device.device_type) {
             Ok(p) => p,
@@ -158,28 +159,24 @@ impl Policy {
             Err(e) => return internal("leasing an address", &e),
         };
         Decision::Accept(ReplyPlan {
-            device: device.name.clone(),
+            device: device.name.as_ref().to_owned(),
             address,
             proxy,
         })
     }
 
     /// The device this request comes from (after matching), or why not. Registers the
-    /// device on its first connection.
+    /// device on its first connection. Returns the user as last read (after a lost
+    /// registration race the user is read again) and the device's index among theirs.
     async fn authorize_device(
         &self,
-        user: &UserRecord,
+        mut user: Arc<Access>,
         id: &DeviceIdentity,
         client: &str,
         settings: &Settings,
-    ) -> Result<Arc<DeviceRecord>, Reason> {
-        // After a lost registration race the user is read again.
-        let mut reread: Option<Arc<UserRecord>> = None;
+    ) -> Result<(Arc<Access>, usize), Reason> {
         for _ in 0..REGISTRATION_ATTEMPTS {
-            let user_devices = reread.as_deref().map_or(&user.devices, |u| &u.devices);
-            let devices = self
-                .assigned(&user.name, user_devices.iter().map(String::as_str))
-                .map_err(|e| internal_reason("reading devices", &e))?;
+            let devices = &user.devices;
             // The serial index only decides a first connection (which device already holds
             // the serial): a request that one of the user's devices proves does without it.
             let serial_owner = match id.serial.as_deref() {
@@ -190,21 +187,21 @@ impl Policy {
                 _ => None,
             };
             let check = device::check(
-                &devices,
+                devices,
                 id,
                 settings.registration.auto_register,
                 serial_owner.as_deref(),
             );
             let (device, serial) = match check {
                 DeviceCheck::Accept { device } => {
-                    return devices
-                        .into_iter()
-                        .find(|d| d.name == device)
-                        .ok_or(Reason::InternalError)
+                    return match devices.iter().position(|d| *d.name == *device) {
+                        Some(i) => Ok((user, i)),
+                        None => Err(Reason::InternalError),
+                    }
                 }
                 DeviceCheck::Reject(r) => return Err(r),
                 DeviceCheck::RegistrationFailed(r) => {
-                    return Err(self.registration_failed(user, id, client, r, settings))
+                    return Err(self.registration_failed(&user.name, id, client, r, settings))
                 }
                 DeviceCheck::Register { device, serial } => (device, serial),
             };
@@ -215,7 +212,7 @@ impl Policy {
                 }
                 Ok(Registration::SerialInUse { .. }) => {
                     return Err(self.registration_failed(
-                        user,
+                        &user.name,
                         id,
                         client,
                         Reason::SerialInUse,
@@ -226,8 +223,8 @@ impl Policy {
                 Ok(Registration::SlotTaken) => {}
                 Err(e) => return Err(internal_reason("registering a device", &e)),
             }
-            reread = match self.store.user(&user.name) {
-                Ok(Some(u)) => Some(u),
+            user = match self.store.access(&user.name) {
+                Ok(Some(u)) => u,
                 Ok(None) => return Err(Reason::UnknownUser),
                 Err(e) => return Err(internal_reason("reading the user", &e)),
             };
@@ -235,26 +232,9 @@ impl Policy {
         Err(Reason::NoFreeDeviceSlot)
     }
 
-    /// The user's devices that still name the user as owner.
-    fn assigned<'a>(
-        &self,
-        user: &str,
-        names: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Vec<Arc<DeviceRecord>>, crate::store::StoreError> {
-        let mut out = Vec::new();
-        for name in names {
-            if let Some(d) = self.store.device(name)? {
-                if d.owner.as_deref() == Some(user) {
-                    out.push(d);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     fn registration_failed(
         &self,
-        user: &UserRecord,
+        user: &str,
         id: &DeviceIdentity,
         client: &str,
         reason: Reason,
@@ -262,7 +242,7 @@ impl Policy {
     ) -> Reason {
         if settings.registration.notify_on_failure {
             self.notifier.notify(RegistrationFailure {
-                user: user.name.clone(),
+                user: user.to_owned(),
                 serial: id.serial.clone(),
                 mac: id.mac.clone(),
                 platform: id.platform_raw.clone(),

@@ -4,15 +4,13 @@
 //! concurrent registrations can never put two serials on one device or one serial on two
 //! devices, and an assignment never exceeds the user's limit.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 use sled::Transactional;
 
-use super::{decode, encode, now_secs, Changed, Store, StoreError, UserRecord};
+use super::{decode, encode, now_secs, Store, StoreError, UserRecord};
 
 /// What kind of device; decides which platform may use it and which methods it allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -203,9 +201,9 @@ pub enum Registration {
 }
 
 impl Store {
-    /// The device `name`, decoded once and shared until it changes.
-    pub fn device(&self, name: &str) -> Result<Option<Arc<DeviceRecord>>, StoreError> {
-        self.read_record(&self.cache.devices, &self.devices, name)
+    /// The device `name`, read from sled (the request path reads `access` instead).
+    pub fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.read(&self.devices, name)
     }
 
     /// All devices, ordered by name.
@@ -270,11 +268,8 @@ impl Store {
         self.written(
             users
                 .iter()
-                .map(|u| Changed::User(&u.name))
-                .chain(devices.iter().flat_map(|d| {
-                    std::iter::once(Changed::Device(&d.name))
-                        .chain(d.owner.as_deref().map(Changed::User))
-                })),
+                .map(|u| u.name.as_str())
+                .chain(devices.iter().filter_map(|d| d.owner.as_deref())),
         );
         self.flush().await
     }
@@ -302,10 +297,10 @@ impl Store {
             release_ids(ts, tm, &old)?;
             claim_ids(ts, tm, &new)?;
             tx_put(td, name, &new)?;
-            Ok(new)
+            Ok((old.owner, new))
         });
-        let d = unwrap_tx(r)?;
-        self.written([Changed::Device(name)]);
+        let (old_owner, d) = unwrap_tx(r)?;
+        self.written(old_owner.as_deref().into_iter().chain(d.owner.as_deref()));
         self.flush().await?;
         Ok(d)
     }
@@ -326,7 +321,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
-        self.written([Changed::Device(name)]);
+        // Unassigned, so in no user's entry.
         self.flush().await
     }
 
@@ -365,7 +360,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
-        self.written([Changed::User(user), Changed::Device(device)]);
+        self.written([user]);
         self.flush().await
     }
 
@@ -391,7 +386,7 @@ impl Store {
             Ok(())
         });
         unwrap_tx(r)?;
-        self.written([Changed::User(user), Changed::Device(device)]);
+        self.written([user]);
         self.flush().await
     }
 
@@ -407,13 +402,16 @@ impl Store {
                 return abort(StoreError::NotFound(format!("device `{device}`")));
             };
             if d.serial.is_some() {
-                return Ok(Registration::SlotTaken);
+                return Ok((Registration::SlotTaken, None));
             }
             let key = serial_key(serial);
             if let Some(other) = ts.get(&key)? {
-                return Ok(Registration::SerialInUse {
-                    device: String::from_utf8_lossy(&other).into_owned(),
-                });
+                return Ok((
+                    Registration::SerialInUse {
+                        device: String::from_utf8_lossy(&other).into_owned(),
+                    },
+                    None,
+                ));
             }
             ts.insert(key, device.as_bytes())?;
             let now = now_secs();
@@ -421,12 +419,12 @@ impl Store {
             d.registered_at = Some(now);
             d.updated = now;
             tx_put(td, device, &d)?;
-            Ok(Registration::Registered)
+            Ok((Registration::Registered, d.owner))
         });
-        let outcome = unwrap_tx(r)?;
+        let (outcome, owner) = unwrap_tx(r)?;
         if outcome == Registration::Registered {
-            // The serial index only gained an entry, and absent ones are never cached.
-            self.written([Changed::Device(device)]);
+            // The serial index only gained an entry, and index entries are never cached.
+            self.written(owner.as_deref());
             self.flush().await?;
         }
         Ok(outcome)

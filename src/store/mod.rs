@@ -3,6 +3,7 @@
 //! Records are JSON values under UTF-8 keys; every write a caller depends on is flushed before
 //! the call returns, so nothing acknowledged is lost on a crash.
 
+mod access;
 mod cache;
 mod devices;
 mod leases;
@@ -13,6 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use access::{Access, AccessDevice};
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
 pub use leases::LeaseRecord;
 pub use profiles::{profile_key, DownloadRefusal, ProfileRecord};
@@ -77,17 +79,15 @@ pub struct Store {
     cache: Arc<Caches>,
 }
 
-/// Decoded records for the request path (see `cache`); every write to `users` or `devices`
-/// calls `Store::written` with what it changed, after it commits. The serial and MAC indexes
-/// are not cached: a request its device proves does not read them.
+/// Decoded entries for the request path (see `cache` and `access`); every write to `users` or
+/// `devices` calls `Store::written` with the users whose entry it changed, after it commits.
+/// The serial and MAC indexes are not cached: a request its device proves does not read them.
 struct Caches {
-    users: cache::RecordCache<Arc<UserRecord>>,
-    devices: cache::RecordCache<Arc<DeviceRecord>>,
+    access: cache::RecordCache<Arc<Access>>,
 }
 
-/// Records of each kind kept decoded by default: 100,000 users with a device each fit (at
-/// 65,536 such a directory ran at 0.71x the speed of 1,000 users; at 262,144 at the same
-/// speed, for ~23 MiB more; benches/scale.sh).
+/// Users kept decoded (with their devices) by default: 100,000 fit (at 65,536 such a
+/// directory ran at 0.71x the speed of 1,000 users; benches/scale.sh).
 pub const DEFAULT_CACHE_RECORDS: usize = 262_144;
 
 /// sled's page cache by default, in MiB. With the decoded-record cache holding the working
@@ -95,13 +95,6 @@ pub const DEFAULT_CACHE_RECORDS: usize = 262_144;
 /// every page it has written or read) was most of the daemon's memory: 100,000 users primed
 /// took 370 MiB with it, 270 MiB with 16 MiB, at the same speed (benches/scale.sh).
 pub const DEFAULT_PAGE_CACHE_MIB: u64 = 16;
-
-/// What a write changed, for `Store::written`.
-#[derive(Clone, Copy)]
-enum Changed<'a> {
-    User(&'a str),
-    Device(&'a str),
-}
 
 /// Group commit: concurrent callers needing durability share one flush instead of queueing
 /// one each, so durable writes do not cap throughput.
@@ -158,20 +151,17 @@ impl Store {
             profile_tokens: db.open_tree(PROFILE_TOKENS_TREE)?,
             commit: Arc::default(),
             cache: Arc::new(Caches {
-                users: cache::RecordCache::new(cache_records),
-                devices: cache::RecordCache::new(cache_records),
+                access: cache::RecordCache::new(cache_records),
             }),
             db,
         })
     }
 
-    /// Drops the decoded copies of what a committed write changed.
-    fn written<'a>(&self, changed: impl IntoIterator<Item = Changed<'a>>) {
-        for c in changed {
-            match c {
-                Changed::User(name) => self.cache.users.invalidate(name),
-                Changed::Device(name) => self.cache.devices.invalidate(name),
-            }
+    /// Drops the decoded entries of the users a committed write changed: their own record,
+    /// or a device they own or owned before the write.
+    fn written<'a>(&self, users: impl IntoIterator<Item = &'a str>) {
+        for name in users {
+            self.cache.access.invalidate(name);
         }
     }
 
@@ -190,21 +180,6 @@ impl Store {
         self.db.flush_async().await?;
         c.done.store(covered, Ordering::SeqCst);
         Ok(())
-    }
-}
-
-impl Store {
-    /// A record of `tree` under `key`, decoded once and shared until a write (see `cache`).
-    fn read_record<T: serde::de::DeserializeOwned>(
-        &self,
-        cache: &cache::RecordCache<Arc<T>>,
-        tree: &sled::Tree,
-        key: &str,
-    ) -> Result<Option<Arc<T>>, StoreError> {
-        cache.get_or_load(key, || match tree.get(key.as_bytes())? {
-            Some(v) => decode(key.as_bytes(), &v).map(|r| Some(Arc::new(r))),
-            None => Ok(None),
-        })
     }
 }
 

@@ -210,32 +210,34 @@ async fn import_is_all_or_nothing() {
     assert_eq!(store.user("carol").unwrap().unwrap().devices, ["d1"]);
 }
 
-/// Every kind of write is visible to the next read, even when the record was read (and so
-/// cached) just before: the decoded cache never serves a record older than the last write.
+/// Every kind of write is visible to the next read, even when the entry was read (and so
+/// cached) just before: the decoded cache never serves a user or device older than the last
+/// write.
 #[tokio::test]
 async fn reads_after_writes_see_the_write_through_the_cache() {
     let (_dir, store) = temp();
     let mut alice = UserRecord::new("alice", Some("h1".into()));
     alice.max_devices = Some(5);
     store.insert_user(&alice).await.unwrap();
+    store
+        .insert_user(&UserRecord::new("bob", None))
+        .await
+        .unwrap();
     store.insert_device(&device("laptop")).await.unwrap();
-    let read = |s: &Store| {
-        (
-            s.user("alice").unwrap().unwrap(),
-            s.device("laptop").unwrap().unwrap(),
-        )
+    let read = |s: &Store, user| s.access(user).unwrap().unwrap();
+    let names = |a: &Access| {
+        a.devices
+            .iter()
+            .map(|d| d.name.to_string())
+            .collect::<Vec<_>>()
     };
 
-    read(&store);
+    read(&store, "alice");
     store.set_user_password("alice", "h2".into()).await.unwrap();
-    assert_eq!(read(&store).0.password_hash.as_deref(), Some("h2"));
+    assert_eq!(read(&store, "alice").password_hash.as_deref(), Some("h2"));
 
     store.assign("alice", "laptop", 3).await.unwrap();
-    let (u, d) = read(&store);
-    assert_eq!(
-        (u.devices.as_slice(), d.owner.as_deref()),
-        (&["laptop".to_owned()][..], Some("alice"))
-    );
+    assert_eq!(names(&read(&store, "alice")), ["laptop"]);
 
     store
         .update_device("laptop", |d| {
@@ -244,7 +246,7 @@ async fn reads_after_writes_see_the_write_through_the_cache() {
         })
         .await
         .unwrap();
-    assert!(!read(&store).1.enabled);
+    assert!(!read(&store, "alice").devices[0].enabled);
 
     assert_eq!(store.device_by_serial("ABC123").unwrap(), None);
     assert_eq!(
@@ -255,17 +257,46 @@ async fn reads_after_writes_see_the_write_through_the_cache() {
         store.device_by_serial("ABC123").unwrap().as_deref(),
         Some("laptop")
     );
-    assert_eq!(read(&store).1.serial.as_deref(), Some("abc123"));
+    assert_eq!(
+        read(&store, "alice").devices[0].serial.as_deref(),
+        Some("abc123")
+    );
 
+    // Moved to bob: gone from alice's entry, in bob's (both read, so cached, before).
+    read(&store, "bob");
     store.unassign("alice", "laptop").await.unwrap();
-    let (u, d) = read(&store);
-    assert!(u.devices.is_empty() && d.owner.is_none());
+    assert!(read(&store, "alice").devices.is_empty());
+    store.assign("bob", "laptop", 3).await.unwrap();
+    assert_eq!(names(&read(&store, "bob")), ["laptop"]);
+    store.unassign("bob", "laptop").await.unwrap();
+    assert!(read(&store, "bob").devices.is_empty());
 
     store.remove_device("laptop").await.unwrap();
     assert!(store.device("laptop").unwrap().is_none());
     assert_eq!(store.device_by_serial("abc123").unwrap(), None);
     store.remove_user("alice").await.unwrap();
+    assert!(store.access("alice").unwrap().is_none());
     assert!(store.user("alice").unwrap().is_none());
+}
+
+/// A user's entry holds only the devices whose record names the user as owner, whatever the
+/// user record lists.
+#[test]
+fn an_entry_holds_only_the_devices_the_user_owns() {
+    let mut u = UserRecord::new("alice", Some("h".into()));
+    u.devices = vec!["mine".into(), "theirs".into(), "nobodys".into()];
+    let mine = DeviceRecord {
+        owner: Some("alice".into()),
+        ..device("mine")
+    };
+    let theirs = DeviceRecord {
+        owner: Some("bob".into()),
+        ..device("theirs")
+    };
+    let a = Access::new(&u, &[mine, theirs, device("nobodys")]);
+    assert_eq!(a.devices.len(), 1);
+    assert_eq!(&*a.devices[0].name, "mine");
+    assert_eq!(a.password_hash.as_deref(), Some("h"));
 }
 
 /// The writes that change an index entry or cascade to other records: a serial asked for
@@ -315,12 +346,14 @@ async fn moved_index_entries_and_cascades_are_not_served_stale() {
 
     let read_owner = || store.device("tablet").unwrap().unwrap().owner.clone();
     assert_eq!(read_owner().as_deref(), Some("bob"));
+    assert_eq!(store.access("bob").unwrap().unwrap().devices.len(), 1);
     store.remove_user("bob").await.unwrap();
     assert_eq!(read_owner(), None);
+    assert!(store.access("bob").unwrap().is_none());
 }
 
-/// A write drops the decoded copies of what it changed and nothing else: during a wave of
-/// first connections, everyone else keeps being served from memory.
+/// A write drops the decoded entries of the users it changed and nothing else: during a wave
+/// of first connections, everyone else keeps being served from memory.
 #[tokio::test]
 async fn a_registration_leaves_other_records_cached() {
     let (_dir, store) = temp();
@@ -336,31 +369,28 @@ async fn a_registration_leaves_other_records_cached() {
         .collect();
     store.import(&users, &devices, 3).await.unwrap();
     for i in 0..20 {
-        store.user(&format!("u{i}")).unwrap().unwrap();
-        store.device(&format!("d{i}")).unwrap().unwrap();
+        store.access(&format!("u{i}")).unwrap().unwrap();
     }
-    let c = &store.cache;
-    assert_eq!((c.users.len(), c.devices.len()), (20, 20));
+    let c = &store.cache.access;
+    assert_eq!(c.len(), 20);
 
     assert_eq!(
         store.register_serial("d0", "S0").await.unwrap(),
         Registration::Registered
     );
     assert!(
-        !c.devices.contains("d0"),
-        "the registered device is read again"
+        !c.contains("u0"),
+        "the registered device's owner is read again"
     );
+    assert_eq!(c.len(), 19, "nothing else was dropped");
     assert_eq!(
-        store.device("d0").unwrap().unwrap().serial.as_deref(),
+        store.access("u0").unwrap().unwrap().devices[0]
+            .serial
+            .as_deref(),
         Some("S0")
-    );
-    assert_eq!(
-        (c.users.len(), c.devices.len()),
-        (20, 20),
-        "nothing else was dropped"
     );
 
     store.set_user_password("u3", "h".into()).await.unwrap();
-    assert!(!c.users.contains("u3"));
-    assert_eq!((c.users.len(), c.devices.len()), (19, 20));
+    assert!(!c.contains("u3"));
+    assert_eq!(c.len(), 19);
 }

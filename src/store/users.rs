@@ -1,13 +1,11 @@
 //! User records: who may connect, and (for the local source) their argon2id password hash.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use sled::Transactional;
 
 use super::devices::{abort, tx_get, tx_put, unwrap_tx, DeviceRecord};
-use super::{decode, encode, now_secs, Changed, Store, StoreError};
+use super::{decode, encode, now_secs, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -46,9 +44,9 @@ impl UserRecord {
 }
 
 impl Store {
-    /// The user `name`, decoded once and shared until it changes.
-    pub fn user(&self, name: &str) -> Result<Option<Arc<UserRecord>>, StoreError> {
-        self.read_record(&self.cache.users, &self.users, name)
+    /// The user `name`, read from sled (the request path reads `access` instead).
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.read(&self.users, name)
     }
 
     /// All users, ordered by name.
@@ -72,7 +70,7 @@ impl Store {
         if swapped.is_err() {
             return Err(StoreError::Exists(format!("user `{}`", user.name)));
         }
-        self.written([Changed::User(&user.name)]);
+        self.written([user.name.as_str()]);
         self.flush().await
     }
 
@@ -94,7 +92,7 @@ impl Store {
             rec.updated = now_secs();
             Some(encode(&rec))
         })?;
-        self.written([Changed::User(name)]);
+        self.written([name]);
         if missing {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
@@ -132,10 +130,8 @@ impl Store {
             tu.remove(name.as_bytes())?;
             Ok(u.devices)
         });
-        let devices = unwrap_tx(r)?;
-        self.written(
-            std::iter::once(Changed::User(name)).chain(devices.iter().map(|d| Changed::Device(d))),
-        );
+        unwrap_tx(r)?;
+        self.written([name]);
         self.flush().await
     }
 }

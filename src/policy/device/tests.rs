@@ -1,7 +1,7 @@
 use super::*;
 
-fn dev(name: &str, t: DeviceType) -> DeviceRecord {
-    DeviceRecord {
+fn dev(name: &str, t: DeviceType) -> AccessDevice {
+    AccessDevice {
         name: name.into(),
         device_type: t,
         enabled: true,
@@ -9,10 +9,6 @@ fn dev(name: &str, t: DeviceType) -> DeviceRecord {
         method: AuthMethod::Serial,
         serial: None,
         mac: None,
-        owner: Some("alice".into()),
-        registered_at: None,
-        created: 0,
-        updated: 0,
     }
 }
 
@@ -110,7 +106,7 @@ fn first_connect_registers_then_matches() {
 
 #[test]
 fn rejections_are_specific() {
-    let none: [DeviceRecord; 0] = [];
+    let none: [AccessDevice; 0] = [];
     assert_eq!(
         check(&none, &id(Some("S"), None, "win"), true, None),
         DeviceCheck::Reject(Reason::DeviceNotAssigned)

@@ -1,0 +1,93 @@
+//! What the request path reads of the directory: a user with the devices assigned to them,
+//! decoded once into one compact entry.
+//!
+//! One entry per user instead of the user's and each device's full record: one lookup per
+//! request, and about half the memory (no timestamps, e-mail or owner copies, boxed strings).
+//! At 100,000 users with a device each the two record caches held 74 MiB.
+
+use std::sync::Arc;
+
+use super::{decode, DeviceRecord, Store, StoreError, UserRecord};
+use crate::store::{AuthMethod, DeviceType};
+
+/// A user as the request path sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub name: Box<str>,
+    /// PHC-format argon2id hash; `None` for users whose password lives in a directory.
+    pub password_hash: Option<Box<str>>,
+    /// The devices assigned to the user (those whose record names them as owner).
+    pub devices: Box<[AccessDevice]>,
+}
+
+/// An assigned device as the request path sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessDevice {
+    pub name: Box<str>,
+    pub device_type: DeviceType,
+    pub enabled: bool,
+    pub device_auth: bool,
+    pub method: AuthMethod,
+    pub serial: Option<Box<str>>,
+    /// Canonical `12:34:56:78:90:ab`.
+    pub mac: Option<Box<str>>,
+}
+
+impl From<&DeviceRecord> for AccessDevice {
+    fn from(d: &DeviceRecord) -> Self {
+        Self {
+            name: d.name.as_str().into(),
+            device_type: d.device_type,
+            enabled: d.enabled,
+            device_auth: d.device_auth,
+            method: d.method,
+            serial: d.serial.as_deref().map(Into::into),
+            mac: d.mac.as_deref().map(Into::into),
+        }
+    }
+}
+
+impl Access {
+    /// The entry of `user`, given the records of the devices it lists; a listed device whose
+    /// record names another owner (or none) is not the user's.
+    pub fn new(user: &UserRecord, devices: &[DeviceRecord]) -> Self {
+        Self {
+            name: user.name.as_str().into(),
+            password_hash: user.password_hash.as_deref().map(Into::into),
+            devices: devices
+                .iter()
+                .filter(|d| d.owner.as_deref() == Some(user.name.as_str()))
+                .map(AccessDevice::from)
+                .collect(),
+        }
+    }
+}
+
+impl Store {
+    /// The user `name` with their devices, decoded once and shared until a write changes the
+    /// user or one of their devices.
+    pub fn access(&self, name: &str) -> Result<Option<Arc<Access>>, StoreError> {
+        self.cache.access.get_or_load(name, || {
+            let Some(user) = self.read::<UserRecord>(&self.users, name)? else {
+                return Ok(None);
+            };
+            let mut devices = Vec::with_capacity(user.devices.len());
+            for d in &user.devices {
+                devices.extend(self.read::<DeviceRecord>(&self.devices, d)?);
+            }
+            Ok(Some(Arc::new(Access::new(&user, &devices))))
+        })
+    }
+
+    /// One record from sled, decoded (not cached).
+    pub(super) fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match tree.get(key.as_bytes())? {
+            Some(v) => decode(key.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+}
