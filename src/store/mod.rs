@@ -90,11 +90,12 @@ struct Caches {
 /// directory ran at 0.71x the speed of 1,000 users; benches/scale.sh).
 pub const DEFAULT_CACHE_RECORDS: usize = 262_144;
 
-/// sled's page cache by default, in MiB. With the decoded-record cache holding the working
-/// set, sled is off the steady-state read path, and its default (1 GiB, which it fills with
-/// every page it has written or read) was most of the daemon's memory: 100,000 users primed
-/// took 370 MiB with it, 270 MiB with 16 MiB, at the same speed (benches/scale.sh).
-pub const DEFAULT_PAGE_CACHE_MIB: u64 = 16;
+/// sled's page cache by default, in MiB. With the decoded entries holding the working set,
+/// sled is off the steady-state read path, and its default (1 GiB, which it fills with every
+/// page it has written or read) was most of the daemon's memory: 100,000 users primed took
+/// 370 MiB with it, 270 MiB with 16 MiB, at the same speed; 1 MiB saved another 20-28 MiB,
+/// with renewals, new leases and registration waves as fast as at 16 (docs/PERFORMANCE.md).
+pub const DEFAULT_PAGE_CACHE_MIB: u64 = 1;
 
 /// Group commit: concurrent callers needing durability share one flush instead of queueing
 /// one each, so durable writes do not cap throughput.
