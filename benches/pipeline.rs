@@ -14,7 +14,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use ravpnd::auth::local::{hash_password, LocalVerifier};
 use ravpnd::auth::Source;
 use ravpnd::config::Config;
-use ravpnd::ipam::Ipam;
+use ravpnd::ipam::{AcctStatus, Ipam, PoolConfig};
 use ravpnd::notify::Notifier;
 use ravpnd::policy::{AccessRequest, Decision, Policy, Settings};
 use ravpnd::radius::dict;
@@ -22,7 +22,7 @@ use ravpnd::radius::listener::{Handler, Live, Port};
 use ravpnd::radius::nas::{Nas, NasTable};
 use ravpnd::radius::packet::{Attributes, Frame};
 use ravpnd::reply::{Original, ReplyContext};
-use ravpnd::store::{AuthMethod, DeviceRecord, DeviceType, Store, UserRecord};
+use ravpnd::store::{AuthMethod, DeviceRecord, DeviceType, LeaseRecord, Store, UserRecord};
 
 const USER: &str = "user0";
 const DEVICE: &str = "dev0";
@@ -175,12 +175,10 @@ fn authorize(c: &mut Criterion) {
     c.bench_function("reply_access_accept_address_dns", |b| {
         b.iter(|| ravpnd::reply::access_response(black_box(&original), &decision, &ctx))
     });
-    // The store reads the decision makes, on their own.
-    c.bench_function("store_user_read", |b| {
-        b.iter(|| f.store.user(black_box(USER)).unwrap())
-    });
-    c.bench_function("store_device_read", |b| {
-        b.iter(|| f.store.device(black_box(DEVICE)).unwrap())
+    // The store reads the decision makes, on their own: the user's entry with their devices
+    // (cached), and the serial index (a first connection only; sled).
+    c.bench_function("store_access_read", |b| {
+        b.iter(|| f.store.access(black_box(USER)).unwrap())
     });
     let serial = common::serial_of(0);
     c.bench_function("store_device_by_serial", |b| {
@@ -237,6 +235,56 @@ fn handle_datagram(c: &mut Criterion) {
     });
 }
 
+/// Accounting without Framed-IP-Address among 100,000 sessions (ocserv's Accounting-Start
+/// sends none): the lease is found by Acct-Session-Id, and the Interim refreshes it (a sled
+/// insert, not durable).
+fn accounting(c: &mut Criterion) {
+    const SESSIONS: u32 = 100_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = unix_now();
+    let base = u32::from(std::net::Ipv4Addr::new(10, 8, 0, 1));
+    rt.block_on(async {
+        for i in 0..SESSIONS {
+            let lease = LeaseRecord {
+                addr: (base + i).into(),
+                pool: "bench".into(),
+                user: format!("user{i}"),
+                device: format!("dev{i}"),
+                nas: "gw".into(),
+                session_id: Some(format!("S{i}")),
+                granted: now,
+                expires: now + 3600,
+            };
+            store.put_lease(&lease, false).await.unwrap();
+        }
+        store.flush().await.unwrap();
+    });
+    let pool = PoolConfig {
+        name: "bench".into(),
+        network: "10.8.0.0/15".parse().unwrap(),
+        exclude: Vec::new(),
+        lease_time: Duration::from_secs(3600),
+    };
+    let ipam = Ipam::new(store, &[pool], now).unwrap();
+    c.bench_function("ipam_account_interim_by_session_100k", |b| {
+        b.iter(|| {
+            rt.block_on(ipam.account(
+                AcctStatus::Interim,
+                black_box("S54321"),
+                None,
+                "user54321",
+                "gw",
+                now,
+            ))
+            .unwrap()
+        })
+    });
+}
+
 fn config_criterion() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -247,6 +295,6 @@ fn config_criterion() -> Criterion {
 criterion_group! {
     name = group;
     config = config_criterion();
-    targets = authorize, handle_datagram
+    targets = authorize, handle_datagram, accounting
 }
 criterion_main!(group);

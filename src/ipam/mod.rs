@@ -7,6 +7,7 @@
 //! durable. A device gets its previous address back when that address is free (sticky).
 
 mod free;
+mod leases;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -15,13 +16,14 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 use parking_lot::{Mutex, RwLock};
 use prometheus::IntGauge;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
 use crate::metrics::METRICS;
 use crate::store::{LeaseRecord, Store, StoreError};
 use free::FreeSet;
+use leases::{Leases, NewLease};
 
 /// `[[pools]]`: one address pool.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -153,55 +155,11 @@ pub struct Allocation {
     pub new: bool,
 }
 
-/// A lease in memory: its record without the address (the map's key) and the pool (the
-/// map's owner), the NAS name shared by all of that NAS's leases. About half the memory of a
-/// `LeaseRecord` each, which counts at 100,000 sessions.
-struct Lease {
-    user: Box<str>,
-    device: Box<str>,
-    nas: Arc<str>,
-    session_id: Option<Box<str>>,
-    granted: u64,
-    expires: u64,
-    /// The expiry last written to the store; renewals write only when memory is well ahead.
-    stored_expires: u64,
-    /// The durable write of a new lease is still under way.
-    pending: bool,
-}
-
-impl Lease {
-    fn record(&self, addr: Ipv4Addr, pool: &str) -> LeaseRecord {
-        LeaseRecord {
-            addr,
-            pool: pool.to_owned(),
-            user: self.user.as_ref().to_owned(),
-            device: self.device.as_ref().to_owned(),
-            nas: self.nas.as_ref().to_owned(),
-            session_id: self.session_id.as_deref().map(str::to_owned),
-            granted: self.granted,
-            expires: self.expires,
-        }
-    }
-}
-
 struct PoolState {
     free: FreeSet,
-    /// Fx: the keys are addresses this pool chose, not a client's.
-    leases: FxHashMap<Ipv4Addr, Lease>,
-    /// The NAS names the leases share (a handful: the configured clients).
-    nas_names: FxHashSet<Arc<str>>,
+    leases: Leases,
     /// Next-fit cursor.
     next: u32,
-}
-
-/// The shared copy of a NAS name.
-fn intern(names: &mut FxHashSet<Arc<str>>, nas: &str) -> Arc<str> {
-    if let Some(n) = names.get(nas) {
-        return n.clone();
-    }
-    let n: Arc<str> = Arc::from(nas);
-    names.insert(n.clone());
-    n
 }
 
 struct Pool {
@@ -224,12 +182,12 @@ impl Pool {
     async fn write_grant(&self, store: &Store, record: &LeaseRecord) -> Result<(), IpamError> {
         if let Err(e) = store.put_lease(record, true).await {
             let mut st = self.state.lock();
-            st.leases.remove(&record.addr);
+            st.leases.remove(record.addr);
             st.free.insert(u32::from(record.addr));
             self.publish(&st);
             return Err(e.into());
         }
-        if let Some(l) = self.state.lock().leases.get_mut(&record.addr) {
+        if let Some(l) = self.state.lock().leases.get_mut(record.addr) {
             l.pending = false;
         }
         Ok(())
@@ -241,10 +199,10 @@ impl Pool {
             .leases
             .iter()
             .filter(|(_, l)| l.expires <= now && !l.pending)
-            .map(|(a, _)| *a)
+            .map(|(a, _)| a)
             .collect();
         for a in &expired {
-            st.leases.remove(a);
+            st.leases.remove(*a);
             st.free.insert(u32::from(*a));
         }
         expired
@@ -331,25 +289,22 @@ impl Ipam {
             let size = free.len();
             let mut state = PoolState {
                 free,
-                leases: FxHashMap::default(),
-                nas_names: FxHashSet::default(),
+                leases: Leases::default(),
                 next: 0,
             };
             let net = cfg.network;
             for l in self.store.leases_in(net.network(), net.broadcast()) {
                 let l = l?;
                 if l.expires > now && state.free.take(u32::from(l.addr)) {
-                    let nas = intern(&mut state.nas_names, &l.nas);
                     state.leases.insert(
                         l.addr,
-                        Lease {
-                            user: l.user.into(),
-                            device: l.device.into(),
-                            nas,
-                            session_id: l.session_id.map(Into::into),
+                        NewLease {
+                            user: &l.user,
+                            device: &l.device,
+                            nas: &l.nas,
+                            session_id: l.session_id.as_deref(),
                             granted: l.granted,
                             expires: l.expires,
-                            stored_expires: l.expires,
                             pending: false,
                         },
                     );
@@ -395,7 +350,7 @@ impl Ipam {
             let own = sticky.filter(|a| pool.config.network.contains(a));
             let renew = own.filter(|a| {
                 st.leases
-                    .get(a)
+                    .get(*a)
                     .is_some_and(|l| &*l.device == req.device && l.expires > req.now)
             });
             let (addr, new) = if let Some(a) = renew {
@@ -420,32 +375,29 @@ impl Ipam {
                     }
                 }
             };
-            // One borrow of the guard, so a lease and the NAS names can be used together.
-            let st = &mut *st;
             if new {
                 // Replaces any stale entry for an address just taken from the free set.
                 st.leases.insert(
                     addr,
-                    Lease {
-                        user: req.user.into(),
-                        device: req.device.into(),
-                        nas: intern(&mut st.nas_names, req.nas),
+                    NewLease {
+                        user: req.user,
+                        device: req.device,
+                        nas: req.nas,
                         session_id: None,
                         granted: req.now,
                         expires,
-                        stored_expires: expires,
                         pending: true,
                     },
                 );
             }
+            let moved = !new && st.leases.set_nas(addr, req.nas);
             let lease = st
                 .leases
-                .get_mut(&addr)
+                .get_mut(addr)
                 .expect("a renewal holds its lease; a new one was just inserted");
             if !new {
                 lease.expires = lease.expires.max(expires);
-                if *lease.nas != *req.nas {
-                    lease.nas = intern(&mut st.nas_names, req.nas);
+                if moved {
                     lease.stored_expires = 0; // force the write below
                 }
             }
@@ -460,7 +412,7 @@ impl Ipam {
             // the address, no copy of the record.
             let to_write = (new || write).then(|| lease.record(addr, &pool.config.name));
             let out = (addr, to_write, new, lease.pending);
-            pool.publish(st);
+            pool.publish(&st);
             out
         };
         {
@@ -511,11 +463,12 @@ impl Ipam {
                     let gone: Vec<_> = st
                         .leases
                         .iter()
-                        .filter(|(_, l)| *l.nas == *nas)
-                        .map(|(a, _)| *a)
+                        .filter(|(_, l)| l.nas() == nas)
+                        .map(|(a, _)| a)
                         .collect();
+                    // A NAS restart is rare: a scan, not an index.
                     for a in &gone {
-                        st.leases.remove(a);
+                        st.leases.remove(*a);
                         st.free.insert(u32::from(*a));
                     }
                     pool.publish(&st);
@@ -533,43 +486,31 @@ impl Ipam {
             let change = {
                 let mut st = pool.state.lock();
                 let addr = framed_ip
-                    .filter(|a| st.leases.contains_key(a))
-                    .or_else(|| {
-                        st.leases
-                            .iter()
-                            .find(|(_, l)| l.session_id.as_deref() == Some(session_id))
-                            .map(|(a, _)| *a)
-                    })
+                    .filter(|a| st.leases.contains(*a))
+                    .or_else(|| st.leases.by_session(session_id))
                     .or_else(|| {
                         // ocserv sends its Accounting-Start before the tunnel exists, without
                         // Framed-IP-Address: bind it to this user's newest unbound lease
                         // from the same NAS.
                         (status == AcctStatus::Start && !user.is_empty())
-                            .then(|| {
-                                st.leases
-                                    .iter()
-                                    .filter(|(_, l)| {
-                                        l.session_id.is_none() && *l.user == *user && *l.nas == *nas
-                                    })
-                                    .max_by_key(|(_, l)| l.granted)
-                                    .map(|(a, _)| *a)
-                            })
+                            .then(|| st.leases.newest_unbound(user, nas))
                             .flatten()
                     });
                 let Some(addr) = addr else { continue };
-                let lease = st.leases.get_mut(&addr).expect("found above");
                 match status {
                     AcctStatus::Start | AcctStatus::Interim => {
-                        lease.session_id = Some(session_id.into());
+                        st.leases.bind(addr, session_id);
+                        let lease = st.leases.get_mut(addr).expect("found above");
                         lease.expires = now + pool.config.lease_time.as_secs().max(1);
                         Some((lease.record(addr, &pool.config.name), false))
                     }
                     AcctStatus::Stop => {
-                        if lease.session_id.as_deref().is_some_and(|s| s != session_id) {
+                        let lease = st.leases.get(addr).expect("found above");
+                        if lease.session_id().is_some_and(|s| s != session_id) {
                             // A Stop for an older session of this address: not this lease.
                             None
                         } else {
-                            let rec = st.leases.remove(&addr).expect("present");
+                            let rec = st.leases.remove(addr).expect("present");
                             st.free.insert(u32::from(addr));
                             pool.publish(&st);
                             Some((rec.record(addr, &pool.config.name), true))
@@ -624,7 +565,7 @@ impl Ipam {
                     .lock()
                     .leases
                     .iter()
-                    .map(|(a, l)| l.record(*a, &p.config.name))
+                    .map(|(a, l)| l.record(a, &p.config.name))
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -269,7 +269,7 @@ async fn a_grant_given_up_on_still_completes() {
     }
     let addr = Ipv4Addr::new(10, 0, 0, 1);
     let p = ipam.pool(None).unwrap().unwrap();
-    let pending = || p.state.lock().leases.get(&addr).map(|l| l.pending);
+    let pending = || p.state.lock().leases.get(addr).map(|l| l.pending);
     for _ in 0..500 {
         if pending() == Some(false) {
             break;
