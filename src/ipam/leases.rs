@@ -122,8 +122,8 @@ impl Leases {
     pub fn remove(&mut self, addr: Ipv4Addr) -> Option<Lease> {
         let lease = self.by_addr.remove(&addr)?;
         match lease.session_id() {
-            Some(s) => self.forget_session(s, addr),
-            None => self.forget_unbound(lease.user(), addr),
+            Some(s) => forget_session(&mut self.by_session, s, addr),
+            None => forget_unbound(&mut self.unbound, lease.user(), addr),
         }
         Some(lease)
     }
@@ -137,19 +137,8 @@ impl Leases {
             return;
         }
         match lease.session_id.replace(session_id.into()) {
-            Some(old) => {
-                if self.by_session.get(&old) == Some(&addr) {
-                    self.by_session.remove(&old);
-                }
-            }
-            None => {
-                if let Some(addrs) = self.unbound.get_mut(&lease.user) {
-                    addrs.retain(|a| *a != addr);
-                    if addrs.is_empty() {
-                        self.unbound.remove(&lease.user);
-                    }
-                }
-            }
+            Some(old) => forget_session(&mut self.by_session, &old, addr),
+            None => forget_unbound(&mut self.unbound, &lease.user, addr),
         }
         self.by_session.insert(session_id.into(), addr);
     }
@@ -190,19 +179,24 @@ impl Leases {
         self.nas_names.insert(n.clone());
         n
     }
+}
 
-    fn forget_session(&mut self, session_id: &str, addr: Ipv4Addr) {
-        if self.by_session.get(session_id) == Some(&addr) {
-            self.by_session.remove(session_id);
-        }
+/// Drops the session's entry if it still names `addr` (a reused session id may have moved).
+fn forget_session(
+    by_session: &mut FxHashMap<Box<str>, Ipv4Addr>,
+    session_id: &str,
+    addr: Ipv4Addr,
+) {
+    if by_session.get(session_id) == Some(&addr) {
+        by_session.remove(session_id);
     }
+}
 
-    fn forget_unbound(&mut self, user: &str, addr: Ipv4Addr) {
-        if let Some(addrs) = self.unbound.get_mut(user) {
-            addrs.retain(|a| *a != addr);
-            if addrs.is_empty() {
-                self.unbound.remove(user);
-            }
+fn forget_unbound(unbound: &mut FxHashMap<Box<str>, Vec<Ipv4Addr>>, user: &str, addr: Ipv4Addr) {
+    if let Some(addrs) = unbound.get_mut(user) {
+        addrs.retain(|a| *a != addr);
+        if addrs.is_empty() {
+            unbound.remove(user);
         }
     }
 }
