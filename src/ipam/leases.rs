@@ -103,7 +103,7 @@ impl Leases {
         let lease = Lease {
             user: new.user.into(),
             device: new.device.into(),
-            nas: self.nas_name(new.nas),
+            nas: intern(&mut self.nas_names, new.nas),
             session_id: new.session_id.map(Into::into),
             granted: new.granted,
             expires: new.expires,
@@ -128,19 +128,18 @@ impl Leases {
         Some(lease)
     }
 
-    /// Binds the lease of `addr` to an accounting session (a later one replaces it).
-    pub fn bind(&mut self, addr: Ipv4Addr, session_id: &str) {
-        let Some(lease) = self.by_addr.get_mut(&addr) else {
-            return;
-        };
-        if lease.session_id() == Some(session_id) {
-            return;
+    /// Binds the lease of `addr` to an accounting session (a later one replaces it), and
+    /// hands it back.
+    pub fn bind(&mut self, addr: Ipv4Addr, session_id: &str) -> Option<&mut Lease> {
+        let lease = self.by_addr.get_mut(&addr)?;
+        if lease.session_id() != Some(session_id) {
+            match lease.session_id.replace(session_id.into()) {
+                Some(old) => forget_session(&mut self.by_session, &old, addr),
+                None => forget_unbound(&mut self.unbound, &lease.user, addr),
+            }
+            self.by_session.insert(session_id.into(), addr);
         }
-        match lease.session_id.replace(session_id.into()) {
-            Some(old) => forget_session(&mut self.by_session, &old, addr),
-            None => forget_unbound(&mut self.unbound, &lease.user, addr),
-        }
-        self.by_session.insert(session_id.into(), addr);
+        Some(lease)
     }
 
     /// The address whose lease the session was last bound to.
@@ -159,26 +158,26 @@ impl Leases {
             .map(|(a, _)| a)
     }
 
-    /// Records that `nas` now holds the lease of `addr`; whether that changed anything.
-    pub fn set_nas(&mut self, addr: Ipv4Addr, nas: &str) -> bool {
-        if self.by_addr.get(&addr).is_none_or(|l| l.nas() == nas) {
-            return false;
+    /// The lease of `addr`, now held through `nas` (a renewal), and whether that NAS is a
+    /// different one than before: one lookup on the renewal path.
+    pub fn held_by(&mut self, addr: Ipv4Addr, nas: &str) -> Option<(&mut Lease, bool)> {
+        let lease = self.by_addr.get_mut(&addr)?;
+        let moved = lease.nas() != nas;
+        if moved {
+            lease.nas = intern(&mut self.nas_names, nas);
         }
-        let name = self.nas_name(nas);
-        if let Some(l) = self.by_addr.get_mut(&addr) {
-            l.nas = name;
-        }
-        true
+        Some((lease, moved))
     }
+}
 
-    fn nas_name(&mut self, nas: &str) -> Arc<str> {
-        if let Some(n) = self.nas_names.get(nas) {
-            return n.clone();
-        }
-        let n: Arc<str> = Arc::from(nas);
-        self.nas_names.insert(n.clone());
-        n
+/// The shared copy of a NAS name.
+fn intern(names: &mut FxHashSet<Arc<str>>, nas: &str) -> Arc<str> {
+    if let Some(n) = names.get(nas) {
+        return n.clone();
     }
+    let n: Arc<str> = Arc::from(nas);
+    names.insert(n.clone());
+    n
 }
 
 /// Drops the session's entry if it still names `addr` (a reused session id may have moved).
@@ -267,9 +266,9 @@ mod tests {
         t.insert(addr(2), lease("b", "gw1", None, 1));
         let (n1, n2) = (&t.get(addr(1)).unwrap().nas, &t.get(addr(2)).unwrap().nas);
         assert!(Arc::ptr_eq(n1, n2));
-        assert!(!t.set_nas(addr(1), "gw1"));
-        assert!(t.set_nas(addr(1), "gw2"));
+        assert!(!t.held_by(addr(1), "gw1").unwrap().1);
+        assert!(t.held_by(addr(1), "gw2").unwrap().1);
         assert_eq!(t.get(addr(1)).unwrap().nas(), "gw2");
-        assert!(!t.set_nas(addr(9), "gw2"), "no such lease");
+        assert!(t.held_by(addr(9), "gw2").is_none(), "no such lease");
     }
 }

@@ -390,10 +390,10 @@ impl Ipam {
                     },
                 );
             }
-            let moved = !new && st.leases.set_nas(addr, req.nas);
-            let lease = st
+            // A new lease was just inserted from this NAS, so `moved` is false for it.
+            let (lease, moved) = st
                 .leases
-                .get_mut(addr)
+                .held_by(addr, req.nas)
                 .expect("a renewal holds its lease; a new one was just inserted");
             if !new {
                 lease.expires = lease.expires.max(expires);
@@ -499,8 +499,7 @@ impl Ipam {
                 let Some(addr) = addr else { continue };
                 match status {
                     AcctStatus::Start | AcctStatus::Interim => {
-                        st.leases.bind(addr, session_id);
-                        let lease = st.leases.get_mut(addr).expect("found above");
+                        let lease = st.leases.bind(addr, session_id).expect("found above");
                         lease.expires = now + pool.config.lease_time.as_secs().max(1);
                         Some((lease.record(addr, &pool.config.name), false))
                     }

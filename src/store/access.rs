@@ -7,8 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{decode, DeviceRecord, Store, StoreError, UserRecord};
-use crate::store::{AuthMethod, DeviceType};
+use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord};
 
 /// A user as the request path sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,17 +76,5 @@ impl Store {
             }
             Ok(Some(Arc::new(Access::new(&user, &devices))))
         })
-    }
-
-    /// One record from sled, decoded (not cached).
-    pub(super) fn read<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        match tree.get(key.as_bytes())? {
-            Some(v) => decode(key.as_bytes(), &v).map(Some),
-            None => Ok(None),
-        }
     }
 }

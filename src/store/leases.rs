@@ -41,16 +41,6 @@ impl Store {
         })
     }
 
-    pub fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
-        self.leases
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
-    }
-
     /// Device → the address it had last.
     pub fn sticky_addresses(&self) -> Result<Vec<(String, Ipv4Addr)>, StoreError> {
         self.sticky

@@ -184,6 +184,20 @@ impl Store {
     }
 }
 
+impl Store {
+    /// One record of `tree`, decoded (not cached).
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match tree.get(key.as_bytes())? {
+            Some(v) => decode(key.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),

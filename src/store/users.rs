@@ -128,7 +128,7 @@ impl Store {
                 }
             }
             tu.remove(name.as_bytes())?;
-            Ok(u.devices)
+            Ok(())
         });
         unwrap_tx(r)?;
         self.written([name]);
