@@ -240,6 +240,10 @@ EOF
 }
 drive "ravpnd-half" "$RAVPND_PORT" "$RAVPND_PID" --rate "$(half ravpnd)" --duration "$LATENCY_DURATION" --warmup 1s
 drive "freeradius-half" "$FR_PORT" "$FR_PID" --rate "$(half freeradius)" --duration "$LATENCY_DURATION" --warmup 1s
+# The harness's own tail: the null responder at half of its peak, and at ravpnd's half rate
+# (the same offered load, so the difference is ravpnd's).
+drive "null-half" "$NULL_PORT" "$NULL_PID" --rate "$(half null)" --duration "$LATENCY_DURATION" --warmup 1s
+drive "null-at-ravpnd-half" "$NULL_PORT" "$NULL_PID" --rate "$(half ravpnd)" --duration "$LATENCY_DURATION" --warmup 1s
 
 # --- summary ----------------------------------------------------------------------------------
 say "summary"
@@ -277,9 +281,9 @@ for label in ("ravpnd-c1", "freeradius-c1", "null-c1"):
     print(f"  {label:<15} p50 {lat(label, 'p50'):>6.0f} µs  p99 {lat(label, 'p99'):>6.0f} µs  p99.9 {lat(label, 'p999'):>6.0f} µs"
           f"  ({med(label, 'throughput_rps'):.0f} req/s)")
 print("open loop at half of the peak rate:")
-for label in ("ravpnd-half", "freeradius-half"):
+for label in ("ravpnd-half", "freeradius-half", "null-half", "null-at-ravpnd-half"):
     r = by.get(label, [{}])[0]
-    print(f"  {label:<15} {r.get('mode', '')}: p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs"
+    print(f"  {label:<19} {r.get('mode', '')}: p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs"
           f"  p99.9 {lat(label, 'p999'):.0f} µs  skipped {r.get('skipped', 0)}")
 frss = [r["server_rss_kb"] for r in by.get("freeradius", []) if r.get("server_rss_kb")]
 mib = lambda kb: int(kb) / 1024

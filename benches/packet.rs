@@ -4,15 +4,18 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use radius::core::packet::Packet;
 use ravpnd::config::GatewayKind;
+use ravpnd::policy::proxy::ProxyPush;
 use ravpnd::policy::{Decision, Reason, ReplyPlan};
 use ravpnd::radius::packet::{Attributes, Frame};
 use ravpnd::radius::{crypto, dict};
 use ravpnd::reply::{DnsConfig, Original, ReplyContext};
+use ravpnd::store::{Access, AccessDevice, AuthMethod, DeviceType};
 
 const SECRET: &[u8] = b"testing123";
 
@@ -102,7 +105,25 @@ fn anyconnect(c: &mut Criterion) {
         interim_interval: Duration::from_secs(600),
     };
     // No address here (see benches/pipeline.rs for an Accept with a pool address).
-    let accept = Decision::Accept(ReplyPlan::default());
+    let user = Access {
+        name: "alice".into(),
+        password_hash: None,
+        devices: Box::new([AccessDevice {
+            name: "laptop".into(),
+            device_type: DeviceType::Windows,
+            enabled: true,
+            device_auth: true,
+            method: AuthMethod::Serial,
+            serial: Some("SER1".into()),
+            mac: None,
+        }]),
+    };
+    let accept = Decision::Accept(ReplyPlan {
+        user: Arc::new(user),
+        device: 0,
+        address: None,
+        proxy: ProxyPush::Nothing,
+    });
     c.bench_function("reply_access_accept_dns", |b| {
         b.iter(|| ravpnd::reply::access_response(black_box(&original), &accept, &ctx))
     });

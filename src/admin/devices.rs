@@ -179,7 +179,7 @@ pub async fn list(State(s): State<Arc<AdminState>>) -> Result<Json<Vec<DeviceVie
                 Some(owner) => live
                     .settings
                     .proxy
-                    .describe_for(&format!("{owner}/{}", d.name), d.device_type),
+                    .describe_for(owner, &d.name, d.device_type),
                 None => "-",
             };
             DeviceView {

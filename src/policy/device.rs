@@ -165,8 +165,9 @@ pub fn proves(d: &AccessDevice, id: &DeviceIdentity) -> bool {
 /// What to do about the device, given the user's assigned devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceCheck {
+    /// The device at this index of the user's devices.
     Accept {
-        device: String,
+        device: usize,
     },
     Reject(Reason),
     /// Auto-register `serial` on `device`, then reject asking to reconnect.
@@ -191,28 +192,26 @@ pub fn check(
     }
     // 1. A device that proves itself by serial or MAC.
     let all = || devices.iter();
-    let proven = all().find(|d| proves(d, id));
-    if let Some(d) = proven {
+    let proven = all().enumerate().find(|(_, d)| proves(d, id));
+    if let Some((i, d)) = proven {
         return if !d.enabled {
             DeviceCheck::Reject(Reason::DeviceDisabled)
         } else if id.platform.is_some_and(|p| p != d.device_type) {
             DeviceCheck::Reject(Reason::PlatformMismatch)
         } else {
-            DeviceCheck::Accept {
-                device: d.name.to_string(),
-            }
+            DeviceCheck::Accept { device: i }
         };
     }
     // 2. A device without device authentication, of the presented platform's type.
-    let unchecked: Vec<_> = all()
-        .filter(|d| !d.device_auth && id.platform.is_none_or(|p| p == d.device_type))
-        .collect();
-    if let Some(d) = unchecked.iter().find(|d| d.enabled) {
-        return DeviceCheck::Accept {
-            device: d.name.to_string(),
-        };
+    let unchecked = || {
+        all()
+            .enumerate()
+            .filter(|(_, d)| !d.device_auth && id.platform.is_none_or(|p| p == d.device_type))
+    };
+    if let Some((i, _)) = unchecked().find(|(_, d)| d.enabled) {
+        return DeviceCheck::Accept { device: i };
     }
-    if !unchecked.is_empty() {
+    if unchecked().next().is_some() {
         return DeviceCheck::Reject(Reason::DeviceDisabled);
     }
     // 3. First connection of a device: auto-registration.

@@ -69,13 +69,22 @@ pub enum Decision {
 }
 
 /// What an Access-Accept carries beyond the protocol's own attributes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyPlan {
-    /// The device the session runs on.
-    pub device: String,
+    /// The user as read for this request, and the index of the device the session runs on
+    /// among theirs (shared, not copied: see `device`).
+    pub user: Arc<Access>,
+    pub device: usize,
     /// The session's VPN address, when pools are configured.
     pub address: Option<Allocation>,
     pub proxy: ProxyPush,
+}
+
+impl ReplyPlan {
+    /// The name of the device the session runs on.
+    pub fn device_name(&self) -> &str {
+        &self.user.devices[self.device].name
+    }
 }
 
 /// Authorization policy over one password source and the device registry.
@@ -138,8 +147,10 @@ impl Policy {
             Err(reason) => return Decision::Reject(reason),
         };
         let device = &user.devices[i];
-        let profile = format!("{}/{}", user.name, device.name);
-        let proxy = match settings.proxy.decide(&profile, device.device_type) {
+        let proxy = match settings
+            .proxy
+            .decide(&user.name, &device.name, device.device_type)
+        {
             Ok(p) => p,
             Err(reason) => return Decision::Reject(reason),
         };
@@ -159,7 +170,8 @@ impl Policy {
             Err(e) => return internal("leasing an address", &e),
         };
         Decision::Accept(ReplyPlan {
-            device: device.name.as_ref().to_owned(),
+            user,
+            device: i,
             address,
             proxy,
         })
@@ -193,12 +205,7 @@ impl Policy {
                 serial_owner.as_deref(),
             );
             let (device, serial) = match check {
-                DeviceCheck::Accept { device } => {
-                    return match devices.iter().position(|d| *d.name == *device) {
-                        Some(i) => Ok((user, i)),
-                        None => Err(Reason::InternalError),
-                    }
-                }
+                DeviceCheck::Accept { device } => return Ok((user, device)),
                 DeviceCheck::Reject(r) => return Err(r),
                 DeviceCheck::RegistrationFailed(r) => {
                     return Err(self.registration_failed(&user.name, id, client, r, settings))

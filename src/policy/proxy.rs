@@ -69,21 +69,29 @@ pub enum ProxyPush {
 const MAX_ATTR: usize = 247;
 
 impl ProxyConfig {
-    fn applies_to(&self, profile: &str) -> bool {
+    /// Whether `user/device` is listed (compared in parts: no string built per request).
+    fn applies_to(&self, user: &str, device: &str) -> bool {
         match &self.apply_to {
             ApplyTo::All(_) => true,
-            ApplyTo::Profiles(list) => list.iter().any(|p| p == profile),
+            ApplyTo::Profiles(list) => list
+                .iter()
+                .any(|p| p.split_once('/') == Some((user, device))),
         }
     }
 
-    /// The push for one profile, or the reason it may not connect.
-    pub fn decide(&self, profile: &str, device_type: DeviceType) -> Result<ProxyPush, Reason> {
+    /// The push for the profile `user/device`, or the reason it may not connect.
+    pub fn decide(
+        &self,
+        user: &str,
+        device: &str,
+        device_type: DeviceType,
+    ) -> Result<ProxyPush, Reason> {
         match self.mode {
             None => Ok(ProxyPush::Nothing),
             Some(ProxyMode::None) => Ok(ProxyPush::NoProxy),
-            Some(ProxyMode::Client) if self.applies_to(profile) => Ok(ProxyPush::NoModify),
+            Some(ProxyMode::Client) if self.applies_to(user, device) => Ok(ProxyPush::NoModify),
             Some(ProxyMode::Client) => Err(Reason::ProxyNotApplied),
-            Some(ProxyMode::Managed) if !self.applies_to(profile) => Ok(ProxyPush::Nothing),
+            Some(ProxyMode::Managed) if !self.applies_to(user, device) => Ok(ProxyPush::Nothing),
             // Android cannot take a concentrator-set proxy: leave its own settings alone.
             Some(ProxyMode::Managed) if device_type == DeviceType::Android => {
                 Ok(ProxyPush::NoModify)
@@ -100,8 +108,8 @@ impl ProxyConfig {
     }
 
     /// Whether the proxy setting reaches this profile (for `device list`).
-    pub fn describe_for(&self, profile: &str, device_type: DeviceType) -> &'static str {
-        match self.decide(profile, device_type) {
+    pub fn describe_for(&self, user: &str, device: &str, device_type: DeviceType) -> &'static str {
+        match self.decide(user, device, device_type) {
             Ok(ProxyPush::Nothing) if self.mode.is_none() => "-",
             Ok(ProxyPush::Nothing) => "not applied",
             Ok(ProxyPush::NoModify) if self.mode == Some(ProxyMode::Managed) => "client (android)",
@@ -205,34 +213,34 @@ mod tests {
         let only = ApplyTo::Profiles(vec!["alice/laptop".into()]);
         let w = DeviceType::Windows;
         assert_eq!(
-            ProxyConfig::default().decide("a/b", w),
+            ProxyConfig::default().decide("a", "b", w),
             Ok(ProxyPush::Nothing)
         );
         assert_eq!(
-            cfg(ProxyMode::None, only.clone()).decide("x/y", w),
+            cfg(ProxyMode::None, only.clone()).decide("x", "y", w),
             Ok(ProxyPush::NoProxy)
         );
         assert_eq!(
-            cfg(ProxyMode::Client, only.clone()).decide("alice/laptop", w),
+            cfg(ProxyMode::Client, only.clone()).decide("alice", "laptop", w),
             Ok(ProxyPush::NoModify)
         );
         assert_eq!(
-            cfg(ProxyMode::Client, only.clone()).decide("bob/pc", w),
+            cfg(ProxyMode::Client, only.clone()).decide("bob", "pc", w),
             Err(Reason::ProxyNotApplied)
         );
         assert_eq!(
-            cfg(ProxyMode::Managed, only.clone()).decide("alice/laptop", w),
+            cfg(ProxyMode::Managed, only.clone()).decide("alice", "laptop", w),
             Ok(ProxyPush::Managed {
                 server: "10.0.0.80:8080".into(),
                 exceptions: Some("*.example.com;10.*".into())
             })
         );
         assert_eq!(
-            cfg(ProxyMode::Managed, only.clone()).decide("bob/pc", w),
+            cfg(ProxyMode::Managed, only.clone()).decide("bob", "pc", w),
             Ok(ProxyPush::Nothing)
         );
         assert_eq!(
-            cfg(ProxyMode::Managed, ApplyTo::default()).decide("carol/tab", DeviceType::Android),
+            cfg(ProxyMode::Managed, ApplyTo::default()).decide("carol", "tab", DeviceType::Android),
             Ok(ProxyPush::NoModify)
         );
     }

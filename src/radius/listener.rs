@@ -274,9 +274,13 @@ impl Handler {
             interim_interval: live.settings.interim_interval,
         };
         let response = reply::access_response(original, &decision, &ctx);
-        let (reason, address) = match &decision {
-            Decision::Accept(plan) => (Reason::Accepted, plan.address.as_ref().map(|a| a.addr)),
-            Decision::Reject(r) => (*r, None),
+        let (reason, address, device) = match &decision {
+            Decision::Accept(plan) => (
+                Reason::Accepted,
+                plan.address.as_ref().map(|a| a.addr),
+                Some(plan.device_name()),
+            ),
+            Decision::Reject(r) => (*r, None, None),
         };
         METRICS.access(reason).inc();
         info!(
@@ -284,6 +288,7 @@ impl Handler {
             user = ?user,
             outcome = if reason == Reason::Accepted { "accept" } else { "reject" },
             reason = reason.label(),
+            device,
             address = ?address,
             us = started.elapsed().as_micros() as u64,
             "access decision"

@@ -89,9 +89,7 @@ fn first_connect_registers_then_matches() {
     d.serial = Some("ser1".into());
     assert_eq!(
         check(std::slice::from_ref(&d), &i, true, Some("laptop")),
-        DeviceCheck::Accept {
-            device: "laptop".into()
-        }
+        DeviceCheck::Accept { device: 0 }
     );
     let other = id(Some("SER2"), None, "win");
     assert_eq!(
@@ -184,9 +182,7 @@ fn mac_method_and_device_auth_off() {
             true,
             None
         ),
-        DeviceCheck::Accept {
-            device: "desk".into()
-        }
+        DeviceCheck::Accept { device: 0 }
     );
     assert_eq!(
         check(
@@ -207,9 +203,7 @@ fn mac_method_and_device_auth_off() {
             true,
             None
         ),
-        DeviceCheck::Accept {
-            device: "kiosk".into()
-        }
+        DeviceCheck::Accept { device: 0 }
     );
     // No identity at all (e.g. ocserv): any device without device auth.
     assert_eq!(
@@ -219,9 +213,7 @@ fn mac_method_and_device_auth_off() {
             true,
             None
         ),
-        DeviceCheck::Accept {
-            device: "kiosk".into()
-        }
+        DeviceCheck::Accept { device: 0 }
     );
     assert_eq!(
         check(
@@ -231,5 +223,38 @@ fn mac_method_and_device_auth_off() {
             None
         ),
         DeviceCheck::Reject(Reason::NoDeviceId)
+    );
+}
+
+#[test]
+fn accept_names_the_device_that_matched_among_several() {
+    let mut laptop = dev("laptop", DeviceType::Windows);
+    laptop.serial = Some("ser1".into());
+    let mut phone = dev("phone", DeviceType::Android);
+    phone.serial = Some("ser2".into());
+    let mut kiosk = dev("kiosk", DeviceType::Mac);
+    kiosk.device_auth = false;
+    let devices = [laptop, phone, kiosk];
+    let of = |c| match c {
+        DeviceCheck::Accept { device } => Some(&*devices[device].name),
+        _ => None,
+    };
+    assert_eq!(
+        of(check(
+            &devices,
+            &id(Some("SER2"), None, "android"),
+            true,
+            None
+        )),
+        Some("phone")
+    );
+    assert_eq!(
+        of(check(&devices, &id(Some("SER1"), None, "win"), true, None)),
+        Some("laptop")
+    );
+    // Nothing proven: the device without device authentication, of the presented platform.
+    assert_eq!(
+        of(check(&devices, &id(None, None, "mac-intel"), true, None)),
+        Some("kiosk")
     );
 }
