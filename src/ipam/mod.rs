@@ -415,11 +415,9 @@ impl Ipam {
             pool.publish(&st);
             out
         };
-        {
-            let mut sticky = self.sticky.lock();
-            if sticky.get(req.device) != Some(&addr) {
-                sticky.insert(req.device.into(), addr);
-            }
+        // A renewal found its address in the sticky map: no second lock to say so again.
+        if sticky != Some(addr) {
+            self.sticky.lock().insert(req.device.into(), addr);
         }
         if new {
             let record = to_write.expect("a new lease is always written");
