@@ -4,16 +4,18 @@
 //! Every request passes through here twice (`begin`, then `complete` or `abandon`), so the
 //! cache is sharded (the worker threads do not queue on one lock), `complete` finds its entry
 //! by the ticket `begin` gave out instead of hashing the key again, and the oldest entry's
-//! response buffer is reused for the newest.
+//! response buffer is reused for the newest. The index maps a key's hash to its entry's
+//! sequence number only (8 bytes a slot; the key is read from the entry): a full cache under
+//! load held ~8 MiB of index as a map of key to sequence number, ~1 MiB so.
 
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
 use parking_lot::Mutex;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxBuildHasher;
 
 /// Independent locks; a key always lands in the same shard.
 const SHARDS: usize = 8;
@@ -60,12 +62,22 @@ struct Entry {
     response: Vec<u8>,
 }
 
+/// Fx: keys come only from known clients, so a fast non-keyed hash is safe.
+const HASHER: FxBuildHasher = FxBuildHasher;
+
 struct Shard {
-    /// Fx: keys come only from authenticated clients, so a fast non-keyed hash is safe.
-    seqs: FxHashMap<Key, u64>,
+    /// The sequence numbers of the entries a key maps to, by the key's hash. Every number
+    /// here names an entry still in `entries`.
+    seqs: HashTable<u64>,
     /// Entries in arrival order: entry `i` has sequence number `first + i`.
     entries: VecDeque<Entry>,
     first: u64,
+}
+
+/// The entry with sequence number `seq`, if still kept.
+fn entry(entries: &VecDeque<Entry>, first: u64, seq: u64) -> Option<&Entry> {
+    let i = seq.checked_sub(first)?;
+    entries.get(usize::try_from(i).ok()?)
 }
 
 impl Shard {
@@ -73,13 +85,37 @@ impl Shard {
         let i = seq.checked_sub(self.first)?;
         self.entries.get_mut(usize::try_from(i).ok()?)
     }
+
+    /// The sequence number `key` maps to.
+    fn mapped(&self, key: &Key) -> Option<u64> {
+        let (entries, first) = (&self.entries, self.first);
+        self.seqs
+            .find(HASHER.hash_one(key), |&seq| {
+                entry(entries, first, seq).is_some_and(|e| e.key == *key)
+            })
+            .copied()
+    }
+
+    /// Maps `key` to `seq` (whose entry is already in `entries`).
+    fn map(&mut self, key: &Key, seq: u64) {
+        let (entries, first) = (&self.entries, self.first);
+        self.seqs.insert_unique(HASHER.hash_one(key), seq, |&s| {
+            entry(entries, first, s).map_or(0, |e| HASHER.hash_one(e.key))
+        });
+    }
+
+    /// Removes the mapping of `key` if it is to `seq` (a newer entry may hold the key now).
+    fn unmap(&mut self, key: &Key, seq: u64) {
+        if let Ok(slot) = self.seqs.find_entry(HASHER.hash_one(key), |&s| s == seq) {
+            slot.remove();
+        }
+    }
 }
 
 /// Bounded, time-limited cache of responses keyed by request identity.
 pub struct DedupCache {
     window: Duration,
     per_shard: usize,
-    hasher: FxBuildHasher,
     shards: [Mutex<Shard>; SHARDS],
 }
 
@@ -89,10 +125,9 @@ impl DedupCache {
         Self {
             window,
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            hasher: FxBuildHasher,
             shards: std::array::from_fn(|_| {
                 Mutex::new(Shard {
-                    seqs: FxHashMap::default(),
+                    seqs: HashTable::new(),
                     entries: VecDeque::new(),
                     first: 0,
                 })
@@ -101,7 +136,7 @@ impl DedupCache {
     }
 
     pub fn begin(&self, key: Key, now: Instant) -> Seen {
-        let shard = (self.hasher.hash_one(key) >> 32) as usize % SHARDS;
+        let shard = (HASHER.hash_one(key) >> 32) as usize % SHARDS;
         let mut s = self.shards[shard].lock();
         // Expire by age, then by size: memory stays bounded under any load.
         let mut spare = None;
@@ -109,18 +144,15 @@ impl DedupCache {
             if now.duration_since(oldest.at) < self.window && s.entries.len() < self.per_shard {
                 break;
             }
+            // Unmapped first: the index must not name an entry that is gone. An abandoned
+            // key may be in progress again under a newer entry, which stays mapped.
+            let (seq, old_key) = (s.first, s.entries.front().expect("front exists").key);
+            s.unmap(&old_key, seq);
             let old = s.entries.pop_front().expect("front exists");
-            let seq = s.first;
             s.first += 1;
-            // An abandoned key may be in progress again under a newer entry.
-            if let MapEntry::Occupied(m) = s.seqs.entry(old.key) {
-                if *m.get() == seq {
-                    m.remove();
-                }
-            }
             spare = Some(old.response);
         }
-        if let Some(&seq) = s.seqs.get(&key) {
+        if let Some(seq) = s.mapped(&key) {
             let e = s.get_mut(seq).expect("a mapped key has its entry");
             return match e.state {
                 State::Done => Seen::Answered(e.response.clone()),
@@ -136,7 +168,7 @@ impl DedupCache {
             state: State::InProgress,
             response,
         });
-        s.seqs.insert(key, seq);
+        s.map(&key, seq);
         Seen::New(Ticket { shard, seq })
     }
 
@@ -162,7 +194,7 @@ impl DedupCache {
         }
         e.state = State::Abandoned;
         let key = e.key;
-        s.seqs.remove(&key);
+        s.unmap(&key, ticket.seq);
     }
 
     #[cfg(test)]
@@ -181,6 +213,17 @@ mod tests {
             code: 1,
             identifier: id,
             authenticator: [1; 16],
+        }
+    }
+
+    fn key_n(n: u32) -> Key {
+        let mut authenticator = [0; 16];
+        authenticator[..4].copy_from_slice(&n.to_le_bytes());
+        Key {
+            source: "10.0.0.1:1812".parse().unwrap(),
+            code: 1,
+            identifier: n as u8,
+            authenticator,
         }
     }
 
@@ -262,6 +305,45 @@ mod tests {
         assert_eq!(
             c.begin(key(1), t0 + Duration::from_secs(12)),
             Seen::Answered(b"retry".to_vec())
+        );
+    }
+
+    /// The index grows (rehashing by the keys in the entries) and keeps working as entries
+    /// are evicted: every kept key is found with its own response, evicted ones are new.
+    #[test]
+    fn every_kept_key_finds_its_response_through_growth_and_eviction() {
+        let n = 5_000;
+        // Twice the keys of one generation: shards fill unevenly, none by twice its share.
+        let c = DedupCache::new(Duration::from_secs(60), 2 * n as usize);
+        let t0 = Instant::now();
+        let fill = |generation: u32| {
+            for i in generation * n..(generation + 1) * n {
+                let t = ticket(c.begin(key_n(i), t0));
+                c.complete(t, &i.to_le_bytes());
+            }
+        };
+        let answered = |generation: u32| {
+            for i in generation * n..(generation + 1) * n {
+                assert_eq!(
+                    c.begin(key_n(i), t0),
+                    Seen::Answered(i.to_le_bytes().to_vec()),
+                    "key {i}"
+                );
+            }
+        };
+        fill(0);
+        answered(0);
+        // Two more generations evict the first (capacity), entry by entry.
+        fill(1);
+        fill(2);
+        assert!(c.len() <= 2 * n as usize + SHARDS, "{} entries", c.len());
+        answered(2);
+        let evicted = (0..n)
+            .filter(|&i| matches!(c.begin(key_n(i), t0), Seen::New(_)))
+            .count();
+        assert!(
+            evicted > n as usize * 9 / 10,
+            "{evicted} of the first generation evicted"
         );
     }
 }
