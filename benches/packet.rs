@@ -116,6 +116,7 @@ fn anyconnect(c: &mut Criterion) {
             method: AuthMethod::Serial,
             serial: Some("SER1".into()),
             mac: None,
+            address: Default::default(),
         }]),
     };
     let accept = Decision::Accept(ReplyPlan {

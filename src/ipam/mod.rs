@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
 use crate::metrics::METRICS;
-use crate::store::{LeaseRecord, Store, StoreError};
+use crate::store::{AddressHint, LeaseRecord, Store, StoreError};
 use free::FreeSet;
 use leases::{Leases, NewLease};
 
@@ -225,6 +225,8 @@ pub struct LeaseRequest<'a> {
     pub device: &'a str,
     pub nas: &'a str,
     pub now: u64,
+    /// The device's address hint from its directory entry, if the caller has one.
+    pub hint: Option<&'a AddressHint>,
 }
 
 /// What an Accounting-Request says.
@@ -344,15 +346,25 @@ impl Ipam {
         };
         let netmask = pool.config.network.netmask();
         let expires = req.now + pool.config.lease_time.as_secs().max(1);
-        let sticky = self.sticky.lock().get(req.device).copied();
-        let (addr, to_write, new, pending) = {
+        let hint = req.hint.and_then(AddressHint::get);
+        let (addr, to_write, new, pending, sticky) = {
             let mut st = pool.state.lock();
+            let alive = |st: &PoolState, a: &Ipv4Addr| {
+                pool.config.network.contains(a)
+                    && st
+                        .leases
+                        .get(*a)
+                        .is_some_and(|l| &*l.device == req.device && l.expires > req.now)
+            };
+            // A hint naming the device's live lease makes a renewal without the sticky map;
+            // without one, or a stale one, the map says which address was the device's.
+            // (The only place both locks are held, always in this order.)
+            let sticky = match hint.filter(|a| alive(&st, a)) {
+                Some(a) => Some(a),
+                None => self.sticky.lock().get(req.device).copied(),
+            };
             let own = sticky.filter(|a| pool.config.network.contains(a));
-            let renew = own.filter(|a| {
-                st.leases
-                    .get(*a)
-                    .is_some_and(|l| &*l.device == req.device && l.expires > req.now)
-            });
+            let renew = own.filter(|a| alive(&st, a));
             let (addr, new) = if let Some(a) = renew {
                 (a, false)
             } else if let Some(a) = own.filter(|a| st.free.take(u32::from(*a))) {
@@ -411,11 +423,17 @@ impl Ipam {
             // What goes to the store, if anything: a renewal that writes nothing needs only
             // the address, no copy of the record.
             let to_write = (new || write).then(|| lease.record(addr, &pool.config.name));
-            let out = (addr, to_write, new, lease.pending);
+            let out = (addr, to_write, new, lease.pending, sticky);
             pool.publish(&st);
             out
         };
-        // A renewal found its address in the sticky map: no second lock to say so again.
+        if hint != Some(addr) {
+            if let Some(h) = req.hint {
+                h.set(addr);
+            }
+        }
+        // A renewal found its address by hint or in the sticky map: no second lock to say
+        // so again.
         if sticky != Some(addr) {
             self.sticky.lock().insert(req.device.into(), addr);
         }

@@ -20,6 +20,7 @@ fn req<'a>(device: &'a str, now: u64) -> LeaseRequest<'a> {
         device,
         nas: "gw",
         now,
+        hint: None,
     }
 }
 
@@ -146,6 +147,7 @@ async fn leases_survive_restart_and_concurrent_requests_never_share() {
                 device: &dev,
                 nas: "gw",
                 now: 1,
+                hint: None,
             })
             .await
             .unwrap()
@@ -189,6 +191,7 @@ async fn each_pool_restores_its_own_range_of_leases() {
         device,
         nas,
         now,
+        hint: None,
     };
     ipam.lease(&lease("a", "d1", "gw1", 100)).await.unwrap();
     ipam.lease(&lease("a", "d2", "gw2", 100)).await.unwrap();
@@ -284,4 +287,53 @@ async fn a_grant_given_up_on_still_completes() {
     ipam.lease(&req("d2", 1010)).await.unwrap().unwrap();
     let later = ipam.lease(&req("d3", 1061)).await.unwrap().unwrap();
     assert_eq!(later.addr, addr);
+}
+
+/// The hint in the device's entry finds its lease; a stale one (another device's lease, an
+/// expired one, another pool's address) is ignored for the sticky map, and corrected.
+#[tokio::test]
+async fn an_address_hint_renews_and_a_stale_one_is_corrected() {
+    let (_d, store) = temp();
+    let pools = [
+        pool("a", "10.1.0.0/24", &[], 60),
+        pool("b", "10.2.0.0/24", &[], 60),
+    ];
+    let ipam = Ipam::new(store, &pools, 100).unwrap();
+    let (h1, h2) = (AddressHint::default(), AddressHint::default());
+    let lease = |device, hint, now| LeaseRequest {
+        pool: Some("a"),
+        user: "u",
+        device,
+        nas: "gw",
+        now,
+        hint: Some(hint),
+    };
+    let a1 = ipam.lease(&lease("d1", &h1, 100)).await.unwrap().unwrap();
+    assert!(a1.new);
+    assert_eq!(h1.get(), Some(a1.addr), "a grant sets the hint");
+    let again = ipam.lease(&lease("d1", &h1, 110)).await.unwrap().unwrap();
+    assert_eq!(
+        (again.addr, again.new),
+        (a1.addr, false),
+        "renewed through the hint"
+    );
+
+    let a2 = ipam.lease(&lease("d2", &h2, 110)).await.unwrap().unwrap();
+    assert_ne!(a2.addr, a1.addr);
+    // d1's hint names d2's lease: d1 still renews its own, and its hint is put right.
+    h1.set(a2.addr);
+    let own = ipam.lease(&lease("d1", &h1, 120)).await.unwrap().unwrap();
+    assert_eq!((own.addr, own.new), (a1.addr, false));
+    assert_eq!(h1.get(), Some(a1.addr));
+    // An address of another pool, or outside every pool: ignored.
+    for elsewhere in ["10.2.0.7", "192.0.2.1"] {
+        h1.set(elsewhere.parse().unwrap());
+        let own = ipam.lease(&lease("d1", &h1, 130)).await.unwrap().unwrap();
+        assert_eq!((own.addr, own.new), (a1.addr, false), "{elsewhere}");
+    }
+    // Expired (lease time 60 s): not renewed through the hint but granted anew.
+    h1.set(a1.addr);
+    let later = ipam.lease(&lease("d1", &h1, 1_000)).await.unwrap().unwrap();
+    assert!(later.new);
+    assert_eq!(h1.get(), Some(later.addr));
 }

@@ -160,6 +160,7 @@ impl Policy {
             device: &device.name,
             nas: &req.nas.name,
             now: req.now,
+            hint: Some(&device.address),
         };
         let address = match self.ipam.lease(&lease).await {
             Ok(a) => a,

@@ -5,6 +5,8 @@
 //! request, and about half the memory (no timestamps, e-mail or owner copies, boxed strings).
 //! At 100,000 users with a device each the two record caches held 74 MiB.
 
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord};
@@ -19,6 +21,40 @@ pub struct Access {
     pub devices: Box<[AccessDevice]>,
 }
 
+/// The address a device last leased, kept in its entry so that a renewal finds its lease
+/// without a lookup in the pools' device-to-address map (a large table at 100,000 devices).
+/// Only a hint: the pool checks the lease at that address is this device's; 0 = none. It
+/// starts empty whenever the entry is built again, and equality ignores it.
+#[derive(Debug, Default)]
+pub struct AddressHint(AtomicU32);
+
+impl AddressHint {
+    pub fn get(&self) -> Option<Ipv4Addr> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            a => Some(Ipv4Addr::from(a)),
+        }
+    }
+
+    pub fn set(&self, addr: Ipv4Addr) {
+        self.0.store(u32::from(addr), Ordering::Relaxed);
+    }
+}
+
+impl Clone for AddressHint {
+    fn clone(&self) -> Self {
+        Self(AtomicU32::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl PartialEq for AddressHint {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for AddressHint {}
+
 /// An assigned device as the request path sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessDevice {
@@ -30,6 +66,7 @@ pub struct AccessDevice {
     pub serial: Option<Box<str>>,
     /// Canonical `12:34:56:78:90:ab`.
     pub mac: Option<Box<str>>,
+    pub address: AddressHint,
 }
 
 impl From<&DeviceRecord> for AccessDevice {
@@ -42,6 +79,7 @@ impl From<&DeviceRecord> for AccessDevice {
             method: d.method,
             serial: d.serial.as_deref().map(Into::into),
             mac: d.mac.as_deref().map(Into::into),
+            address: AddressHint::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ fn dev(name: &str, t: DeviceType) -> AccessDevice {
         method: AuthMethod::Serial,
         serial: None,
         mac: None,
+        address: Default::default(),
     }
 }
 
