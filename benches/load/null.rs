@@ -28,6 +28,11 @@ pub fn serve(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     // A short read timeout so the threads notice `stop` and `until`.
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    // The receive buffer ravpnd asks for (src/server.rs), so that a burst queues here as it
+    // does there instead of being dropped (dropped requests would not count in the tail).
+    if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(8 << 20) {
+        eprintln!("null responder: cannot enlarge the receive buffer: {e}");
+    }
     let secret = Arc::new(secret);
     let mut handles = Vec::new();
     for t in 0..threads.max(1) {
