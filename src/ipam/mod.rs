@@ -359,12 +359,10 @@ impl Ipam {
             // A hint naming the device's live lease makes a renewal without the sticky map;
             // without one, or a stale one, the map says which address was the device's.
             // (The only place both locks are held, always in this order.)
-            let sticky = match hint.filter(|a| alive(&st, a)) {
-                Some(a) => Some(a),
-                None => self.sticky.lock().get(req.device).copied(),
-            };
+            let hinted = hint.filter(|a| alive(&st, a));
+            let sticky = hinted.or_else(|| self.sticky.lock().get(req.device).copied());
             let own = sticky.filter(|a| pool.config.network.contains(a));
-            let renew = own.filter(|a| alive(&st, a));
+            let renew = hinted.or_else(|| own.filter(|a| alive(&st, a)));
             let (addr, new) = if let Some(a) = renew {
                 (a, false)
             } else if let Some(a) = own.filter(|a| st.free.take(u32::from(*a))) {

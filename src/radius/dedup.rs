@@ -144,12 +144,12 @@ impl DedupCache {
             if now.duration_since(oldest.at) < self.window && s.entries.len() < self.per_shard {
                 break;
             }
-            // Unmapped first: the index must not name an entry that is gone. An abandoned
-            // key may be in progress again under a newer entry, which stays mapped.
-            let (seq, old_key) = (s.first, s.entries.front().expect("front exists").key);
-            s.unmap(&old_key, seq);
             let old = s.entries.pop_front().expect("front exists");
+            let seq = s.first;
             s.first += 1;
+            // An abandoned key may be in progress again under a newer entry, which stays
+            // mapped. (`unmap` compares sequence numbers only: it reads no entry.)
+            s.unmap(&old.key, seq);
             spare = Some(old.response);
         }
         if let Some(seq) = s.mapped(&key) {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord};
 
 /// A user as the request path sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Access {
     pub name: Box<str>,
     /// PHC-format argon2id hash; `None` for users whose password lives in a directory.
@@ -41,12 +41,6 @@ impl AddressHint {
     }
 }
 
-impl Clone for AddressHint {
-    fn clone(&self) -> Self {
-        Self(AtomicU32::new(self.0.load(Ordering::Relaxed)))
-    }
-}
-
 impl PartialEq for AddressHint {
     fn eq(&self, _: &Self) -> bool {
         true
@@ -56,7 +50,7 @@ impl PartialEq for AddressHint {
 impl Eq for AddressHint {}
 
 /// An assigned device as the request path sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct AccessDevice {
     pub name: Box<str>,
     pub device_type: DeviceType,
