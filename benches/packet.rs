@@ -118,6 +118,7 @@ fn anyconnect(c: &mut Criterion) {
             mac: None,
             address: Default::default(),
         }]),
+        credential: Default::default(),
     };
     let accept = Decision::Accept(ReplyPlan {
         user: Arc::new(user),

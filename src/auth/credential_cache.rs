@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
+use subtle::ConstantTimeEq;
 
 /// Independent locks, so the worker threads do not queue on one.
 const SHARDS: usize = 16;
@@ -60,8 +61,19 @@ impl CredentialCache {
         }
     }
 
-    fn now(&self) -> u32 {
+    /// Seconds since the cache's epoch: the clock of `verified` times.
+    pub fn now(&self) -> u32 {
         u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a credential verified at `at` is still trusted at `now`.
+    pub fn fresh(&self, at: u32, now: u32) -> bool {
+        now.saturating_sub(at) < self.ttl_secs
+    }
+
+    /// Whether verified credentials are kept at all (`capacity` or `ttl` 0: never).
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0 && self.ttl_secs > 0
     }
 
     fn shard(&self, user: &str) -> &Mutex<Shard> {
@@ -70,12 +82,13 @@ impl CredentialCache {
         &self.shards[(self.hasher.hash_one(user) >> 32) as usize % SHARDS]
     }
 
-    /// The tag verified for `user`, unless it has expired.
-    pub fn get(&self, user: &str) -> Option<Tag> {
+    /// When `tag` was verified for `user`, if that is the tag cached for them and it has not
+    /// expired. The tags are compared in constant time.
+    pub fn verified(&self, user: &str, tag: &Tag) -> Option<u32> {
         let now = self.now();
         let shard = self.shard(user).lock();
         let e = shard.map.get(user)?;
-        (now.saturating_sub(e.verified) < self.ttl_secs).then_some(e.tag)
+        (self.fresh(e.verified, now) && bool::from(e.tag.ct_eq(tag))).then_some(e.verified)
     }
 
     pub fn insert(&self, user: &str, tag: Tag) {
@@ -123,6 +136,21 @@ impl CredentialCache {
         map.retain(|_, e| e.seq > cutoff);
     }
 
+    /// Moves the clock `by` forward, for tests of expiry.
+    #[cfg(test)]
+    pub(super) fn age(&mut self, by: std::time::Duration) {
+        self.epoch = self
+            .epoch
+            .checked_sub(by)
+            .expect("the clock can go back that far");
+    }
+
+    /// The tag cached for `user`, expired or not.
+    #[cfg(test)]
+    pub(super) fn get(&self, user: &str) -> Option<Tag> {
+        self.shard(user).lock().map.get(user).map(|e| e.tag)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().map.len()).sum()
@@ -149,10 +177,23 @@ mod tests {
     fn entries_expire() {
         let mut c = CredentialCache::new(100, Duration::from_secs(60));
         c.insert("alice", [1; 32]);
-        c.epoch = c.epoch.checked_sub(Duration::from_secs(59)).unwrap();
-        assert_eq!(c.get("alice"), Some([1; 32]), "verified 59 s ago");
-        c.epoch = c.epoch.checked_sub(Duration::from_secs(2)).unwrap();
-        assert_eq!(c.get("alice"), None, "verified 61 s ago with a 60 s TTL");
+        c.age(Duration::from_secs(59));
+        assert_eq!(c.verified("alice", &[1; 32]), Some(0), "verified 59 s ago");
+        c.age(Duration::from_secs(2));
+        assert_eq!(
+            c.verified("alice", &[1; 32]),
+            None,
+            "verified 61 s ago with a 60 s TTL"
+        );
+    }
+
+    #[test]
+    fn only_the_cached_tag_is_verified() {
+        let c = CredentialCache::new(100, Duration::from_secs(60));
+        c.insert("alice", [1; 32]);
+        assert_eq!(c.verified("alice", &[1; 32]), Some(0));
+        assert_eq!(c.verified("alice", &[2; 32]), None, "another password");
+        assert_eq!(c.verified("bob", &[1; 32]), None, "another user");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! A cache entry is an HMAC (random per-process key) over the password *and* the stored hash,
 //! so a changed password or a removed user can never be served from the cache, even if an
-//! invalidation races a verification.
+//! invalidation races a verification. The user's decoded entry (`Access`) also keeps the
+//! credential last verified for it, tagged over the password alone: the entry holds the hash
+//! and is built again when it changes. A request checks there first, with no lookup by name.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::credential_cache::{CredentialCache, Tag as CacheTag};
 use super::{AuthError, PasswordVerifier};
 use crate::config::Problem;
-use crate::store::Access;
+use crate::store::{Access, Verified};
 
 /// `[auth.local]`: the local user directory.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -58,13 +60,16 @@ impl LocalAuthConfig {
     }
 }
 
+type EntryTag = [u8; 16];
+
 /// One argon2 verification that concurrent identical requests wait on.
 type InFlight = OnceCell<Result<bool, String>>;
 
 pub struct LocalVerifier {
     /// Shared with the argon2 computations, which fill it themselves (see `run_argon2`).
     cache: Arc<CredentialCache>,
-    cache_key: [u8; 32],
+    /// HMAC-SHA256 under a random per-process key, its key schedule computed once.
+    mac: Hmac<Sha256>,
     hash_permits: Arc<Semaphore>,
     /// Verifications under way, by credential tag.
     inflight: Mutex<HashMap<CacheTag, Arc<InFlight>>>,
@@ -72,8 +77,8 @@ pub struct LocalVerifier {
 
 impl LocalVerifier {
     pub fn new(config: &LocalAuthConfig) -> Self {
-        let mut cache_key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut cache_key);
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
         let permits = match config.max_concurrent_hashes {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -83,25 +88,45 @@ impl LocalVerifier {
                 config.cache_capacity,
                 config.cache_ttl,
             )),
-            cache_key,
+            mac: Hmac::new_from_slice(&key).expect("any key length"),
             hash_permits: Arc::new(Semaphore::new(permits)),
             inflight: Mutex::default(),
         }
     }
 
+    /// The credential cache's tag: over the password and the hash it was verified against.
     fn tag(&self, password: &[u8], hash: &str) -> CacheTag {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.cache_key).expect("any key length");
+        let mut mac = self.mac.clone();
         mac.update(&(password.len() as u64).to_be_bytes());
         mac.update(password);
         mac.update(hash.as_bytes());
         mac.finalize().into_bytes().into()
     }
 
+    /// The tag kept in a user's entry: over the password alone (the entry binds the hash),
+    /// truncated to 128 bits (RFC 2104 §5) to keep the entry small. Its length prefix differs
+    /// from `tag`'s for any password, so the two never coincide.
+    fn entry_tag(&self, password: &[u8]) -> EntryTag {
+        let mut mac = self.mac.clone();
+        mac.update(&(password.len() as u64 | 1 << 63).to_be_bytes());
+        mac.update(password);
+        let full = mac.finalize().into_bytes();
+        let mut tag = EntryTag::default();
+        let n = tag.len();
+        tag.copy_from_slice(&full[..n]);
+        tag
+    }
+
     /// Whether `tag` is the credential verified for `user`, and still trusted.
     fn cached(&self, user: &str, tag: &CacheTag) -> bool {
-        self.cache
-            .get(user)
-            .is_some_and(|cached| bool::from(cached.ct_eq(tag)))
+        self.cache.verified(user, tag).is_some()
+    }
+
+    /// Remembers in the user's entry that the password of `entry_tag` was verified at `at`.
+    fn keep(&self, user: &Access, entry_tag: EntryTag, at: u32) {
+        if self.cache.enabled() {
+            user.credential.set(Verified { tag: entry_tag, at });
+        }
     }
 
     /// The permit goes with the computation, not with the request: a request given up on
@@ -155,8 +180,15 @@ impl PasswordVerifier for LocalVerifier {
         password: &[u8],
     ) -> Result<(), AuthError> {
         let hash = user.password_hash.as_deref().ok_or(AuthError::NoPassword)?;
+        let entry_tag = self.entry_tag(password);
+        if let Some(v) = user.credential.get() {
+            if self.cache.fresh(v.at, self.cache.now()) && bool::from(v.tag.ct_eq(&entry_tag)) {
+                return Ok(());
+            }
+        }
         let tag = self.tag(password, hash);
-        if self.cached(&user.name, &tag) {
+        if let Some(at) = self.cache.verified(&user.name, &tag) {
+            self.keep(user, entry_tag, at);
             return Ok(());
         }
         // Single flight: concurrent checks of the same credential (a reconnect storm after a
@@ -173,6 +205,7 @@ impl PasswordVerifier for LocalVerifier {
             .await
             .clone();
         if outcome.map_err(AuthError::Internal)? {
+            self.keep(user, entry_tag, self.cache.now());
             Ok(())
         } else {
             Err(AuthError::BadPassword)
@@ -263,7 +296,7 @@ mod tests {
         let v = LocalVerifier::new(&LocalAuthConfig::default());
         let h = hash_password(b"pw1").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        let mut alice = user("alice", Some(h));
+        let alice = user("alice", Some(h));
 
         assert!(matches!(
             v.verify(&alice, "", b"nope").await,
@@ -273,8 +306,9 @@ mod tests {
         assert!(v.cache.get("alice").is_some());
         v.verify(&alice, "", b"pw1").await.unwrap();
 
-        // Password changed without calling `forget`: the cached tag no longer matches.
-        alice.password_hash = Some(hash_password(b"pw2").unwrap().into());
+        // Password changed without calling `forget`: the store builds the user's entry again,
+        // and the cached tag, bound to the old hash, no longer matches.
+        let alice = user("alice", Some(hash_password(b"pw2").unwrap()));
         assert!(matches!(
             v.verify(&alice, "", b"pw1").await,
             Err(AuthError::BadPassword)
@@ -325,5 +359,94 @@ mod tests {
         drop(v.hash_permits.acquire().await.unwrap());
         assert!(v.cache.get("alice").is_some(), "cached by the computation");
         v.verify(&alice, "", b"pw").await.unwrap();
+    }
+
+    /// `verify`'s answer while the one argon2 permit is held by the test, or `None` if it
+    /// waits for one: whether it was answered without argon2 (from a cache).
+    async fn answer_without_argon2(
+        v: &LocalVerifier,
+        user: &Access,
+        password: &[u8],
+    ) -> Option<Result<(), AuthError>> {
+        let _held = v.hash_permits.try_acquire().expect("no argon2 running");
+        tokio::time::timeout(Duration::from_millis(500), v.verify(user, "", password))
+            .await
+            .ok()
+    }
+
+    fn one_hash_at_a_time(ttl: Duration, capacity: u64) -> LocalVerifier {
+        LocalVerifier::new(&LocalAuthConfig {
+            max_concurrent_hashes: 1,
+            cache_ttl: ttl,
+            cache_capacity: capacity,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_verified_credential_is_kept_in_the_users_entry() {
+        let v = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let hash = hash_password(b"pw").unwrap();
+        let alice = user("alice", Some(hash.clone()));
+        v.verify(&alice, "", b"pw").await.unwrap();
+        v.forget("alice");
+        assert!(
+            matches!(answer_without_argon2(&v, &alice, b"pw").await, Some(Ok(()))),
+            "served from the entry, the credential cache emptied"
+        );
+        assert!(
+            answer_without_argon2(&v, &alice, b"other").await.is_none(),
+            "another password is checked by argon2"
+        );
+
+        // The entry built again after a write starts empty; a hit in the credential cache
+        // fills it.
+        let rebuilt = user("alice", Some(hash.clone()));
+        assert!(
+            answer_without_argon2(&v, &rebuilt, b"pw").await.is_none(),
+            "neither the new entry nor the cache knows it"
+        );
+        v.verify(&rebuilt, "", b"pw").await.unwrap();
+        let again = user("alice", Some(hash));
+        assert!(matches!(
+            answer_without_argon2(&v, &again, b"pw").await,
+            Some(Ok(()))
+        ));
+        v.forget("alice");
+        assert!(
+            matches!(answer_without_argon2(&v, &again, b"pw").await, Some(Ok(()))),
+            "copied into the entry from the cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_entrys_credential_expires_and_obeys_a_disabled_cache() {
+        let mut v = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let alice = user("alice", Some(hash_password(b"pw").unwrap()));
+        v.verify(&alice, "", b"pw").await.unwrap();
+        v.forget("alice");
+        Arc::get_mut(&mut v.cache)
+            .expect("no computation holds the cache")
+            .age(Duration::from_secs(59));
+        assert!(matches!(
+            answer_without_argon2(&v, &alice, b"pw").await,
+            Some(Ok(()))
+        ));
+        Arc::get_mut(&mut v.cache)
+            .unwrap()
+            .age(Duration::from_secs(2));
+        assert!(
+            answer_without_argon2(&v, &alice, b"pw").await.is_none(),
+            "verified 61 s ago with a 60 s TTL"
+        );
+
+        for (ttl, capacity) in [(60, 0), (0, 100)] {
+            let v = one_hash_at_a_time(Duration::from_secs(ttl), capacity);
+            let alice = user("alice", Some(hash_password(b"pw").unwrap()));
+            v.verify(&alice, "", b"pw").await.unwrap();
+            assert!(
+                answer_without_argon2(&v, &alice, b"pw").await.is_none(),
+                "ttl {ttl} s, capacity {capacity}: nothing kept"
+            );
+        }
     }
 }

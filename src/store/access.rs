@@ -19,7 +19,49 @@ pub struct Access {
     pub password_hash: Option<Box<str>>,
     /// The devices assigned to the user (those whose record names them as owner).
     pub devices: Box<[AccessDevice]>,
+    /// The password last verified against `password_hash`, for the local directory.
+    pub credential: VerifiedCredential,
 }
+
+/// A credential verified for this entry, kept in it so that a request checks it without a
+/// lookup in the credential cache (a table as large as the directory). Only the verifier
+/// reads the tag and time. The entry is built again after every write to the user or their
+/// devices, and this starts empty then: it never outlives the hash it was verified against.
+/// Equality ignores it.
+#[derive(Default)]
+pub struct VerifiedCredential(parking_lot::Mutex<Option<Verified>>);
+
+/// A verifier's tag of a password and when (its own clock) the password was verified.
+#[derive(Clone, Copy)]
+pub struct Verified {
+    pub tag: [u8; 16],
+    pub at: u32,
+}
+
+impl VerifiedCredential {
+    pub fn get(&self) -> Option<Verified> {
+        *self.0.lock()
+    }
+
+    pub fn set(&self, verified: Verified) {
+        *self.0.lock() = Some(verified);
+    }
+}
+
+impl std::fmt::Debug for VerifiedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.get().is_some() { "set" } else { "empty" };
+        f.debug_tuple("VerifiedCredential").field(&state).finish()
+    }
+}
+
+impl PartialEq for VerifiedCredential {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for VerifiedCredential {}
 
 /// The address a device last leased, kept in its entry so that a renewal finds its lease
 /// without a lookup in the pools' device-to-address map (a large table at 100,000 devices).
@@ -90,6 +132,7 @@ impl Access {
                 .filter(|d| d.owner.as_deref() == Some(user.name.as_str()))
                 .map(AccessDevice::from)
                 .collect(),
+            credential: VerifiedCredential::default(),
         }
     }
 }

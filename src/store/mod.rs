@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use access::{Access, AccessDevice, AddressHint};
+pub use access::{Access, AccessDevice, AddressHint, Verified, VerifiedCredential};
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
 pub use leases::LeaseRecord;
 pub use profiles::{profile_key, DownloadRefusal, ProfileRecord};
