@@ -187,20 +187,27 @@ pub fn check(
     auto_register: bool,
     serial_owner: Option<&str>,
 ) -> DeviceCheck {
+    assigned(devices, id)
+        .unwrap_or_else(|| first_connection(devices, id, auto_register, serial_owner))
+}
+
+/// The decision when the user's assigned devices settle it (one proves itself, or one needs
+/// no device authentication); `None`: it is a first connection, see `first_connection`.
+pub fn assigned(devices: &[AccessDevice], id: &DeviceIdentity) -> Option<DeviceCheck> {
     if devices.is_empty() {
-        return DeviceCheck::Reject(Reason::DeviceNotAssigned);
+        return Some(DeviceCheck::Reject(Reason::DeviceNotAssigned));
     }
     // 1. A device that proves itself by serial or MAC.
     let all = || devices.iter();
     let proven = all().enumerate().find(|(_, d)| proves(d, id));
     if let Some((i, d)) = proven {
-        return if !d.enabled {
+        return Some(if !d.enabled {
             DeviceCheck::Reject(Reason::DeviceDisabled)
         } else if id.platform.is_some_and(|p| p != d.device_type) {
             DeviceCheck::Reject(Reason::PlatformMismatch)
         } else {
             DeviceCheck::Accept { device: i }
-        };
+        });
     }
     // 2. A device without device authentication, of the presented platform's type.
     let unchecked = || {
@@ -209,13 +216,24 @@ pub fn check(
             .filter(|(_, d)| !d.device_auth && id.platform.is_none_or(|p| p == d.device_type))
     };
     if let Some((i, _)) = unchecked().find(|(_, d)| d.enabled) {
-        return DeviceCheck::Accept { device: i };
+        return Some(DeviceCheck::Accept { device: i });
     }
     if unchecked().next().is_some() {
-        return DeviceCheck::Reject(Reason::DeviceDisabled);
+        return Some(DeviceCheck::Reject(Reason::DeviceDisabled));
     }
-    // 3. First connection of a device: auto-registration.
-    let free: Vec<_> = all()
+    None
+}
+
+/// Step 3: the first connection of a device none of the user's proves, and
+/// auto-registration. `serial_owner` as for `check`.
+pub fn first_connection(
+    devices: &[AccessDevice],
+    id: &DeviceIdentity,
+    auto_register: bool,
+    serial_owner: Option<&str>,
+) -> DeviceCheck {
+    let free: Vec<_> = devices
+        .iter()
         .filter(|d| d.device_auth && d.method == AuthMethod::Serial && d.serial.is_none())
         .collect();
     if !auto_register {

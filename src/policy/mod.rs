@@ -191,20 +191,25 @@ impl Policy {
         for _ in 0..REGISTRATION_ATTEMPTS {
             let devices = &user.devices;
             // The serial index only decides a first connection (which device already holds
-            // the serial): a request that one of the user's devices proves does without it.
-            let serial_owner = match id.serial.as_deref() {
-                Some(s) if !devices.iter().any(|d| device::proves(d, id)) => self
-                    .store
-                    .device_by_serial(s)
-                    .map_err(|e| internal_reason("reading the serial index", &e))?,
-                _ => None,
+            // the serial): a request the user's devices settle does without it.
+            let check = match device::assigned(devices, id) {
+                Some(check) => check,
+                None => {
+                    let serial_owner = match id.serial.as_deref() {
+                        Some(s) => self
+                            .store
+                            .device_by_serial(s)
+                            .map_err(|e| internal_reason("reading the serial index", &e))?,
+                        None => None,
+                    };
+                    device::first_connection(
+                        devices,
+                        id,
+                        settings.registration.auto_register,
+                        serial_owner.as_deref(),
+                    )
+                }
             };
-            let check = device::check(
-                devices,
-                id,
-                settings.registration.auto_register,
-                serial_owner.as_deref(),
-            );
             let (device, serial) = match check {
                 DeviceCheck::Accept { device } => return Ok((user, device)),
                 DeviceCheck::Reject(r) => return Err(r),

@@ -259,3 +259,34 @@ fn accept_names_the_device_that_matched_among_several() {
         Some("kiosk")
     );
 }
+
+/// `assigned` settles every request but a first connection, so the caller reads the serial
+/// index (`serial_owner`) only for those.
+#[test]
+fn only_a_first_connection_is_left_to_the_serial_index() {
+    let mut laptop = dev("laptop", DeviceType::Windows);
+    laptop.serial = Some("ser1".into());
+    let free = dev("phone", DeviceType::Android);
+    let devices = [laptop, free];
+    assert_eq!(
+        assigned(&devices, &id(Some("ser1"), None, "win")),
+        Some(DeviceCheck::Accept { device: 0 })
+    );
+    assert_eq!(
+        assigned(&[], &id(Some("ser1"), None, "win")),
+        Some(DeviceCheck::Reject(Reason::DeviceNotAssigned))
+    );
+    let first = id(Some("ser9"), None, "android");
+    assert_eq!(assigned(&devices, &first), None);
+    assert_eq!(
+        first_connection(&devices, &first, true, Some("someone-elses")),
+        DeviceCheck::RegistrationFailed(Reason::SerialInUse)
+    );
+    assert_eq!(
+        first_connection(&devices, &first, true, None),
+        DeviceCheck::Register {
+            device: "phone".into(),
+            serial: "ser9".into()
+        }
+    );
+}
