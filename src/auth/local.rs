@@ -34,7 +34,9 @@ pub struct LocalAuthConfig {
     /// How long a verified credential is trusted without running argon2 again.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
-    /// Most credentials kept in the cache.
+    /// Most credentials kept in the credential cache (0: none are kept). Each user's decoded
+    /// entry (`[store] cache_records`) also keeps the one last verified for it; the cache
+    /// serves entries built again after a write, e.g. the reconnect after a registration.
     pub cache_capacity: u64,
     /// Argon2 computations at once (each takes ~19 MiB); 0 = number of CPUs.
     pub max_concurrent_hashes: usize,
