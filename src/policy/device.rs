@@ -179,8 +179,10 @@ pub enum DeviceCheck {
     RegistrationFailed(Reason),
 }
 
-/// Decides on the device. `serial_owner` is the device already holding the presented serial,
-/// if any (from the store's serial index).
+/// Decides on the device, as the policy does (which reads the serial index only when
+/// `assigned` leaves the request to `first_connection`). `serial_owner` is the device already
+/// holding the presented serial, if any (from the store's serial index).
+#[cfg(test)]
 pub fn check(
     devices: &[AccessDevice],
     id: &DeviceIdentity,

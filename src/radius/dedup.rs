@@ -74,16 +74,19 @@ struct Shard {
     first: u64,
 }
 
+/// Where the entry with sequence number `seq` is in `entries`, if still kept there.
+fn position(first: u64, seq: u64) -> Option<usize> {
+    usize::try_from(seq.checked_sub(first)?).ok()
+}
+
 /// The entry with sequence number `seq`, if still kept.
 fn entry(entries: &VecDeque<Entry>, first: u64, seq: u64) -> Option<&Entry> {
-    let i = seq.checked_sub(first)?;
-    entries.get(usize::try_from(i).ok()?)
+    entries.get(position(first, seq)?)
 }
 
 impl Shard {
     fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
-        let i = seq.checked_sub(self.first)?;
-        self.entries.get_mut(usize::try_from(i).ok()?)
+        self.entries.get_mut(position(self.first, seq)?)
     }
 
     /// The sequence number `key` maps to.
