@@ -188,6 +188,9 @@ PEAK_SMALL=$(median_rps small-small)
 say "latency: one request in flight; open loop at half of the peak ($((PEAK / 2)) and $((PEAK_SMALL / 2)) req/s)"
 drive big-c1 "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
 drive small-c1 "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
+# A polling driver: the round trip without the driver's own wake-up (see compare-freeradius.sh).
+drive big-c1-poll "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s --spin
+drive small-c1-poll "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s --spin
 drive big-half "$BIG_PORT" "$BIG_PID" "$BIG" --rate $((PEAK / 2)) --duration "$LATENCY_DURATION" --warmup 1s
 drive small-half "$SMALL_PORT" "$SMALL_PID" "$SMALL" --rate $((PEAK_SMALL / 2)) --duration "$LATENCY_DURATION" --warmup 1s
 RSS_BIG_RUNS=$(rss "$BIG_PID")
@@ -295,6 +298,7 @@ print(f"   recovery: closed loop after overload / before = {med('recovery-closed
 
 print("\n4. latency (µs)                         p50     p99   p99.9    req/s")
 for label, text in (("big-c1", f"one in flight, big ({big} users)"), ("small-c1", f"one in flight, small ({small})"),
+                    ("big-c1-poll", "the same, polling driver, big"), ("small-c1-poll", "the same, polling driver, small"),
                     ("big-half", f"half of peak, big ({big} users)"), ("small-half", f"half of peak, small ({small})")):
     print(f"   {text:<34} {lat(label, 'p50'):7.0f} {lat(label, 'p99'):7.0f} {lat(label, 'p999'):7.0f} {med(label, 'throughput_rps'):8.0f}"
           f"   others {med(label, 'other_busy_cores'):.2f} cores, skipped {by.get(label, [{}])[0].get('skipped', 0)}")

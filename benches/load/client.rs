@@ -56,6 +56,8 @@ pub struct Plan {
     pub user_step: u32,
     /// Only these users, once each (priming the server's caches); overrides `stop`.
     pub once_each: bool,
+    /// Poll instead of sleeping until a socket is readable.
+    pub spin: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -322,7 +324,9 @@ pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<Work
                 wake = wake.min(now + Duration::from_micros(50));
             }
         }
-        if wake > now {
+        if plan.spin {
+            std::hint::spin_loop();
+        } else if wake > now {
             wait_readable(&mut pfds, wake - now);
         }
     }

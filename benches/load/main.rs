@@ -123,6 +123,10 @@ struct ClientArgs {
     /// Print the report as one JSON object on stdout (the text goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Poll the sockets without sleeping between answers (spares the driver's own wake-up,
+    /// so one in flight shows the server's latency more than the harness's; costs a core).
+    #[arg(long)]
+    spin: bool,
     /// Give up on sending after this long in total, whatever else says (keeps runs bounded).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     max_time: Duration,
@@ -464,6 +468,8 @@ fn run_workers(
             first_user: t as u32,
             user_step: threads as u32,
             once_each,
+            // A thread left without a socket (fewer in flight than threads) just waits.
+            spin: a.spin && !once_each && !my_caps.is_empty(),
         };
         let seed = (start.elapsed().as_nanos() as u64) ^ ((t as u64 + 1) << 40) ^ 0x9E37_79B9;
         handles.push(
@@ -517,6 +523,7 @@ fn self_test() -> ExitCode {
             label: "self-test".into(),
             json: false,
             max_time: Duration::from_secs(10),
+            spin: false,
         };
         let a = args(400);
         let (st, _, _, _) = run_measured(&a, responder.addr, &builder, 2, 16, Pace::Closed, None)
@@ -554,6 +561,19 @@ fn self_test() -> ExitCode {
             return Err(format!(
                 "open loop: 400 requests due, got sent {} accept {} timeouts {} skipped {} invalid {:?}",
                 st.sent, st.accept, st.timeouts, st.skipped, st.invalid
+            ));
+        }
+        // Polling for answers, one in flight over two threads (one of them without a socket).
+        let mut p = args(0);
+        p.spin = true;
+        p.requests = None;
+        p.duration = Duration::from_millis(300);
+        let (st, _, _, _) = run_measured(&p, responder.addr, &builder, 2, 1, Pace::Closed, None)
+            .map_err(|e| e.to_string())?;
+        if st.accept < 20 || st.invalid_total() != 0 || st.timeouts > 1 {
+            return Err(format!(
+                "polling: expected a stream of accepts, got accept {} invalid {:?} timeouts {}",
+                st.accept, st.invalid, st.timeouts
             ));
         }
         // The responder drops requests signed with another secret: all time out.
