@@ -69,6 +69,7 @@ pub struct Metrics {
     pub duplicates_answered: IntCounter,
     pub client_requests: IntCounterVec,
     pub request_seconds: Histogram,
+    pub queue_seconds: Histogram,
     pub mail_queue: IntGauge,
     pub mail_sent: IntCounter,
     pub mail_failed: IntCounter,
@@ -118,15 +119,26 @@ impl Metrics {
             &["client"],
         )
         .expect("valid metric");
+        let latency_buckets = vec![
+            0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025,
+            0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
         let request_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "ravpnd_request_duration_seconds",
-                "Time from datagram received to response sent",
+                "Time from a worker reading the request to its response made",
             )
-            .buckets(vec![
-                0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
+            .buckets(latency_buckets.clone()),
+        )
+        .expect("valid metric");
+        // The part of a request's latency spent before any work on it: under load, and when
+        // the workers are off the CPU, most of it.
+        let queue_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ravpnd_request_queue_seconds",
+                "Time a datagram waited in the socket's receive queue (kernel arrival to read)",
+            )
+            .buckets(latency_buckets),
         )
         .expect("valid metric");
         let mail_queue = IntGauge::new(
@@ -212,6 +224,7 @@ impl Metrics {
             Box::new(duplicates_answered.clone()),
             Box::new(client_requests.clone()),
             Box::new(request_seconds.clone()),
+            Box::new(queue_seconds.clone()),
             Box::new(mail_queue.clone()),
             Box::new(mail_sent.clone()),
             Box::new(mail_failed.clone()),
@@ -252,6 +265,7 @@ impl Metrics {
             duplicates_answered,
             client_requests,
             request_seconds,
+            queue_seconds,
             mail_queue,
             mail_sent,
             mail_failed,

@@ -2,7 +2,7 @@
 //! the kernel drops at a full receive buffer show in /metrics as
 //! `ravpnd_dropped_total{cause="receive_buffer"}`, equal to the sockets' own `drops` in
 //! /proc/net/udp; those that waited longer than `[radius] max_queue_delay` are dropped unread
-//! as `cause="queue_delay"`.
+//! as `cause="queue_delay"`. Every wait shows in `ravpnd_request_queue_seconds`.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
@@ -85,8 +85,15 @@ fn requests_queued_longer_than_max_queue_delay_are_dropped_unread() {
             "a fresh request is answered ({delay})"
         );
         assert_eq!(d.metric(LATE), if dropped { 1.0 } else { 0.0 }, "{delay}");
+        // Both waits are in the queue histogram, answered or not: 0.8 s and a fresh one.
+        let queued = |le: &str| d.metric(&format!("{QUEUED}_bucket{{le=\"{le}\"}}"));
+        assert_eq!(d.metric(&format!("{QUEUED}_count")), 2.0, "{delay}");
+        assert_eq!(queued("0.5"), 1.0, "{delay}: {}", d.metrics());
+        assert_eq!(queued("2.5"), 2.0, "{delay}");
     }
 }
+
+const QUEUED: &str = "ravpnd_request_queue_seconds";
 
 /// SIGSTOP until dropped, then SIGCONT, even when an assertion fails.
 struct Stopped(u32);

@@ -459,7 +459,11 @@ fn worker(l: &Arc<Listener>) {
         let now = SystemTime::now();
         for i in 0..received {
             let (datagram, source) = inbox.get(i);
-            if too_late(inbox.arrived(i), now, l.max_queue_delay) {
+            let waited = waited(inbox.arrived(i), now);
+            if let Some(w) = waited {
+                METRICS.queue_seconds.observe(w.as_secs_f64());
+            }
+            if too_late(waited, l.max_queue_delay) {
                 METRICS.dropped(DropCause::QueueDelay).inc();
                 debug!(%source, "dropped unread: queued longer than max_queue_delay");
                 continue;
@@ -489,14 +493,17 @@ enum Flow {
     Stop,
 }
 
-/// Whether a datagram that arrived at `arrived` waited longer than `max` by `now` (never when
-/// `max` is zero or the arrival time is unknown). The kernel stamps with the wall clock: a step
-/// forward by more than `max` drops what is queued at that moment, once; backwards, nothing.
-fn too_late(arrived: Option<SystemTime>, now: SystemTime, max: Duration) -> bool {
-    match arrived {
-        Some(at) if !max.is_zero() => now.duration_since(at).is_ok_and(|waited| waited > max),
-        _ => false,
-    }
+/// How long a datagram that arrived at `arrived` has waited by `now` (unknown without an
+/// arrival time). The kernel stamps with the wall clock: after a step backwards, nothing.
+fn waited(arrived: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
+    now.duration_since(arrived?).ok()
+}
+
+/// Whether a datagram waited longer than `max` (never when `max` is zero or the wait is
+/// unknown). A wall-clock step forward by more than `max` drops what is queued at that moment,
+/// once.
+fn too_late(waited: Option<Duration>, max: Duration) -> bool {
+    !max.is_zero() && waited.is_some_and(|w| w > max)
 }
 
 /// One datagram: answered here if nothing has to wait, else handed to the runtime.
@@ -611,22 +618,25 @@ mod tests {
     fn too_late_only_past_the_limit_and_only_when_known() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let max = Duration::from_secs(2);
+        let late = |now| too_late(waited(Some(at), now), max);
+        assert!(!late(at + max), "exactly the limit is in time");
+        assert!(late(at + max + Duration::from_millis(1)));
         assert!(
-            !too_late(Some(at), at + max, max),
-            "exactly the limit is in time"
-        );
-        assert!(too_late(Some(at), at + max + Duration::from_millis(1), max));
-        assert!(
-            !too_late(None, at + Duration::from_secs(60), max),
+            !too_late(waited(None, at + Duration::from_secs(60)), max),
             "no timestamp"
         );
         assert!(
-            !too_late(Some(at), at + Duration::from_secs(60), Duration::ZERO),
+            !too_late(
+                waited(Some(at), at + Duration::from_secs(60)),
+                Duration::ZERO
+            ),
             "off"
         );
-        assert!(
-            !too_late(Some(at), at - Duration::from_secs(60), max),
-            "clock stepped back"
+        assert!(!late(at - Duration::from_secs(60)), "clock stepped back");
+        assert_eq!(waited(Some(at), at - Duration::from_secs(1)), None);
+        assert_eq!(
+            waited(Some(at), at + Duration::from_millis(3)),
+            Some(Duration::from_millis(3))
         );
     }
 }
