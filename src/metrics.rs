@@ -126,7 +126,7 @@ impl Metrics {
         let request_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "ravpnd_request_duration_seconds",
-                "Time from a worker reading the request to its response made",
+                "Time from the datagram's arrival (kernel timestamp) to its response made",
             )
             .buckets(latency_buckets.clone()),
         )

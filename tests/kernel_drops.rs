@@ -2,7 +2,8 @@
 //! the kernel drops at a full receive buffer show in /metrics as
 //! `ravpnd_dropped_total{cause="receive_buffer"}`, equal to the sockets' own `drops` in
 //! /proc/net/udp; those that waited longer than `[radius] max_queue_delay` are dropped unread
-//! as `cause="queue_delay"`. Every wait shows in `ravpnd_request_queue_seconds`.
+//! as `cause="queue_delay"`. Every wait shows in `ravpnd_request_queue_seconds`,
+//! and in the answered requests' `ravpnd_request_duration_seconds`.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
@@ -90,10 +91,16 @@ fn requests_queued_longer_than_max_queue_delay_are_dropped_unread() {
         assert_eq!(d.metric(&format!("{QUEUED}_count")), 2.0, "{delay}");
         assert_eq!(queued("0.5"), 1.0, "{delay}: {}", d.metrics());
         assert_eq!(queued("2.5"), 2.0, "{delay}");
+        // The answered ones' latency counts from arrival, the wait included.
+        let took = |le: &str| d.metric(&format!("{TOOK}_bucket{{le=\"{le}\"}}"));
+        let answered = if dropped { 1.0 } else { 2.0 };
+        assert_eq!(d.metric(&format!("{TOOK}_count")), answered, "{delay}");
+        assert_eq!(took("0.5"), 1.0, "{delay}: the fresh one only");
     }
 }
 
 const QUEUED: &str = "ravpnd_request_queue_seconds";
+const TOOK: &str = "ravpnd_request_duration_seconds";
 
 /// SIGSTOP until dropped, then SIGCONT, even when an assertion fails.
 struct Stopped(u32);

@@ -229,12 +229,12 @@ impl Handler {
     }
 
     /// Records the outcome in the duplicate cache and metrics. `processed` is `None` when
-    /// the request ran out of time.
+    /// the request ran out of time. `since`: when the datagram arrived (or, not known, was read).
     fn finish(
         &self,
         key: &Key,
         ticket: Ticket,
-        started: Instant,
+        since: Instant,
         nas: &Nas,
         processed: Option<Option<Vec<u8>>>,
     ) -> Option<Vec<u8>> {
@@ -244,7 +244,7 @@ impl Handler {
                 nas.requests.inc();
                 METRICS
                     .request_seconds
-                    .observe(started.elapsed().as_secs_f64());
+                    .observe(since.elapsed().as_secs_f64());
                 Some(response)
             }
             Some(None) => {
@@ -456,7 +456,7 @@ fn worker(l: &Arc<Listener>) {
                 continue;
             }
         };
-        let now = SystemTime::now();
+        let (now, read_at) = (SystemTime::now(), Instant::now());
         for i in 0..received {
             let (datagram, source) = inbox.get(i);
             let waited = waited(inbox.arrived(i), now);
@@ -470,7 +470,8 @@ fn worker(l: &Arc<Listener>) {
             }
             // A bug must cost one request, not a worker thread.
             let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                receive(l, datagram, source, &mut outbox)
+                let arrived = waited.and_then(|w| read_at.checked_sub(w));
+                receive(l, datagram, source, arrived, &mut outbox)
             }));
             match handled {
                 Ok(Flow::Continue) => {}
@@ -507,7 +508,14 @@ fn too_late(waited: Option<Duration>, max: Duration) -> bool {
 }
 
 /// One datagram: answered here if nothing has to wait, else handed to the runtime.
-fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr, outbox: &mut Outbox) -> Flow {
+/// `arrived`: when the kernel queued it, if known (for the latency metric only).
+fn receive(
+    l: &Arc<Listener>,
+    datagram: &[u8],
+    source: SocketAddr,
+    arrived: Option<Instant>,
+    outbox: &mut Outbox,
+) -> Flow {
     let live = l.handler.live();
     let Some(nas) = live.nas.lookup(source.ip()).cloned() else {
         METRICS.dropped(DropCause::UnknownClient).inc();
@@ -517,6 +525,7 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr, outbox: &mut 
         return Flow::Continue;
     };
     let started = Instant::now();
+    let since = arrived.unwrap_or(started);
     let work = match l.handler.triage(datagram, source, &nas, l.port, started) {
         Triage::Answer(Some(response)) => {
             outbox.push(response, source);
@@ -532,10 +541,7 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr, outbox: &mut 
     });
     let mut cx = Context::from_waker(Waker::noop());
     if let Poll::Ready(processed) = pending.as_mut().poll(&mut cx) {
-        if let Some(response) = l
-            .handler
-            .finish(&key, ticket, started, &nas, Some(processed))
-        {
+        if let Some(response) = l.handler.finish(&key, ticket, since, &nas, Some(processed)) {
             outbox.push(response, source);
         }
         return Flow::Continue;
@@ -557,7 +563,7 @@ fn receive(l: &Arc<Listener>, datagram: &[u8], source: SocketAddr, outbox: &mut 
         async move {
             let _permit = permit;
             let processed = tokio::time::timeout_at(deadline.into(), pending).await.ok();
-            if let Some(response) = handler.finish(&key, ticket, started, &nas, processed) {
+            if let Some(response) = handler.finish(&key, ticket, since, &nas, processed) {
                 send(&socket, &response, source);
             }
         },
