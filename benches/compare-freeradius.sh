@@ -244,7 +244,10 @@ rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(int(statistics.median(r["throughput_rps"] for r in rs if r["label"] == sys.argv[2]) / 2))
 EOF
 }
+metrics "$RCONF" "$ADMIN_PORT" > "$WORK/metrics-half-before"
 drive "ravpnd-half" "$RAVPND_PORT" "$RAVPND_PID" --rate "$(half ravpnd)" --duration "$LATENCY_DURATION" --warmup 1s
+metrics "$RCONF" "$ADMIN_PORT" > "$WORK/metrics-half-after"
+DAEMON_HALF=$(daemon_latency "$WORK/metrics-half-before" "$WORK/metrics-half-after")
 drive "freeradius-half" "$FR_PORT" "$FR_PID" --rate "$(half freeradius)" --duration "$LATENCY_DURATION" --warmup 1s
 # The harness's own tail: the null responder at half of its peak, and at ravpnd's half rate
 # (the same offered load, so the difference is ravpnd's).
@@ -255,9 +258,10 @@ drive "null-at-ravpnd-half" "$NULL_PORT" "$NULL_PID" --rate "$(half ravpnd)" --d
 say "summary"
 RSS_END=$(rss "$RAVPND_PID")
 python3 - "$RESULTS" "$FEATURES" "$FR_VERSION" "$CONCURRENCY" "$THREADS" "$(nproc)" \
-  "$RSS_START" "$RSS_IMPORTED" "$RSS_PRIMED" "$RSS_END" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+  "$RSS_START" "$RSS_IMPORTED" "$RSS_PRIMED" "$RSS_END" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+  "$DAEMON_HALF" <<'EOF'
 import json, statistics, sys
-path, features, fr_version, conc, threads, cpus, r0, r1, r2, r3, loadavg = sys.argv[1:]
+path, features, fr_version, conc, threads, cpus, r0, r1, r2, r3, loadavg, daemon_half = sys.argv[1:]
 rs = [json.loads(l) for l in open(path) if l.strip()]
 by = {}
 for r in rs:
@@ -292,6 +296,7 @@ for label in ("ravpnd-half", "freeradius-half", "null-half", "null-at-ravpnd-hal
     r = by.get(label, [{}])[0]
     print(f"  {label:<19} {r.get('mode', '')}: p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs"
           f"  p99.9 {lat(label, 'p999'):.0f} µs  skipped {r.get('skipped', 0)}")
+print(f"  ravpnd's own histograms over ravpnd-half (its warm-up included): {daemon_half}")
 frss = [r["server_rss_kb"] for r in by.get("freeradius", []) if r.get("server_rss_kb")]
 mib = lambda kb: int(kb) / 1024
 print(f"ravpnd VmRSS: {mib(r0):.1f} MiB at start, {mib(r1):.1f} after the import (argon2 hashing), "

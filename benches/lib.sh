@@ -135,3 +135,35 @@ wait_udp() { # PORT: until something listens there
   done
   echo "nothing listens on udp $1" >&2; return 1
 }
+
+# BEFORE AFTER (two /metrics scrapes): the daemon's own view of the requests between them, from
+# its histograms — the socket wait (`ravpnd_request_queue_seconds`) and arrival to response
+# (`ravpnd_request_duration_seconds`): count, the bucket bounds holding p50 / p99 / p99.9, and
+# the share answered within 1 ms. One line; says what the driver's figures cannot: how much of
+# a tail is in the daemon.
+daemon_latency() {
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+def buckets(path):
+    b = {}
+    for line in open(path):
+        m = re.match(r'ravpnd_request_(queue|duration)_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m:
+            b.setdefault(m.group(1), {})[float(m.group(2))] = float(m.group(3))
+    return b
+before, after = buckets(sys.argv[1]), buckets(sys.argv[2])
+def bound(le):
+    return "inf" if le == float("inf") else (f"{le * 1e6:.0f} µs" if le < 1e-3 else f"{le * 1e3:g} ms")
+parts = []
+for name, text in (("queue", "socket wait"), ("duration", "arrival to response")):
+    h = {le: n - before.get(name, {}).get(le, 0) for le, n in after.get(name, {}).items()}
+    total = h.get(float("inf"), 0)
+    if not total:
+        parts.append(f"{text}: no requests")
+        continue
+    q = lambda p: bound(min(le for le, n in h.items() if n >= p * total))
+    parts.append(f"{text} ({total:.0f}): p50 ≤ {q(0.5)}, p99 ≤ {q(0.99)}, p99.9 ≤ {q(0.999)}, "
+                 f"{100 * h.get(0.001, 0) / total:.2f} % within 1 ms")
+print("; ".join(parts))
+PY
+}

@@ -191,8 +191,14 @@ drive small-c1 "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency 1 --duration "$
 # A polling driver: the round trip without the driver's own wake-up (see compare-freeradius.sh).
 drive big-c1-poll "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s --spin
 drive small-c1-poll "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s --spin
+metrics "$BIG_CONF" "$BIG_ADMIN" > "$WORK/metrics-half-before"
 drive big-half "$BIG_PORT" "$BIG_PID" "$BIG" --rate $((PEAK / 2)) --duration "$LATENCY_DURATION" --warmup 1s
+metrics "$BIG_CONF" "$BIG_ADMIN" > "$WORK/metrics-half-after"
+daemon_latency "$WORK/metrics-half-before" "$WORK/metrics-half-after" > "$WORK/daemon-big-half"
+metrics "$SMALL_CONF" "$SMALL_ADMIN" > "$WORK/metrics-half-before"
 drive small-half "$SMALL_PORT" "$SMALL_PID" "$SMALL" --rate $((PEAK_SMALL / 2)) --duration "$LATENCY_DURATION" --warmup 1s
+metrics "$SMALL_CONF" "$SMALL_ADMIN" > "$WORK/metrics-half-after"
+daemon_latency "$WORK/metrics-half-before" "$WORK/metrics-half-after" > "$WORK/daemon-small-half"
 RSS_BIG_RUNS=$(rss "$BIG_PID")
 RSS_SMALL_RUNS=$(rss "$SMALL_PID")
 
@@ -302,6 +308,9 @@ for label, text in (("big-c1", f"one in flight, big ({big} users)"), ("small-c1"
                     ("big-half", f"half of peak, big ({big} users)"), ("small-half", f"half of peak, small ({small})")):
     print(f"   {text:<34} {lat(label, 'p50'):7.0f} {lat(label, 'p99'):7.0f} {lat(label, 'p999'):7.0f} {med(label, 'throughput_rps'):8.0f}"
           f"   others {med(label, 'other_busy_cores'):.2f} cores, skipped {by.get(label, [{}])[0].get('skipped', 0)}")
+for size in ("big", "small"):
+    print(f"   the {size} daemon's own histograms over {size}-half (warm-up included): "
+          + open(f"{work}/daemon-{size}-half").read().strip())
 print(f"   target: p99 under 1 ms at half of the peak")
 print(f"\nload average at the end: {loadavg}")
 bad = [r for r in rs if r["label"] not in ("overload", "recovery-half", "recovery-closed")
