@@ -167,7 +167,8 @@ struct Pool {
     state: Mutex<PoolState>,
     size: u64,
     /// This pool's `ravpnd_pool_size` and `ravpnd_pool_used`, looked up once: `publish` runs
-    /// on every lease.
+    /// whenever the free set may have changed (not on a renewal: both worker threads writing
+    /// the gauges on every request would pass their cache lines back and forth for nothing).
     size_gauge: IntGauge,
     used_gauge: IntGauge,
 }
@@ -406,7 +407,11 @@ impl Ipam {
                 .held_by(addr, req.nas)
                 .expect("a renewal holds its lease; a new one was just inserted");
             if !new {
-                lease.expires = lease.expires.max(expires);
+                // Stored only when it moves (once a second at most): a renewal then leaves
+                // the lease's cache line unwritten for the other worker thread.
+                if expires > lease.expires {
+                    lease.expires = expires;
+                }
                 if moved {
                     lease.stored_expires = 0; // force the write below
                 }
@@ -422,7 +427,9 @@ impl Ipam {
             // the address, no copy of the record.
             let to_write = (new || write).then(|| lease.record(addr, &pool.config.name));
             let out = (addr, to_write, new, lease.pending, sticky);
-            pool.publish(&st);
+            if new {
+                pool.publish(&st);
+            }
             out
         };
         if hint != Some(addr) {

@@ -337,3 +337,53 @@ async fn an_address_hint_renews_and_a_stale_one_is_corrected() {
     assert!(later.new);
     assert_eq!(h1.get(), Some(later.addr));
 }
+
+/// `ravpnd_pool_size` / `ravpnd_pool_used` follow grants, releases and sweeps, and a renewal
+/// (which no longer writes them) leaves them right.
+#[tokio::test]
+async fn the_pool_gauges_follow_grants_releases_and_sweeps() {
+    use crate::metrics::METRICS;
+    let (_d, store) = temp();
+    let name = "gauges-under-test";
+    let ipam = Ipam::new(store, &[pool(name, "10.0.0.0/29", &[], 60)], 0).unwrap();
+    let size = || METRICS.pool_size.with_label_values(&[name]).get();
+    let used = || METRICS.pool_used.with_label_values(&[name]).get();
+    assert_eq!((size(), used()), (6, 0));
+    let a = ipam.lease(&req("d1", 0)).await.unwrap().unwrap();
+    ipam.lease(&req("d2", 0)).await.unwrap().unwrap();
+    assert_eq!(used(), 2);
+    let renewed = ipam.lease(&req("d1", 10)).await.unwrap().unwrap();
+    assert!(!renewed.new);
+    assert_eq!(used(), 2, "a renewal");
+    ipam.account(AcctStatus::Start, "S1", Some(a.addr), "u", "gw", 20)
+        .await
+        .unwrap();
+    ipam.account(AcctStatus::Stop, "S1", Some(a.addr), "u", "gw", 30)
+        .await
+        .unwrap();
+    assert_eq!(used(), 1, "released by Stop");
+    assert_eq!(ipam.sweep(1_000).await.unwrap(), 1);
+    assert_eq!(used(), 0, "swept");
+    assert_eq!(size(), 6);
+}
+
+/// A renewal moves the lease's expiry only forward: the same second leaves it, a later one
+/// extends it, an earlier clock (another worker's older reading) never shortens it.
+#[tokio::test]
+async fn a_renewal_moves_the_expiry_only_forward() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/29", &[], 60)], 0).unwrap();
+    let a = ipam.lease(&req("d1", 100)).await.unwrap().unwrap();
+    let expiry = |ipam: &Ipam| {
+        let pools = ipam.pools.read();
+        let st = pools[0].state.lock();
+        st.leases.get(a.addr).unwrap().expires
+    };
+    assert_eq!(expiry(&ipam), 160);
+    ipam.lease(&req("d1", 100)).await.unwrap().unwrap();
+    assert_eq!(expiry(&ipam), 160);
+    ipam.lease(&req("d1", 130)).await.unwrap().unwrap();
+    assert_eq!(expiry(&ipam), 190);
+    ipam.lease(&req("d1", 120)).await.unwrap().unwrap();
+    assert_eq!(expiry(&ipam), 190, "not shortened");
+}
