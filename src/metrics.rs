@@ -76,6 +76,7 @@ pub struct Metrics {
     pub mail_dropped: IntCounter,
     pub pool_size: IntGaugeVec,
     pub pool_used: IntGaugeVec,
+    pub sessions: IntGaugeVec,
     pub accounting: IntCounterVec,
     pub directory_seconds: HistogramVec,
     pub directory_errors: IntCounterVec,
@@ -168,6 +169,14 @@ impl Metrics {
             &["pool"],
         )
         .expect("valid metric");
+        let sessions = IntGaugeVec::new(
+            Opts::new(
+                "ravpnd_sessions_active",
+                "Leases with an accounting session (Accounting-Start seen, no Stop yet)",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
         let accounting = IntCounterVec::new(
             Opts::new(
                 "ravpnd_accounting_total",
@@ -231,6 +240,7 @@ impl Metrics {
             Box::new(mail_dropped.clone()),
             Box::new(pool_size.clone()),
             Box::new(pool_used.clone()),
+            Box::new(sessions.clone()),
             Box::new(accounting.clone()),
             Box::new(directory_seconds.clone()),
             Box::new(directory_errors.clone()),
@@ -272,6 +282,7 @@ impl Metrics {
             mail_dropped,
             pool_size,
             pool_used,
+            sessions,
             accounting,
             directory_seconds,
             directory_errors,

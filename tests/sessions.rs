@@ -87,6 +87,8 @@ fn asa_accept_carries_address_netmask_and_dns_and_the_address_is_sticky() {
     assert_eq!(d.metric("ravpnd_pool_addresses{pool=\"vpn\"}"), 253.0);
 }
 
+const ACTIVE: &str = "ravpnd_sessions_active{pool=\"vpn\"}";
+
 #[test]
 fn accounting_binds_the_session_and_stop_releases_the_address() {
     let d = TestDaemon::with_config(&config(""));
@@ -100,6 +102,7 @@ fn accounting_binds_the_session_and_stop_releases_the_address() {
     assert!(start.is("Accounting-Response"), "{}", start.output);
     let s = sessions(&d);
     assert_eq!(s[0]["session_id"], "sess-1", "{s:?}");
+    assert_eq!(d.metric(ACTIVE), 1.0, "the session counts once started");
     let interim = acct(
         &d,
         "Acct-Status-Type=Interim-Update,Acct-Session-Id=\"sess-1\",User-Name=alice",
@@ -113,6 +116,7 @@ fn accounting_binds_the_session_and_stop_releases_the_address() {
     assert!(stop.is("Accounting-Response"), "{}", stop.output);
     assert!(sessions(&d).is_empty());
     assert_eq!(d.metric("ravpnd_accounting_total{status=\"stop\"}"), 1.0);
+    assert_eq!(d.metric(ACTIVE), 0.0, "and no longer once stopped");
     // The released address is the device's again on its next connection.
     assert_eq!(login(&d, "alice").attr("Framed-IP-Address"), Some(addr));
 

@@ -89,6 +89,11 @@ impl Leases {
         self.by_addr.get_mut(&addr)
     }
 
+    /// Leases an accounting session is bound to.
+    pub fn sessions(&self) -> usize {
+        self.by_session.len()
+    }
+
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
         self.by_addr.contains_key(&addr)
     }

@@ -166,17 +166,19 @@ struct Pool {
     config: PoolConfig,
     state: Mutex<PoolState>,
     size: u64,
-    /// This pool's `ravpnd_pool_size` and `ravpnd_pool_used`, looked up once: `publish` runs
-    /// whenever the free set may have changed (not on a renewal: both worker threads writing
+    /// This pool's `ravpnd_pool_addresses`, `ravpnd_pool_leased` and `ravpnd_sessions_active`,
+    /// looked up once: `publish` runs whenever the free set or the sessions may have changed (not on a renewal: both worker threads writing
     /// the gauges on every request would pass their cache lines back and forth for nothing).
     size_gauge: IntGauge,
     used_gauge: IntGauge,
+    sessions_gauge: IntGauge,
 }
 
 impl Pool {
     fn publish(&self, st: &PoolState) {
         self.size_gauge.set(self.size as i64);
         self.used_gauge.set((self.size - st.free.len()) as i64);
+        self.sessions_gauge.set(st.leases.sessions() as i64);
     }
 
     /// Makes a new lease durable, then no longer pending; undoes it if the write fails.
@@ -319,6 +321,7 @@ impl Ipam {
                 size,
                 size_gauge: METRICS.pool_size.with_label_values(&[&cfg.name]),
                 used_gauge: METRICS.pool_used.with_label_values(&[&cfg.name]),
+                sessions_gauge: METRICS.sessions.with_label_values(&[&cfg.name]),
             };
             pool.publish(&pool.state.lock());
             current.push(Arc::new(pool));
@@ -522,7 +525,9 @@ impl Ipam {
                     AcctStatus::Start | AcctStatus::Interim => {
                         let lease = st.leases.bind(addr, session_id).expect("found above");
                         lease.expires = now + pool.config.lease_time.as_secs().max(1);
-                        Some((lease.record(addr, &pool.config.name), false))
+                        let record = lease.record(addr, &pool.config.name);
+                        pool.publish(&st);
+                        Some((record, false))
                     }
                     AcctStatus::Stop => {
                         let lease = st.leases.get(addr).expect("found above");

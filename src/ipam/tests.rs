@@ -338,16 +338,17 @@ async fn an_address_hint_renews_and_a_stale_one_is_corrected() {
     assert_eq!(h1.get(), Some(later.addr));
 }
 
-/// `ravpnd_pool_size` / `ravpnd_pool_used` follow grants, releases and sweeps, and a renewal
-/// (which no longer writes them) leaves them right.
+/// `ravpnd_pool_addresses`, `ravpnd_pool_leased` and `ravpnd_sessions_active` follow grants,
+/// accounting and sweeps, and a renewal (which does not write them) leaves them right.
 #[tokio::test]
-async fn the_pool_gauges_follow_grants_releases_and_sweeps() {
+async fn the_pool_gauges_follow_grants_accounting_and_sweeps() {
     use crate::metrics::METRICS;
     let (_d, store) = temp();
     let name = "gauges-under-test";
     let ipam = Ipam::new(store, &[pool(name, "10.0.0.0/29", &[], 60)], 0).unwrap();
     let size = || METRICS.pool_size.with_label_values(&[name]).get();
     let used = || METRICS.pool_used.with_label_values(&[name]).get();
+    let sessions = || METRICS.sessions.with_label_values(&[name]).get();
     assert_eq!((size(), used()), (6, 0));
     let a = ipam.lease(&req("d1", 0)).await.unwrap().unwrap();
     ipam.lease(&req("d2", 0)).await.unwrap().unwrap();
@@ -355,13 +356,15 @@ async fn the_pool_gauges_follow_grants_releases_and_sweeps() {
     let renewed = ipam.lease(&req("d1", 10)).await.unwrap().unwrap();
     assert!(!renewed.new);
     assert_eq!(used(), 2, "a renewal");
+    assert_eq!(sessions(), 0, "no accounting yet");
     ipam.account(AcctStatus::Start, "S1", Some(a.addr), "u", "gw", 20)
         .await
         .unwrap();
+    assert_eq!((used(), sessions()), (2, 1), "Start binds a session");
     ipam.account(AcctStatus::Stop, "S1", Some(a.addr), "u", "gw", 30)
         .await
         .unwrap();
-    assert_eq!(used(), 1, "released by Stop");
+    assert_eq!((used(), sessions()), (1, 0), "released by Stop");
     assert_eq!(ipam.sweep(1_000).await.unwrap(), 1);
     assert_eq!(used(), 0, "swept");
     assert_eq!(size(), 6);
