@@ -77,6 +77,8 @@ pub struct Metrics {
     pub pool_size: IntGaugeVec,
     pub pool_used: IntGaugeVec,
     pub sessions: IntGaugeVec,
+    pub registrations: IntCounter,
+    pub registration_failures: IntCounterVec,
     pub accounting: IntCounterVec,
     pub directory_seconds: HistogramVec,
     pub directory_errors: IntCounterVec,
@@ -177,6 +179,19 @@ impl Metrics {
             &["pool"],
         )
         .expect("valid metric");
+        let registrations = IntCounter::new(
+            "ravpnd_registrations_total",
+            "Devices registered on their first connection",
+        )
+        .expect("valid metric");
+        let registration_failures = IntCounterVec::new(
+            Opts::new(
+                "ravpnd_registration_failures_total",
+                "First connections that could not register their device, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let accounting = IntCounterVec::new(
             Opts::new(
                 "ravpnd_accounting_total",
@@ -241,6 +256,8 @@ impl Metrics {
             Box::new(pool_size.clone()),
             Box::new(pool_used.clone()),
             Box::new(sessions.clone()),
+            Box::new(registrations.clone()),
+            Box::new(registration_failures.clone()),
             Box::new(accounting.clone()),
             Box::new(directory_seconds.clone()),
             Box::new(directory_errors.clone()),
@@ -283,6 +300,8 @@ impl Metrics {
             pool_size,
             pool_used,
             sessions,
+            registrations,
+            registration_failures,
             accounting,
             directory_seconds,
             directory_errors,

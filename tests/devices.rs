@@ -110,6 +110,15 @@ fn first_connect_registers_then_accepts_and_other_serials_are_refused() {
         taken.output
     );
     assert!(!d.ok(&["device", "show", "bob-laptop"]).contains(UID_B));
+
+    assert_eq!(d.metric("ravpnd_registrations_total"), 2.0);
+    let failed = |reason: &str| {
+        d.metric(&format!(
+            "ravpnd_registration_failures_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(failed("no_free_device_slot"), 1.0, "alice's third serial");
+    assert_eq!(failed("serial_in_use"), 1.0, "bob with alice's serial");
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::auth::{AuthError, PasswordVerifier, Source};
 use crate::config::Config;
 use crate::ipam::{Allocation, Ipam, IpamError, LeaseRequest};
+use crate::metrics::METRICS;
 use crate::notify::{Notifier, RegistrationFailure};
 use crate::radius::nas::Nas;
 use crate::reply::DnsConfig;
@@ -221,6 +222,7 @@ impl Policy {
             match self.store.register_serial(&device, &serial).await {
                 Ok(Registration::Registered) => {
                     info!(user = %user.name, device = %device, serial = %serial, "device registered");
+                    METRICS.registrations.inc();
                     return Err(Reason::DeviceRegistered);
                 }
                 Ok(Registration::SerialInUse { .. }) => {
@@ -242,6 +244,11 @@ impl Policy {
                 Err(e) => return Err(internal_reason("reading the user", &e)),
             };
         }
+        // Every attempt lost its slot to a concurrent first connection.
+        METRICS
+            .registration_failures
+            .with_label_values(&[Reason::NoFreeDeviceSlot.label()])
+            .inc();
         Err(Reason::NoFreeDeviceSlot)
     }
 
@@ -253,6 +260,10 @@ impl Policy {
         reason: Reason,
         settings: &Settings,
     ) -> Reason {
+        METRICS
+            .registration_failures
+            .with_label_values(&[reason.label()])
+            .inc();
         if settings.registration.notify_on_failure {
             self.notifier.notify(RegistrationFailure {
                 user: user.to_owned(),
