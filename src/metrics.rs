@@ -203,7 +203,7 @@ impl Metrics {
         let directory_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "ravpnd_directory_bind_duration_seconds",
-                "Directory (LDAP) user binds, by server",
+                "Directory calls checking a password (LDAP binds, Entra ID token requests), by server",
             )
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
