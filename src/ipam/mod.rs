@@ -167,8 +167,9 @@ struct Pool {
     state: Mutex<PoolState>,
     size: u64,
     /// This pool's `ravpnd_pool_addresses`, `ravpnd_pool_leased` and `ravpnd_sessions_active`,
-    /// looked up once: `publish` runs whenever the free set or the sessions may have changed (not on a renewal: both worker threads writing
-    /// the gauges on every request would pass their cache lines back and forth for nothing).
+    /// looked up once. `publish` runs whenever the free set or the sessions may have changed,
+    /// not on a renewal: both worker threads writing the gauges on every request would pass
+    /// their cache lines back and forth for nothing.
     size_gauge: IntGauge,
     used_gauge: IntGauge,
     sessions_gauge: IntGauge,

@@ -495,7 +495,8 @@ enum Flow {
 }
 
 /// How long a datagram that arrived at `arrived` has waited by `now` (unknown without an
-/// arrival time). The kernel stamps with the wall clock: after a step backwards, nothing.
+/// arrival time). The kernel stamps with the wall clock: after a step backwards, unknown; a
+/// step forward counts as waiting, for what is queued at that moment.
 fn waited(arrived: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
     now.duration_since(arrived?).ok()
 }
