@@ -244,10 +244,9 @@ rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(int(statistics.median(r["throughput_rps"] for r in rs if r["label"] == sys.argv[2]) / 2))
 EOF
 }
-metrics "$RCONF" "$ADMIN_PORT" > "$WORK/metrics-half-before"
-drive "ravpnd-half" "$RAVPND_PORT" "$RAVPND_PID" --rate "$(half ravpnd)" --duration "$LATENCY_DURATION" --warmup 1s
-metrics "$RCONF" "$ADMIN_PORT" > "$WORK/metrics-half-after"
-DAEMON_HALF=$(daemon_latency "$WORK/metrics-half-before" "$WORK/metrics-half-after")
+with_daemon_view "$RCONF" "$ADMIN_PORT" "$WORK/daemon-half" \
+  drive "ravpnd-half" "$RAVPND_PORT" "$RAVPND_PID" --rate "$(half ravpnd)" --duration "$LATENCY_DURATION" --warmup 1s
+DAEMON_HALF=$(cat "$WORK/daemon-half")
 drive "freeradius-half" "$FR_PORT" "$FR_PID" --rate "$(half freeradius)" --duration "$LATENCY_DURATION" --warmup 1s
 # The harness's own tail: the null responder at half of its peak, and at ravpnd's half rate
 # (the same offered load, so the difference is ravpnd's).

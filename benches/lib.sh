@@ -167,3 +167,14 @@ for name, text in (("queue", "socket wait"), ("duration", "arrival to response")
 print("; ".join(parts))
 PY
 }
+
+# CONF ADMIN_PORT OUT COMMAND...: runs COMMAND between two scrapes of that daemon's /metrics
+# and writes daemon_latency's line for the requests in between to OUT.
+with_daemon_view() {
+  local conf=$1 admin=$2 out=$3
+  shift 3
+  metrics "$conf" "$admin" > "$WORK/metrics-view-before"
+  "$@"
+  metrics "$conf" "$admin" > "$WORK/metrics-view-after"
+  daemon_latency "$WORK/metrics-view-before" "$WORK/metrics-view-after" > "$out"
+}

@@ -191,14 +191,10 @@ drive small-c1 "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency 1 --duration "$
 # A polling driver: the round trip without the driver's own wake-up (see compare-freeradius.sh).
 drive big-c1-poll "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s --spin
 drive small-c1-poll "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s --spin
-metrics "$BIG_CONF" "$BIG_ADMIN" > "$WORK/metrics-half-before"
-drive big-half "$BIG_PORT" "$BIG_PID" "$BIG" --rate $((PEAK / 2)) --duration "$LATENCY_DURATION" --warmup 1s
-metrics "$BIG_CONF" "$BIG_ADMIN" > "$WORK/metrics-half-after"
-daemon_latency "$WORK/metrics-half-before" "$WORK/metrics-half-after" > "$WORK/daemon-big-half"
-metrics "$SMALL_CONF" "$SMALL_ADMIN" > "$WORK/metrics-half-before"
-drive small-half "$SMALL_PORT" "$SMALL_PID" "$SMALL" --rate $((PEAK_SMALL / 2)) --duration "$LATENCY_DURATION" --warmup 1s
-metrics "$SMALL_CONF" "$SMALL_ADMIN" > "$WORK/metrics-half-after"
-daemon_latency "$WORK/metrics-half-before" "$WORK/metrics-half-after" > "$WORK/daemon-small-half"
+with_daemon_view "$BIG_CONF" "$BIG_ADMIN" "$WORK/daemon-big-half" \
+  drive big-half "$BIG_PORT" "$BIG_PID" "$BIG" --rate $((PEAK / 2)) --duration "$LATENCY_DURATION" --warmup 1s
+with_daemon_view "$SMALL_CONF" "$SMALL_ADMIN" "$WORK/daemon-small-half" \
+  drive small-half "$SMALL_PORT" "$SMALL_PID" "$SMALL" --rate $((PEAK_SMALL / 2)) --duration "$LATENCY_DURATION" --warmup 1s
 RSS_BIG_RUNS=$(rss "$BIG_PID")
 RSS_SMALL_RUNS=$(rss "$SMALL_PID")
 

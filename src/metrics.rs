@@ -78,7 +78,7 @@ pub struct Metrics {
     pub pool_used: IntGaugeVec,
     pub sessions: IntGaugeVec,
     pub registrations: IntCounter,
-    pub registration_failures: IntCounterVec,
+    registration_failures: IntCounterVec,
     pub accounting: IntCounterVec,
     pub directory_seconds: HistogramVec,
     pub directory_errors: IntCounterVec,
@@ -90,184 +90,162 @@ pub struct Metrics {
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
+/// Creates each metric and registers it at once, so none can be defined and not exposed.
+struct Builder(Registry);
+
+impl Builder {
+    fn add<T: prometheus::core::Collector + Clone + 'static>(&self, metric: T) -> T {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("unique metric");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
+/// Request latencies, from tens of microseconds (a cached renewal) to seconds (a directory).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5,
+];
+
 impl Metrics {
     fn new() -> Self {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "ravpnd_requests_total",
-                "RADIUS requests answered, by packet type, outcome and reason",
-            ),
+        let b = Builder(Registry::new());
+        let requests = b.counter_vec(
+            "ravpnd_requests_total",
+            "RADIUS requests answered, by packet type, outcome and reason",
             &["type", "outcome", "reason"],
-        )
-        .expect("valid metric");
-        let dropped_vec = IntCounterVec::new(
-            Opts::new(
-                "ravpnd_dropped_total",
-                "Datagrams dropped without an answer, by cause",
-            ),
+        );
+        let dropped_vec = b.counter_vec(
+            "ravpnd_dropped_total",
+            "Datagrams dropped without an answer, by cause",
             &["cause"],
-        )
-        .expect("valid metric");
-        let duplicates_answered = IntCounter::new(
+        );
+        let duplicates_answered = b.counter(
             "ravpnd_duplicates_answered_total",
             "Retransmitted requests answered from the duplicate cache (RFC 5080)",
-        )
-        .expect("valid metric");
-        let client_requests = IntCounterVec::new(
-            Opts::new(
-                "ravpnd_client_requests_total",
-                "Authenticated requests per NAS client",
-            ),
+        );
+        let client_requests = b.counter_vec(
+            "ravpnd_client_requests_total",
+            "Authenticated requests per NAS client",
             &["client"],
-        )
-        .expect("valid metric");
-        let latency_buckets = vec![
-            0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025,
-            0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ];
-        let request_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "ravpnd_request_duration_seconds",
-                "Time from the datagram's arrival (kernel timestamp) to its response made",
-            )
-            .buckets(latency_buckets.clone()),
-        )
-        .expect("valid metric");
+        );
+        let request_seconds = b.histogram(
+            "ravpnd_request_duration_seconds",
+            "Time from the datagram's arrival (kernel timestamp) to its response made",
+            &LATENCY_BUCKETS,
+        );
         // The part of a request's latency spent before any work on it: under load, and when
         // the workers are off the CPU, most of it.
-        let queue_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "ravpnd_request_queue_seconds",
-                "Time a datagram waited in the socket's receive queue (kernel arrival to read)",
-            )
-            .buckets(latency_buckets),
-        )
-        .expect("valid metric");
-        let mail_queue = IntGauge::new(
+        let queue_seconds = b.histogram(
+            "ravpnd_request_queue_seconds",
+            "Time a datagram waited in the socket's receive queue (kernel arrival to read)",
+            &LATENCY_BUCKETS,
+        );
+        let mail_queue = b.gauge(
             "ravpnd_mail_queue_depth",
             "Notifications waiting for the mail task",
-        )
-        .expect("valid metric");
-        let mail_sent = IntCounter::new("ravpnd_mail_sent_total", "Notification mails delivered")
-            .expect("valid metric");
-        let mail_failed = IntCounter::new(
+        );
+        let mail_sent = b.counter("ravpnd_mail_sent_total", "Notification mails delivered");
+        let mail_failed = b.counter(
             "ravpnd_mail_failed_total",
             "Notification mails given up after the retry window",
-        )
-        .expect("valid metric");
-        let mail_dropped = IntCounter::new(
+        );
+        let mail_dropped = b.counter(
             "ravpnd_mail_dropped_total",
             "Notifications dropped because the mail queue was full",
-        )
-        .expect("valid metric");
-        let pool_size = IntGaugeVec::new(
-            Opts::new("ravpnd_pool_addresses", "Addresses a pool can hand out"),
+        );
+        let pool_size = b.gauge_vec(
+            "ravpnd_pool_addresses",
+            "Addresses a pool can hand out",
             &["pool"],
-        )
-        .expect("valid metric");
-        let pool_used = IntGaugeVec::new(
-            Opts::new("ravpnd_pool_leased", "Addresses of a pool currently leased"),
+        );
+        let pool_used = b.gauge_vec(
+            "ravpnd_pool_leased",
+            "Addresses of a pool currently leased",
             &["pool"],
-        )
-        .expect("valid metric");
-        let sessions = IntGaugeVec::new(
-            Opts::new(
-                "ravpnd_sessions_active",
-                "Leases with an accounting session (Accounting-Start seen, no Stop yet)",
-            ),
+        );
+        let sessions = b.gauge_vec(
+            "ravpnd_sessions_active",
+            "Leases with an accounting session (Accounting-Start seen, no Stop yet)",
             &["pool"],
-        )
-        .expect("valid metric");
-        let registrations = IntCounter::new(
+        );
+        let registrations = b.counter(
             "ravpnd_registrations_total",
             "Devices registered on their first connection",
-        )
-        .expect("valid metric");
-        let registration_failures = IntCounterVec::new(
-            Opts::new(
-                "ravpnd_registration_failures_total",
-                "First connections that could not register their device, by reason",
-            ),
+        );
+        let registration_failures = b.counter_vec(
+            "ravpnd_registration_failures_total",
+            "First connections that could not register their device, by reason",
             &["reason"],
-        )
-        .expect("valid metric");
-        let accounting = IntCounterVec::new(
-            Opts::new(
-                "ravpnd_accounting_total",
-                "Accounting-Requests recorded, by status type",
-            ),
+        );
+        let accounting = b.counter_vec(
+            "ravpnd_accounting_total",
+            "Accounting-Requests recorded, by status type",
             &["status"],
-        )
-        .expect("valid metric");
-        let directory_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "ravpnd_directory_bind_duration_seconds",
-                "Directory calls checking a password (LDAP binds, Entra ID token requests), by server",
-            )
-            .buckets(vec![
+        );
+        let directory_seconds = b.histogram_vec(
+            "ravpnd_directory_bind_duration_seconds",
+            "Directory calls checking a password (LDAP binds, Entra ID token requests), by server",
+            &[
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            ],
             &["server"],
-        )
-        .expect("valid metric");
-        let directory_errors = IntCounterVec::new(
-            Opts::new(
-                "ravpnd_directory_errors_total",
-                "Directory servers found unusable (connect, TLS, timeout), by server",
-            ),
+        );
+        let directory_errors = b.counter_vec(
+            "ravpnd_directory_errors_total",
+            "Directory servers found unusable (connect, TLS, timeout), by server",
             &["server"],
-        )
-        .expect("valid metric");
-        let directory_failovers = IntCounter::new(
+        );
+        let directory_failovers = b.counter(
             "ravpnd_directory_failovers_total",
             "Directory answers that came from the secondary server",
-        )
-        .expect("valid metric");
-        let lockout_guard = IntCounter::new(
+        );
+        let lockout_guard = b.counter(
             "ravpnd_lockout_guard_refusals_total",
             "Passwords refused without a directory bind (same refused password retried)",
-        )
-        .expect("valid metric");
-        let lockout_precheck = IntCounter::new(
+        );
+        let lockout_precheck = b.counter(
             "ravpnd_lockout_precheck_refusals_total",
             "Requests refused before a bind: the user was one failure short of an AD lockout",
-        )
-        .expect("valid metric");
-        let directory_server_up = IntGaugeVec::new(
-            Opts::new(
-                "ravpnd_directory_server_up",
-                "1 when the directory server is used for requests, 0 while it is skipped as down",
-            ),
+        );
+        let directory_server_up = b.gauge_vec(
+            "ravpnd_directory_server_up",
+            "1 when the directory server is used for requests, 0 while it is skipped as down",
             &["server"],
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(dropped_vec.clone()),
-            Box::new(duplicates_answered.clone()),
-            Box::new(client_requests.clone()),
-            Box::new(request_seconds.clone()),
-            Box::new(queue_seconds.clone()),
-            Box::new(mail_queue.clone()),
-            Box::new(mail_sent.clone()),
-            Box::new(mail_failed.clone()),
-            Box::new(mail_dropped.clone()),
-            Box::new(pool_size.clone()),
-            Box::new(pool_used.clone()),
-            Box::new(sessions.clone()),
-            Box::new(registrations.clone()),
-            Box::new(registration_failures.clone()),
-            Box::new(accounting.clone()),
-            Box::new(directory_seconds.clone()),
-            Box::new(directory_errors.clone()),
-            Box::new(directory_failovers.clone()),
-            Box::new(lockout_guard.clone()),
-            Box::new(lockout_precheck.clone()),
-            Box::new(directory_server_up.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
-        }
+        );
         let access = Reason::ALL
             .iter()
             .map(|r| {
@@ -285,7 +263,7 @@ impl Metrics {
             .map(|c| dropped_vec.with_label_values(&[c.label()]))
             .collect();
         Self {
-            registry,
+            registry: b.0,
             access,
             status_server,
             dropped,
@@ -318,6 +296,13 @@ impl Metrics {
 
     pub fn dropped(&self, cause: DropCause) -> &IntCounter {
         &self.dropped[cause as usize]
+    }
+
+    /// Counts a first connection whose device could not be registered.
+    pub fn registration_failed(&self, reason: Reason) {
+        self.registration_failures
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     /// The Prometheus text exposition.

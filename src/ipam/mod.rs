@@ -166,18 +166,16 @@ struct Pool {
     config: PoolConfig,
     state: Mutex<PoolState>,
     size: u64,
-    /// This pool's `ravpnd_pool_addresses`, `ravpnd_pool_leased` and `ravpnd_sessions_active`,
-    /// looked up once. `publish` runs whenever the free set or the sessions may have changed,
-    /// not on a renewal: both worker threads writing the gauges on every request would pass
-    /// their cache lines back and forth for nothing.
-    size_gauge: IntGauge,
+    /// This pool's `ravpnd_pool_leased` and `ravpnd_sessions_active` (its
+    /// `ravpnd_pool_addresses` is set once), looked up once. `publish` runs whenever the free
+    /// set or the sessions may have changed, not on a renewal: both worker threads writing the
+    /// gauges on every request would pass their cache lines back and forth for nothing.
     used_gauge: IntGauge,
     sessions_gauge: IntGauge,
 }
 
 impl Pool {
     fn publish(&self, st: &PoolState) {
-        self.size_gauge.set(self.size as i64);
         self.used_gauge.set((self.size - st.free.len()) as i64);
         self.sessions_gauge.set(st.leases.sessions() as i64);
     }
@@ -320,10 +318,13 @@ impl Ipam {
                 config: cfg.clone(),
                 state: Mutex::new(state),
                 size,
-                size_gauge: METRICS.pool_size.with_label_values(&[&cfg.name]),
                 used_gauge: METRICS.pool_used.with_label_values(&[&cfg.name]),
                 sessions_gauge: METRICS.sessions.with_label_values(&[&cfg.name]),
             };
+            METRICS
+                .pool_size
+                .with_label_values(&[&cfg.name])
+                .set(size as i64);
             pool.publish(&pool.state.lock());
             current.push(Arc::new(pool));
         }

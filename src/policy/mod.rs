@@ -245,10 +245,7 @@ impl Policy {
             };
         }
         // Every attempt lost its slot to a concurrent first connection.
-        METRICS
-            .registration_failures
-            .with_label_values(&[Reason::NoFreeDeviceSlot.label()])
-            .inc();
+        METRICS.registration_failed(Reason::NoFreeDeviceSlot);
         Err(Reason::NoFreeDeviceSlot)
     }
 
@@ -260,10 +257,7 @@ impl Policy {
         reason: Reason,
         settings: &Settings,
     ) -> Reason {
-        METRICS
-            .registration_failures
-            .with_label_values(&[reason.label()])
-            .inc();
+        METRICS.registration_failed(reason);
         if settings.registration.notify_on_failure {
             self.notifier.notify(RegistrationFailure {
                 user: user.to_owned(),
