@@ -23,6 +23,27 @@ fn check_config_accepts_the_shipped_files() {
     }
 }
 
+/// The allocator is jemalloc under the standard symbol names (`malloc`, `calloc`, ...): the
+/// optimizer then turns "allocate, then fill with zeros" into `calloc`, which leaves fresh
+/// pages untouched. Under prefixed names a release build wrote sled's 20 MiB of zeroed
+/// metric buckets at start (docs/PERFORMANCE.md, "Memory at rest"). Operators tune it with
+/// the standard `MALLOC_CONF`, which only an unprefixed jemalloc reads.
+#[test]
+fn the_allocator_is_jemalloc_under_its_standard_names() {
+    let path = format!("{}/config/ravpnd.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(crate::support::daemon::BIN)
+        .args(["check-config", "--config", &path])
+        .env("MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Begin jemalloc statistics"),
+        "MALLOC_CONF was not read: {}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn check_config_lists_every_problem_with_key_and_file() {
     let dir = dir_with(
