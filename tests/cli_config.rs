@@ -26,7 +26,7 @@ fn check_config_accepts_the_shipped_files() {
 /// The allocator is jemalloc under the standard symbol names (`malloc`, `calloc`, ...): the
 /// optimizer then turns "allocate, then fill with zeros" into `calloc`, which leaves fresh
 /// pages untouched. Under prefixed names a release build wrote sled's 20 MiB of zeroed
-/// metric buckets at start (docs/PERFORMANCE.md, "Memory at rest"). Operators tune it with
+/// metric buckets at start (docs/PERFORMANCE.md, "The allocator"). Operators tune it with
 /// the standard `MALLOC_CONF`, which only an unprefixed jemalloc reads.
 #[test]
 fn the_allocator_is_jemalloc_under_its_standard_names() {
