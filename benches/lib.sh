@@ -28,6 +28,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# PID: stops one process started here (TERM, waited for) and forgets it, so cleanup never
+# signals a PID the system may have given to another process since.
+stop_pid() {
+  local pid=$1 kept=() p
+  kill -TERM "$pid"
+  wait "$pid" || true
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
+}
+
 # Builds ravpnd (release) and the load driver (bench profile); sets RAVPND and LOAD.
 build_ravpnd_and_driver() {
   say "building ravpnd (release) and the load driver (bench profile)"

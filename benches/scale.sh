@@ -102,12 +102,8 @@ serve_daemon() { # NAME RADIUS_PORT: starts NAME's daemon on its config, sets ${
 # Stops NAME's daemon (TERM, waited for) and starts it again on the same store: the memory a
 # store costs a daemon that did not import it (an import's freed memory stays with the process).
 restart_daemon() { # NAME RADIUS_PORT
-  local pid_var=${1}_PID kept=() p
-  local pid=${!pid_var}
-  kill -TERM "$pid"
-  wait "$pid" || true
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
-  PIDS=("${kept[@]}")
+  local pid_var=${1}_PID
+  stop_pid "${!pid_var}"
   serve_daemon "$1" "$2"
 }
 
