@@ -1,39 +1,60 @@
 //! The verified-credential cache of the local directory: user name → tag, trusted for a TTL.
 //!
-//! Read on every Access-Request, written once per user per TTL, so it is a plain sharded
-//! map: about 90 bytes an entry and one uncontended lock per lookup (moka, used before, took
-//! ~400 bytes an entry and ~4 % of a request's CPU for recency bookkeeping this workload
-//! does not need). Entries expire in insertion order, so when the cache is full the shard
-//! taking a new entry drops its expired entries or else its oldest sixteenth at once:
-//! eviction costs O(1) per insert on average, and the cache holds at most `capacity` entries
-//! plus one per shard.
+//! Read on every Access-Request whose user entry does not hold its credential, written once
+//! per user per TTL, so it is a plain sharded table: 32 bytes an entry and one uncontended
+//! lock per lookup (moka, used before, took ~400 bytes an entry and ~4 % of a request's CPU
+//! for recency bookkeeping this workload does not need). Entries expire in insertion order,
+//! so when the cache is full the shard taking a new entry drops its expired entries or else
+//! its oldest sixteenth at once: eviction costs O(1) per insert on average, and the cache
+//! holds at most `capacity` entries plus one per shard.
+//!
+//! An entry is found by a keyed 64-bit hash of the user name, not by the name: no copy of
+//! every name (at 100,000 users the names and wider slots were 5 MiB). Two names with the
+//! same hash share a slot, which costs the one not cached an argon2 run and serves nothing
+//! wrong: a tag is over the password and the user's stored hash, whose salt is the user's
+//! own, so one user's tag never matches another's.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
 use parking_lot::Mutex;
-use rustc_hash::{FxBuildHasher, FxHashMap};
 use subtle::ConstantTimeEq;
 
 /// Independent locks, so the worker threads do not queue on one.
 const SHARDS: usize = 16;
 
-pub type Tag = [u8; 32];
+/// An HMAC truncated to 128 bits (RFC 2104 §5).
+pub type Tag = [u8; 16];
 
 struct Entry {
+    /// The user name's hash: the table's key and hash.
+    key: u64,
     tag: Tag,
     /// Seconds since the cache's epoch when the credential was verified.
     verified: u32,
-    /// Insertion order within the shard (seconds are too coarse: a reconnect storm inserts
-    /// thousands in one).
-    seq: u64,
+    /// Insertion order within the shard, wrapping (seconds are too coarse: a reconnect storm
+    /// inserts thousands in one). Compared as an age from the shard's next number, which is
+    /// exact while a shard holds fewer than 2^32 entries.
+    seq: u32,
 }
 
 #[derive(Default)]
 struct Shard {
-    map: FxHashMap<Box<str>, Entry>,
-    next_seq: u64,
+    entries: HashTable<Entry>,
+    next_seq: u32,
+}
+
+impl Shard {
+    fn find(&self, key: u64) -> Option<&Entry> {
+        self.entries.find(key, |e| e.key == key)
+    }
+
+    /// Insertions since `e`'s.
+    fn age(&self, e: &Entry) -> u32 {
+        self.next_seq.wrapping_sub(e.seq)
+    }
 }
 
 pub struct CredentialCache {
@@ -43,8 +64,9 @@ pub struct CredentialCache {
     capacity: usize,
     len: AtomicUsize,
     epoch: Instant,
-    /// Fx: only names whose password was just verified are inserted.
-    hasher: FxBuildHasher,
+    /// Keyed per process (SipHash with a random key): names are chosen by whoever creates
+    /// users, and equal hashes must stay chance, not a choice.
+    hasher: RandomState,
     shards: [Mutex<Shard>; SHARDS],
 }
 
@@ -56,7 +78,7 @@ impl CredentialCache {
             capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
             len: AtomicUsize::new(0),
             epoch: Instant::now(),
-            hasher: FxBuildHasher,
+            hasher: RandomState::new(),
             shards: std::array::from_fn(|_| Mutex::default()),
         }
     }
@@ -76,18 +98,23 @@ impl CredentialCache {
         self.capacity > 0 && self.ttl_secs > 0
     }
 
-    fn shard(&self, user: &str) -> &Mutex<Shard> {
-        // Bits the maps do not use to place keys (they use the low bits and the top seven):
+    fn key(&self, user: &str) -> u64 {
+        self.hasher.hash_one(user)
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        // Bits the tables do not use to place keys (they use the low bits and the top seven):
         // the shard's keys must not all share their low bits.
-        &self.shards[(self.hasher.hash_one(user) >> 32) as usize % SHARDS]
+        &self.shards[(key >> 32) as usize % SHARDS]
     }
 
     /// When `tag` was verified for `user`, if that is the tag cached for them and it has not
     /// expired. The tags are compared in constant time.
     pub fn verified(&self, user: &str, tag: &Tag) -> Option<u32> {
         let now = self.now();
-        let shard = self.shard(user).lock();
-        let e = shard.map.get(user)?;
+        let key = self.key(user);
+        let shard = self.shard(key).lock();
+        let e = shard.find(key)?;
         (self.fresh(e.verified, now) && bool::from(e.tag.ct_eq(tag))).then_some(e.verified)
     }
 
@@ -96,44 +123,56 @@ impl CredentialCache {
             return;
         }
         let now = self.now();
-        let mut shard = self.shard(user).lock();
-        if !shard.map.contains_key(user) && self.len.load(Ordering::Relaxed) >= self.capacity {
-            let before = shard.map.len();
-            self.make_room(&mut shard.map, now);
-            self.len
-                .fetch_sub(before - shard.map.len(), Ordering::Relaxed);
-        }
+        let key = self.key(user);
+        let mut shard = self.shard(key).lock();
         let seq = shard.next_seq;
-        shard.next_seq += 1;
+        shard.next_seq = seq.wrapping_add(1);
         let entry = Entry {
+            key,
             tag,
             verified: now,
             seq,
         };
-        if shard.map.insert(user.into(), entry).is_none() {
-            self.len.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut found) = shard.entries.find_entry(key, |e| e.key == key) {
+            *found.get_mut() = entry;
+            return;
         }
+        if self.len.load(Ordering::Relaxed) >= self.capacity {
+            let before = shard.entries.len();
+            self.make_room(&mut shard, now);
+            self.len
+                .fetch_sub(before - shard.entries.len(), Ordering::Relaxed);
+        }
+        shard.entries.insert_unique(key, entry, |e| e.key);
+        self.len.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn invalidate(&self, user: &str) {
-        if self.shard(user).lock().map.remove(user).is_some() {
+        let key = self.key(user);
+        let mut shard = self.shard(key).lock();
+        if let Ok(found) = shard.entries.find_entry(key, |e| e.key == key) {
+            found.remove();
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// Drops this shard's expired entries and, if there were none, its oldest sixteenth. (A
     /// shard may be emptier than others; the bound holds over all of them.)
-    fn make_room(&self, map: &mut FxHashMap<Box<str>, Entry>, now: u32) {
-        let before = map.len();
-        map.retain(|_, e| now.saturating_sub(e.verified) < self.ttl_secs);
-        if map.len() < before || map.is_empty() {
+    fn make_room(&self, shard: &mut Shard, now: u32) {
+        let before = shard.entries.len();
+        shard
+            .entries
+            .retain(|e| now.saturating_sub(e.verified) < self.ttl_secs);
+        if shard.entries.len() < before || shard.entries.is_empty() {
             return;
         }
-        let mut order: Vec<u64> = map.values().map(|e| e.seq).collect();
-        let k = order.len() / 16;
-        let (_, cutoff, _) = order.select_nth_unstable(k);
+        let mut ages: Vec<u32> = shard.entries.iter().map(|e| shard.age(e)).collect();
+        let k = ages.len() / 16;
+        // The k-th oldest: ages sorted from the oldest down.
+        let (_, cutoff, _) = ages.select_nth_unstable_by(k, |a, b| b.cmp(a));
         let cutoff = *cutoff;
-        map.retain(|_, e| e.seq > cutoff);
+        let next = shard.next_seq;
+        shard.entries.retain(|e| next.wrapping_sub(e.seq) < cutoff);
     }
 
     /// Moves the clock `by` forward, for tests of expiry.
@@ -148,12 +187,13 @@ impl CredentialCache {
     /// The tag cached for `user`, expired or not.
     #[cfg(test)]
     pub(super) fn get(&self, user: &str) -> Option<Tag> {
-        self.shard(user).lock().map.get(user).map(|e| e.tag)
+        let key = self.key(user);
+        self.shard(key).lock().find(key).map(|e| e.tag)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map.len()).sum()
+        self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 }
 
@@ -165,10 +205,10 @@ mod tests {
     fn serves_until_invalidated() {
         let c = CredentialCache::new(100, Duration::from_secs(60));
         assert_eq!(c.get("alice"), None);
-        c.insert("alice", [1; 32]);
-        assert_eq!(c.get("alice"), Some([1; 32]));
-        c.insert("alice", [2; 32]);
-        assert_eq!(c.get("alice"), Some([2; 32]));
+        c.insert("alice", [1; 16]);
+        assert_eq!(c.get("alice"), Some([1; 16]));
+        c.insert("alice", [2; 16]);
+        assert_eq!(c.get("alice"), Some([2; 16]));
         c.invalidate("alice");
         assert_eq!(c.get("alice"), None);
     }
@@ -176,12 +216,12 @@ mod tests {
     #[test]
     fn entries_expire() {
         let mut c = CredentialCache::new(100, Duration::from_secs(60));
-        c.insert("alice", [1; 32]);
+        c.insert("alice", [1; 16]);
         c.age(Duration::from_secs(59));
-        assert_eq!(c.verified("alice", &[1; 32]), Some(0), "verified 59 s ago");
+        assert_eq!(c.verified("alice", &[1; 16]), Some(0), "verified 59 s ago");
         c.age(Duration::from_secs(2));
         assert_eq!(
-            c.verified("alice", &[1; 32]),
+            c.verified("alice", &[1; 16]),
             None,
             "verified 61 s ago with a 60 s TTL"
         );
@@ -190,17 +230,17 @@ mod tests {
     #[test]
     fn only_the_cached_tag_is_verified() {
         let c = CredentialCache::new(100, Duration::from_secs(60));
-        c.insert("alice", [1; 32]);
-        assert_eq!(c.verified("alice", &[1; 32]), Some(0));
-        assert_eq!(c.verified("alice", &[2; 32]), None, "another password");
-        assert_eq!(c.verified("bob", &[1; 32]), None, "another user");
+        c.insert("alice", [1; 16]);
+        assert_eq!(c.verified("alice", &[1; 16]), Some(0));
+        assert_eq!(c.verified("alice", &[2; 16]), None, "another password");
+        assert_eq!(c.verified("bob", &[1; 16]), None, "another user");
     }
 
     #[test]
     fn capacity_bounds_the_entries_and_keeps_the_newest() {
         let c = CredentialCache::new(320, Duration::from_secs(60));
         for i in 0..100_000u32 {
-            c.insert(&format!("user{i}"), [0; 32]);
+            c.insert(&format!("user{i}"), [0; 16]);
         }
         assert!(c.len() <= 320 + SHARDS, "{} entries", c.len());
         assert!(
@@ -217,10 +257,10 @@ mod tests {
         // Fill every shard past capacity, then add new entries: none of the new is evicted.
         let c = CredentialCache::new(16 * 32, Duration::from_secs(3600));
         for i in 0..2000 {
-            c.insert(&format!("old{i}"), [0; 32]);
+            c.insert(&format!("old{i}"), [0; 16]);
         }
         for i in 0..200 {
-            c.insert(&format!("new{i}"), [1; 32]);
+            c.insert(&format!("new{i}"), [1; 16]);
         }
         assert!((0..200).all(|i| c.get(&format!("new{i}")).is_some()));
     }
@@ -231,17 +271,33 @@ mod tests {
         let c = CredentialCache::new(10_000, Duration::from_secs(60));
         for round in 0..2 {
             for i in 0..10_000 {
-                c.insert(&format!("user{i}"), [round; 32]);
+                c.insert(&format!("user{i}"), [round; 16]);
             }
         }
         assert_eq!(c.len(), 10_000);
-        assert!((0..10_000).all(|i| c.get(&format!("user{i}")) == Some([1; 32])));
+        assert!((0..10_000).all(|i| c.get(&format!("user{i}")) == Some([1; 16])));
     }
 
     #[test]
     fn zero_capacity_caches_nothing() {
         let c = CredentialCache::new(0, Duration::from_secs(60));
-        c.insert("alice", [1; 32]);
+        c.insert("alice", [1; 16]);
         assert_eq!(c.get("alice"), None);
+    }
+
+    #[test]
+    fn the_oldest_are_evicted_first_across_the_wrap_of_the_insertion_count() {
+        let c = CredentialCache::new(16 * 32, Duration::from_secs(3600));
+        for s in &c.shards {
+            s.lock().next_seq = u32::MAX - 50;
+        }
+        for i in 0..2000 {
+            c.insert(&format!("old{i}"), [0; 16]);
+        }
+        for i in 0..200 {
+            c.insert(&format!("new{i}"), [1; 16]);
+        }
+        assert!(c.shards.iter().all(|s| s.lock().next_seq < 1000), "wrapped");
+        assert!((0..200).all(|i| c.get(&format!("new{i}")).is_some()));
     }
 }

@@ -27,6 +27,13 @@ use super::{AuthError, PasswordVerifier};
 use crate::config::Problem;
 use crate::store::{Access, Verified};
 
+/// The first 128 bits of an HMAC-SHA-256.
+fn truncated(full: &[u8]) -> [u8; 16] {
+    let mut tag = [0; 16];
+    tag.copy_from_slice(&full[..16]);
+    tag
+}
+
 /// `[auth.local]`: the local user directory.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,13 +103,14 @@ impl LocalVerifier {
         }
     }
 
-    /// The credential cache's tag: over the password and the hash it was verified against.
+    /// The credential cache's tag: over the password and the hash it was verified against,
+    /// truncated to 128 bits (RFC 2104 §5) as the entry's is.
     fn tag(&self, password: &[u8], hash: &str) -> CacheTag {
         let mut mac = self.mac.clone();
         mac.update(&(password.len() as u64).to_be_bytes());
         mac.update(password);
         mac.update(hash.as_bytes());
-        mac.finalize().into_bytes().into()
+        truncated(&mac.finalize().into_bytes())
     }
 
     /// The tag kept in a user's entry: over the password alone (the entry binds the hash),
@@ -112,11 +120,7 @@ impl LocalVerifier {
         let mut mac = self.mac.clone();
         mac.update(&(password.len() as u64 | 1 << 63).to_be_bytes());
         mac.update(password);
-        let full = mac.finalize().into_bytes();
-        let mut tag = EntryTag::default();
-        let n = tag.len();
-        tag.copy_from_slice(&full[..n]);
-        tag
+        truncated(&mac.finalize().into_bytes())
     }
 
     /// Whether `tag` is the credential verified for `user`, and still trusted.

@@ -5,53 +5,83 @@
 //! their lease by Acct-Session-Id or only by user: with 100,000 leases a scan for those took
 //! milliseconds under the pool's lock, so both are indexed. Every change to a lease's user or
 //! session goes through this table, which keeps the indexes in step.
+//!
+//! Sized for 100,000 sessions: a lease is a 64-byte slot (its names in one allocation, times
+//! in 32-bit seconds, the NAS as a number), and the two indexes hold addresses alone, hashed
+//! by the session id or user they are found by, compared against the lease itself (with
+//! boxed-string keys they held 5 MiB at 100,000 leases; now 0.6).
 
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::store::LeaseRecord;
 
 /// A lease in memory: its record without the address (the table's key) and the pool (the
-/// table's owner), the NAS name shared by all of that NAS's leases. About half the memory of
-/// a `LeaseRecord` each, which counts at 100,000 sessions.
+/// table's owner); the NAS is a number in the table's list of NAS names.
 pub(super) struct Lease {
-    user: Box<str>,
-    pub device: Box<str>,
-    nas: Arc<str>,
+    /// The device's name, then the user's: one allocation for both.
+    names: Box<str>,
     session_id: Option<Box<str>>,
-    pub granted: u64,
-    pub expires: u64,
+    /// Seconds since the Unix epoch (saturating: past 2106 a time reads as 2106).
+    granted: u32,
+    expires: u32,
     /// The expiry last written to the store; renewals write only when memory is well ahead.
-    pub stored_expires: u64,
+    stored_expires: u32,
+    device_len: u32,
+    nas: u32,
     /// The durable write of a new lease is still under way.
     pub pending: bool,
 }
 
+/// A time as a lease keeps it.
+fn secs(t: u64) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
+}
+
 impl Lease {
     pub fn user(&self) -> &str {
-        &self.user
+        &self.names[self.device_len as usize..]
     }
 
-    pub fn nas(&self) -> &str {
-        &self.nas
+    pub fn device(&self) -> &str {
+        &self.names[..self.device_len as usize]
     }
 
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }
 
-    pub fn record(&self, addr: Ipv4Addr, pool: &str) -> LeaseRecord {
+    pub fn expires(&self) -> u64 {
+        self.expires.into()
+    }
+
+    pub fn set_expires(&mut self, at: u64) {
+        self.expires = secs(at);
+    }
+
+    pub fn stored_expires(&self) -> u64 {
+        self.stored_expires.into()
+    }
+
+    pub fn set_stored_expires(&mut self, at: u64) {
+        self.stored_expires = secs(at);
+    }
+
+    /// The lease's record, held through `nas` (its NAS name: [`Leases::nas_of`]).
+    pub fn record(&self, addr: Ipv4Addr, pool: &str, nas: &str) -> LeaseRecord {
         LeaseRecord {
             addr,
             pool: pool.to_owned(),
             user: self.user().to_owned(),
-            device: self.device.as_ref().to_owned(),
-            nas: self.nas().to_owned(),
+            device: self.device().to_owned(),
+            nas: nas.to_owned(),
             session_id: self.session_id().map(str::to_owned),
-            granted: self.granted,
-            expires: self.expires,
+            granted: self.granted.into(),
+            expires: self.expires.into(),
         }
     }
 }
@@ -67,15 +97,16 @@ pub(super) struct NewLease<'a> {
     pub pending: bool,
 }
 
+/// Fx: the keys are addresses the pool chose, or sessions and users it recorded.
+type ByAddr = FxHashMap<Ipv4Addr, Lease>;
+
 #[derive(Default)]
 pub(super) struct Leases {
-    /// Fx: the keys are addresses the pool chose, or sessions and users it recorded.
-    by_addr: FxHashMap<Ipv4Addr, Lease>,
-    by_session: FxHashMap<Box<str>, Ipv4Addr>,
-    /// User → their leases no session is bound to yet.
-    unbound: FxHashMap<Box<str>, Vec<Ipv4Addr>>,
-    /// The NAS names the leases share (a handful: the configured clients).
-    nas_names: FxHashSet<Arc<str>>,
+    by_addr: ByAddr,
+    by_session: AddrIndex<BySession>,
+    /// Leases no session is bound to yet, by user.
+    unbound: AddrIndex<Unbound>,
+    nas: NasNames,
 }
 
 impl Leases {
@@ -87,6 +118,11 @@ impl Leases {
     /// change through this table).
     pub fn get_mut(&mut self, addr: Ipv4Addr) -> Option<&mut Lease> {
         self.by_addr.get_mut(&addr)
+    }
+
+    /// The name of the NAS `lease` is held through.
+    pub fn nas_of(&self, lease: &Lease) -> &str {
+        self.nas.name(lease.nas)
     }
 
     /// Leases an accounting session is bound to.
@@ -102,33 +138,42 @@ impl Leases {
         self.by_addr.iter().map(|(a, l)| (*a, l))
     }
 
+    /// The addresses of the leases held through `nas`.
+    pub fn held_through(&self, nas: &str) -> Vec<Ipv4Addr> {
+        let Some(id) = self.nas.find(nas) else {
+            return Vec::new();
+        };
+        self.iter()
+            .filter(|(_, l)| l.nas == id)
+            .map(|(a, _)| a)
+            .collect()
+    }
+
     /// Adds the lease of `addr`, replacing any it had.
     pub fn insert(&mut self, addr: Ipv4Addr, new: NewLease<'_>) {
         self.remove(addr);
         let lease = Lease {
-            user: new.user.into(),
-            device: new.device.into(),
-            nas: intern(&mut self.nas_names, new.nas),
+            names: [new.device, new.user].concat().into(),
             session_id: new.session_id.map(Into::into),
-            granted: new.granted,
-            expires: new.expires,
-            stored_expires: new.expires,
+            granted: secs(new.granted),
+            expires: secs(new.expires),
+            stored_expires: secs(new.expires),
+            device_len: u32::try_from(new.device.len()).expect("a device name under 4 GiB"),
+            nas: self.nas.intern(new.nas),
             pending: new.pending,
         };
-        match new.session_id {
-            Some(s) => {
-                self.by_session.insert(s.into(), addr);
-            }
-            None => self.unbound.entry(new.user.into()).or_default().push(addr),
-        }
         self.by_addr.insert(addr, lease);
+        match new.session_id {
+            Some(s) => self.by_session.set(s, addr, &self.by_addr),
+            None => self.unbound.add(new.user, addr, &self.by_addr),
+        }
     }
 
     pub fn remove(&mut self, addr: Ipv4Addr) -> Option<Lease> {
         let lease = self.by_addr.remove(&addr)?;
         match lease.session_id() {
-            Some(s) => forget_session(&mut self.by_session, s, addr),
-            None => forget_unbound(&mut self.unbound, lease.user(), addr),
+            Some(s) => self.by_session.forget(s, addr),
+            None => self.unbound.forget(lease.user(), addr),
         }
         Some(lease)
     }
@@ -139,26 +184,26 @@ impl Leases {
         let lease = self.by_addr.get_mut(&addr)?;
         if lease.session_id() != Some(session_id) {
             match lease.session_id.replace(session_id.into()) {
-                Some(old) => forget_session(&mut self.by_session, &old, addr),
-                None => forget_unbound(&mut self.unbound, &lease.user, addr),
+                Some(old) => self.by_session.forget(&old, addr),
+                None => self.unbound.forget(lease.user(), addr),
             }
-            self.by_session.insert(session_id.into(), addr);
+            self.by_session.set(session_id, addr, &self.by_addr);
         }
-        Some(lease)
+        self.by_addr.get_mut(&addr)
     }
 
     /// The address whose lease the session was last bound to.
     pub fn by_session(&self, session_id: &str) -> Option<Ipv4Addr> {
-        self.by_session.get(session_id).copied()
+        self.by_session.find(session_id, &self.by_addr).next()
     }
 
     /// The user's newest lease from this NAS with no session bound yet.
     pub fn newest_unbound(&self, user: &str, nas: &str) -> Option<Ipv4Addr> {
+        let nas = self.nas.find(nas)?;
         self.unbound
-            .get(user)?
-            .iter()
-            .filter_map(|a| Some((*a, self.by_addr.get(a)?)))
-            .filter(|(_, l)| l.nas() == nas)
+            .find(user, &self.by_addr)
+            .filter_map(|a| Some((a, self.by_addr.get(&a)?)))
+            .filter(|(_, l)| l.nas == nas)
             .max_by_key(|(_, l)| l.granted)
             .map(|(a, _)| a)
     }
@@ -167,40 +212,131 @@ impl Leases {
     /// different one than before: one lookup on the renewal path.
     pub fn held_by(&mut self, addr: Ipv4Addr, nas: &str) -> Option<(&mut Lease, bool)> {
         let lease = self.by_addr.get_mut(&addr)?;
-        let moved = lease.nas() != nas;
+        let moved = self.nas.name(lease.nas) != nas;
         if moved {
-            lease.nas = intern(&mut self.nas_names, nas);
+            lease.nas = self.nas.intern(nas);
         }
         Some((lease, moved))
     }
 }
 
-/// The shared copy of a NAS name.
-fn intern(names: &mut FxHashSet<Arc<str>>, nas: &str) -> Arc<str> {
-    if let Some(n) = names.get(nas) {
-        return n.clone();
-    }
-    let n: Arc<str> = Arc::from(nas);
-    names.insert(n.clone());
-    n
+/// The NAS names leases are held through: a handful (the configured clients), each kept
+/// once and named by its position.
+#[derive(Default)]
+struct NasNames {
+    names: Vec<Arc<str>>,
+    ids: FxHashMap<Arc<str>, u32>,
 }
 
-/// Drops the session's entry if it still names `addr` (a reused session id may have moved).
-fn forget_session(
-    by_session: &mut FxHashMap<Box<str>, Ipv4Addr>,
-    session_id: &str,
-    addr: Ipv4Addr,
-) {
-    if by_session.get(session_id) == Some(&addr) {
-        by_session.remove(session_id);
+impl NasNames {
+    fn find(&self, nas: &str) -> Option<u32> {
+        self.ids.get(nas).copied()
+    }
+
+    fn intern(&mut self, nas: &str) -> u32 {
+        if let Some(id) = self.find(nas) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 NAS names");
+        let name: Arc<str> = nas.into();
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
     }
 }
 
-fn forget_unbound(unbound: &mut FxHashMap<Box<str>, Vec<Ipv4Addr>>, user: &str, addr: Ipv4Addr) {
-    if let Some(addrs) = unbound.get_mut(user) {
-        addrs.retain(|a| *a != addr);
-        if addrs.is_empty() {
-            unbound.remove(user);
+/// What an index finds leases by.
+trait IndexKey {
+    /// The string `lease` is indexed under, if it is indexed at all.
+    fn of(lease: &Lease) -> Option<&str>;
+}
+
+/// Bound leases by their session id.
+#[derive(Default)]
+struct BySession;
+
+impl IndexKey for BySession {
+    fn of(lease: &Lease) -> Option<&str> {
+        lease.session_id()
+    }
+}
+
+/// Unbound leases by their user.
+#[derive(Default)]
+struct Unbound;
+
+impl IndexKey for Unbound {
+    fn of(lease: &Lease) -> Option<&str> {
+        lease.session_id.is_none().then(|| lease.user())
+    }
+}
+
+/// Addresses hashed by a string of their lease (`K`), which the lease itself holds: four
+/// bytes a slot instead of a copy of the string. Consistent while every address in it has a
+/// lease indexed under the string it was added with; `Leases` keeps it so.
+struct AddrIndex<K> {
+    table: HashTable<Ipv4Addr>,
+    key: std::marker::PhantomData<K>,
+}
+
+impl<K> Default for AddrIndex<K> {
+    fn default() -> Self {
+        Self {
+            table: HashTable::new(),
+            key: std::marker::PhantomData,
+        }
+    }
+}
+
+fn hash(key: &str) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+impl<K: IndexKey> AddrIndex<K> {
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The addresses indexed under `key`.
+    fn find<'a>(&'a self, key: &'a str, leases: &'a ByAddr) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        self.table
+            .iter_hash(hash(key))
+            .copied()
+            .filter(move |a| leases.get(a).and_then(K::of) == Some(key))
+    }
+
+    /// Adds `addr` under `key` (its lease, in `leases`, is indexed under it).
+    fn add(&mut self, key: &str, addr: Ipv4Addr, leases: &ByAddr) {
+        // Growing rehashes the others by their own leases' strings. (Never missing: 0 only
+        // keeps the table usable if the invariant were ever broken.)
+        self.table.insert_unique(hash(key), addr, |a| {
+            leases.get(a).and_then(K::of).map_or(0, hash)
+        });
+    }
+
+    /// Makes `addr` the one address under `key`, dropping any other (a session id reused).
+    fn set(&mut self, key: &str, addr: Ipv4Addr, leases: &ByAddr) {
+        let found = self.table.find_mut(hash(key), |a| {
+            *a != addr && leases.get(a).and_then(K::of) == Some(key)
+        });
+        match found {
+            Some(other) => *other = addr,
+            None => {
+                if self.table.find(hash(key), |a| *a == addr).is_none() {
+                    self.add(key, addr, leases);
+                }
+            }
+        }
+    }
+
+    /// Drops `addr` from under `key`, if it is there.
+    fn forget(&mut self, key: &str, addr: Ipv4Addr) {
+        if let Ok(e) = self.table.find_entry(hash(key), |a| *a == addr) {
+            e.remove();
         }
     }
 }
@@ -261,7 +397,7 @@ mod tests {
         t.remove(addr(3));
         t.remove(addr(1));
         t.remove(addr(2));
-        assert!(t.by_addr.is_empty() && t.by_session.is_empty() && t.unbound.is_empty());
+        assert!(t.by_addr.is_empty() && t.by_session.len() == 0 && t.unbound.len() == 0);
     }
 
     #[test]
@@ -269,11 +405,142 @@ mod tests {
         let mut t = Leases::default();
         t.insert(addr(1), lease("a", "gw1", None, 1));
         t.insert(addr(2), lease("b", "gw1", None, 1));
-        let (n1, n2) = (&t.get(addr(1)).unwrap().nas, &t.get(addr(2)).unwrap().nas);
-        assert!(Arc::ptr_eq(n1, n2));
+        assert_eq!(t.get(addr(1)).unwrap().nas, t.get(addr(2)).unwrap().nas);
+        assert_eq!(t.nas.names.len(), 1, "one copy of the name");
         assert!(!t.held_by(addr(1), "gw1").unwrap().1);
         assert!(t.held_by(addr(1), "gw2").unwrap().1);
-        assert_eq!(t.get(addr(1)).unwrap().nas(), "gw2");
+        assert_eq!(t.nas_of(t.get(addr(1)).unwrap()), "gw2");
+        assert_eq!(t.held_through("gw1"), vec![addr(2)]);
+        assert!(t.held_through("gw3").is_empty());
         assert!(t.held_by(addr(9), "gw2").is_none(), "no such lease");
+    }
+
+    /// The indexes answer as maps keyed by copies of the strings did (the code before them,
+    /// kept here as the model), through random inserts, binds, rebinds, moves and removals
+    /// and the tables' growth.
+    #[test]
+    fn indexes_answer_as_the_string_keyed_maps_did() {
+        use std::collections::HashMap;
+        #[derive(Default)]
+        struct Model {
+            leases: HashMap<Ipv4Addr, (String, String, Option<String>, u64)>,
+            by_session: HashMap<String, Ipv4Addr>,
+            unbound: HashMap<String, Vec<Ipv4Addr>>,
+        }
+        impl Model {
+            fn remove(&mut self, a: Ipv4Addr) {
+                if let Some((user, _, session, _)) = self.leases.remove(&a) {
+                    match session {
+                        Some(s) if self.by_session.get(&s) == Some(&a) => {
+                            self.by_session.remove(&s);
+                        }
+                        Some(_) => {}
+                        None => self.unbound.get_mut(&user).unwrap().retain(|x| *x != a),
+                    }
+                }
+            }
+        }
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let (mut t, mut m) = (Leases::default(), Model::default());
+        let ip = |i: u64| Ipv4Addr::from(0x0a00_0000 + i as u32);
+        for step in 0..30_000u64 {
+            let a = ip(next(2_000));
+            let (user, nas, session) = (
+                format!("user{}", next(40)),
+                format!("gw{}", next(3)),
+                format!("S{}", next(60)),
+            );
+            match next(10) {
+                0..=4 => {
+                    let session = (next(4) == 0).then_some(session.as_str());
+                    t.insert(
+                        a,
+                        NewLease {
+                            user: &user,
+                            device: "dev",
+                            nas: &nas,
+                            session_id: session,
+                            granted: step,
+                            expires: step + 60,
+                            pending: false,
+                        },
+                    );
+                    m.remove(a);
+                    let session = session.map(str::to_owned);
+                    match &session {
+                        Some(s) => {
+                            m.by_session.insert(s.clone(), a);
+                        }
+                        None => m.unbound.entry(user.clone()).or_default().push(a),
+                    }
+                    m.leases.insert(a, (user, nas, session, step));
+                }
+                5..=6 => {
+                    assert_eq!(t.bind(a, &session).is_some(), m.leases.contains_key(&a));
+                    if let Some(l) = m.leases.get_mut(&a) {
+                        if l.2.as_deref() != Some(session.as_str()) {
+                            match l.2.replace(session.clone()) {
+                                Some(old) if m.by_session.get(&old) == Some(&a) => {
+                                    m.by_session.remove(&old);
+                                }
+                                Some(_) => {}
+                                None => m.unbound.get_mut(&l.0).unwrap().retain(|x| *x != a),
+                            }
+                            m.by_session.insert(session, a);
+                        }
+                    }
+                }
+                7 => {
+                    if let Some((l, _)) = t.held_by(a, &nas) {
+                        assert_eq!(l.device(), "dev");
+                        m.leases.get_mut(&a).unwrap().1 = nas;
+                    }
+                }
+                _ => {
+                    assert_eq!(t.remove(a).is_some(), m.leases.contains_key(&a));
+                    m.remove(a);
+                }
+            }
+            if step % 97 == 0 || step > 29_900 {
+                assert_eq!(t.sessions(), m.by_session.len(), "step {step}");
+                for s in 0..60 {
+                    let s = format!("S{s}");
+                    assert_eq!(t.by_session(&s), m.by_session.get(&s).copied(), "{s}");
+                }
+                for u in 0..40 {
+                    let u = format!("user{u}");
+                    for n in 0..3 {
+                        let n = format!("gw{n}");
+                        let expected = m.unbound.get(&u).and_then(|addrs| {
+                            addrs
+                                .iter()
+                                .filter(|a| m.leases[a].1 == n)
+                                .max_by_key(|a| m.leases[a].3)
+                                .copied()
+                        });
+                        assert_eq!(t.newest_unbound(&u, &n), expected, "{u} {n} step {step}");
+                    }
+                }
+                for (a, l) in t.iter() {
+                    let (user, nas, session, granted) = &m.leases[&a];
+                    assert_eq!(
+                        (
+                            l.user(),
+                            t.nas_of(l),
+                            l.session_id(),
+                            l.record(a, "p", "n").granted
+                        ),
+                        (user.as_str(), nas.as_str(), session.as_deref(), *granted)
+                    );
+                }
+                assert_eq!(t.by_addr.len(), m.leases.len());
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 mod free;
 mod leases;
+mod sticky;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 use parking_lot::{Mutex, RwLock};
 use prometheus::IntGauge;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
@@ -24,6 +24,7 @@ use crate::metrics::METRICS;
 use crate::store::{AddressHint, LeaseRecord, Store, StoreError};
 use free::FreeSet;
 use leases::{Leases, NewLease};
+use sticky::Sticky;
 
 /// `[[pools]]`: one address pool.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -200,7 +201,7 @@ impl Pool {
         let expired: Vec<Ipv4Addr> = st
             .leases
             .iter()
-            .filter(|(_, l)| l.expires <= now && !l.pending)
+            .filter(|(_, l)| l.expires() <= now && !l.pending)
             .map(|(a, _)| a)
             .collect();
         for a in &expired {
@@ -216,8 +217,7 @@ pub struct Ipam {
     store: Store,
     pools: RwLock<Vec<Arc<Pool>>>,
     /// Device → the address it had last (any pool).
-    /// Fx: the keys are the directory's device names.
-    sticky: Mutex<FxHashMap<Box<str>, Ipv4Addr>>,
+    sticky: Mutex<Sticky>,
 }
 
 /// Who the lease is for.
@@ -245,13 +245,7 @@ impl Ipam {
     /// Builds the pools and restores leases that have not expired.
     pub fn new(store: Store, pools: &[PoolConfig], now: u64) -> Result<Self, IpamError> {
         let ipam = Self {
-            sticky: Mutex::new(
-                store
-                    .sticky_addresses()?
-                    .into_iter()
-                    .map(|(d, a)| (d.into_boxed_str(), a))
-                    .collect(),
-            ),
+            sticky: Mutex::new(Sticky::new(store.sticky_addresses()?)),
             store,
             pools: RwLock::new(Vec::new()),
         };
@@ -360,13 +354,13 @@ impl Ipam {
                     && st
                         .leases
                         .get(*a)
-                        .is_some_and(|l| &*l.device == req.device && l.expires > req.now)
+                        .is_some_and(|l| l.device() == req.device && l.expires() > req.now)
             };
             // A hint naming the device's live lease makes a renewal without the sticky map;
             // without one, or a stale one, the map says which address was the device's.
             // (The only place both locks are held, always in this order.)
             let hinted = hint.filter(|a| alive(&st, a));
-            let sticky = hinted.or_else(|| self.sticky.lock().get(req.device).copied());
+            let sticky = hinted.or_else(|| self.sticky.lock().get(req.device));
             let own = sticky.filter(|a| pool.config.network.contains(a));
             let renew = hinted.or_else(|| own.filter(|a| alive(&st, a)));
             let (addr, new) = if let Some(a) = renew {
@@ -414,23 +408,24 @@ impl Ipam {
             if !new {
                 // Stored only when it moves (once a second at most): a renewal then leaves
                 // the lease's cache line unwritten for the other worker thread.
-                if expires > lease.expires {
-                    lease.expires = expires;
+                if expires > lease.expires() {
+                    lease.set_expires(expires);
                 }
                 if moved {
-                    lease.stored_expires = 0; // force the write below
+                    lease.set_stored_expires(0); // force the write below
                 }
             }
             // A renewal is written only once the stored expiry lags by a quarter lease: in
             // steady state a reconnecting device costs no store write at all.
             let slack = pool.config.lease_time.as_secs() / 4;
-            let write = !new && lease.expires >= lease.stored_expires + slack.max(1);
+            let write = !new && lease.expires() >= lease.stored_expires() + slack.max(1);
             if write {
-                lease.stored_expires = lease.expires;
+                lease.set_stored_expires(lease.expires());
             }
             // What goes to the store, if anything: a renewal that writes nothing needs only
             // the address, no copy of the record.
-            let to_write = (new || write).then(|| lease.record(addr, &pool.config.name));
+            // `held_by` made `req.nas` the lease's NAS.
+            let to_write = (new || write).then(|| lease.record(addr, &pool.config.name, req.nas));
             let out = (addr, to_write, new, lease.pending, sticky);
             if new {
                 pool.publish(&st);
@@ -445,7 +440,7 @@ impl Ipam {
         // A renewal found its address by hint or in the sticky map: no second lock to say
         // so again.
         if sticky != Some(addr) {
-            self.sticky.lock().insert(req.device.into(), addr);
+            self.sticky.lock().insert(req.device, addr);
         }
         if new {
             let record = to_write.expect("a new lease is always written");
@@ -486,12 +481,7 @@ impl Ipam {
             for pool in &pools {
                 let gone: Vec<Ipv4Addr> = {
                     let mut st = pool.state.lock();
-                    let gone: Vec<_> = st
-                        .leases
-                        .iter()
-                        .filter(|(_, l)| l.nas() == nas)
-                        .map(|(a, _)| a)
-                        .collect();
+                    let gone = st.leases.held_through(nas);
                     // A NAS restart is rare: a scan, not an index.
                     for a in &gone {
                         st.leases.remove(*a);
@@ -526,8 +516,9 @@ impl Ipam {
                 match status {
                     AcctStatus::Start | AcctStatus::Interim => {
                         let lease = st.leases.bind(addr, session_id).expect("found above");
-                        lease.expires = now + pool.config.lease_time.as_secs().max(1);
-                        let record = lease.record(addr, &pool.config.name);
+                        lease.set_expires(now + pool.config.lease_time.as_secs().max(1));
+                        let lease = st.leases.get(addr).expect("found above");
+                        let record = lease.record(addr, &pool.config.name, st.leases.nas_of(lease));
                         pool.publish(&st);
                         Some((record, false))
                     }
@@ -538,9 +529,11 @@ impl Ipam {
                             None
                         } else {
                             let rec = st.leases.remove(addr).expect("present");
+                            let record =
+                                rec.record(addr, &pool.config.name, st.leases.nas_of(&rec));
                             st.free.insert(u32::from(addr));
                             pool.publish(&st);
-                            Some((rec.record(addr, &pool.config.name), true))
+                            Some((record, true))
                         }
                     }
                     AcctStatus::NasRestart => unreachable!("handled above"),
@@ -588,11 +581,10 @@ impl Ipam {
             .read()
             .iter()
             .flat_map(|p| {
-                p.state
-                    .lock()
-                    .leases
+                let st = p.state.lock();
+                st.leases
                     .iter()
-                    .map(|(a, l)| l.record(a, &p.config.name))
+                    .map(|(a, l)| l.record(a, &p.config.name, st.leases.nas_of(l)))
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -380,7 +380,7 @@ async fn a_renewal_moves_the_expiry_only_forward() {
     let expiry = |ipam: &Ipam| {
         let pools = ipam.pools.read();
         let st = pools[0].state.lock();
-        st.leases.get(a.addr).unwrap().expires
+        st.leases.get(a.addr).unwrap().expires()
     };
     assert_eq!(expiry(&ipam), 160);
     ipam.lease(&req("d1", 100)).await.unwrap().unwrap();
