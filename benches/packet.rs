@@ -15,7 +15,7 @@ use ravpnd::policy::{Decision, Reason, ReplyPlan};
 use ravpnd::radius::packet::{Attributes, Frame};
 use ravpnd::radius::{crypto, dict};
 use ravpnd::reply::{DnsConfig, Original, ReplyContext};
-use ravpnd::store::{Access, AccessDevice, AuthMethod, DeviceType};
+use ravpnd::store::{Access, AccessDevice, DeviceType};
 
 const SECRET: &[u8] = b"testing123";
 
@@ -105,21 +105,8 @@ fn anyconnect(c: &mut Criterion) {
         interim_interval: Duration::from_secs(600),
     };
     // No address here (see benches/pipeline.rs for an Accept with a pool address).
-    let user = Access {
-        name: "alice".into(),
-        password_hash: None,
-        devices: Box::new([AccessDevice {
-            name: "laptop".into(),
-            device_type: DeviceType::Windows,
-            enabled: true,
-            device_auth: true,
-            method: AuthMethod::Serial,
-            serial: Some("SER1".into()),
-            mac: None,
-            address: Default::default(),
-        }]),
-        credential: Default::default(),
-    };
+    let laptop = AccessDevice::new("laptop", DeviceType::Windows, Some("SER1"), None).unwrap();
+    let user = Access::with_devices("alice", None, [laptop]);
     let accept = Decision::Accept(ReplyPlan {
         user: Arc::new(user),
         device: 0,

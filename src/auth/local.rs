@@ -185,7 +185,7 @@ impl PasswordVerifier for LocalVerifier {
         _sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {
-        let hash = user.password_hash.as_deref().ok_or(AuthError::NoPassword)?;
+        let hash = user.password_hash().ok_or(AuthError::NoPassword)?;
         let entry_tag = self.entry_tag(password);
         if let Some(v) = user.credential.get() {
             if self.cache.fresh(v.at, self.cache.now()) && bool::from(v.tag.ct_eq(&entry_tag)) {
@@ -193,7 +193,7 @@ impl PasswordVerifier for LocalVerifier {
             }
         }
         let tag = self.tag(password, hash);
-        if let Some(at) = self.cache.verified(&user.name, &tag) {
+        if let Some(at) = self.cache.verified(user.name(), &tag) {
             self.keep(user, entry_tag, at);
             return Ok(());
         }
@@ -205,7 +205,7 @@ impl PasswordVerifier for LocalVerifier {
                 // Removed also when the request is given up on: each wrong password has its
                 // own tag, and entries must not pile up.
                 let _forget = RemoveOnDrop(&self.inflight, tag);
-                self.run_argon2(&user.name, tag, password, hash.to_owned())
+                self.run_argon2(user.name(), tag, password, hash.to_owned())
                     .await
             })
             .await

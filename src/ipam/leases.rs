@@ -400,6 +400,12 @@ mod tests {
         assert!(t.by_addr.is_empty() && t.by_session.len() == 0 && t.unbound.len() == 0);
     }
 
+    /// What 100,000 sessions cost: a slot of the address table is the address and this.
+    #[test]
+    fn a_lease_stays_compact() {
+        assert!(std::mem::size_of::<(Ipv4Addr, Lease)>() <= 64);
+    }
+
     #[test]
     fn nas_names_are_shared_and_changes_reported() {
         let mut t = Leases::default();

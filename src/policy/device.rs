@@ -156,9 +156,9 @@ pub fn proves(d: &AccessDevice, id: &DeviceIdentity) -> bool {
     d.device_auth
         && match d.method {
             AuthMethod::Serial => {
-                matches!((&d.serial, &id.serial), (Some(a), Some(b)) if same_serial(a, b))
+                matches!((d.serial(), &id.serial), (Some(a), Some(b)) if same_serial(a, b))
             }
-            AuthMethod::Mac => d.mac.is_some() && d.mac.as_deref() == id.mac.as_deref(),
+            AuthMethod::Mac => d.mac().is_some() && d.mac() == id.mac.as_deref(),
         }
 }
 
@@ -236,7 +236,7 @@ pub fn first_connection(
 ) -> DeviceCheck {
     let free: Vec<_> = devices
         .iter()
-        .filter(|d| d.device_auth && d.method == AuthMethod::Serial && d.serial.is_none())
+        .filter(|d| d.device_auth && d.method == AuthMethod::Serial && d.serial().is_none())
         .collect();
     if !auto_register {
         return DeviceCheck::Reject(if id.is_empty() {
@@ -266,7 +266,7 @@ pub fn first_connection(
         .collect();
     match of_type.iter().find(|d| d.enabled) {
         Some(d) => DeviceCheck::Register {
-            device: d.name.to_string(),
+            device: d.name().to_owned(),
             serial: serial.clone(),
         },
         None if !of_type.is_empty() => DeviceCheck::Reject(Reason::DeviceDisabled),

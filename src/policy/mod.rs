@@ -84,7 +84,7 @@ pub struct ReplyPlan {
 impl ReplyPlan {
     /// The name of the device the session runs on.
     pub fn device_name(&self) -> &str {
-        &self.user.devices[self.device].name
+        self.user.devices[self.device].name()
     }
 }
 
@@ -150,15 +150,15 @@ impl Policy {
         let device = &user.devices[i];
         let proxy = match settings
             .proxy
-            .decide(&user.name, &device.name, device.device_type)
+            .decide(user.name(), device.name(), device.device_type)
         {
             Ok(p) => p,
             Err(reason) => return Decision::Reject(reason),
         };
         let lease = LeaseRequest {
             pool: req.nas.pool.as_deref(),
-            user: &user.name,
-            device: &device.name,
+            user: user.name(),
+            device: device.name(),
             nas: &req.nas.name,
             now: req.now,
             hint: Some(&device.address),
@@ -166,7 +166,7 @@ impl Policy {
         let address = match self.ipam.lease(&lease).await {
             Ok(a) => a,
             Err(IpamError::Exhausted(pool)) => {
-                tracing::warn!(%pool, user = %user.name, "address pool exhausted");
+                tracing::warn!(%pool, user = %user.name(), "address pool exhausted");
                 return Decision::Reject(Reason::PoolExhausted);
             }
             Err(e) => return internal("leasing an address", &e),
@@ -215,19 +215,19 @@ impl Policy {
                 DeviceCheck::Accept { device } => return Ok((user, device)),
                 DeviceCheck::Reject(r) => return Err(r),
                 DeviceCheck::RegistrationFailed(r) => {
-                    return Err(self.registration_failed(&user.name, id, client, r, settings))
+                    return Err(self.registration_failed(user.name(), id, client, r, settings))
                 }
                 DeviceCheck::Register { device, serial } => (device, serial),
             };
             match self.store.register_serial(&device, &serial).await {
                 Ok(Registration::Registered) => {
-                    info!(user = %user.name, device = %device, serial = %serial, "device registered");
+                    info!(user = %user.name(), device = %device, serial = %serial, "device registered");
                     METRICS.registrations.inc();
                     return Err(Reason::DeviceRegistered);
                 }
                 Ok(Registration::SerialInUse { .. }) => {
                     return Err(self.registration_failed(
-                        &user.name,
+                        user.name(),
                         id,
                         client,
                         Reason::SerialInUse,
@@ -238,7 +238,7 @@ impl Policy {
                 Ok(Registration::SlotTaken) => {}
                 Err(e) => return Err(internal_reason("registering a device", &e)),
             }
-            user = match self.store.access(&user.name) {
+            user = match self.store.access(user.name()) {
                 Ok(Some(u)) => u,
                 Ok(None) => return Err(Reason::UnknownUser),
                 Err(e) => return Err(internal_reason("reading the user", &e)),

@@ -14,12 +14,13 @@ use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord}
 /// A user as the request path sees them.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Access {
-    pub name: Box<str>,
-    /// PHC-format argon2id hash; `None` for users whose password lives in a directory.
-    pub password_hash: Option<Box<str>>,
+    /// The user's name, then their PHC-format argon2id hash (empty for users whose password
+    /// lives in a directory): one allocation for both.
+    texts: Box<str>,
+    name_len: u32,
     /// The devices assigned to the user (those whose record names them as owner).
     pub devices: Box<[AccessDevice]>,
-    /// The password last verified against `password_hash`, for the local directory.
+    /// The password last verified against the hash, for the local directory.
     pub credential: VerifiedCredential,
 }
 
@@ -91,32 +92,101 @@ impl PartialEq for AddressHint {
 
 impl Eq for AddressHint {}
 
-/// An assigned device as the request path sees it.
+/// An assigned device as the request path sees it: 32 bytes, and its name, serial and MAC
+/// in one allocation (three boxed strings took 56 bytes and three allocations).
 #[derive(Debug, PartialEq, Eq)]
 pub struct AccessDevice {
-    pub name: Box<str>,
+    /// The name, then the serial, then the MAC.
+    texts: Box<str>,
+    name_len: u16,
+    serial_len: u16,
+    pub address: AddressHint,
     pub device_type: DeviceType,
     pub enabled: bool,
     pub device_auth: bool,
     pub method: AuthMethod,
-    pub serial: Option<Box<str>>,
-    /// Canonical `12:34:56:78:90:ab`.
-    pub mac: Option<Box<str>>,
-    pub address: AddressHint,
+    /// Which of serial and MAC are present (an empty one is not: neither can be empty).
+    has: u8,
 }
 
-impl From<&DeviceRecord> for AccessDevice {
-    fn from(d: &DeviceRecord) -> Self {
-        Self {
-            name: d.name.as_str().into(),
-            device_type: d.device_type,
-            enabled: d.enabled,
-            device_auth: d.device_auth,
-            method: d.method,
-            serial: d.serial.as_deref().map(Into::into),
-            mac: d.mac.as_deref().map(Into::into),
+const HAS_SERIAL: u8 = 1;
+const HAS_MAC: u8 = 2;
+
+impl AccessDevice {
+    /// A device of `device_type` with device authentication on, by serial, enabled; `None`
+    /// if its name or serial is over 64 KiB (the admin API allows 64 and 128 bytes, a
+    /// RADIUS attribute 253): such a record cannot be a device of the request path.
+    pub fn new(
+        name: &str,
+        device_type: DeviceType,
+        serial: Option<&str>,
+        mac: Option<&str>,
+    ) -> Option<Self> {
+        let (serial, mac) = (serial.unwrap_or(""), mac.unwrap_or(""));
+        let has = u8::from(!serial.is_empty()) * HAS_SERIAL + u8::from(!mac.is_empty()) * HAS_MAC;
+        Some(Self {
+            texts: [name, serial, mac].concat().into(),
+            name_len: u16::try_from(name.len()).ok()?,
+            serial_len: u16::try_from(serial.len()).ok()?,
             address: AddressHint::default(),
-        }
+            device_type,
+            enabled: true,
+            device_auth: true,
+            method: AuthMethod::Serial,
+            has,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.texts[..usize::from(self.name_len)]
+    }
+
+    pub fn serial(&self) -> Option<&str> {
+        let start = usize::from(self.name_len);
+        let end = start + usize::from(self.serial_len);
+        (self.has & HAS_SERIAL != 0).then(|| &self.texts[start..end])
+    }
+
+    /// Canonical `12:34:56:78:90:ab`.
+    pub fn mac(&self) -> Option<&str> {
+        let start = usize::from(self.name_len) + usize::from(self.serial_len);
+        (self.has & HAS_MAC != 0).then(|| &self.texts[start..])
+    }
+
+    /// The same device with `serial` registered (tests).
+    #[cfg(test)]
+    pub fn with_serial(self, serial: &str) -> Self {
+        Self::new(self.name(), self.device_type, Some(serial), self.mac())
+            .expect("short")
+            .flags_of(&self)
+    }
+
+    /// The same device with `mac` (tests).
+    #[cfg(test)]
+    pub fn with_mac(self, mac: &str) -> Self {
+        Self::new(self.name(), self.device_type, self.serial(), Some(mac))
+            .expect("short")
+            .flags_of(&self)
+    }
+
+    #[cfg(test)]
+    fn flags_of(mut self, other: &Self) -> Self {
+        (self.enabled, self.device_auth, self.method) =
+            (other.enabled, other.device_auth, other.method);
+        self
+    }
+}
+
+impl AccessDevice {
+    fn from_record(d: &DeviceRecord) -> Option<Self> {
+        let mut a = Self::new(
+            &d.name,
+            d.device_type,
+            d.serial.as_deref(),
+            d.mac.as_deref(),
+        )?;
+        (a.enabled, a.device_auth, a.method) = (d.enabled, d.device_auth, d.method);
+        Some(a)
     }
 }
 
@@ -124,16 +194,40 @@ impl Access {
     /// The entry of `user`, given the records of the devices it lists; a listed device whose
     /// record names another owner (or none) is not the user's.
     pub fn new(user: &UserRecord, devices: &[DeviceRecord]) -> Self {
+        let devices = devices
+            .iter()
+            .filter(|d| d.owner.as_deref() == Some(user.name.as_str()))
+            .filter_map(|d| {
+                let a = AccessDevice::from_record(d);
+                if a.is_none() {
+                    tracing::warn!(device = %d.name, "device record too large to match: skipped");
+                }
+                a
+            });
+        Self::with_devices(&user.name, user.password_hash.as_deref(), devices)
+    }
+
+    /// The entry of a user named `name` with these devices.
+    pub fn with_devices(
+        name: &str,
+        password_hash: Option<&str>,
+        devices: impl IntoIterator<Item = AccessDevice>,
+    ) -> Self {
         Self {
-            name: user.name.as_str().into(),
-            password_hash: user.password_hash.as_deref().map(Into::into),
-            devices: devices
-                .iter()
-                .filter(|d| d.owner.as_deref() == Some(user.name.as_str()))
-                .map(AccessDevice::from)
-                .collect(),
+            texts: [name, password_hash.unwrap_or("")].concat().into(),
+            name_len: u32::try_from(name.len()).expect("a user name under 4 GiB"),
+            devices: devices.into_iter().collect(),
             credential: VerifiedCredential::default(),
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.texts[..self.name_len as usize]
+    }
+
+    /// PHC-format argon2id hash; `None` for users whose password lives in a directory.
+    pub fn password_hash(&self) -> Option<&str> {
+        Some(&self.texts[self.name_len as usize..]).filter(|h| !h.is_empty())
     }
 }
 
@@ -151,5 +245,56 @@ impl Store {
             }
             Ok(Some(Arc::new(Access::new(&user, &devices))))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_keeps_its_texts_apart() {
+        let d = |serial, mac| AccessDevice::new("laptop", DeviceType::Mac, serial, mac).unwrap();
+        let all = d(Some("SER1"), Some("a1:b2:c3:d4:e5:f6"));
+        assert_eq!(
+            (all.name(), all.serial(), all.mac()),
+            ("laptop", Some("SER1"), Some("a1:b2:c3:d4:e5:f6"))
+        );
+        let mac_only = d(None, Some("a1:b2:c3:d4:e5:f6"));
+        assert_eq!(
+            (mac_only.name(), mac_only.serial(), mac_only.mac()),
+            ("laptop", None, Some("a1:b2:c3:d4:e5:f6"))
+        );
+        let serial_only = d(Some("SER1"), None);
+        assert_eq!(
+            (serial_only.serial(), serial_only.mac()),
+            (Some("SER1"), None)
+        );
+        let neither = d(None, None);
+        assert_eq!(
+            (neither.name(), neither.serial(), neither.mac()),
+            ("laptop", None, None)
+        );
+        let long = "x".repeat(70_000);
+        assert!(AccessDevice::new(&long, DeviceType::Mac, None, None).is_none());
+        assert!(AccessDevice::new("d", DeviceType::Mac, Some(&long), None).is_none());
+    }
+
+    #[test]
+    fn a_user_keeps_name_and_hash_apart() {
+        let a = Access::with_devices("alice", Some("$argon2id$v=19$x"), []);
+        assert_eq!(
+            (a.name(), a.password_hash()),
+            ("alice", Some("$argon2id$v=19$x"))
+        );
+        let d = Access::with_devices("bob", None, []);
+        assert_eq!((d.name(), d.password_hash()), ("bob", None));
+    }
+
+    /// What 100,000 users cost: an entry is read on every request and kept for each user.
+    #[test]
+    fn entries_stay_compact() {
+        assert!(std::mem::size_of::<AccessDevice>() <= 32);
+        assert!(std::mem::size_of::<Access>() <= 64);
     }
 }

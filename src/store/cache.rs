@@ -25,7 +25,7 @@ pub(super) trait Keyed {
 
 impl Keyed for Arc<super::Access> {
     fn key(&self) -> &str {
-        &self.name
+        self.name()
     }
 }
 

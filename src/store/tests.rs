@@ -228,13 +228,13 @@ async fn reads_after_writes_see_the_write_through_the_cache() {
     let names = |a: &Access| {
         a.devices
             .iter()
-            .map(|d| d.name.to_string())
+            .map(|d| d.name().to_owned())
             .collect::<Vec<_>>()
     };
 
     read(&store, "alice");
     store.set_user_password("alice", "h2".into()).await.unwrap();
-    assert_eq!(read(&store, "alice").password_hash.as_deref(), Some("h2"));
+    assert_eq!(read(&store, "alice").password_hash(), Some("h2"));
 
     store.assign("alice", "laptop", 3).await.unwrap();
     assert_eq!(names(&read(&store, "alice")), ["laptop"]);
@@ -257,10 +257,7 @@ async fn reads_after_writes_see_the_write_through_the_cache() {
         store.device_by_serial("ABC123").unwrap().as_deref(),
         Some("laptop")
     );
-    assert_eq!(
-        read(&store, "alice").devices[0].serial.as_deref(),
-        Some("abc123")
-    );
+    assert_eq!(read(&store, "alice").devices[0].serial(), Some("abc123"));
 
     // Moved to bob: gone from alice's entry, in bob's (both read, so cached, before).
     read(&store, "bob");
@@ -295,8 +292,8 @@ fn an_entry_holds_only_the_devices_the_user_owns() {
     };
     let a = Access::new(&u, &[mine, theirs, device("nobodys")]);
     assert_eq!(a.devices.len(), 1);
-    assert_eq!(&*a.devices[0].name, "mine");
-    assert_eq!(a.password_hash.as_deref(), Some("h"));
+    assert_eq!(a.devices[0].name(), "mine");
+    assert_eq!(a.password_hash(), Some("h"));
 }
 
 /// The writes that change an index entry or cascade to other records: a serial asked for
@@ -384,9 +381,7 @@ async fn a_registration_leaves_other_records_cached() {
     );
     assert_eq!(c.len(), 19, "nothing else was dropped");
     assert_eq!(
-        store.access("u0").unwrap().unwrap().devices[0]
-            .serial
-            .as_deref(),
+        store.access("u0").unwrap().unwrap().devices[0].serial(),
         Some("S0")
     );
 

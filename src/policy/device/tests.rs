@@ -1,16 +1,7 @@
 use super::*;
 
 fn dev(name: &str, t: DeviceType) -> AccessDevice {
-    AccessDevice {
-        name: name.into(),
-        device_type: t,
-        enabled: true,
-        device_auth: true,
-        method: AuthMethod::Serial,
-        serial: None,
-        mac: None,
-        address: Default::default(),
-    }
+    AccessDevice::new(name, t, None, None).expect("short")
 }
 
 fn id(serial: Option<&str>, mac: Option<&str>, platform: &str) -> DeviceIdentity {
@@ -87,7 +78,7 @@ fn first_connect_registers_then_matches() {
             serial: "SER1".into()
         }
     );
-    d.serial = Some("ser1".into());
+    d = d.with_serial("ser1");
     assert_eq!(
         check(std::slice::from_ref(&d), &i, true, Some("laptop")),
         DeviceCheck::Accept { device: 0 }
@@ -111,7 +102,7 @@ fn rejections_are_specific() {
         DeviceCheck::Reject(Reason::DeviceNotAssigned)
     );
     let mut d = dev("laptop", DeviceType::Windows);
-    d.serial = Some("S".into());
+    d = d.with_serial("S");
     d.enabled = false;
     assert_eq!(
         check(
@@ -175,7 +166,7 @@ fn rejections_are_specific() {
 fn mac_method_and_device_auth_off() {
     let mut d = dev("desk", DeviceType::Windows);
     d.method = AuthMethod::Mac;
-    d.mac = Some("a1:b2:c3:d4:e5:f6".into());
+    d = d.with_mac("a1:b2:c3:d4:e5:f6");
     assert_eq!(
         check(
             std::slice::from_ref(&d),
@@ -230,14 +221,14 @@ fn mac_method_and_device_auth_off() {
 #[test]
 fn accept_names_the_device_that_matched_among_several() {
     let mut laptop = dev("laptop", DeviceType::Windows);
-    laptop.serial = Some("ser1".into());
+    laptop = laptop.with_serial("ser1");
     let mut phone = dev("phone", DeviceType::Android);
-    phone.serial = Some("ser2".into());
+    phone = phone.with_serial("ser2");
     let mut kiosk = dev("kiosk", DeviceType::Mac);
     kiosk.device_auth = false;
     let devices = [laptop, phone, kiosk];
     let of = |c| match c {
-        DeviceCheck::Accept { device } => Some(&*devices[device].name),
+        DeviceCheck::Accept { device } => Some(devices[device].name()),
         _ => None,
     };
     assert_eq!(
@@ -265,7 +256,7 @@ fn accept_names_the_device_that_matched_among_several() {
 #[test]
 fn only_a_first_connection_is_left_to_the_serial_index() {
     let mut laptop = dev("laptop", DeviceType::Windows);
-    laptop.serial = Some("ser1".into());
+    laptop = laptop.with_serial("ser1");
     let free = dev("phone", DeviceType::Android);
     let devices = [laptop, free];
     assert_eq!(
