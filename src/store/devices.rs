@@ -122,10 +122,7 @@ pub(super) fn abort<T>(e: StoreError) -> Tx<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
-pub(super) fn tx_get<T: serde::de::DeserializeOwned>(
-    tree: &TransactionalTree,
-    key: &str,
-) -> Tx<Option<T>> {
+pub(super) fn tx_get<T: super::Record>(tree: &TransactionalTree, key: &str) -> Tx<Option<T>> {
     match tree.get(key.as_bytes())? {
         Some(v) => match decode(key.as_bytes(), &v) {
             Ok(r) => Ok(Some(r)),
@@ -135,7 +132,7 @@ pub(super) fn tx_get<T: serde::de::DeserializeOwned>(
     }
 }
 
-pub(super) fn tx_put<T: Serialize>(
+pub(super) fn tx_put<T: super::Record>(
     tree: &TransactionalTree,
     key: &str,
     value: &T,

@@ -5,6 +5,7 @@
 
 mod access;
 mod cache;
+mod codec;
 mod devices;
 mod leases;
 mod profiles;
@@ -15,13 +16,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use access::{Access, AccessDevice, AddressHint, Verified, VerifiedCredential};
+use codec::{decode, encode, Record};
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
 pub use leases::LeaseRecord;
 pub use profiles::{profile_key, DownloadRefusal, ProfileRecord};
 pub use users::UserRecord;
 
 /// Bumped when a record layout changes incompatibly; a newer store is refused, not misread.
-const SCHEMA_VERSION: u32 = 1;
+/// 2: users, devices and leases may be stored compactly (`codec`); a schema-1 store is
+/// marked 2 when opened, since its records are converted as they are written.
+const SCHEMA_VERSION: u32 = 2;
 
 const META_TREE: &str = "meta";
 const USERS_TREE: &str = "users";
@@ -47,7 +51,7 @@ pub enum StoreError {
     #[error("corrupt record under key {key:?}: {source}")]
     Corrupt {
         key: String,
-        source: serde_json::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(
         "store schema version {found} is newer than this ravpnd understands ({SCHEMA_VERSION})"
@@ -135,6 +139,10 @@ impl Store {
                 if found > SCHEMA_VERSION {
                     return Err(StoreError::Schema { found });
                 }
+                if found < SCHEMA_VERSION {
+                    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                    db.flush()?;
+                }
             }
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
@@ -186,27 +194,12 @@ impl Store {
 
 impl Store {
     /// One record of `tree`, decoded (not cached).
-    fn read<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
+    fn read<T: Record>(&self, tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
         match tree.get(key.as_bytes())? {
             Some(v) => decode(key.as_bytes(), &v).map(Some),
             None => Ok(None),
         }
     }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("records serialize infallibly")
 }
 
 /// Unix seconds now (0 if the clock is before 1970).

@@ -389,3 +389,88 @@ async fn a_registration_leaves_other_records_cached() {
     assert!(!c.contains("u3"));
     assert_eq!(c.len(), 19);
 }
+
+/// A schema-1 store (JSON records) opens: it is marked schema 2, its records read as they
+/// are, and each is stored compactly once written again. A newer schema is refused.
+#[tokio::test]
+async fn a_schema_1_store_is_read_then_converted_record_by_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let schema = |store: &Store| {
+        let v = store
+            .db
+            .open_tree(META_TREE)
+            .unwrap()
+            .get(SCHEMA_KEY)
+            .unwrap()
+            .unwrap();
+        u32::from_be_bytes(v.as_ref().try_into().unwrap())
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        let json = br#"{"name":"alice","password_hash":"h1","devices":["laptop"],"created":1,"updated":2}"#;
+        store.users.insert("alice", &json[..]).unwrap();
+        store
+            .users
+            .insert("bob", &br#"{"name":"bob","created":3,"updated":4}"#[..])
+            .unwrap();
+        store.devices.insert("laptop", &br#"{"name":"laptop","device_type":"windows","enabled":true,"device_auth":true,"method":"serial","serial":"S1","mac":null,"owner":"alice","created":1,"updated":2}"#[..]).unwrap();
+        store
+            .db
+            .open_tree(META_TREE)
+            .unwrap()
+            .insert(SCHEMA_KEY, &1u32.to_be_bytes())
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(schema(&store), 2);
+    let alice = store.user("alice").unwrap().unwrap();
+    assert_eq!(
+        (
+            alice.password_hash.as_deref(),
+            alice.devices.as_slice(),
+            alice.updated
+        ),
+        (Some("h1"), &["laptop".to_owned()][..], 2)
+    );
+    let bob = store.user("bob").unwrap().unwrap();
+    assert_eq!(
+        (bob.password_hash, bob.devices.len(), bob.created),
+        (None, 0, 3)
+    );
+    let a = store.access("alice").unwrap().unwrap();
+    assert_eq!(a.devices[0].serial(), Some("S1"));
+
+    let first_byte = |tree: &sled::Tree, key: &str| tree.get(key).unwrap().unwrap()[0];
+    assert_eq!(first_byte(&store.users, "alice"), b'{');
+    store.set_user_password("alice", "h2".into()).await.unwrap();
+    assert_eq!(first_byte(&store.users, "alice"), 1, "compact once written");
+    assert_eq!(
+        first_byte(&store.users, "bob"),
+        b'{',
+        "the others as they were"
+    );
+    assert_eq!(
+        store
+            .user("alice")
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some("h2")
+    );
+
+    store
+        .db
+        .open_tree(META_TREE)
+        .unwrap()
+        .insert(SCHEMA_KEY, &3u32.to_be_bytes())
+        .unwrap();
+    store.db.flush().unwrap();
+    drop((a, store));
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::Schema { found: 3 })
+    ));
+}
