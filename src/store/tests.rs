@@ -1,5 +1,10 @@
 use super::*;
 
+/// The stored password hash of `name`, who exists.
+fn password_hash(store: &Store, name: &str) -> Option<String> {
+    store.user(name).unwrap().unwrap().password_hash
+}
+
 fn temp() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db")).unwrap();
@@ -26,15 +31,7 @@ async fn user_lifecycle() {
         .set_user_password("alice", "hash2".into())
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .user("alice")
-            .unwrap()
-            .unwrap()
-            .password_hash
-            .as_deref(),
-        Some("hash2")
-    );
+    assert_eq!(password_hash(&store, "alice").as_deref(), Some("hash2"));
     assert!(matches!(
         store.set_user_password("carol", "x".into()).await,
         Err(StoreError::NotFound(_))
@@ -451,15 +448,7 @@ async fn a_schema_1_store_is_read_then_converted_record_by_record() {
         b'{',
         "the others as they were"
     );
-    assert_eq!(
-        store
-            .user("alice")
-            .unwrap()
-            .unwrap()
-            .password_hash
-            .as_deref(),
-        Some("h2")
-    );
+    assert_eq!(password_hash(&store, "alice").as_deref(), Some("h2"));
 
     store
         .db
