@@ -36,7 +36,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot open the store at {path}: {source} (is another ravpnd running on it?)")]
+    /// The cause follows as the error's source; the hint only when the store is locked.
+    #[error("cannot open the store at {path}{}", lock_hint(.source))]
     Store { path: String, source: StoreError },
     #[error("cannot read or create the admin token file {path}: {source}")]
     Token {
@@ -132,6 +133,17 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// What a store that will not open because its lock is held most likely means. (sled 0.34
+/// reports a held lock as an I/O error of kind `Other` saying so.)
+fn lock_hint(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("acquire lock") => {
+            " (is another ravpnd running on it?)"
+        }
+        _ => "",
+    }
 }
 
 /// Opens the store named by the config.

@@ -34,4 +34,5 @@ fn a_second_daemon_on_the_same_store_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot open the store"), "{err}");
+    assert!(err.contains("is another ravpnd running on it?"), "{err}");
 }
