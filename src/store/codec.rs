@@ -244,4 +244,24 @@ mod tests {
             );
         }
     }
+
+    /// Stores written today must read the same tomorrow: fields and enum variants are found
+    /// by position, so reordering either (or inserting a variant before the last) changes
+    /// these bytes and needs a new format byte instead.
+    #[test]
+    fn the_compact_form_is_pinned() {
+        let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(encode(&device(true))),
+            "01066c6170746f7003000101010a41424344454630313233011161313a62323a63333a64343a65353a66360105616c69636501c88392c906808292c906ffffffffffffffffff01"
+        );
+        assert_eq!(
+            hex(encode(&lease(true))),
+            "010a080102046d61696e05616c696365066c6170746f700361736101025331808292c906909e92c906"
+        );
+        assert_eq!(
+            hex(encode(&user(false))),
+            "0105616c69636500000000808292c906e48292c906"
+        );
+    }
 }

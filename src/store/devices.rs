@@ -13,6 +13,7 @@ use sled::Transactional;
 use super::{decode, encode, now_secs, Store, StoreError, UserRecord};
 
 /// What kind of device; decides which platform may use it and which methods it allows.
+/// Stored by position in compact records (`codec`): a new type goes last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceType {
@@ -49,6 +50,7 @@ impl std::str::FromStr for DeviceType {
 }
 
 /// How a device proves it is itself.
+/// Stored by position in compact records (`codec`): a new method goes last.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMethod {
@@ -77,6 +79,8 @@ impl std::str::FromStr for AuthMethod {
     }
 }
 
+/// A device as stored; compact records (`codec`) hold its fields by position, so a new field
+/// needs a new format byte there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     pub name: String,

@@ -8,7 +8,8 @@ use sled::Transactional;
 use super::devices::unwrap_tx;
 use super::{decode, encode, Store, StoreError};
 
-/// One address lent to one device's session.
+/// One address lent to one device's session. Compact records (`codec`) hold its fields by
+/// position, so a new field needs a new format byte there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
     pub addr: Ipv4Addr,

@@ -7,6 +7,8 @@ use sled::Transactional;
 use super::devices::{abort, tx_get, tx_put, unwrap_tx, DeviceRecord};
 use super::{decode, encode, now_secs, Store, StoreError};
 
+/// A user as stored (compactly through `codec`'s `UserOut`/`UserIn`, which list the fields
+/// by position: a new field needs a new format byte there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub name: String,
