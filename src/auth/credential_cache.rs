@@ -119,7 +119,7 @@ impl CredentialCache {
     }
 
     pub fn insert(&self, user: &str, tag: Tag) {
-        if self.capacity == 0 || self.ttl_secs == 0 {
+        if !self.enabled() {
             return;
         }
         let now = self.now();

@@ -165,7 +165,7 @@ impl Leases {
         self.by_addr.insert(addr, lease);
         match new.session_id {
             Some(s) => self.by_session.set(s, addr, &self.by_addr),
-            None => self.unbound.add(new.user, addr, &self.by_addr),
+            None => self.unbound.add(hash(new.user), addr, &self.by_addr),
         }
     }
 
@@ -194,7 +194,10 @@ impl Leases {
 
     /// The address whose lease the session was last bound to.
     pub fn by_session(&self, session_id: &str) -> Option<Ipv4Addr> {
-        self.by_session.find(session_id, &self.by_addr).next()
+        self.by_session
+            .find(session_id, &self.by_addr)
+            .next()
+            .map(|(a, _)| a)
     }
 
     /// The user's newest lease from this NAS with no session bound yet.
@@ -202,7 +205,6 @@ impl Leases {
         let nas = self.nas.find(nas)?;
         self.unbound
             .find(user, &self.by_addr)
-            .filter_map(|a| Some((a, self.by_addr.get(&a)?)))
             .filter(|(_, l)| l.nas == nas)
             .max_by_key(|(_, l)| l.granted)
             .map(|(a, _)| a)
@@ -256,7 +258,6 @@ trait IndexKey {
 }
 
 /// Bound leases by their session id.
-#[derive(Default)]
 struct BySession;
 
 impl IndexKey for BySession {
@@ -266,7 +267,6 @@ impl IndexKey for BySession {
 }
 
 /// Unbound leases by their user.
-#[derive(Default)]
 struct Unbound;
 
 impl IndexKey for Unbound {
@@ -301,33 +301,37 @@ impl<K: IndexKey> AddrIndex<K> {
         self.table.len()
     }
 
-    /// The addresses indexed under `key`.
-    fn find<'a>(&'a self, key: &'a str, leases: &'a ByAddr) -> impl Iterator<Item = Ipv4Addr> + 'a {
-        self.table
-            .iter_hash(hash(key))
-            .copied()
-            .filter(move |a| leases.get(a).and_then(K::of) == Some(key))
+    /// The addresses indexed under `key`, with their leases.
+    fn find<'a>(
+        &'a self,
+        key: &'a str,
+        leases: &'a ByAddr,
+    ) -> impl Iterator<Item = (Ipv4Addr, &'a Lease)> + 'a {
+        self.table.iter_hash(hash(key)).filter_map(move |a| {
+            let lease = leases.get(a)?;
+            (K::of(lease) == Some(key)).then_some((*a, lease))
+        })
     }
 
-    /// Adds `addr` under `key` (its lease, in `leases`, is indexed under it).
-    fn add(&mut self, key: &str, addr: Ipv4Addr, leases: &ByAddr) {
+    /// Adds `addr`, whose lease (in `leases`) is indexed under the string hashed to `h`.
+    fn add(&mut self, h: u64, addr: Ipv4Addr, leases: &ByAddr) {
         // Growing rehashes the others by their own leases' strings. (Never missing: 0 only
         // keeps the table usable if the invariant were ever broken.)
-        self.table.insert_unique(hash(key), addr, |a| {
-            leases.get(a).and_then(K::of).map_or(0, hash)
-        });
+        self.table
+            .insert_unique(h, addr, |a| leases.get(a).and_then(K::of).map_or(0, hash));
     }
 
     /// Makes `addr` the one address under `key`, dropping any other (a session id reused).
     fn set(&mut self, key: &str, addr: Ipv4Addr, leases: &ByAddr) {
-        let found = self.table.find_mut(hash(key), |a| {
+        let h = hash(key);
+        let found = self.table.find_mut(h, |a| {
             *a != addr && leases.get(a).and_then(K::of) == Some(key)
         });
         match found {
             Some(other) => *other = addr,
             None => {
-                if self.table.find(hash(key), |a| *a == addr).is_none() {
-                    self.add(key, addr, leases);
+                if self.table.find(h, |a| *a == addr).is_none() {
+                    self.add(h, addr, leases);
                 }
             }
         }

@@ -105,12 +105,7 @@ pub struct AccessDevice {
     pub enabled: bool,
     pub device_auth: bool,
     pub method: AuthMethod,
-    /// Which of serial and MAC are present (an empty one is not: neither can be empty).
-    has: u8,
 }
-
-const HAS_SERIAL: u8 = 1;
-const HAS_MAC: u8 = 2;
 
 impl AccessDevice {
     /// A device of `device_type` with device authentication on, by serial, enabled; `None`
@@ -122,8 +117,8 @@ impl AccessDevice {
         serial: Option<&str>,
         mac: Option<&str>,
     ) -> Option<Self> {
+        // Neither a serial nor a MAC can be empty: an empty one is an absent one.
         let (serial, mac) = (serial.unwrap_or(""), mac.unwrap_or(""));
-        let has = u8::from(!serial.is_empty()) * HAS_SERIAL + u8::from(!mac.is_empty()) * HAS_MAC;
         Some(Self {
             texts: [name, serial, mac].concat().into(),
             name_len: u16::try_from(name.len()).ok()?,
@@ -133,7 +128,6 @@ impl AccessDevice {
             enabled: true,
             device_auth: true,
             method: AuthMethod::Serial,
-            has,
         })
     }
 
@@ -143,41 +137,37 @@ impl AccessDevice {
 
     pub fn serial(&self) -> Option<&str> {
         let start = usize::from(self.name_len);
-        let end = start + usize::from(self.serial_len);
-        (self.has & HAS_SERIAL != 0).then(|| &self.texts[start..end])
+        let serial = &self.texts[start..start + usize::from(self.serial_len)];
+        (!serial.is_empty()).then_some(serial)
     }
 
     /// Canonical `12:34:56:78:90:ab`.
     pub fn mac(&self) -> Option<&str> {
         let start = usize::from(self.name_len) + usize::from(self.serial_len);
-        (self.has & HAS_MAC != 0).then(|| &self.texts[start..])
+        let mac = &self.texts[start..];
+        (!mac.is_empty()).then_some(mac)
     }
 
     /// The same device with `serial` registered (tests).
     #[cfg(test)]
     pub fn with_serial(self, serial: &str) -> Self {
-        Self::new(self.name(), self.device_type, Some(serial), self.mac())
-            .expect("short")
-            .flags_of(&self)
+        self.with_ids(Some(serial), self.mac())
     }
 
     /// The same device with `mac` (tests).
     #[cfg(test)]
     pub fn with_mac(self, mac: &str) -> Self {
-        Self::new(self.name(), self.device_type, self.serial(), Some(mac))
-            .expect("short")
-            .flags_of(&self)
+        self.with_ids(self.serial(), Some(mac))
     }
 
+    /// The same device, flags kept, with this serial and MAC.
     #[cfg(test)]
-    fn flags_of(mut self, other: &Self) -> Self {
-        (self.enabled, self.device_auth, self.method) =
-            (other.enabled, other.device_auth, other.method);
-        self
+    fn with_ids(&self, serial: Option<&str>, mac: Option<&str>) -> Self {
+        let mut d = Self::new(self.name(), self.device_type, serial, mac).expect("short");
+        (d.enabled, d.device_auth, d.method) = (self.enabled, self.device_auth, self.method);
+        d
     }
-}
 
-impl AccessDevice {
     fn from_record(d: &DeviceRecord) -> Option<Self> {
         let mut a = Self::new(
             &d.name,

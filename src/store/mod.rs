@@ -129,25 +129,19 @@ impl Store {
             .cache_capacity(page_cache_mib.saturating_mul(1 << 20))
             .open()?;
         let meta = db.open_tree(META_TREE)?;
-        match meta.get(SCHEMA_KEY)? {
-            Some(v) => {
-                let found = v
-                    .as_ref()
-                    .try_into()
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(u32::MAX);
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::Schema { found });
-                }
-                if found < SCHEMA_VERSION {
-                    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-                    db.flush()?;
-                }
-            }
-            None => {
-                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-                db.flush()?;
-            }
+        let found = meta.get(SCHEMA_KEY)?.map(|v| {
+            v.as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .unwrap_or(u32::MAX)
+        });
+        if let Some(found) = found.filter(|f| *f > SCHEMA_VERSION) {
+            return Err(StoreError::Schema { found });
+        }
+        // A new store, or an older one (its records are converted as they are written).
+        if found != Some(SCHEMA_VERSION) {
+            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            db.flush()?;
         }
         Ok(Self {
             users: db.open_tree(USERS_TREE)?,

@@ -403,6 +403,11 @@ async fn a_schema_1_store_is_read_then_converted_record_by_record() {
             .unwrap();
         u32::from_be_bytes(v.as_ref().try_into().unwrap())
     };
+    let set_schema = |store: &Store, v: u32| {
+        let meta = store.db.open_tree(META_TREE).unwrap();
+        meta.insert(SCHEMA_KEY, &v.to_be_bytes()).unwrap();
+        store.db.flush().unwrap();
+    };
     {
         let store = Store::open(&path).unwrap();
         let json = br#"{"name":"alice","password_hash":"h1","devices":["laptop"],"created":1,"updated":2}"#;
@@ -412,13 +417,7 @@ async fn a_schema_1_store_is_read_then_converted_record_by_record() {
             .insert("bob", &br#"{"name":"bob","created":3,"updated":4}"#[..])
             .unwrap();
         store.devices.insert("laptop", &br#"{"name":"laptop","device_type":"windows","enabled":true,"device_auth":true,"method":"serial","serial":"S1","mac":null,"owner":"alice","created":1,"updated":2}"#[..]).unwrap();
-        store
-            .db
-            .open_tree(META_TREE)
-            .unwrap()
-            .insert(SCHEMA_KEY, &1u32.to_be_bytes())
-            .unwrap();
-        store.db.flush().unwrap();
+        set_schema(&store, 1);
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(schema(&store), 2);
@@ -450,13 +449,7 @@ async fn a_schema_1_store_is_read_then_converted_record_by_record() {
     );
     assert_eq!(password_hash(&store, "alice").as_deref(), Some("h2"));
 
-    store
-        .db
-        .open_tree(META_TREE)
-        .unwrap()
-        .insert(SCHEMA_KEY, &3u32.to_be_bytes())
-        .unwrap();
-    store.db.flush().unwrap();
+    set_schema(&store, 3);
     drop((a, store));
     assert!(matches!(
         Store::open(&path),
