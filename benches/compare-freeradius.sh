@@ -6,6 +6,8 @@
 #
 #   benches/compare-freeradius.sh            # defaults below; override with env variables:
 #   ROUNDS=3 DURATION=8s WARMUP=2s CONCURRENCY=64 USERS=1000 THREADS=2 benches/compare-freeradius.sh
+#   SPLIT=0 benches/compare-freeradius.sh      # skip the throughput rounds with the servers on
+#       CPU 1 and the driver on CPU 0 (run by default after the rounds sharing both CPUs)
 #   WORKLOAD=ad benches/compare-freeradius.sh   # Active Directory: a Samba AD DC on loopback,
 #       FreeRADIUS with rlm_ldap against ravpnd's AD source (root; benches/compare-freeradius-ad.sh;
 #       USERS defaults to 200 there, PASSWORD to one AD's complexity rules accept)
@@ -29,10 +31,16 @@ DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-2s}
 CONCURRENCY=${CONCURRENCY:-64}
 THREADS=${THREADS:-2}
+# Also measure throughput with the driver on one CPU and the servers on the other (below).
+SPLIT=${SPLIT:-1}
 LATENCY_DURATION=${LATENCY_DURATION:-5s}
 SECRET=${SECRET:-bench-secret-0123456789}
 PASSWORD=${PASSWORD:-bench-pass}
 WORK_PREFIX=ravpnd-compare
+if [ "$SPLIT" = 1 ] && { [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; }; then
+  echo "split placement skipped: it needs two CPUs and taskset (util-linux)" >&2
+  SPLIT=0
+fi
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
 
@@ -206,11 +214,14 @@ wait_udp "$NULL_PORT"
 # --- runs -------------------------------------------------------------------------------------
 RESULTS=${RESULTS:-$WORK/results.jsonl}
 : > "$RESULTS"
+# DRIVE_CPU: run the driver on that CPU alone, with one thread (the split placement below).
 drive() { # LABEL PORT PID ARGS...: one run of the driver, its JSON appended to $RESULTS
-  local label=$1 port=$2 pid=$3
+  local label=$1 port=$2 pid=$3 threads=$THREADS
+  local -a pin=()
   shift 3
-  "$LOAD" --bench --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
-    --password "$PASSWORD" --threads "$THREADS" --server-pid "$pid" --label "$label" --json "$@" \
+  if [ -n "${DRIVE_CPU:-}" ]; then pin=(taskset -c "$DRIVE_CPU"); threads=1; fi
+  "${pin[@]}" "$LOAD" --bench --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
+    --password "$PASSWORD" --threads "$threads" --server-pid "$pid" --label "$label" --json "$@" \
     >> "$RESULTS"
 }
 
@@ -225,6 +236,24 @@ for _ in $(seq "$ROUNDS"); do
   drive "freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
   drive "null" "$NULL_PORT" "$NULL_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
 done
+
+# The same with the load driver kept off the servers' CPU: every server on CPU 1 alone, the
+# driver (one thread) on CPU 0. Above, the driver and the server share both CPUs, so each
+# request's driver work (~5 µs, as much as ravpnd's) competes with the server, and its wake-ups
+# preempt it: that measures server plus driver. Split, each server gets one whole CPU, as a
+# RADIUS server does with its NAS on another machine; FreeRADIUS loses its second CPU too.
+if [ "$SPLIT" = 1 ]; then
+  say "throughput, split: servers on CPU 1, the driver on CPU 0; $ROUNDS rounds, $CONCURRENCY in flight"
+  all_cpus=0-$(( $(nproc) - 1 ))
+  for pid in "$RAVPND_PID" "$FR_PID" "$NULL_PID"; do taskset -a -p -c 1 "$pid" >/dev/null; done
+  for _ in $(seq "$ROUNDS"); do
+    for s in "ravpnd:$RAVPND_PORT:$RAVPND_PID" "freeradius:$FR_PORT:$FR_PID" "null:$NULL_PORT:$NULL_PID"; do
+      IFS=: read -r name port pid <<< "$s"
+      DRIVE_CPU=0 drive "$name-split" "$port" "$pid" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+    done
+  done
+  for pid in "$RAVPND_PID" "$FR_PID" "$NULL_PID"; do taskset -a -p -c "$all_cpus" "$pid" >/dev/null; done
+fi
 
 say "latency: one request in flight"
 drive "ravpnd-c1" "$RAVPND_PORT" "$RAVPND_PID" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
@@ -288,6 +317,17 @@ print(f"  ratio ravpnd/null responder {t['ravpnd'] / t['null']:.2f}")
 print(f"  ratio null responder/FreeRADIUS {t['null'] / t['freeradius']:.2f} (the harness's ceiling for the first ratio)")
 c = {l: med(l, "server_cpu_us_per_req") for l in ("ravpnd", "freeradius")}
 print(f"  server CPU per request ravpnd/FreeRADIUS {c['ravpnd'] / c['freeradius']:.2f}")
+if by.get("ravpnd-split"):
+    print(f"split: each server alone on CPU 1, the driver (1 thread) on CPU 0; median of {len(by['ravpnd-split'])} rounds:")
+    for label in ("ravpnd-split", "freeradius-split", "null-split"):
+        runs = " ".join(f"{r['throughput_rps']:.0f}" for r in by.get(label, []))
+        print(f"  {label:<17} {med(label, 'throughput_rps'):>9.0f} req/s  (runs: {runs})  "
+              f"p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs  "
+              f"server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req  driver CPU {med(label, 'driver_cpu_us_per_req'):.1f} µs/req")
+    s = {l: med(l + "-split", "throughput_rps") for l in ("ravpnd", "freeradius", "null")}
+    print(f"  ratio ravpnd/FreeRADIUS     {s['ravpnd'] / s['freeradius']:.2f} (split)")
+    print(f"  ratio ravpnd/null responder {s['ravpnd'] / s['null']:.2f} (split)")
+    print(f"  ratio null responder/FreeRADIUS {s['null'] / s['freeradius']:.2f} (split; the harness's ceiling)")
 print("one request in flight (-poll: the driver polls for the answer instead of sleeping):")
 for label in ("ravpnd-c1", "freeradius-c1", "null-c1",
               "ravpnd-c1-poll", "freeradius-c1-poll", "null-c1-poll"):

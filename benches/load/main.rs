@@ -325,7 +325,10 @@ fn run_client(a: ClientArgs) -> std::io::Result<ExitCode> {
         driver_cores: cores(cpu.driver),
         server_cores: cores(cpu.server),
         machine_cores: cores(cpu.machine),
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        // The machine's CPUs (what "machine busy" sums over), not this process's share of
+        // them: the comparison script may pin the driver to one.
+        // SAFETY: sysconf reads a system value; no pointers.
+        cpus: usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(0),
         server_rss_kb: server_pid.as_deref().and_then(stats::process_rss_kb),
         udp_drops: cpu.udp_drops,
     };
