@@ -31,18 +31,13 @@ DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-2s}
 CONCURRENCY=${CONCURRENCY:-64}
 THREADS=${THREADS:-2}
-# Also measure throughput with the driver on one CPU and the servers on the other (below).
-SPLIT=${SPLIT:-1}
 LATENCY_DURATION=${LATENCY_DURATION:-5s}
 SECRET=${SECRET:-bench-secret-0123456789}
 PASSWORD=${PASSWORD:-bench-pass}
 WORK_PREFIX=ravpnd-compare
-if [ "$SPLIT" = 1 ] && { [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; }; then
-  echo "split placement skipped: it needs two CPUs and taskset (util-linux)" >&2
-  SPLIT=0
-fi
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
+split_check
 
 # --- prerequisites ---------------------------------------------------------------------------
 if ! command -v freeradius >/dev/null 2>&1; then
@@ -214,15 +209,11 @@ wait_udp "$NULL_PORT"
 # --- runs -------------------------------------------------------------------------------------
 RESULTS=${RESULTS:-$WORK/results.jsonl}
 : > "$RESULTS"
-# DRIVE_CPU: run the driver on that CPU alone, with one thread (the split placement below).
 drive() { # LABEL PORT PID ARGS...: one run of the driver, its JSON appended to $RESULTS
-  local label=$1 port=$2 pid=$3 threads=$THREADS
-  local -a pin=()
+  local label=$1 port=$2 pid=$3
   shift 3
-  if [ -n "${DRIVE_CPU:-}" ]; then pin=(taskset -c "$DRIVE_CPU"); threads=1; fi
-  "${pin[@]}" "$LOAD" --bench --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
-    --password "$PASSWORD" --threads "$threads" --server-pid "$pid" --label "$label" --json "$@" \
-    >> "$RESULTS"
+  load --bench --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
+    --password "$PASSWORD" --server-pid "$pid" --label "$label" --json "$@" >> "$RESULTS"
 }
 
 say "priming: one request per user (fills ravpnd's credential cache; argon2 once per user)"
@@ -237,22 +228,21 @@ for _ in $(seq "$ROUNDS"); do
   drive "null" "$NULL_PORT" "$NULL_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
 done
 
-# The same with the load driver kept off the servers' CPU: every server on CPU 1 alone, the
-# driver (one thread) on CPU 0. Above, the driver and the server share both CPUs, so each
-# request's driver work (~5 µs, as much as ravpnd's) competes with the server, and its wake-ups
-# preempt it: that measures server plus driver. Split, each server gets one whole CPU, as a
-# RADIUS server does with its NAS on another machine; FreeRADIUS loses its second CPU too.
+# The same with the load driver kept off the servers' CPU (lib.sh, `load`): above, the driver
+# and the server share both CPUs, so each request's driver work (~5 µs, as much as ravpnd's)
+# competes with the server and its wake-ups preempt it: that measures server plus driver.
+# Split, each server gets one whole CPU, as a RADIUS server does with its NAS on another
+# machine; FreeRADIUS gives up its second CPU, and so does ravpnd.
 if [ "$SPLIT" = 1 ]; then
   say "throughput, split: servers on CPU 1, the driver on CPU 0; $ROUNDS rounds, $CONCURRENCY in flight"
-  all_cpus=0-$(( $(nproc) - 1 ))
-  for pid in "$RAVPND_PID" "$FR_PID" "$NULL_PID"; do taskset -a -p -c 1 "$pid" >/dev/null; done
+  pin 1 "$RAVPND_PID" "$FR_PID" "$NULL_PID"
   for _ in $(seq "$ROUNDS"); do
     for s in "ravpnd:$RAVPND_PORT:$RAVPND_PID" "freeradius:$FR_PORT:$FR_PID" "null:$NULL_PORT:$NULL_PID"; do
       IFS=: read -r name port pid <<< "$s"
       DRIVE_CPU=0 drive "$name-split" "$port" "$pid" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
     done
   done
-  for pid in "$RAVPND_PID" "$FR_PID" "$NULL_PID"; do taskset -a -p -c "$all_cpus" "$pid" >/dev/null; done
+  pin all "$RAVPND_PID" "$FR_PID" "$NULL_PID"
 fi
 
 say "latency: one request in flight"

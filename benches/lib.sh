@@ -53,6 +53,39 @@ for line in sys.stdin:
   [ -x "$LOAD" ] || { echo "could not build the load driver" >&2; exit 1; }
 }
 
+# --- the load driver and where it runs ---------------------------------------------------------
+# The scripts measure throughput twice: with the driver (THREADS threads) and the servers sharing
+# every CPU, and "split", each server alone on CPU 1 and the driver (one thread) on CPU 0, so
+# that the driver's work and wake-ups do not take the server's CPU (docs/PERFORMANCE.md, run Q).
+# `split_check` sets SPLIT: 1 unless the caller set 0, or the machine has one CPU or no taskset
+# (util-linux).
+split_check() {
+  SPLIT=${SPLIT:-1}
+  if [ "$SPLIT" = 1 ] && { [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; }; then
+    echo "split placement skipped: it needs two CPUs and taskset (util-linux)" >&2
+    SPLIT=0
+  fi
+}
+
+# ARGS...: the load driver, on CPU $DRIVE_CPU alone with one thread when that is set, else
+# anywhere with THREADS threads.
+load() {
+  if [ -n "${DRIVE_CPU:-}" ]; then
+    taskset -c "$DRIVE_CPU" "$LOAD" --threads 1 "$@"
+  else
+    "$LOAD" --threads "$THREADS" "$@"
+  fi
+}
+
+# CPUS PID...: moves every thread of each process to CPUS (e.g. `1`); `pin all PID...` gives
+# them every CPU back.
+pin() {
+  local cpus=$1 pid
+  shift
+  [ "$cpus" = all ] && cpus=0-$(( $(nproc) - 1 ))
+  for pid in "$@"; do taskset -a -p -c "$cpus" "$pid" >/dev/null; done
+}
+
 # Free loopback ports asked of the kernel (never guessed, never 1812), one per argument:
 # `udp` or `tcp`. Prints them on one line.
 free_ports() {

@@ -7,6 +7,7 @@
 #      priming every user, after the runs and after overload;
 #   2. throughput (closed loop) with BIG distinct users in the load against SMALL, in
 #      alternating rounds: big store/BIG users, big store/SMALL users, small store/SMALL users;
+#      then the same with the daemons alone on CPU 1 and the driver on CPU 0 (SPLIT=0 skips it);
 #   3. overload: an open loop at OVERLOAD_FACTOR (3) x the closed-loop peak for
 #      OVERLOAD_DURATION, then straight away half of the peak (recovery), then the closed loop
 #      again; the daemon must stay up, RSS bounded, drops counted (the driver's machine-wide
@@ -14,7 +15,7 @@
 #      /proc/net/udp, and ravpnd's /metrics);
 #   4. latency: one request in flight, and an open loop at half of the peak.
 # Loopback only; every process it starts is stopped by PID and the temp dir removed, even on
-# error. Bounded: about 4 minutes once built (8-9 with the builds) on a 2-core machine.
+# error. Bounded: about 5 minutes once built (9-10 with the builds) on a 2-core machine.
 #
 #   benches/scale.sh                # defaults below; override with env variables:
 #   BIG=100000 SMALL=1000 ROUNDS=3 DURATION=8s WARMUP=2s CONCURRENCY=64 THREADS=2 \
@@ -52,6 +53,7 @@ PASSWORD=${PASSWORD:-bench-pass}
 WORK_PREFIX=ravpnd-scale
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
+split_check
 
 # --- prerequisites ---------------------------------------------------------------------------
 need_cheap_hash_tools
@@ -169,9 +171,8 @@ RESULTS=${RESULTS:-$WORK/results.jsonl}
 drive() { # LABEL PORT PID USERS ARGS...: one run of the driver, its JSON appended to $RESULTS
   local label=$1 port=$2 pid=$3 users=$4
   shift 4
-  "$LOAD" --bench --target "127.0.0.1:$port" --secret "$SECRET" --users "$users" \
-    --password "$PASSWORD" --threads "$THREADS" --server-pid "$pid" --label "$label" --json "$@" \
-    >> "$RESULTS"
+  load --bench --target "127.0.0.1:$port" --secret "$SECRET" --users "$users" \
+    --password "$PASSWORD" --server-pid "$pid" --label "$label" --json "$@" >> "$RESULTS"
 }
 median_rps() { python3 - "$RESULTS" "$1" <<'EOF'
 import json, statistics, sys
@@ -204,6 +205,18 @@ for _ in $(seq "$ROUNDS"); do
 done
 PEAK=$(median_rps big-big)
 PEAK_SMALL=$(median_rps small-small)
+# The same with each daemon alone on CPU 1 and the driver on CPU 0 (lib.sh): steadier rounds,
+# since the driver no longer takes the daemon's CPU.
+if [ "$SPLIT" = 1 ]; then
+  say "throughput, split: the daemons on CPU 1, the driver on CPU 0; $ROUNDS rounds"
+  pin 1 "$BIG_PID" "$SMALL_PID"
+  for _ in $(seq "$ROUNDS"); do
+    DRIVE_CPU=0 drive big-big-split "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+    DRIVE_CPU=0 drive big-small-split "$BIG_PORT" "$BIG_PID" "$SMALL" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+    DRIVE_CPU=0 drive small-small-split "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+  done
+  pin all "$BIG_PID" "$SMALL_PID"
+fi
 
 say "latency: one request in flight; open loop at half of the peak ($((PEAK / 2)) and $((PEAK_SMALL / 2)) req/s)"
 drive big-c1 "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
@@ -274,23 +287,30 @@ print(f"   small ({small:>6})      {rsm[0]:6.1f}  {rsm[1]:8.1f}  {rsm[2]:9.1f}  
 print(f"   ratio big/small restarted {rb[2] / rsm[2]:.2f}, after priming {rb[3] / rsm[3]:.2f}, after runs {rb[4] / rsm[4]:.2f};"
       " target: big under 64 MiB")
 
-print(f"\n2. throughput, closed loop, {conc} in flight, median of {len(by.get('big-big', []))} rounds:")
 names = {"big-big": f"big store, {big} users in the load", "big-small": f"big store, {small} users in the load",
          "small-small": f"small store, {small} users in the load"}
-for label, text in names.items():
-    runs = " ".join(f"{r['throughput_rps']:.0f}" for r in by.get(label, []))
-    print(f"   {text:<38} {med(label, 'throughput_rps'):>8.0f} req/s (runs: {runs})  p50 {lat(label, 'p50'):.0f} µs"
-          f"  p99 {lat(label, 'p99'):.0f} µs  server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req"
-          f"  others {med(label, 'other_busy_cores'):.2f} cores")
-t = {l: med(l, "throughput_rps") for l in names}
-c = {l: med(l, "server_cpu_us_per_req") for l in names}
-print(f"   ratio {big} users / {small} users (same big store) {t['big-big'] / t['big-small']:.2f};"
-      f" big store {big} users / small store {small} users {t['big-big'] / t['small-small']:.2f}")
-print(f"   server CPU per request, same ratios: {c['big-big'] / c['big-small']:.2f}, {c['big-big'] / c['small-small']:.2f}")
-# per-round ratios (each round's three runs are adjacent in time)
-bb, bs, ss = by.get("big-big", []), by.get("big-small", []), by.get("small-small", [])
-print("   per-round ratios big-big/big-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, bs))
-      + "; big-big/small-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, ss)))
+def throughput(suffix, number, title):
+    """Section `number` for the runs whose labels end in `suffix`; returns the big-big median."""
+    print(f"\n{number}. throughput, {title}closed loop, {conc} in flight, median of {len(by.get('big-big' + suffix, []))} rounds:")
+    for label, text in names.items():
+        label += suffix
+        runs = " ".join(f"{r['throughput_rps']:.0f}" for r in by.get(label, []))
+        print(f"   {text:<38} {med(label, 'throughput_rps'):>8.0f} req/s (runs: {runs})  p50 {lat(label, 'p50'):.0f} µs"
+              f"  p99 {lat(label, 'p99'):.0f} µs  server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req"
+              f"  others {med(label, 'other_busy_cores'):.2f} cores")
+    t = {l: med(l + suffix, "throughput_rps") for l in names}
+    c = {l: med(l + suffix, "server_cpu_us_per_req") for l in names}
+    print(f"   ratio {big} users / {small} users (same big store) {t['big-big'] / t['big-small']:.2f};"
+          f" big store {big} users / small store {small} users {t['big-big'] / t['small-small']:.2f}")
+    print(f"   server CPU per request, same ratios: {c['big-big'] / c['big-small']:.2f}, {c['big-big'] / c['small-small']:.2f}")
+    # per-round ratios (each round's three runs are adjacent in time)
+    bb, bs, ss = (by.get(l + suffix, []) for l in names)
+    print("   per-round ratios big-big/big-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, bs))
+          + "; big-big/small-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, ss)))
+    return t["big-big"]
+t = {"big-big": throughput("", "2", "")}
+if by.get("big-big-split"):
+    throughput("-split", "2b", "each daemon alone on CPU 1, the driver (1 thread) on CPU 0, ")
 
 def metric(name):
     out = {}
