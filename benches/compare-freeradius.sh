@@ -292,32 +292,26 @@ def lat(label, q):
     return statistics.median(v) if v else float("nan")
 bad = [r for r in rs if r["invalid"] or r["timeouts"] or (r["reject"] and not r["label"].startswith("prime"))]
 print(f"machine: {cpus} CPUs, load driver {threads} thread(s); FreeRADIUS {fr_version}; ravpnd features: {features}")
-print(f"closed loop, {conc} in flight, median of {len(by.get('ravpnd', []))} rounds:")
-for label in ("ravpnd", "freeradius", "null"):
-    runs = " ".join(f"{r['throughput_rps']:.0f}" for r in by.get(label, []))
-    print(f"  {label:<11} {med(label, 'throughput_rps'):>9.0f} req/s  (runs: {runs})  "
-          f"p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs  "
-          f"server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req  driver CPU {med(label, 'driver_cpu_us_per_req'):.1f} µs/req  "
-          f"other load {med(label, 'other_busy_cores'):.2f} cores")
-t = {l: med(l, "throughput_rps") for l in ("ravpnd", "freeradius", "null")}
-print(f"  ratio ravpnd/FreeRADIUS     {t['ravpnd'] / t['freeradius']:.2f}")
-print(f"  ratio ravpnd/null responder {t['ravpnd'] / t['null']:.2f}")
-# The most any server doing the protocol's work could show against FreeRADIUS in this harness
-# on this machine (the driver shares its cores).
-print(f"  ratio null responder/FreeRADIUS {t['null'] / t['freeradius']:.2f} (the harness's ceiling for the first ratio)")
-c = {l: med(l, "server_cpu_us_per_req") for l in ("ravpnd", "freeradius")}
-print(f"  server CPU per request ravpnd/FreeRADIUS {c['ravpnd'] / c['freeradius']:.2f}")
-if by.get("ravpnd-split"):
-    print(f"split: each server alone on CPU 1, the driver (1 thread) on CPU 0; median of {len(by['ravpnd-split'])} rounds:")
-    for label in ("ravpnd-split", "freeradius-split", "null-split"):
+def closed(suffix, heading):
+    """The closed-loop rounds whose labels end in `suffix`: medians and ratios."""
+    print(f"{heading}, {conc} in flight, median of {len(by.get('ravpnd' + suffix, []))} rounds:")
+    for label in (l + suffix for l in ("ravpnd", "freeradius", "null")):
         runs = " ".join(f"{r['throughput_rps']:.0f}" for r in by.get(label, []))
         print(f"  {label:<17} {med(label, 'throughput_rps'):>9.0f} req/s  (runs: {runs})  "
               f"p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs  "
-              f"server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req  driver CPU {med(label, 'driver_cpu_us_per_req'):.1f} µs/req")
-    s = {l: med(l + "-split", "throughput_rps") for l in ("ravpnd", "freeradius", "null")}
-    print(f"  ratio ravpnd/FreeRADIUS     {s['ravpnd'] / s['freeradius']:.2f} (split)")
-    print(f"  ratio ravpnd/null responder {s['ravpnd'] / s['null']:.2f} (split)")
-    print(f"  ratio null responder/FreeRADIUS {s['null'] / s['freeradius']:.2f} (split; the harness's ceiling)")
+              f"server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req  driver CPU {med(label, 'driver_cpu_us_per_req'):.1f} µs/req  "
+              f"other load {med(label, 'other_busy_cores'):.2f} cores")
+    t = {l: med(l + suffix, "throughput_rps") for l in ("ravpnd", "freeradius", "null")}
+    print(f"  ratio ravpnd/FreeRADIUS     {t['ravpnd'] / t['freeradius']:.2f}")
+    print(f"  ratio ravpnd/null responder {t['ravpnd'] / t['null']:.2f}")
+    # The most any server doing the protocol's work could show against FreeRADIUS in this
+    # harness on this machine, in this placement.
+    print(f"  ratio null responder/FreeRADIUS {t['null'] / t['freeradius']:.2f} (the harness's ceiling for the first ratio)")
+    c = {l: med(l + suffix, "server_cpu_us_per_req") for l in ("ravpnd", "freeradius")}
+    print(f"  server CPU per request ravpnd/FreeRADIUS {c['ravpnd'] / c['freeradius']:.2f}")
+closed("", "closed loop, driver and servers sharing every CPU")
+if by.get("ravpnd-split"):
+    closed("-split", "closed loop, split: each server alone on CPU 1, the driver (1 thread) on CPU 0")
 print("one request in flight (-poll: the driver polls for the answer instead of sleeping):")
 for label in ("ravpnd-c1", "freeradius-c1", "null-c1",
               "ravpnd-c1-poll", "freeradius-c1-poll", "null-c1-poll"):

@@ -308,7 +308,7 @@ def throughput(suffix, number, title):
     print("   per-round ratios big-big/big-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, bs))
           + "; big-big/small-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, ss)))
     return t["big-big"]
-t = {"big-big": throughput("", "2", "")}
+peak_big = throughput("", "2", "")
 if by.get("big-big-split"):
     throughput("-split", "2b", "each daemon alone on CPU 1, the driver (1 thread) on CPU 0, ")
 
@@ -337,7 +337,7 @@ line("recovery-half", "then half of the peak")
 line("recovery-closed", f"then closed loop, {conc} in flight")
 print(f"   the daemon socket's drop counter (/proc/net/udp): +{d1 - d0} during overload, +{d2 - d1} during the half-rate recovery")
 print(f"   /metrics deltas: " + (", ".join(f"{k} +{v:.0f}" for k, v in sorted(delta.items())) or "none"))
-print(f"   recovery: closed loop after overload / before = {med('recovery-closed', 'throughput_rps') / t['big-big']:.2f}")
+print(f"   recovery: closed loop after overload / before = {med('recovery-closed', 'throughput_rps') / peak_big:.2f}")
 
 print("\n4. latency (µs)                         p50     p99   p99.9    req/s")
 for label, text in (("big-c1", f"one in flight, big ({big} users)"), ("small-c1", f"one in flight, small ({small})"),
