@@ -258,9 +258,9 @@ done
 
 say "latency at half of each server's peak rate (open loop)"
 half() { python3 - "$RESULTS" "$1" <<'EOF'
-import json, statistics, sys
-rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(int(statistics.median(r["throughput_rps"] for r in rs if r["label"] == sys.argv[2]) / 2))
+import sys
+from results import Results
+print(int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps") / 2))
 EOF
 }
 with_daemon_view "$RCONF" "$ADMIN_PORT" "$WORK/daemon-half" \
@@ -278,18 +278,11 @@ RSS_END=$(rss "$RAVPND_PID")
 python3 - "$RESULTS" "$FEATURES" "$FR_VERSION" "$CONCURRENCY" "$THREADS" "$(nproc)" \
   "$RSS_START" "$RSS_IMPORTED" "$RSS_PRIMED" "$RSS_END" "$(cut -d' ' -f1-3 /proc/loadavg)" \
   "$DAEMON_HALF" <<'EOF'
-import json, statistics, sys
+import sys
+from results import Results
 path, features, fr_version, conc, threads, cpus, r0, r1, r2, r3, loadavg, daemon_half = sys.argv[1:]
-rs = [json.loads(l) for l in open(path) if l.strip()]
-by = {}
-for r in rs:
-    by.setdefault(r["label"], []).append(r)
-def med(label, key):
-    v = [r[key] for r in by.get(label, []) if r.get(key) is not None]
-    return statistics.median(v) if v else float("nan")
-def lat(label, q):
-    v = [r["latency_us"][q] for r in by.get(label, [])]
-    return statistics.median(v) if v else float("nan")
+res = Results(path)
+rs, by, med, lat = res.runs, res.by, res.med, res.lat
 bad = [r for r in rs if r["invalid"] or r["timeouts"] or (r["reject"] and not r["label"].startswith("prime"))]
 print(f"machine: {cpus} CPUs, load driver {threads} thread(s); FreeRADIUS {fr_version}; ravpnd features: {features}")
 def closed(suffix, heading):

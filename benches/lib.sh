@@ -4,6 +4,8 @@
 # repository) and `-euo pipefail`, and names its temp dir's prefix in `WORK_PREFIX`.
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+# The summaries' python reads the driver's results with benches/results.py.
+export PYTHONPATH=$ROOT/benches${PYTHONPATH:+:$PYTHONPATH}
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 say() { printf '\n== %s\n' "$*" >&2; }

@@ -175,9 +175,9 @@ drive() { # LABEL PORT PID USERS ARGS...: one run of the driver, its JSON append
     --password "$PASSWORD" --server-pid "$pid" --label "$label" --json "$@" >> "$RESULTS"
 }
 median_rps() { python3 - "$RESULTS" "$1" <<'EOF'
-import json, statistics, sys
-rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(int(statistics.median(r["throughput_rps"] for r in rs if r["label"] == sys.argv[2])))
+import sys
+from results import Results
+print(int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps")))
 EOF
 }
 
@@ -258,19 +258,12 @@ python3 - "$RESULTS" "$WORK" "$BIG" "$SMALL" "$CONCURRENCY" "$THREADS" "$(nproc)
   "$RSS_SMALL_START $RSS_SMALL_IMPORTED $RSS_SMALL_RESTARTED $RSS_SMALL_PRIMED $RSS_SMALL_RUNS $RSS_SMALL_END" \
   "$IMPORT_BIG_S $IMPORT_SMALL_S $PRIME_BIG_S" "$DROPS_BEFORE $DROPS_OVERLOAD $DROPS_RECOVERY" \
   "$BIG_ALIVE" "$OVERLOAD_FACTOR" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
-import json, re, statistics, sys
+import re, sys
+from results import Results
 (path, work, big, small, conc, threads, cpus, pool, rss_big, rss_small, times, drops,
  alive, factor, loadavg) = sys.argv[1:]
-rs = [json.loads(l) for l in open(path) if l.strip()]
-by = {}
-for r in rs:
-    by.setdefault(r["label"], []).append(r)
-def med(label, key):
-    v = [r[key] for r in by.get(label, []) if r.get(key) is not None]
-    return statistics.median(v) if v else float("nan")
-def lat(label, q):
-    v = [r["latency_us"][q] for r in by.get(label, [])]
-    return statistics.median(v) if v else float("nan")
+res = Results(path)
+rs, by, med, lat = res.runs, res.by, res.med, res.lat
 mib = lambda kb: int(kb) / 1024
 print(f"machine: {cpus} CPUs, load driver {threads} thread(s); ravpnd features: users, devices (serial check), "
       f"address pool {pool}, DNS; big store {big} users+devices, small store {small}")
