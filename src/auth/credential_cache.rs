@@ -50,11 +50,11 @@ impl Shard {
     fn find(&self, key: u64) -> Option<&Entry> {
         self.entries.find(key, |e| e.key == key)
     }
+}
 
-    /// Insertions since `e`'s.
-    fn age(&self, e: &Entry) -> u32 {
-        self.next_seq.wrapping_sub(e.seq)
-    }
+/// Insertions since the one numbered `seq`, when the next is numbered `next`.
+fn age(next: u32, seq: u32) -> u32 {
+    next.wrapping_sub(seq)
 }
 
 pub struct CredentialCache {
@@ -166,13 +166,13 @@ impl CredentialCache {
         if shard.entries.len() < before || shard.entries.is_empty() {
             return;
         }
-        let mut ages: Vec<u32> = shard.entries.iter().map(|e| shard.age(e)).collect();
+        let next = shard.next_seq;
+        let mut ages: Vec<u32> = shard.entries.iter().map(|e| age(next, e.seq)).collect();
         let k = ages.len() / 16;
         // The k-th oldest: ages sorted from the oldest down.
         let (_, cutoff, _) = ages.select_nth_unstable_by(k, |a, b| b.cmp(a));
         let cutoff = *cutoff;
-        let next = shard.next_seq;
-        shard.entries.retain(|e| next.wrapping_sub(e.seq) < cutoff);
+        shard.entries.retain(|e| age(next, e.seq) < cutoff);
     }
 
     /// Moves the clock `by` forward, for tests of expiry.

@@ -321,19 +321,16 @@ impl<K: IndexKey> AddrIndex<K> {
             .insert_unique(h, addr, |a| leases.get(a).and_then(K::of).map_or(0, hash));
     }
 
-    /// Makes `addr` the one address under `key`, dropping any other (a session id reused).
+    /// Makes `addr` (whose lease is now indexed under `key`) the one address under `key`,
+    /// taking the slot of any other (a session id reused).
     fn set(&mut self, key: &str, addr: Ipv4Addr, leases: &ByAddr) {
         let h = hash(key);
-        let found = self.table.find_mut(h, |a| {
-            *a != addr && leases.get(a).and_then(K::of) == Some(key)
-        });
-        match found {
-            Some(other) => *other = addr,
-            None => {
-                if self.table.find(h, |a| *a == addr).is_none() {
-                    self.add(h, addr, leases);
-                }
-            }
+        match self
+            .table
+            .find_mut(h, |a| leases.get(a).and_then(K::of) == Some(key))
+        {
+            Some(slot) => *slot = addr,
+            None => self.add(h, addr, leases),
         }
     }
 

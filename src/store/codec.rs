@@ -17,10 +17,13 @@ use super::{DeviceRecord, LeaseRecord, ProfileRecord, StoreError, UserRecord};
 /// of a compactly stored record needs a new format byte: fields are found by position.
 const COMPACT_V1: u8 = 1;
 
+/// Why bytes are not a record (kept as `StoreError::Corrupt`'s source).
+pub type DecodeError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A record as it is stored.
 pub(super) trait Record: Sized {
     fn encode(&self) -> Vec<u8>;
-    fn decode(bytes: &[u8]) -> Result<Self, Box<dyn std::error::Error + Send + Sync>>;
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
 }
 
 fn compact<T: Serialize>(value: &T) -> Vec<u8> {
@@ -31,7 +34,7 @@ fn compact<T: Serialize>(value: &T) -> Vec<u8> {
 fn either<C: DeserializeOwned, J: DeserializeOwned>(
     bytes: &[u8],
     from_compact: impl FnOnce(C) -> J,
-) -> Result<J, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<J, DecodeError> {
     match bytes.split_first() {
         Some((&COMPACT_V1, rest)) => Ok(from_compact(postcard::from_bytes(rest)?)),
         Some((b'{', _)) => Ok(serde_json::from_slice(bytes)?),
@@ -45,7 +48,7 @@ impl Record for DeviceRecord {
         compact(self)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         either(bytes, |d: DeviceRecord| d)
     }
 }
@@ -55,7 +58,7 @@ impl Record for LeaseRecord {
         compact(self)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         either(bytes, |l: LeaseRecord| l)
     }
 }
@@ -97,7 +100,7 @@ impl Record for UserRecord {
         })
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         either(bytes, |u: UserIn| UserRecord {
             name: u.name,
             password_hash: u.password_hash,
@@ -116,7 +119,7 @@ impl Record for ProfileRecord {
         serde_json::to_vec(self).expect("records serialize infallibly")
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         Ok(serde_json::from_slice(bytes)?)
     }
 }

@@ -51,7 +51,7 @@ pub enum StoreError {
     #[error("corrupt record under key {key:?}: {source}")]
     Corrupt {
         key: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: codec::DecodeError,
     },
     #[error(
         "store schema version {found} is newer than this ravpnd understands ({SCHEMA_VERSION})"
