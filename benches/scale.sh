@@ -3,7 +3,9 @@
 # features as benches/compare-freeradius.sh (local users, one registered Windows device per
 # user with the serial the load driver presents, an address pool, DNS), one holding BIG
 # (100,000) users and devices, the other SMALL (1,000). Measures
-#   1. VmRSS after the import, restarted (the store without the import's freed memory), after
+#   1. VmRSS after the import, restarted (the store without the import's freed memory), with
+#      CONNECTED (10,000) of the big store's users connected (a first connection and a
+#      reconnection each, then 5 s at 1,000 req/s over them: during, and 3 s after), after
 #      priming every user, after the runs and after overload;
 #   2. throughput (closed loop) with BIG distinct users in the load against SMALL, in
 #      alternating rounds: big store/BIG users, big store/SMALL users, small store/SMALL users;
@@ -18,7 +20,7 @@
 # error. Bounded: about 5 minutes once built (9-10 with the builds) on a 2-core machine.
 #
 #   benches/scale.sh                # defaults below; override with env variables:
-#   BIG=100000 SMALL=1000 ROUNDS=3 DURATION=8s WARMUP=2s CONCURRENCY=64 THREADS=2 \
+#   BIG=100000 SMALL=1000 CONNECTED=10000 ROUNDS=3 DURATION=8s WARMUP=2s CONCURRENCY=64 THREADS=2 \
 #   OVERLOAD_FACTOR=3 OVERLOAD_DURATION=20s RECOVERY_DURATION=10s IMPORT_CHUNK=5000 benches/scale.sh
 #
 # Users are imported with a CHEAP argon2id hash (m=8 KiB, t=1, p=1, made with python's
@@ -31,6 +33,8 @@ ROOT=$PWD
 
 BIG=${BIG:-100000}
 SMALL=${SMALL:-1000}
+# Users of the big store connected before all are primed (0: skip that step).
+CONNECTED=${CONNECTED:-10000}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-2s}
@@ -181,6 +185,18 @@ print(int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps")))
 EOF
 }
 
+# A site where a tenth of the directory is connected: the memory that costs, on top of the store.
+RSS_CONNECTED=0
+if [ "$CONNECTED" -gt 0 ]; then
+  say "connected: $CONNECTED of $BIG users (first connection, reconnection, 5 s at 1,000 req/s)"
+  for pass in first again; do
+    drive "connect-$pass" "$BIG_PORT" "$BIG_PID" "$CONNECTED" --prime --requests 1 --warmup 0s --concurrency 16
+  done
+  drive connected "$BIG_PORT" "$BIG_PID" "$CONNECTED" --rate 1000 --duration 5s --warmup 0s
+  sleep 3
+  RSS_CONNECTED=$(rss "$BIG_PID")
+fi
+
 say "priming: one request per user (argon2 once per user, a new lease each)"
 started=$(date +%s)
 drive prime-big "$BIG_PORT" "$BIG_PID" "$BIG" --prime --requests 1 --warmup 0s --concurrency 64
@@ -257,11 +273,11 @@ python3 - "$RESULTS" "$WORK" "$BIG" "$SMALL" "$CONCURRENCY" "$THREADS" "$(nproc)
   "$RSS_BIG_START $RSS_BIG_IMPORTED $RSS_BIG_RESTARTED $RSS_BIG_PRIMED $RSS_BIG_RUNS $RSS_BIG_OVERLOAD $RSS_BIG_END" \
   "$RSS_SMALL_START $RSS_SMALL_IMPORTED $RSS_SMALL_RESTARTED $RSS_SMALL_PRIMED $RSS_SMALL_RUNS $RSS_SMALL_END" \
   "$IMPORT_BIG_S $IMPORT_SMALL_S $PRIME_BIG_S" "$DROPS_BEFORE $DROPS_OVERLOAD $DROPS_RECOVERY" \
-  "$BIG_ALIVE" "$OVERLOAD_FACTOR" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+  "$BIG_ALIVE" "$OVERLOAD_FACTOR" "$(cut -d' ' -f1-3 /proc/loadavg)" "$CONNECTED" "$RSS_CONNECTED" <<'EOF'
 import re, sys
 from results import Results
 (path, work, big, small, conc, threads, cpus, pool, rss_big, rss_small, times, drops,
- alive, factor, loadavg) = sys.argv[1:]
+ alive, factor, loadavg, connected, rss_connected) = sys.argv[1:]
 res = Results(path)
 rs, by, med, lat = res.runs, res.by, res.med, res.lat
 mib = lambda kb: int(kb) / 1024
@@ -279,6 +295,10 @@ print(f"   big ({big:>6})        {rb[0]:6.1f}  {rb[1]:8.1f}  {rb[2]:9.1f}  {rb[3
 print(f"   small ({small:>6})      {rsm[0]:6.1f}  {rsm[1]:8.1f}  {rsm[2]:9.1f}  {rsm[3]:6.1f}  {rsm[4]:10.1f}  {'':>14}  {rsm[5]:5.1f}")
 print(f"   ratio big/small restarted {rb[2] / rsm[2]:.2f}, after priming {rb[3] / rsm[3]:.2f}, after runs {rb[4] / rsm[4]:.2f};"
       " target: big under 64 MiB")
+if int(connected):
+    c = by.get("connected", [{}])[0]
+    print(f"   big store, {int(connected)} of its users connected (1,000 req/s over them): during {c.get('server_rss_kb', 0) / 1024:.1f},"
+          f" 3 s after {mib(rss_connected):.1f}")
 
 names = {"big-big": f"big store, {big} users in the load", "big-small": f"big store, {small} users in the load",
          "small-small": f"small store, {small} users in the load"}
