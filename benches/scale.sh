@@ -35,6 +35,7 @@ BIG=${BIG:-100000}
 SMALL=${SMALL:-1000}
 # Users of the big store connected before all are primed (0: skip that step).
 CONNECTED=${CONNECTED:-10000}
+[ "$CONNECTED" -le "$BIG" ] || CONNECTED=$BIG
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-2s}
