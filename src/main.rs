@@ -18,9 +18,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// `dirty_decay_ms` 1 s instead of 10: what a burst of first connections frees (sled's page
 /// rewrites) is returned within a second. `narenas` 1 instead of four per CPU: the request
 /// path allocates little (thread caches serve it), and one arena does not strand freed memory
-/// in the slabs of others. With 10,000 of 100,000 users connected VmRSS is 54–56 MiB (62–70
-/// with jemalloc's defaults), with 20,000 62–63 (70), at no throughput the benchmarks can tell
-/// (docs/PERFORMANCE.md, "The allocator").
+/// in the slabs of others. With 10,000 of 100,000 users connected VmRSS is 53–56 MiB (60–70
+/// with jemalloc's defaults), with 20,000 62–64 (68–75), at no throughput the benchmarks can
+/// tell (docs/PERFORMANCE.md, "The allocator").
 #[export_name = "malloc_conf"]
 static MALLOC_CONF: MallocConf =
     MallocConf(c"background_thread:true,dirty_decay_ms:1000,narenas:1".as_ptr());

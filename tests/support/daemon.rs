@@ -112,6 +112,12 @@ impl TestDaemon {
             Ok(l) => l,
             Err(_) => panic!("daemon did not become ready:\n{}", self.log()),
         };
+        // jemalloc reports an option it cannot parse (src/main.rs) on stderr and goes on.
+        let log = self.log();
+        assert!(
+            !log.contains("<jemalloc>"),
+            "allocator options refused:\n{log}"
+        );
         self.auth_addr = field(&line, "radius_auth=");
         self.acct_addr = field(&line, "radius_acct=");
         self.admin_addr = field(&line, "admin=");
