@@ -186,7 +186,8 @@ print(int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps")))
 EOF
 }
 
-# A site where a tenth of the directory is connected: the memory that costs, on top of the store.
+# A site with part of its directory connected (a tenth by default): what that costs on top of
+# the store.
 RSS_CONNECTED=0
 if [ "$CONNECTED" -gt 0 ]; then
   say "connected: $CONNECTED of $BIG users (first connection, reconnection, 5 s at 1,000 req/s)"
@@ -296,9 +297,8 @@ print(f"   big ({big:>6})        {rb[0]:6.1f}  {rb[1]:8.1f}  {rb[2]:9.1f}  {rb[3
 print(f"   small ({small:>6})      {rsm[0]:6.1f}  {rsm[1]:8.1f}  {rsm[2]:9.1f}  {rsm[3]:6.1f}  {rsm[4]:10.1f}  {'':>14}  {rsm[5]:5.1f}")
 print(f"   ratio big/small restarted {rb[2] / rsm[2]:.2f}, after priming {rb[3] / rsm[3]:.2f}, after runs {rb[4] / rsm[4]:.2f};"
       " target: big under 64 MiB")
-if int(connected):
-    c = by.get("connected", [{}])[0]
-    print(f"   big store, {int(connected)} of its users connected (1,000 req/s over them): during {c.get('server_rss_kb', 0) / 1024:.1f},"
+if by.get("connected"):
+    print(f"   big store, {connected} of its users connected (1,000 req/s over them): during {med('connected', 'server_rss_kb') / 1024:.1f},"
           f" 3 s after {mib(rss_connected):.1f}")
 
 names = {"big-big": f"big store, {big} users in the load", "big-small": f"big store, {small} users in the load",
