@@ -2,11 +2,13 @@
 //! Message-Authenticator, PAP decode, a signed Access-Accept), so a run against it shows the
 //! ceiling of this harness on this machine.
 
-use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ravpnd::radius::batch::Inbox;
+use ravpnd::radius::outbox::Outbox;
 
 use crate::wire;
 
@@ -16,8 +18,10 @@ pub struct Counters {
     pub dropped: AtomicU64,
 }
 
-/// Serves on `socket` with `threads` threads (each blocking in `recv_from` on a clone of the
-/// socket) until `stop` is set or `until` passes.
+/// Serves on `socket` with `threads` threads until `stop` is set or `until` passes. Each
+/// blocks on a clone of the socket and moves datagrams as ravpnd does (`radius::batch`, a
+/// batch per receive; `radius::outbox`, a batch's replies in one send, segmented per
+/// destination), so that the ceiling is the protocol's work on the daemon's own I/O.
 pub fn serve(
     socket: UdpSocket,
     secret: Vec<u8>,
@@ -42,31 +46,23 @@ pub fn serve(
             std::thread::Builder::new()
                 .name(format!("null-responder-{t}"))
                 .spawn(move || {
-                    let mut buf = vec![0u8; 4097];
+                    let (mut inbox, mut outbox) = (Inbox::new(Duration::ZERO), Outbox::default());
                     let mut out = Vec::with_capacity(64);
                     while !stop.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u)
                     {
-                        let (n, from) = match sock.recv_from(&mut buf) {
-                            Ok(r) => r,
-                            Err(e)
-                                if matches!(
-                                    e.kind(),
-                                    ErrorKind::WouldBlock
-                                        | ErrorKind::TimedOut
-                                        | ErrorKind::Interrupted
-                                ) =>
-                            {
-                                continue
-                            }
-                            Err(_) => continue,
+                        let Ok(received) = inbox.receive(&sock) else {
+                            continue; // the read timeout, to look at `stop` and `until`
                         };
-                        if wire::null_answer(&buf[..n], &secret, &mut out).is_some() {
-                            if sock.send_to(&out, from).is_ok() {
+                        for i in 0..received {
+                            let (datagram, from) = inbox.get(i);
+                            if wire::null_answer(datagram, &secret, &mut out).is_some() {
+                                outbox.push(out.clone(), from);
                                 counters.answered.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                counters.dropped.fetch_add(1, Ordering::Relaxed);
                             }
-                        } else {
-                            counters.dropped.fetch_add(1, Ordering::Relaxed);
                         }
+                        outbox.flush(&sock);
                     }
                 })?,
         );

@@ -1,19 +1,15 @@
-//! Batched UDP I/O (`recvmmsg` / `sendmmsg`): under load one system call moves every datagram
-//! already queued, so the kernel's per-call cost and the wake-ups are paid once per batch
+//! Batched UDP receive (`recvmmsg`; the replies leave through `outbox`): under load one
+//! system call takes every datagram already queued, so the kernel's per-call cost and the wake-ups are paid once per batch
 //! instead of once per request. With one datagram waiting it is a plain receive: a batch never
 //! waits to fill (`MSG_WAITFORONE`).
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::socket::{
-    recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
-    SockaddrStorage,
-};
+use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
 use nix::sys::time::TimeSpec;
-use tracing::debug;
 
 use super::packet::MAX_LEN;
 
@@ -132,65 +128,9 @@ fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
     }
 }
 
-/// Replies waiting to be sent in one call.
-pub struct Outbox {
-    replies: Vec<(Vec<u8>, SockaddrStorage)>,
-    headers: MultiHeaders<SockaddrStorage>,
-}
-
-impl Default for Outbox {
-    fn default() -> Self {
-        Self {
-            replies: Vec::with_capacity(BATCH),
-            headers: MultiHeaders::preallocate(BATCH, None),
-        }
-    }
-}
-
-impl Outbox {
-    pub fn push(&mut self, reply: Vec<u8>, to: SocketAddr) {
-        self.replies.push((reply, SockaddrStorage::from(to)));
-    }
-
-    /// Sends every queued reply. UDP sends do not block in practice (the socket buffer drains
-    /// at wire speed); a reply the kernel refuses is the same as a lost datagram: the NAS
-    /// retransmits. So a failure is logged and the rest still go out.
-    pub fn flush(&mut self, socket: &UdpSocket) {
-        let mut start = 0;
-        while start < self.replies.len() {
-            let batch = &self.replies[start..(start + BATCH).min(self.replies.len())];
-            let slices: Vec<[IoSlice<'_>; 1]> =
-                batch.iter().map(|(r, _)| [IoSlice::new(r)]).collect();
-            let addrs: Vec<Option<SockaddrStorage>> = batch.iter().map(|(_, a)| Some(*a)).collect();
-            let no_cmsgs: [ControlMessage<'_>; 0] = [];
-            match sendmmsg(
-                socket.as_raw_fd(),
-                &mut self.headers,
-                slices.iter(),
-                &addrs,
-                no_cmsgs,
-                MsgFlags::empty(),
-            ) {
-                // `sendmmsg` stops at the first datagram it cannot send; the next call retries
-                // from there, or skips it if it was that one that failed.
-                Ok(sent) => start += sent.count().max(1),
-                Err(e) => {
-                    debug!(to = %batch[0].1, error = %e, "sendmmsg failed");
-                    start += 1;
-                }
-            }
-        }
-        self.replies.clear();
-    }
-
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.replies.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::outbox::Outbox;
     use super::*;
 
     #[test]

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::batch::{Inbox, Outbox};
+use super::batch::Inbox;
 use super::dedup::{DedupCache, Key, Seen, Ticket};
 use super::nas::{Nas, NasTable};
+use super::outbox::Outbox;
 use super::packet::{Attributes, Frame};
 use super::{crypto, dict};
 use crate::accounting;
@@ -415,7 +416,7 @@ pub struct Listener {
 /// Each thread blocks in a batched receive (`batch::Inbox`: the kernel wakes one thread, no
 /// reactor or task hand-off) and polls each request's future once, in place: a request that
 /// needs nothing slow (a cached credential, a lease renewal) is answered from that thread, its
-/// reply sent with the rest of the batch's (`batch::Outbox`). Only a
+/// reply sent with the rest of the batch's (`outbox::Outbox`). Only a
 /// request that has to wait becomes a task on the runtime, holding a permit; with every
 /// permit taken the threads stop reading and the kernel buffer absorbs the burst.
 pub fn serve(

@@ -2,7 +2,7 @@
 //!
 //! `packet` frames datagrams, `crypto` does the authenticators and PAP, `nas` maps sources
 //! to secrets, `dedup` answers retransmissions, `listener` runs the staged checks on what
-//! `batch` receives and sends, `kernel_drops` counts what the kernel dropped before
+//! `batch` receives and sends the replies through `outbox`, `kernel_drops` counts what the kernel dropped before
 //! `listener` could read it.
 
 pub mod batch;
@@ -12,4 +12,5 @@ pub mod dict;
 pub mod kernel_drops;
 pub mod listener;
 pub mod nas;
+pub mod outbox;
 pub mod packet;
