@@ -24,6 +24,7 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  [ -n "${QUOTA_CGROUP:-}" ] && rmdir "$QUOTA_CGROUP" 2>/dev/null
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -86,6 +87,36 @@ pin() {
   shift
   [ "$cpus" = all ] && cpus=0-$(( $(nproc) - 1 ))
   for pid in "$@"; do taskset -a -p -c "$cpus" "$pid" >/dev/null; done
+}
+
+# PERCENT PID: holds the process to PERCENT of one CPU with a cgroup CPU quota (a 10 ms period,
+# so that it runs in short slices, not in bursts a fraction of a second apart); `cpu_quota off
+# PID` moves it back and removes the group. Fails (status 1, a message) where this machine has
+# no writable cgroup cpu controller (v1 at /sys/fs/cgroup/cpu, or v2 with `cpu` enabled).
+cpu_quota() {
+  local percent=$1 pid=$2 root
+  if [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
+    root=/sys/fs/cgroup/cpu
+  elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null && [ -w /sys/fs/cgroup/cgroup.procs ]; then
+    root=/sys/fs/cgroup
+  else
+    echo "no writable cgroup cpu controller: the daemon runs without a CPU quota" >&2
+    return 1
+  fi
+  if [ "$percent" = off ]; then
+    echo "$pid" > "$root/cgroup.procs"
+    rmdir "$QUOTA_CGROUP" && QUOTA_CGROUP=
+    return 0
+  fi
+  QUOTA_CGROUP=$root/${WORK_PREFIX:-ravpnd-bench}-$$
+  mkdir "$QUOTA_CGROUP" || { QUOTA_CGROUP=; return 1; }
+  if [ -e "$QUOTA_CGROUP/cpu.max" ]; then
+    echo "$((percent * 100)) 10000" > "$QUOTA_CGROUP/cpu.max"
+  else
+    echo 10000 > "$QUOTA_CGROUP/cpu.cfs_period_us"
+    echo "$((percent * 100))" > "$QUOTA_CGROUP/cpu.cfs_quota_us"
+  fi
+  echo "$pid" > "$QUOTA_CGROUP/cgroup.procs"
 }
 
 # Free loopback ports asked of the kernel (never guessed, never 1812), one per argument:
