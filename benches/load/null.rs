@@ -46,7 +46,7 @@ pub fn serve(
             std::thread::Builder::new()
                 .name(format!("null-responder-{t}"))
                 .spawn(move || {
-                    let (mut inbox, mut outbox) = (Inbox::new(Duration::ZERO), Outbox::default());
+                    let (mut inbox, mut outbox) = (Inbox::new(Duration::ZERO), Outbox::new(&sock));
                     let mut out = Vec::with_capacity(64);
                     while !stop.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u)
                     {

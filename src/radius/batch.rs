@@ -149,7 +149,7 @@ mod tests {
         // Loopback delivery is synchronous: all three are queued before the call.
         let mut inbox = Inbox::new(Duration::ZERO);
         assert_eq!(inbox.receive(&server).unwrap(), 3);
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::new(&server);
         for (i, client) in clients.iter().enumerate() {
             let (datagram, source) = inbox.get(i);
             assert_eq!(datagram, &vec![i as u8; 10 + i][..]);
@@ -182,7 +182,7 @@ mod tests {
             (datagram, source),
             (&b"ping"[..], client.local_addr().unwrap())
         );
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::new(&server);
         outbox.push(b"pong".to_vec(), source);
         outbox.flush(&server);
         let mut buf = [0u8; 8];

@@ -440,7 +440,7 @@ pub fn serve(
 
 fn worker(l: &Arc<Listener>) {
     let _runtime = l.runtime.enter();
-    let (mut inbox, mut outbox) = (Inbox::new(l.busy_poll), Outbox::default());
+    let (mut inbox, mut outbox) = (Inbox::new(l.busy_poll), Outbox::new(&l.socket));
     while !l.shutdown.is_cancelled() {
         let received = match inbox.receive(&l.socket) {
             Ok(n) => n,

@@ -11,10 +11,12 @@
 use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{
+    getsockopt, sendmmsg, sockopt, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
 use tracing::{debug, info};
 
 use super::batch::BATCH;
@@ -43,19 +45,20 @@ pub struct Outbox {
     segmented_sends: u64,
 }
 
-impl Default for Outbox {
-    fn default() -> Self {
+impl Outbox {
+    /// For replies sent on `socket`: segmented if its kernel has UDP segmentation (Linux 4.18).
+    /// An older kernel ignores the control message and would send a group as one datagram of
+    /// all its replies, so it is asked first: it knows the socket option of the same name.
+    pub fn new(socket: &impl AsFd) -> Self {
         Self {
             replies: Vec::with_capacity(BATCH),
             single: MultiHeaders::preallocate(BATCH, None),
             segmented: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
-            segment: true,
+            segment: getsockopt(socket, sockopt::UdpGsoSegment).is_ok(),
             segmented_sends: 0,
         }
     }
-}
 
-impl Outbox {
     pub fn push(&mut self, reply: Vec<u8>, to: SocketAddr) {
         self.replies.push((reply, to));
     }
@@ -260,7 +263,7 @@ mod tests {
             );
             rs.reverse();
             rs.swap(1, 7);
-            let mut outbox = Outbox::default();
+            let mut outbox = Outbox::new(&server);
             let n = rs.len();
             rs.into_iter().for_each(|(r, to)| outbox.push(r, to));
             outbox.flush(&server);
@@ -288,7 +291,7 @@ mod tests {
         };
         assert_eq!(rc, 0);
         let (rs, want) = replies(&clients, &[(0, 30, 4), (1, 30, 2)]);
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::new(&server);
         rs.into_iter().for_each(|(r, to)| outbox.push(r, to));
         outbox.flush(&server);
         assert!(!outbox.segment);
@@ -302,11 +305,20 @@ mod tests {
     }
 
     #[test]
+    fn segments_are_used_only_on_a_socket_whose_kernel_knows_them() {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(Outbox::new(&udp).segment);
+        // A socket the option does not apply to answers as an older kernel's UDP would.
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!Outbox::new(&tcp).segment);
+    }
+
+    #[test]
     fn a_group_larger_than_the_kernel_takes_is_split() {
         let (server, clients) = sockets("127.0.0.1:0").unwrap();
         let big = SEGMENT_MAX; // 65,000 / 1,200: 54 a send
         let (rs, want) = replies(&clients, &[(0, big, 60), (1, 20, 70)]);
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::new(&server);
         rs.into_iter().for_each(|(r, to)| outbox.push(r, to));
         outbox.flush(&server);
         assert_eq!(outbox.segmented_sends, 4); // 54 + 6, 64 + 6
