@@ -38,8 +38,9 @@ pub struct Outbox {
     /// Headers with room for the `UDP_SEGMENT` control message. Apart from `single`'s because
     /// nix leaves each header's control length as allocated.
     segmented: MultiHeaders<SockaddrStorage>,
-    /// Off once the kernel refused a segmented send on this socket (IPsec on the route, a
-    /// device without checksum offload): from then on every reply is sent alone.
+    /// Off where the kernel has no UDP segmentation, and once it refused a segmented send on
+    /// this socket (IPsec on the route, a device without checksum offload): every reply is
+    /// then sent alone.
     segment: bool,
     /// Segmented sends made (each carrying two replies or more).
     segmented_sends: u64,
@@ -76,9 +77,10 @@ impl Outbox {
         let mut i = 0;
         while i < self.replies.len() {
             let (len, to) = (self.replies[i].0.len(), self.replies[i].1);
-            let most = match self.segment && len <= SEGMENT_MAX {
-                true => SEGMENTS_MAX.min(SEND_MAX / len.max(1)),
-                false => 1,
+            let most = if self.segment && len <= SEGMENT_MAX {
+                SEGMENTS_MAX.min(SEND_MAX / len.max(1))
+            } else {
+                1
             };
             let same = self.replies[i..]
                 .iter()
