@@ -4,7 +4,8 @@
 //! [`radius::listener`] frames the datagram, finds the NAS, checks the Message-Authenticator
 //! and the duplicate cache → [`policy`] finds the user in the [`store`], asks [`auth`] for the
 //! password verdict, then checks the device ([`policy::device`]: match or auto-register)
-//! → [`reply`] builds the signed response → the listener sends it and logs one line.
+//! → [`reply`] builds the signed response → the listener sends it with the rest of its batch
+//! ([`radius::outbox`]) and logs one line.
 //! Registration failures go to [`notify`], a background mailer off the request path.
 //!
 //! Around it: [`config`] (typed, validated), [`store`] (the only sled user), [`admin`]

@@ -1,7 +1,7 @@
 //! Batched UDP receive (`recvmmsg`; the replies leave through `outbox`): under load one
-//! system call takes every datagram already queued, so the kernel's per-call cost and the wake-ups are paid once per batch
-//! instead of once per request. With one datagram waiting it is a plain receive: a batch never
-//! waits to fill (`MSG_WAITFORONE`).
+//! system call takes every datagram already queued, so the kernel's per-call cost and the
+//! wake-ups are paid once per batch instead of once per request. With one datagram waiting it
+//! is a plain receive: a batch never waits to fill (`MSG_WAITFORONE`).
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
