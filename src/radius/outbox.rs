@@ -51,11 +51,15 @@ impl Outbox {
     /// An older kernel ignores the control message and would send a group as one datagram of
     /// all its replies, so it is asked first: it knows the socket option of the same name.
     pub fn new(socket: &impl AsFd) -> Self {
+        let segment = getsockopt(socket, sockopt::UdpGsoSegment).is_ok();
+        if !segment {
+            debug!("no UDP segmentation in this kernel: each reply goes alone");
+        }
         Self {
             replies: Vec::with_capacity(BATCH),
             single: MultiHeaders::preallocate(BATCH, None),
             segmented: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
-            segment: getsockopt(socket, sockopt::UdpGsoSegment).is_ok(),
+            segment,
             segmented_sends: 0,
         }
     }
