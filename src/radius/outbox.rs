@@ -77,6 +77,7 @@ impl Outbox {
             // which matches each by its identifier.
             self.replies.sort_unstable_by_key(|(r, to)| (r.len(), *to));
         }
+        // Messages as ranges of `replies`: a group (one destination, one length), or one reply.
         let (mut alone, mut groups) = (Vec::new(), Vec::new());
         let mut i = 0;
         while i < self.replies.len() {
@@ -92,118 +93,110 @@ impl Outbox {
                 .take_while(|(r, t)| r.len() == len && *t == to)
                 .count();
             match same {
-                1 => alone.push(i),
+                1 => alone.push(i..i + 1),
                 _ => groups.push(i..i + same),
             }
             i += same;
         }
+        let iov: Vec<IoSlice<'_>> = self.replies.iter().map(|(r, _)| IoSlice::new(r)).collect();
         // One call per segment size (the control message is shared by a call's messages).
         let mut g = 0;
         while g < groups.len() {
-            let len = self.replies[groups[g].start].0.len();
-            let calls = groups[g..]
+            if !self.segment {
+                // Refused below: what is left goes out one datagram each.
+                alone.extend(groups[g..].iter().flat_map(each));
+                break;
+            }
+            let len = iov[groups[g].start].len();
+            let same = groups[g..]
                 .iter()
-                .take(BATCH)
-                .take_while(|r| self.replies[r.start].0.len() == len)
+                .take_while(|m| iov[m.start].len() == len)
                 .count();
-            self.send_segmented(socket, len, &groups[g..g + calls], &mut alone);
-            g += calls;
-        }
-        self.send_alone(socket, &alone);
-        self.replies.clear();
-    }
-
-    /// One message per group, its replies as segments of `len` bytes. A group the kernel
-    /// refuses is added to `alone`.
-    fn send_segmented(
-        &mut self,
-        socket: &UdpSocket,
-        len: usize,
-        groups: &[Range<usize>],
-        alone: &mut Vec<usize>,
-    ) {
-        let size = len as u16; // ≤ SEGMENT_MAX
-        let slices: Vec<Vec<IoSlice<'_>>> = groups
-            .iter()
-            .map(|g| {
-                self.replies[g.clone()]
-                    .iter()
-                    .map(|(r, _)| IoSlice::new(r))
-                    .collect()
-            })
-            .collect();
-        let addrs: Vec<Option<SockaddrStorage>> = groups
-            .iter()
-            .map(|g| Some(SockaddrStorage::from(self.replies[g.start].1)))
-            .collect();
-        let mut sent = 0;
-        while sent < groups.len() {
-            match sendmmsg(
-                socket.as_raw_fd(),
-                &mut self.segmented,
-                slices[sent..].iter(),
-                &addrs[sent..],
-                [ControlMessage::UdpGsoSegments(&size)],
-                MsgFlags::empty(),
-            ) {
-                Ok(done) => {
-                    let done = done.count().max(1);
-                    self.segmented_sends += done as u64;
-                    sent += done;
-                }
-                Err(e @ (Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP)) => {
+            let mut rest = &groups[g..g + same];
+            g += same;
+            while !rest.is_empty() {
+                let size = len as u16; // ≤ SEGMENT_MAX
+                let (sent, failed) = send(
+                    socket,
+                    &mut self.segmented,
+                    &iov,
+                    &self.replies,
+                    rest,
+                    Some(size),
+                );
+                self.segmented_sends += sent as u64;
+                let Some(e) = failed else { break };
+                // A group the kernel refuses goes out one datagram each.
+                if matches!(
+                    e,
+                    Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP
+                ) {
                     info!(error = %e, "the kernel refuses segmented UDP sends on this socket; each reply goes alone");
                     self.segment = false;
-                    groups[sent..].iter().for_each(|g| alone.extend(g.clone()));
-                    return;
+                    alone.extend(rest[sent..].iter().flat_map(each));
+                    break;
                 }
                 // This destination only (EMSGSIZE: its path's MTU is below SEGMENT_MAX).
-                Err(e) => {
-                    debug!(to = %self.replies[groups[sent].start].1, error = %e, "segmented send failed");
-                    alone.extend(groups[sent].clone());
-                    sent += 1;
-                }
+                debug!(to = %self.replies[rest[sent].start].1, error = %e, "segmented send failed");
+                alone.extend(each(&rest[sent]));
+                rest = &rest[sent + 1..];
             }
         }
-    }
-
-    /// The replies at `which`, one datagram each, in one call per `BATCH`.
-    fn send_alone(&mut self, socket: &UdpSocket, which: &[usize]) {
-        let mut start = 0;
-        while start < which.len() {
-            let batch = &which[start..(start + BATCH).min(which.len())];
-            let slices: Vec<[IoSlice<'_>; 1]> = batch
-                .iter()
-                .map(|&i| [IoSlice::new(&self.replies[i].0)])
-                .collect();
-            let addrs: Vec<Option<SockaddrStorage>> = batch
-                .iter()
-                .map(|&i| Some(SockaddrStorage::from(self.replies[i].1)))
-                .collect();
-            let no_cmsgs: [ControlMessage<'_>; 0] = [];
-            match sendmmsg(
-                socket.as_raw_fd(),
-                &mut self.single,
-                slices.iter(),
-                &addrs,
-                no_cmsgs,
-                MsgFlags::empty(),
-            ) {
-                // `sendmmsg` stops at the first datagram it cannot send; the next call retries
-                // from there, or skips it if it was that one that failed.
-                Ok(sent) => start += sent.count().max(1),
-                Err(e) => {
-                    debug!(to = %self.replies[batch[0]].1, error = %e, "sendmmsg failed");
-                    start += 1;
-                }
-            }
+        let mut rest = &alone[..];
+        while !rest.is_empty() {
+            let (sent, failed) = send(socket, &mut self.single, &iov, &self.replies, rest, None);
+            let Some(e) = failed else { break };
+            // Skipped: the next call retries from the one after it.
+            debug!(to = %self.replies[rest[sent].start].1, error = %e, "sendmmsg failed");
+            rest = &rest[sent + 1..];
         }
+        self.replies.clear();
     }
 
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
         self.replies.is_empty()
     }
+}
+
+/// A message's replies as messages of one reply each.
+fn each(m: &Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    m.clone().map(|i| i..i + 1)
+}
+
+/// Sends `messages` (each a range of `iov`, to the destination of its first reply), as many
+/// per call as `headers` hold, `size` making each a segmented send. Stops at the first the
+/// kernel refuses: how many went, and the error if one was refused (`messages[sent]`'s).
+fn send(
+    socket: &UdpSocket,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    iov: &[IoSlice<'_>],
+    replies: &[(Vec<u8>, SocketAddr)],
+    messages: &[Range<usize>],
+    size: Option<u16>,
+) -> (usize, Option<Errno>) {
+    let parts: Vec<&[IoSlice<'_>]> = messages.iter().map(|m| &iov[m.clone()]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = messages
+        .iter()
+        .map(|m| Some(SockaddrStorage::from(replies[m.start].1)))
+        .collect();
+    let segment = size.as_ref().map(ControlMessage::UdpGsoSegments);
+    let mut sent = 0;
+    while sent < messages.len() {
+        match sendmmsg(
+            socket.as_raw_fd(),
+            headers,
+            parts[sent..].iter(),
+            &addrs[sent..],
+            segment.as_slice(),
+            MsgFlags::empty(),
+        ) {
+            // `sendmmsg` stops at the first message it cannot send; the next call says why.
+            Ok(done) => sent += done.count().max(1),
+            Err(e) => return (sent, Some(e)),
+        }
+    }
+    (sent, None)
 }
 
 #[cfg(test)]
