@@ -73,6 +73,41 @@ fn binds_map_to_reasons_over_ldaps() {
         .contains("ravpnd_directory_bind_duration_seconds_count{server=\"primary\"}"));
 }
 
+/// The password is checked against the account ravpnd knows (its sAMAccountName), never
+/// the one another name form resolves to: a UPN is an attribute any account may carry, with
+/// any suffix, and a bind as `alice@partner.example` would let that account's owner in as
+/// `alice`. (Samba refuses a UPN in the domain's own suffix that spells another account's
+/// name; Windows AD checks only explicit UPNs against each other, so there the down-level
+/// bind matters for the domain's own suffix too.)
+#[test]
+fn a_login_binds_as_the_enrolled_account_only() {
+    const OTHER_PW: &str = "Mall0ry-Passw0rd!";
+    let dc = dc();
+    let d = daemon(&dc.auth_config());
+    let [victim, partner] = ["advic", "adpar"].map(|p| dc.unique_name(p));
+    let other_suffix = format!("{victim}@partner.example");
+    dc.create_user_with(
+        &partner,
+        OTHER_PW,
+        &NewUser {
+            upn: Some(&other_suffix),
+            ..Default::default()
+        },
+    );
+    dc.create_user(&victim, PW);
+    enrol(&d, &victim);
+
+    let r = login(&d, &other_suffix, OTHER_PW);
+    assert_eq!(why(&r), "unknown user", "{}\n{}", r.output, d.log());
+    assert_eq!(why(&login(&d, &other_suffix, PW)), "unknown user");
+    let own_suffix = format!("{victim}@{}", dc.domain());
+    assert_eq!(why(&login(&d, &own_suffix, OTHER_PW)), "bad password");
+    for name in [victim.clone(), own_suffix, format!("CORP\\{victim}")] {
+        let r = login(&d, &name, PW);
+        assert!(r.is("Access-Accept"), "{name}: {}\n{}", r.output, d.log());
+    }
+}
+
 #[test]
 fn users_must_exist_in_the_directory_and_candidates_page_through() {
     let dc = dc();

@@ -81,6 +81,7 @@ impl AzureAdConfig {
         p
     }
 
+    /// The configured admin's UPN (`admin_user` with or without the domain).
     fn upn(&self, name: &str) -> String {
         let n = name.rsplit('\\').next().unwrap_or(name);
         if n.contains('@') {
@@ -88,6 +89,24 @@ impl AzureAdConfig {
         } else {
             format!("{n}@{}", self.domain)
         }
+    }
+
+    /// A user's name as typed → the UPN whose password is checked: always `key@domain`, the
+    /// account the store key names. `None` for another domain's suffix: `alice@fabrikam.com`
+    /// is another account than the tenant domain's `alice`, whose store key it would share.
+    fn user_upn(&self, name: &str) -> Option<String> {
+        let n = name.rsplit('\\').next().unwrap_or(name);
+        let local = match n.rsplit_once('@') {
+            Some((local, suffix)) => suffix.eq_ignore_ascii_case(&self.domain).then_some(local)?,
+            None => n,
+        };
+        (!local.is_empty() && !local.contains('@')).then(|| format!("{local}@{}", self.domain))
+    }
+
+    /// Whether a directory UPN is in the tenant domain (only those can log in as their key).
+    fn in_domain(&self, upn: &str) -> bool {
+        upn.rsplit_once('@')
+            .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case(&self.domain))
     }
 }
 
@@ -275,9 +294,8 @@ impl AzureVerifier {
             return Err(AuthError::BadPassword);
         }
         let password = std::str::from_utf8(password).map_err(|_| AuthError::BadPassword)?;
-        self.token(&self.config.upn(name), password)
-            .await
-            .map(|_| ())
+        let upn = self.config.user_upn(name).ok_or(AuthError::UnknownUser)?;
+        self.token(&upn, password).await.map(|_| ())
     }
 
     /// Users through Microsoft Graph, all pages.
@@ -305,7 +323,10 @@ impl AzureVerifier {
                 .await
                 .map_err(|e| AuthError::Internal(format!("graph answer: {e}")))?;
             for u in page.value {
-                let Some(upn) = u.upn else { continue };
+                // Another domain's users could not log in as their key: not candidates.
+                let Some(upn) = u.upn.filter(|upn| self.config.in_domain(upn)) else {
+                    continue;
+                };
                 let sam = self.user_key(&upn);
                 out.push(DirectoryUser {
                     sam_account_name: sam,
@@ -331,6 +352,36 @@ impl AzureVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_map_to_the_tenant_domain_only() {
+        let c: AzureAdConfig = toml::from_str(
+            "application_id = \"a\"\napplication_secret = \"s\"\ndomain = \"contoso.com\"\nadmin_user = \"admin\"\nadmin_password = \"p\"",
+        )
+        .unwrap();
+        for name in [
+            "alice",
+            "alice@contoso.com",
+            "alice@CONTOSO.COM",
+            "CONTOSO\\alice",
+        ] {
+            assert_eq!(
+                c.user_upn(name).as_deref(),
+                Some("alice@contoso.com"),
+                "{name}"
+            );
+        }
+        for name in [
+            "alice@fabrikam.com",
+            "alice@contoso.com.evil",
+            "a@b@contoso.com",
+            "",
+            "@contoso.com",
+        ] {
+            assert_eq!(c.user_upn(name), None, "{name}");
+        }
+        assert!(c.in_domain("Alice@Contoso.com") && !c.in_domain("alice@fabrikam.com"));
+    }
 
     #[test]
     fn aadsts_codes_map_to_reasons() {

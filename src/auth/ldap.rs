@@ -21,7 +21,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, StdStream};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::AuthError;
+use super::{AuthError, RemoveOnDrop};
 use crate::metrics::METRICS;
 
 /// Maps the AD sub-code in a failed bind's diagnostic ("… data 52e, v4563").
@@ -236,12 +236,12 @@ impl AdVerifier {
     async fn bind_on(
         &self,
         server: &Server,
-        upn: &str,
+        bind_name: &str,
         password: &str,
     ) -> Result<Result<(), AuthError>, String> {
         let pooled = server.pool.lock().pop();
         if let Some(ldap) = pooled {
-            match self.bind_with(server, ldap, upn, password).await {
+            match self.bind_with(server, ldap, bind_name, password).await {
                 Ok(verdict) => return Ok(verdict),
                 Err(Unusable::TimedOut(why)) => return Err(why),
                 Err(Unusable::Broken(why)) => {
@@ -250,7 +250,7 @@ impl AdVerifier {
             }
         }
         let ldap = self.connect(server).await?;
-        self.bind_with(server, ldap, upn, password)
+        self.bind_with(server, ldap, bind_name, password)
             .await
             .map_err(Unusable::into_message)
     }
@@ -259,11 +259,12 @@ impl AdVerifier {
         &self,
         server: &Server,
         mut ldap: Ldap,
-        upn: &str,
+        bind_name: &str,
         password: &str,
     ) -> Result<Result<(), AuthError>, Unusable> {
         let started = Instant::now();
-        let res = tokio::time::timeout(self.config.timeout, ldap.simple_bind(upn, password)).await;
+        let res =
+            tokio::time::timeout(self.config.timeout, ldap.simple_bind(bind_name, password)).await;
         METRICS
             .directory_seconds
             .with_label_values(&[server.label])
@@ -295,10 +296,10 @@ impl AdVerifier {
         self.config.sam(name).to_lowercase()
     }
 
-    fn tag(&self, upn: &str, password: &str) -> Tag {
+    fn tag(&self, bind_name: &str, password: &str) -> Tag {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.tag_key).expect("any key");
-        mac.update(upn.to_lowercase().as_bytes());
+        mac.update(bind_name.to_lowercase().as_bytes());
         mac.update(&[0]);
         mac.update(password.as_bytes());
         mac.finalize().into_bytes().into()
@@ -313,8 +314,8 @@ impl AdVerifier {
             return Err(AuthError::BadPassword);
         }
         let password = std::str::from_utf8(password).map_err(|_| AuthError::BadPassword)?;
-        let upn = self.config.upn(name).ok_or(AuthError::UnknownUser)?;
-        let tag = self.tag(&upn, password);
+        let bind_name = self.config.bind_name(name).ok_or(AuthError::UnknownUser)?;
+        let tag = self.tag(&bind_name, password);
         let guard = !self.config.lockout_guard_window.is_zero();
         if guard && self.refused.contains_key(&tag) {
             METRICS.lockout_guard.inc();
@@ -323,8 +324,8 @@ impl AdVerifier {
         let cell = self.inflight.lock().entry(tag).or_default().clone();
         let shared = cell
             .get_or_init(|| async {
-                let r = self.check(name, &upn, password).await;
-                self.inflight.lock().remove(&tag);
+                let _forget = RemoveOnDrop(&self.inflight, tag);
+                let r = self.check(name, &bind_name, password).await;
                 if guard && matches!(r, Err(AuthError::BadPassword)) {
                     self.refused.insert(tag, ());
                 }
@@ -337,20 +338,20 @@ impl AdVerifier {
 
     /// The directory work of one check, within one in-flight permit: the optional lockout
     /// pre-check (admin connections), then the bind (user-bind connections).
-    async fn check(&self, name: &str, upn: &str, password: &str) -> Result<(), AuthError> {
+    async fn check(&self, name: &str, bind_name: &str, password: &str) -> Result<(), AuthError> {
         let _permit = tokio::time::timeout(self.config.timeout, self.bind_permits.acquire())
             .await
             .map_err(|_| AuthError::DirectoryUnavailable)?
             .map_err(|_| AuthError::DirectoryUnavailable)?;
         if self.config.lockout_precheck {
-            self.lockout_precheck(name, upn).await?;
+            self.lockout_precheck(name, bind_name).await?;
         }
-        self.bind_failover(upn, password).await
+        self.bind_failover(bind_name, password).await
     }
 
-    async fn bind_failover(&self, upn: &str, password: &str) -> Result<(), AuthError> {
+    async fn bind_failover(&self, bind_name: &str, password: &str) -> Result<(), AuthError> {
         for server in self.order() {
-            match self.bind_on(server, upn, password).await {
+            match self.bind_on(server, bind_name, password).await {
                 Ok(verdict) => {
                     if server.label == "secondary" {
                         METRICS.directory_failovers.inc();
@@ -436,28 +437,57 @@ mod tests {
     #[test]
     fn user_name_forms() {
         let c = cfg();
-        assert_eq!(c.upn("alice").as_deref(), Some("alice@corp.example.com"));
+        for name in [
+            "alice",
+            "CORP\\alice",
+            "corp\\alice",
+            "corp.example.com\\alice",
+        ] {
+            assert_eq!(c.bind_name(name).as_deref(), Some("CORP\\alice"), "{name}");
+        }
         assert_eq!(
-            c.upn("CORP\\alice").as_deref(),
-            Some("alice@corp.example.com")
+            c.bind_name("alice@CORP.example.com").as_deref(),
+            Some("CORP\\alice")
         );
-        assert_eq!(
-            c.upn("corp\\alice").as_deref(),
-            Some("alice@corp.example.com")
-        );
-        assert_eq!(c.upn("OTHER\\alice"), None);
-        assert_eq!(
-            c.upn("alice@corp.example.com").as_deref(),
-            Some("alice@corp.example.com")
-        );
+        // Another domain's user, or a name that is not one account's: never this domain's
+        // `alice` (a bind as `alice@other.example` would check another account's password).
+        for name in [
+            "OTHER\\alice",
+            "alice@other.example",
+            "alice@corp.example.com.evil",
+            "a@b@corp.example.com",
+            "CORP\\a@corp.example.com",
+            "CORP\\",
+            "@corp.example.com",
+            "",
+        ] {
+            assert_eq!(c.bind_name(name), None, "{name}");
+        }
         assert_eq!(c.sam("CORP\\alice"), "alice");
         assert_eq!(c.sam("alice@corp.example.com"), "alice");
         assert_eq!(c.base_dn(), "DC=corp,DC=example,DC=com");
         let n = toml_cfg("netbios_domain = \"EXAMPLE\"");
-        assert_eq!(
-            n.upn("EXAMPLE\\bob").as_deref(),
-            Some("bob@corp.example.com")
-        );
+        assert_eq!(n.bind_name("EXAMPLE\\bob").as_deref(), Some("EXAMPLE\\bob"));
+        assert_eq!(n.bind_name("bob").as_deref(), Some("EXAMPLE\\bob"));
+        assert_eq!(n.upn("bob").as_deref(), Some("bob@corp.example.com"));
+    }
+
+    /// A check given up on (the request's timeout dropped its future while the DC said
+    /// nothing) leaves nothing behind in the in-flight map.
+    #[tokio::test]
+    async fn an_abandoned_check_is_forgotten() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let c: ActiveDirectoryConfig = toml::from_str(&format!(
+            "primary_host = \"dc1.corp.example.com\"\nprimary_address = \"127.0.0.1\"\n\
+             domain = \"corp.example.com\"\nadmin_password = \"x\"\n\
+             tls = \"none\"\nport = {port}\ntimeout = \"30s\""
+        ))
+        .unwrap();
+        let v = AdVerifier::new(&c).unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(200), v.bind_user("alice", b"pw")).await;
+        assert!(r.is_err(), "the silent DC cannot answer");
+        assert!(v.inflight.lock().is_empty());
     }
 
     #[test]

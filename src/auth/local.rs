@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::credential_cache::{CredentialCache, Tag as CacheTag};
-use super::{AuthError, PasswordVerifier};
+use super::{AuthError, PasswordVerifier, RemoveOnDrop};
 use crate::config::Problem;
 use crate::store::{Access, Verified};
 
@@ -216,15 +216,6 @@ impl PasswordVerifier for LocalVerifier {
         } else {
             Err(AuthError::BadPassword)
         }
-    }
-}
-
-/// Removes a verification from the in-flight map when it finishes or is cancelled.
-struct RemoveOnDrop<'a>(&'a Mutex<HashMap<CacheTag, Arc<InFlight>>>, CacheTag);
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.lock().remove(&self.1);
     }
 }
 

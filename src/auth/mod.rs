@@ -136,3 +136,17 @@ impl PasswordVerifier for Source {
         }
     }
 }
+
+/// Removes a shared check from its in-flight map when it finishes *or is cancelled* (a
+/// request given up on at its timeout drops the check's future): an entry left behind would
+/// stay for good, one per abandoned name and password.
+pub(crate) struct RemoveOnDrop<'a, K: std::hash::Hash + Eq, V>(
+    pub &'a parking_lot::Mutex<std::collections::HashMap<K, V>>,
+    pub K,
+);
+
+impl<K: std::hash::Hash + Eq, V> Drop for RemoveOnDrop<'_, K, V> {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}

@@ -34,9 +34,10 @@ pub struct ActiveDirectoryConfig {
     pub secondary_host: Option<String>,
     #[serde(default)]
     pub secondary_address: Option<IpAddr>,
-    /// AD domain, e.g. `corp.example.com`; users bind as `user@domain`.
+    /// AD domain, e.g. `corp.example.com`; user names may carry it (`alice@corp.example.com`).
     pub domain: String,
-    /// NetBIOS name, when it differs from the domain's first label (`CORP\user` input).
+    /// NetBIOS name, when it differs from the domain's first label: users bind as
+    /// `NETBIOS\sam`, so it must be right (and `CORP\alice` input names it).
     #[serde(default)]
     pub netbios_domain: Option<String>,
     /// Account used to list and look up users. Default: Administrator.
@@ -172,13 +173,37 @@ impl ActiveDirectoryConfig {
     }
 
     fn netbios(&self) -> String {
-        self.netbios_domain
-            .clone()
-            .unwrap_or_else(|| self.domain.split('.').next().unwrap_or_default().to_owned())
+        self.netbios_domain.clone().unwrap_or_else(|| {
+            self.domain
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_uppercase()
+        })
     }
 
-    /// `alice`, `alice@corp.example.com` or `CORP\alice` → the UPN to bind as, or `None`
-    /// when the name belongs to another domain.
+    /// A user's name as typed — `alice`, `alice@corp.example.com` or `CORP\alice` — → the
+    /// name to bind as, `CORP\alice`; `None` when it names another domain. The down-level
+    /// form names exactly the account whose sAMAccountName is the store key: a UPN need not
+    /// (another account's UPN may be `alice@…`, or carry another domain's suffix), and a bind
+    /// as it would check that account's password for this user.
+    pub fn bind_name(&self, name: &str) -> Option<String> {
+        let sam = match (name.split_once('\\'), name.rsplit_once('@')) {
+            (Some((dom, user)), _) => {
+                let ours = dom.eq_ignore_ascii_case(&self.netbios())
+                    || dom.eq_ignore_ascii_case(&self.domain);
+                ours.then_some(user)?
+            }
+            (None, Some((user, suffix))) => {
+                suffix.eq_ignore_ascii_case(&self.domain).then_some(user)?
+            }
+            (None, None) => name,
+        };
+        let plain = !sam.is_empty() && !sam.contains(['\\', '@']);
+        plain.then(|| format!("{}\\{sam}", self.netbios()))
+    }
+
+    /// The configured admin's name → the UPN to bind as (`None`: another domain's).
     pub fn upn(&self, name: &str) -> Option<String> {
         if let Some((dom, user)) = name.split_once('\\') {
             let ours =

@@ -69,12 +69,17 @@ fn number(e: &SearchEntry, attr: &str) -> i64 {
 
 impl AdVerifier {
     /// `Err(LockoutPrevented)` when the user is one failure short of a lockout.
-    pub(super) async fn lockout_precheck(&self, name: &str, upn: &str) -> Result<(), AuthError> {
-        match self.one_failure_short(name, upn).await {
+    /// `bind_name` is the account the bind would try (for the log line).
+    pub(super) async fn lockout_precheck(
+        &self,
+        name: &str,
+        bind_name: &str,
+    ) -> Result<(), AuthError> {
+        match self.one_failure_short(name).await {
             Ok(false) => Ok(()),
             Ok(true) => {
                 METRICS.lockout_precheck.inc();
-                tracing::info!(user = %upn, "one failure short of a lockout: refused before binding");
+                tracing::info!(user = %bind_name, "one failure short of a lockout: refused before binding");
                 Err(AuthError::LockoutPrevented)
             }
             Err(e) => {
@@ -84,10 +89,10 @@ impl AdVerifier {
         }
     }
 
-    async fn one_failure_short(&self, name: &str, upn: &str) -> Result<bool, AuthError> {
+    /// The account the bind would try: the one with the name's sAMAccountName.
+    async fn one_failure_short(&self, name: &str) -> Result<bool, AuthError> {
         let filter = format!(
-            "(&(objectCategory=person)(objectClass=user)(|(userPrincipalName={})(sAMAccountName={})))",
-            ldap3::ldap_escape(upn),
+            "(&(objectCategory=person)(objectClass=user)(sAMAccountName={}))",
             ldap3::ldap_escape(self.config.sam(name))
         );
         let users = self
