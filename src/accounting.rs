@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 
 use radius::core::packet::Packet;
 
-use crate::ipam::{AcctStatus, Ipam, IpamError};
+use crate::ipam::{AcctStatus, IpamError};
+use crate::policy::Policy;
 use crate::radius::dict::{self, acct_status};
 
 /// What an Accounting-Request carried, for the log line.
@@ -32,7 +33,7 @@ fn str_attr(p: &Packet, typ: u8) -> Option<String> {
 /// Applies one (authenticated) Accounting-Request. The caller answers only if this
 /// returns `Ok` (RFC 2866 §4.1: respond only once the request is recorded).
 pub async fn handle_accounting(
-    ipam: &Ipam,
+    policy: &Policy,
     packet: &Packet,
     nas: &str,
     now: u64,
@@ -53,7 +54,15 @@ pub async fn handle_accounting(
     };
     let matched = match status {
         Some(s) => {
-            ipam.account(s, &session_id, framed_ip, &user, nas, now)
+            // The lease names its user as the store does (`CORP\alice` → `alice`).
+            let key = if user.is_empty() {
+                String::new()
+            } else {
+                policy.user_key(&user)
+            };
+            policy
+                .ipam()
+                .account(s, &session_id, framed_ip, &key, nas, now)
                 .await?
         }
         None => false,

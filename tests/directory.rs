@@ -186,3 +186,41 @@ fn lockout_guard_refuses_a_repeated_wrong_password_without_binding() {
     // The account was not locked by the retries: the right password still works.
     assert!(login(&d, &u, PW).is("Access-Accept"));
 }
+
+/// Accounting names a directory user as the NAS sends it (`CORP\alice`): ocserv's Start,
+/// without Framed-IP-Address, binds that user's lease (found under the store's name), and
+/// the Stop releases it.
+#[test]
+fn accounting_finds_a_directory_users_lease_under_any_name_form() {
+    let dc = dc();
+    let conf = format!(
+        "{}\n[[pools]]\nname = \"vpn\"\nnetwork = \"10.78.0.0/24\"\n",
+        dc.daemon_config(true, &dc.auth_config())
+    );
+    let d = TestDaemon::with_config(&conf);
+    let sam = dc.unique_name("adacct");
+    dc.create_user(&sam, PW);
+    enrol(&d, &sam);
+    let name = format!("CORP\\{sam}");
+    let r = login(&d, &name, PW);
+    let addr = r.attr("Framed-IP-Address").expect("an address");
+    let acct = |attrs: String| {
+        let r = radclient::send(d.acct_addr, "acct", SECRET, &attrs);
+        assert!(r.is("Accounting-Response"), "{}", r.output);
+    };
+    acct(format!(
+        "Acct-Status-Type=Start,Acct-Session-Id=\"ad-1\",User-Name=\"{name}\""
+    ));
+    let sessions: Vec<serde_json::Value> =
+        serde_json::from_str(&d.ok(&["session", "list", "--json"])).unwrap();
+    assert_eq!(
+        sessions[0]["session_id"],
+        "ad-1",
+        "{sessions:?}\n{}",
+        d.log()
+    );
+    acct(format!(
+        "Acct-Status-Type=Stop,Acct-Session-Id=\"ad-1\",User-Name=\"{name}\",Framed-IP-Address={addr}"
+    ));
+    assert_eq!(d.ok(&["session", "list", "--json"]).trim(), "[]");
+}

@@ -35,6 +35,9 @@ pub(super) struct Lease {
     nas: u32,
     /// The durable write of a new lease is still under way.
     pub pending: bool,
+    /// The device was accepted again on this lease (an Access-Request renewal) since a
+    /// session was last bound to it: a Stop for that session does not end the lease.
+    renewed: bool,
 }
 
 /// A time as a lease keeps it.
@@ -69,6 +72,18 @@ impl Lease {
 
     pub fn set_stored_expires(&mut self, at: u64) {
         self.stored_expires = secs(at);
+    }
+
+    pub fn renewed(&self) -> bool {
+        self.renewed
+    }
+
+    /// Records an Access-Request renewal (written once: a renewal otherwise leaves the
+    /// lease's cache line to the other worker thread).
+    pub fn mark_renewed(&mut self) {
+        if !self.renewed {
+            self.renewed = true;
+        }
     }
 
     /// The lease's record, held through `nas` (its NAS name: [`Leases::nas_of`]).
@@ -161,6 +176,7 @@ impl Leases {
             device_len: u32::try_from(new.device.len()).expect("a device name under 4 GiB"),
             nas: self.nas.intern(new.nas),
             pending: new.pending,
+            renewed: false,
         };
         self.by_addr.insert(addr, lease);
         match new.session_id {
@@ -183,6 +199,7 @@ impl Leases {
     pub fn bind(&mut self, addr: Ipv4Addr, session_id: &str) -> Option<&mut Lease> {
         let lease = self.by_addr.get_mut(&addr)?;
         if lease.session_id() != Some(session_id) {
+            lease.renewed = false;
             match lease.session_id.replace(session_id.into()) {
                 Some(old) => self.by_session.forget(&old, addr),
                 None => self.unbound.forget(lease.user(), addr),
@@ -190,6 +207,21 @@ impl Leases {
             self.by_session.set(session_id, addr, &self.by_addr);
         }
         self.by_addr.get_mut(&addr)
+    }
+
+    /// Unbinds the lease of `addr` from its session: it is found by its user again, as before
+    /// its Start. Returns whether a session was bound.
+    pub fn unbind(&mut self, addr: Ipv4Addr) -> bool {
+        let Some(lease) = self.by_addr.get_mut(&addr) else {
+            return false;
+        };
+        let Some(old) = lease.session_id.take() else {
+            return false;
+        };
+        let user = hash(lease.user());
+        self.by_session.forget(&old, addr);
+        self.unbound.add(user, addr, &self.by_addr);
+        true
     }
 
     /// The address whose lease the session was last bound to.
@@ -423,7 +455,7 @@ mod tests {
     }
 
     /// The indexes answer as maps keyed by copies of the strings did (the code before them,
-    /// kept here as the model), through random inserts, binds, rebinds, moves and removals
+    /// kept here as the model), through random inserts, binds, rebinds, unbinds, moves and removals
     /// and the tables' growth.
     #[test]
     fn indexes_answer_as_the_string_keyed_maps_did() {
@@ -501,6 +533,18 @@ mod tests {
                             }
                             m.by_session.insert(session, a);
                         }
+                    }
+                }
+                7 if next(2) == 0 => {
+                    let had = m.leases.get(&a).and_then(|l| l.2.clone());
+                    assert_eq!(t.unbind(a), had.is_some());
+                    if let Some(s) = had {
+                        if m.by_session.get(&s) == Some(&a) {
+                            m.by_session.remove(&s);
+                        }
+                        let l = m.leases.get_mut(&a).unwrap();
+                        l.2 = None;
+                        m.unbound.entry(l.0.clone()).or_default().push(a);
                     }
                 }
                 7 => {

@@ -145,6 +145,8 @@ pub enum IpamError {
     Store(#[from] StoreError),
     #[error("writing the lease: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the first write of the lease of {0} failed")]
+    GrantUndone(Ipv4Addr),
 }
 
 /// A lease handed to a session.
@@ -173,6 +175,9 @@ struct Pool {
     /// gauges on every request would pass their cache lines back and forth for nothing.
     used_gauge: IntGauge,
     sessions_gauge: IntGauge,
+    /// Woken whenever a new lease's write ends (durable, or undone): a renewal of a lease
+    /// still pending waits for it.
+    granted: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -182,18 +187,39 @@ impl Pool {
     }
 
     /// Makes a new lease durable, then no longer pending; undoes it if the write fails.
+    /// Nothing else removes a pending lease (sweeps and accounting leave it alone), so the
+    /// lease at the address is still this one.
     async fn write_grant(&self, store: &Store, record: &LeaseRecord) -> Result<(), IpamError> {
-        if let Err(e) = store.put_lease(record, true).await {
+        let written = store.put_lease(record, true).await;
+        {
             let mut st = self.state.lock();
-            st.leases.remove(record.addr);
-            st.free.insert(u32::from(record.addr));
-            self.publish(&st);
-            return Err(e.into());
+            if written.is_err() {
+                st.leases.remove(record.addr);
+                st.free.insert(u32::from(record.addr));
+                self.publish(&st);
+            } else if let Some(l) = st.leases.get_mut(record.addr) {
+                l.pending = false;
+            }
         }
-        if let Some(l) = self.state.lock().leases.get_mut(record.addr) {
-            l.pending = false;
+        self.granted.notify_waiters();
+        Ok(written?)
+    }
+
+    /// Waits until the first write of `device`'s lease at `addr` has ended; an error if it
+    /// failed (the lease was undone, and must not be named in an Accept).
+    async fn granted(&self, addr: Ipv4Addr, device: &str) -> Result<(), IpamError> {
+        loop {
+            let notified = self.granted.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a grant ending in between still wakes us.
+            notified.as_mut().enable();
+            match self.state.lock().leases.get(addr) {
+                Some(l) if l.device() == device && !l.pending => return Ok(()),
+                Some(l) if l.device() == device => {}
+                _ => return Err(IpamError::GrantUndone(addr)),
+            }
+            notified.await;
         }
-        Ok(())
     }
 
     /// Frees expired leases; returns their addresses.
@@ -314,6 +340,7 @@ impl Ipam {
                 size,
                 used_gauge: METRICS.pool_used.with_label_values(&[&cfg.name]),
                 sessions_gauge: METRICS.sessions.with_label_values(&[&cfg.name]),
+                granted: tokio::sync::Notify::new(),
             };
             METRICS
                 .pool_size
@@ -414,6 +441,9 @@ impl Ipam {
                 if moved {
                     lease.set_stored_expires(0); // force the write below
                 }
+                // The device may be starting a new session on this address: a Stop for the
+                // one bound now must not free it (see `account`).
+                lease.mark_renewed();
             }
             // A renewal is written only once the stored expiry lags by a quarter lease: in
             // steady state a reconnecting device costs no store write at all.
@@ -452,20 +482,20 @@ impl Ipam {
         } else {
             // Renewal: nothing synchronous, and usually nothing at all (see `write`); a crash
             // loses at most a quarter lease of expiry. Only if the first grant is still being
-            // written do we wait for it (group commit), so no Accept names a lease that is not
-            // durable.
+            // written do we wait for it to end, so no Accept names a lease that is not
+            // durable (or that its failed write undid).
             if let Some(record) = &to_write {
                 self.store.refresh_lease(record)?;
             }
             if pending {
-                self.store.flush().await?;
+                pool.granted(addr, req.device).await?;
             }
         }
         Ok(Some(Allocation { addr, netmask, new }))
     }
 
     /// Applies an Accounting-Request to the lease it concerns. Returns whether a lease
-    /// was found.
+    /// was found. `user`: the request's user as the store names them (empty if it named none).
     pub async fn account(
         &self,
         status: AcctStatus,
@@ -481,8 +511,10 @@ impl Ipam {
             for pool in &pools {
                 let gone: Vec<Ipv4Addr> = {
                     let mut st = pool.state.lock();
-                    let gone = st.leases.held_through(nas);
-                    // A NAS restart is rare: a scan, not an index.
+                    // A NAS restart is rare: a scan, not an index. A lease still pending was
+                    // granted for a request being answered now, after the restart.
+                    let mut gone = st.leases.held_through(nas);
+                    gone.retain(|a| st.leases.get(*a).is_some_and(|l| !l.pending));
                     for a in &gone {
                         st.leases.remove(*a);
                         st.free.insert(u32::from(*a));
@@ -513,6 +545,12 @@ impl Ipam {
                             .flatten()
                     });
                 let Some(addr) = addr else { continue };
+                if st.leases.get(addr).is_some_and(|l| l.pending) {
+                    // Still being granted, so no Accept named it yet: the request concerns
+                    // an earlier lease of the address (binding that session here would let
+                    // its Stop free this one).
+                    return Ok(false);
+                }
                 match status {
                     AcctStatus::Start | AcctStatus::Interim => {
                         let lease = st.leases.bind(addr, session_id).expect("found above");
@@ -524,9 +562,26 @@ impl Ipam {
                     }
                     AcctStatus::Stop => {
                         let lease = st.leases.get(addr).expect("found above");
-                        if lease.session_id().is_some_and(|s| s != session_id) {
-                            // A Stop for an older session of this address: not this lease.
+                        // Not this lease's session: an older session of this address, or a
+                        // session of another user (the lease not bound yet). (Doubt keeps the
+                        // lease until it expires: never an address held twice.)
+                        let theirs = lease.session_id().is_some_and(|s| s != session_id)
+                            || (lease.session_id().is_none()
+                                && !user.is_empty()
+                                && lease.user() != user);
+                        if theirs {
                             None
+                        } else if lease.renewed() {
+                            // The device was accepted again since this session began (a
+                            // reconnect whose Start may follow this Stop): the address stays
+                            // its own, unbound, until that session binds it or it expires.
+                            st.leases.unbind(addr).then(|| {
+                                let lease = st.leases.get(addr).expect("found above");
+                                let record =
+                                    lease.record(addr, &pool.config.name, st.leases.nas_of(lease));
+                                pool.publish(&st);
+                                (record, false)
+                            })
                         } else {
                             let rec = st.leases.remove(addr).expect("present");
                             let record =

@@ -390,3 +390,121 @@ async fn a_renewal_moves_the_expiry_only_forward() {
     ipam.lease(&req("d1", 120)).await.unwrap().unwrap();
     assert_eq!(expiry(&ipam), 190, "not shortened");
 }
+
+/// A device accepted again on its lease may be starting a new session there (a reconnect):
+/// the Stop of the session bound before must not free the address under it, or the next
+/// device would get the address the new session uses.
+#[tokio::test]
+async fn a_stop_for_the_session_a_renewal_replaced_keeps_the_address() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(ipam
+        .account(AcctStatus::Start, "S1", Some(x), "u", "gw", 1)
+        .await
+        .unwrap());
+    let again = ipam.lease(&req("d1", 2)).await.unwrap().unwrap();
+    assert_eq!((again.addr, again.new), (x, false));
+    // The old session ends after the new one was accepted: the lease stays, unbound.
+    assert!(ipam
+        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw", 3)
+        .await
+        .unwrap());
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].session_id.as_deref()), (1, None));
+    assert!(store.leases_in(x, x).next().is_some(), "still stored");
+    // Another user's devices (the Start below binds the user's newest unbound lease).
+    let other = |device, now| LeaseRequest {
+        user: "v",
+        ..req(device, now)
+    };
+    let y = ipam.lease(&other("d2", 4)).await.unwrap().unwrap().addr;
+    assert_ne!(y, x);
+    assert!(
+        matches!(
+            ipam.lease(&other("d3", 5)).await,
+            Err(IpamError::Exhausted(_))
+        ),
+        "x is still d1's"
+    );
+    // The new session's Start (ocserv: without Framed-IP-Address) binds it; its Stop frees it.
+    assert!(ipam
+        .account(AcctStatus::Start, "S2", None, "u", "gw", 6)
+        .await
+        .unwrap());
+    assert!(ipam
+        .account(AcctStatus::Stop, "S2", Some(x), "u", "gw", 7)
+        .await
+        .unwrap());
+    assert_eq!(ipam.lease(&other("d3", 8)).await.unwrap().unwrap().addr, x);
+}
+
+/// A Stop names a lease not bound to any session yet: only that lease's user's Stop ends it
+/// (another user's is a late Stop of an earlier holder of the address).
+#[tokio::test]
+async fn a_stop_of_another_user_leaves_an_unbound_lease() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(!ipam
+        .account(AcctStatus::Stop, "OLD", Some(x), "someone-else", "gw", 1)
+        .await
+        .unwrap());
+    assert_eq!(ipam.sessions().len(), 1);
+    assert!(ipam
+        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw", 2)
+        .await
+        .unwrap());
+    assert!(ipam.sessions().is_empty());
+}
+
+/// While a new lease is being written no Accept has named it: accounting that names its
+/// address concerns an earlier lease there and changes nothing; a renewal of it waits until
+/// the write has ended, so its Accept too names a durable lease.
+#[tokio::test]
+async fn a_lease_being_granted_is_left_to_its_grant() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = Ipv4Addr::new(10, 0, 0, 1);
+    let p = ipam.pool(None).unwrap().unwrap();
+    let pending = || p.state.lock().leases.get(x).map(|l| l.pending);
+    {
+        let request = req("d1", 0);
+        let mut lease = std::pin::pin!(ipam.lease(&request));
+        let first = std::future::poll_fn(|cx| Poll::Ready(lease.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the durable write is under way");
+    }
+    assert_eq!(pending(), Some(true));
+    for status in [AcctStatus::Interim, AcctStatus::Stop] {
+        assert!(!ipam
+            .account(status, "OLD", Some(x), "u", "gw", 1)
+            .await
+            .unwrap());
+    }
+    assert!(!ipam
+        .account(AcctStatus::NasRestart, "", None, "", "gw", 1)
+        .await
+        .unwrap());
+    assert_eq!(ipam.sessions()[0].session_id, None);
+}
+
+/// A renewal of a lease whose first write is still under way answers only once that write
+/// has ended (a flush of its own could end first), so its Accept too names a durable lease.
+#[tokio::test]
+async fn a_renewal_of_a_lease_being_granted_waits_for_the_grant() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = Ipv4Addr::new(10, 0, 0, 1);
+    let p = ipam.pool(None).unwrap().unwrap();
+    let pending = || p.state.lock().leases.get(x).map(|l| l.pending);
+    {
+        let request = req("d1", 0);
+        let mut lease = std::pin::pin!(ipam.lease(&request));
+        let first = std::future::poll_fn(|cx| Poll::Ready(lease.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the durable write is under way");
+    }
+    let renewal = ipam.lease(&req("d1", 2)).await.unwrap().unwrap();
+    assert_eq!((renewal.addr, renewal.new), (x, false));
+    assert_eq!(pending(), Some(false), "the renewal waited for the grant");
+    assert!(store.leases_in(x, x).next().is_some(), "durable");
+}

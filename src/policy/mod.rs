@@ -117,19 +117,24 @@ impl Policy {
         &self.ipam
     }
 
+    /// The store's name for a user as a NAS sends it.
+    pub fn user_key(&self, user_name: &str) -> String {
+        match &self.source {
+            // Directory users are stored by lower-cased sAMAccountName; the NAS may send
+            // `alice`, `CORP\alice` or `alice@corp.example.com`.
+            Source::ActiveDirectory(v) => v.user_key(user_name),
+            Source::AzureAd(v) => v.user_key(user_name),
+            _ => user_name.to_owned(),
+        }
+    }
+
     /// User → password → device → proxy → address. The address comes last: it is the
     /// only step that writes for an accepted request.
     pub async fn authorize(&self, req: &AccessRequest<'_>, settings: &Settings) -> Decision {
         if matches!(self.source, Source::NotSelected) {
             return Decision::Reject(Reason::NoAuthSource);
         }
-        let key = match &self.source {
-            // Directory users are stored by lower-cased sAMAccountName; the NAS may send
-            // `alice`, `CORP\alice` or `alice@corp.example.com`.
-            Source::ActiveDirectory(v) => v.user_key(req.user_name),
-            Source::AzureAd(v) => v.user_key(req.user_name),
-            _ => req.user_name.to_owned(),
-        };
+        let key = self.user_key(req.user_name);
         let user = match self.store.access(&key) {
             Ok(Some(u)) => u,
             Ok(None) => return Decision::Reject(Reason::UnknownUser),

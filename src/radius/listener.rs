@@ -305,7 +305,7 @@ impl Handler {
         started: Instant,
     ) -> Option<Vec<u8>> {
         match accounting::handle_accounting(
-            self.policy.ipam(),
+            &self.policy,
             packet,
             &nas.name,
             crate::store::now_secs(),
