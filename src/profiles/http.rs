@@ -1,5 +1,6 @@
-//! The public download listener: `GET /profile/<token>`. Invalid tokens answer 404 and are
-//! rate-limited per source address (429), so tokens cannot be guessed at speed.
+//! The public download listener: `GET /profile/<token>`. Links that do not work (404, 410) are
+//! rate-limited per source address (429), so tokens cannot be guessed at speed; a working link
+//! is always served, since behind a reverse proxy or a shared NAT every user has one address.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +21,7 @@ use crate::store::DownloadRefusal;
 const MAX_TRACKED: usize = 65_536;
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Counts invalid-token requests per source address within a window.
+/// Counts requests for links that do not work, per source address within a window.
 pub struct InvalidTokenLimit {
     per_window: u32,
     seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -78,6 +79,32 @@ async fn download(
 ) -> Response {
     let ip = peer.ip().to_canonical();
     let now = Instant::now();
+    let refusal = match s.profiles.download(&token).await {
+        Ok(Ok(d)) => {
+            return (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        "application/xml; charset=utf-8".to_owned(),
+                    ),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{}\"", d.filename),
+                    ),
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                ],
+                d.xml,
+            )
+                .into_response()
+        }
+        Ok(Err(r)) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "profile download failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+        }
+    };
+    // A working link was served above whatever the count. Every other link gets one answer
+    // once the address is blocked, so a guesser learns no more than before (not even 404/410).
     if s.limit.blocked(ip, now) {
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -85,35 +112,14 @@ async fn download(
         )
             .into_response();
     }
-    match s.profiles.download(&token).await {
-        Ok(Ok(d)) => (
-            [
-                (
-                    header::CONTENT_TYPE,
-                    "application/xml; charset=utf-8".to_owned(),
-                ),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{}\"", d.filename),
-                ),
-                (header::CACHE_CONTROL, "no-store".to_owned()),
-            ],
-            d.xml,
-        )
-            .into_response(),
-        Ok(Err(DownloadRefusal::Gone)) => (
+    s.limit.record_invalid(ip, now);
+    match refusal {
+        DownloadRefusal::Gone => (
             StatusCode::GONE,
             "this link has expired or its downloads are used up; ask for a new one\n",
         )
             .into_response(),
-        Ok(Err(DownloadRefusal::Unknown)) => {
-            s.limit.record_invalid(ip, now);
-            (StatusCode::NOT_FOUND, "no such link\n").into_response()
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "profile download failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
-        }
+        DownloadRefusal::Unknown => (StatusCode::NOT_FOUND, "no such link\n").into_response(),
     }
 }
 

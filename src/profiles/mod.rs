@@ -39,7 +39,8 @@ pub struct ProfilesConfig {
     pub key: Option<PathBuf>,
     /// Subject of the link mail unless `profile send --subject` says otherwise.
     pub subject: String,
-    /// Invalid-token requests allowed per source address and minute before 429.
+    /// Requests for unknown, expired or used-up links allowed per source address and minute;
+    /// then those answer 429 (a working link is always served: a proxy is one address).
     pub invalid_per_minute: u32,
 }
 

@@ -233,3 +233,34 @@ async fn bad_requests_and_a_failed_mail_change_nothing() {
     );
     assert!(f.profiles.list().unwrap().is_empty());
 }
+
+/// The status of `GET <base><token>`.
+async fn get(client: &reqwest::Client, base: &str, token: &str) -> u16 {
+    let r = client.get(format!("{base}{token}")).send().await.unwrap();
+    r.status().as_u16()
+}
+
+/// Behind a reverse proxy every user shares the guesser's address: a working link is served
+/// to a blocked address, and a blocked address learns nothing about the links that do not work.
+#[tokio::test]
+async fn a_working_link_is_served_to_an_address_blocked_for_guessing() {
+    let f = fixture().await;
+    f.profiles
+        .send("alice", "laptop", &req(7, Some(1)))
+        .await
+        .unwrap();
+    let valid = token_of(&f.mailer.sent.lock()[0].2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/profile/", listener.local_addr().unwrap());
+    let app =
+        http::router(Arc::new(f.profiles), 2).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    assert_eq!(get(&client, &base, &"0".repeat(64)).await, 404);
+    assert_eq!(get(&client, &base, &"1".repeat(64)).await, 404);
+    assert_eq!(get(&client, &base, &valid).await, 200);
+    assert_eq!(get(&client, &base, &"2".repeat(64)).await, 429);
+    // Used up now: 410 to anyone else, but the same 429 as an unknown token here.
+    assert_eq!(get(&client, &base, &valid).await, 429);
+}
