@@ -76,28 +76,24 @@ impl Store {
         self.flush().await
     }
 
-    /// Changes a user's settings durably with `change`.
+    /// Changes a user's settings durably with `change`. A record that does not decode is left
+    /// as it is and reported (`Corrupt`), never replaced or removed: devices still name it.
     pub async fn update_user(
         &self,
         name: &str,
         change: impl Fn(&mut UserRecord),
     ) -> Result<(), StoreError> {
-        let mut missing = false;
-        self.users.fetch_and_update(name.as_bytes(), |old| {
-            let Some(old) = old else {
-                missing = true;
-                return None;
+        let r = self.users.transaction(|tu| {
+            let Some(mut rec) = tx_get::<UserRecord>(tu, name)? else {
+                return abort(StoreError::NotFound(format!("user `{name}`")));
             };
-            // A record that does not decode is left as it is; the error surfaces on read.
-            let mut rec: UserRecord = decode(name.as_bytes(), old).ok()?;
             change(&mut rec);
             rec.updated = now_secs();
-            Some(encode(&rec))
-        })?;
+            tx_put(tu, name, &rec)?;
+            Ok(())
+        });
+        unwrap_tx(r)?;
         self.written([name]);
-        if missing {
-            return Err(StoreError::NotFound(format!("user `{name}`")));
-        }
         self.flush().await
     }
 
