@@ -3,16 +3,18 @@
 //! mail to every address, and retries with backoff for `retry_for`. A slow or dead mail
 //! server therefore never delays a RADIUS answer, and a burst is one mail, not a storm.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Problem, Secret};
@@ -35,8 +37,9 @@ pub enum SmtpTls {
     Tls,
 }
 
-/// `[smtp]`: the mail relay for notifications and profile links.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `[smtp]`: the mail relay for notifications and profile links. `PartialEq` tells a reload
+/// whether to rebuild the mailers (`Debug` would miss a new password: it redacts it).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     /// Relay host name (checked against its certificate unless `tls = "none"`).
@@ -129,46 +132,40 @@ pub struct RegistrationFailure {
     pub at: SystemTime,
 }
 
-/// Handle the request path uses; cheap to clone.
+/// Handle the request path uses; cheap to clone. Clones share one queue, so `switch` on a
+/// reload reaches the copy the policy holds.
 #[derive(Clone, Default)]
 pub struct Notifier {
-    tx: Option<mpsc::Sender<RegistrationFailure>>,
+    tx: Arc<ArcSwapOption<mpsc::Sender<RegistrationFailure>>>,
 }
 
 impl Notifier {
     /// A notifier that sends nothing (notifications off).
     pub fn disabled() -> Self {
-        Self { tx: None }
+        Self::default()
     }
 
-    /// Starts the mail task. It stops when `shutdown` is cancelled, after one last attempt.
-    pub fn start(
-        smtp: &SmtpConfig,
-        to: &[String],
-        batch_window: Duration,
-        shutdown: CancellationToken,
-    ) -> Result<(Self, JoinHandle<()>), String> {
-        let from: Mailbox = smtp.from.parse().map_err(|e| format!("smtp.from: {e}"))?;
-        let to = to
-            .iter()
-            .map(|a| a.parse::<Mailbox>().map_err(|e| format!("`{a}`: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let transport = smtp.transport().map_err(|e| format!("smtp: {e}"))?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let mailer = Mailer {
-            transport,
-            from,
-            to,
-            batch_window,
-            retry_for: smtp.retry_for,
-        };
-        let task = tokio::spawn(mailer.run(rx, shutdown));
-        Ok((Self { tx: Some(tx) }, task))
+    /// Queues events from now on for a new task of `mailer`, spawned on `tasks` (`None`:
+    /// drops them). The previous task, its queue closed, mails what it holds and ends. Tasks
+    /// stop when `shutdown` is cancelled, after one last attempt.
+    pub fn switch(
+        &self,
+        mailer: Option<Mailer>,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let tx = mailer.map(|mailer| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tasks.spawn(mailer.run(rx, shutdown.clone()));
+            Arc::new(tx)
+        });
+        self.tx.store(tx);
     }
 
     /// Queues a notification without waiting; a full queue drops it (counted).
     pub fn notify(&self, event: RegistrationFailure) {
-        let Some(tx) = &self.tx else { return };
+        let tx = self.tx.load();
+        let Some(tx) = tx.as_deref() else { return };
         match tx.try_send(event) {
             Ok(()) => METRICS.mail_queue.inc(),
             Err(_) => METRICS.mail_dropped.inc(),
@@ -176,7 +173,9 @@ impl Notifier {
     }
 }
 
-struct Mailer {
+/// The registration-failure mail task, built but not started: a reload builds it before it
+/// commits to anything, so a relay that cannot be set up refuses the reload.
+pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -185,6 +184,21 @@ struct Mailer {
 }
 
 impl Mailer {
+    pub fn new(smtp: &SmtpConfig, to: &[String], batch_window: Duration) -> Result<Self, String> {
+        let from: Mailbox = smtp.from.parse().map_err(|e| format!("smtp.from: {e}"))?;
+        let to = to
+            .iter()
+            .map(|a| a.parse::<Mailbox>().map_err(|e| format!("`{a}`: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            transport: smtp.transport().map_err(|e| format!("smtp: {e}"))?,
+            from,
+            to,
+            batch_window,
+            retry_for: smtp.retry_for,
+        })
+    }
+
     async fn run(self, mut rx: mpsc::Receiver<RegistrationFailure>, shutdown: CancellationToken) {
         let mut batch: Vec<RegistrationFailure> = Vec::new();
         loop {
@@ -302,18 +316,36 @@ fn render(batch: &[RegistrationFailure]) -> String {
     body
 }
 
-/// Sends profile links through `[smtp]` (the admin waits for the outcome).
+/// Sends profile links through `[smtp]` (the admin waits for the outcome); `set` swaps the
+/// relay on a reload.
+#[derive(Default)]
 pub struct SmtpLinkMailer {
+    relay: ArcSwapOption<Relay>,
+}
+
+/// `[smtp]` as the link mail uses it, built.
+pub struct Relay {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
 }
 
-impl SmtpLinkMailer {
-    pub fn new(smtp: &SmtpConfig) -> Result<Self, String> {
-        Ok(Self {
+impl Relay {
+    /// `None` when no `[smtp] host` is configured.
+    pub fn new(smtp: &SmtpConfig) -> Result<Option<Self>, String> {
+        if smtp.host.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
             transport: smtp.transport().map_err(|e| format!("smtp: {e}"))?,
             from: smtp.from.parse().map_err(|e| format!("smtp.from: {e}"))?,
-        })
+        }))
+    }
+}
+
+impl SmtpLinkMailer {
+    /// Links from now on go through `relay` (`None`: refused, no relay configured).
+    pub fn set(&self, relay: Option<Relay>) {
+        self.relay.store(relay.map(Arc::new));
     }
 }
 
@@ -324,18 +356,21 @@ impl crate::profiles::LinkMailer for SmtpLinkMailer {
         subject: &'a str,
         body: String,
     ) -> crate::profiles::MailFuture<'a> {
+        let relay = self.relay.load_full();
         Box::pin(async move {
+            let relay = relay.ok_or("no mail relay configured ([smtp] host)")?;
             let to: Mailbox = to.parse().map_err(|e| format!("`{to}`: {e}"))?;
             let body = Body::new_with_encoding(body.clone(), ContentTransferEncoding::SevenBit)
                 .unwrap_or_else(|_| Body::new(body));
             let message = Message::builder()
-                .from(self.from.clone())
+                .from(relay.from.clone())
                 .to(to)
                 .subject(subject)
                 .header(ContentType::TEXT_PLAIN)
                 .body(body)
                 .map_err(|e| e.to_string())?;
-            self.transport
+            relay
+                .transport
                 .send(message)
                 .await
                 .map(|_| ())

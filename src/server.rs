@@ -22,11 +22,15 @@ use crate::config::{AuthSource, Config, Secret};
 use crate::ipam::{Ipam, IpamError};
 use crate::notify::{Notifier, SmtpLinkMailer};
 use crate::policy::{Policy, Settings};
-use crate::profiles::{LinkMailer, MailFuture, Profiles, ProfilesConfig, SystemClock};
+use crate::profiles::{Profiles, ProfilesConfig, SystemClock};
 use crate::radius::kernel_drops::KernelDrops;
 use crate::radius::listener::{self, Handler, Listener, Live, Port};
 use crate::radius::nas::NasTable;
 use crate::store::{Store, StoreError};
+
+mod reload;
+
+use reload::{Mail, MailSetup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -182,19 +186,13 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let token = admin_token(&config)?;
     let local = Arc::new(LocalVerifier::new(&config.auth.local));
-    let mail_stop = CancellationToken::new();
-    let (notifier, mail_task) = if config.registration.notify_on_failure {
-        let (n, task) = Notifier::start(
-            &config.smtp,
-            &config.registration.notify_to,
-            config.registration.batch_window,
-            mail_stop.clone(),
-        )
-        .map_err(ServerError::Mail)?;
-        (n, Some(task))
-    } else {
-        (Notifier::disabled(), None)
+    let mail = Mail {
+        notifier: Notifier::disabled(),
+        links: Arc::new(SmtpLinkMailer::default()),
+        tasks: TaskTracker::new(),
+        stop: CancellationToken::new(),
     };
+    mail.install(MailSetup::new(&config).map_err(ServerError::Mail)?);
     let source = match config.auth.source {
         None => Source::NotSelected,
         Some(AuthSource::Local) => Source::Local(local.clone()),
@@ -236,14 +234,17 @@ pub async fn run(
             nas: NasTable::new(&config.clients),
             settings: Settings::from_config(&config),
         },
-        Policy::new(store.clone(), source, ipam.clone(), notifier),
+        Policy::new(store.clone(), source, ipam.clone(), mail.notifier.clone()),
         config.radius.dedup_window,
         config.radius.request_timeout,
     ));
     let background = TaskTracker::new();
     background.spawn(sweep_leases(ipam.clone(), shutdown.clone()));
-    background.spawn(reload_on_sighup(
+    let (links, mail_tasks, mail_stop) =
+        (mail.links.clone(), mail.tasks.clone(), mail.stop.clone());
+    background.spawn(reload::reload_on_sighup(
         handler.clone(),
+        mail,
         config.clone(),
         config_path,
         shutdown.clone(),
@@ -256,15 +257,11 @@ pub async fn run(
     if let Err(e) = std::fs::write(&addr_file, admin_addr.to_string()) {
         tracing::warn!(file = %addr_file.display(), error = %e, "cannot record the admin address");
     }
-    let mailer: Arc<dyn LinkMailer> = match &config.smtp.host {
-        Some(_) => Arc::new(SmtpLinkMailer::new(&config.smtp).map_err(ServerError::Mail)?),
-        None => Arc::new(NoRelay),
-    };
     let profiles = Arc::new(Profiles::new(
         store.clone(),
         config.profiles.clone(),
         Arc::new(SystemClock),
-        mailer,
+        links,
     ));
     let public_handle = axum_server::Handle::new();
     let mut profiles_addr = None;
@@ -303,7 +300,6 @@ pub async fn run(
         store: store.clone(),
         local,
         token,
-        max_devices: config.devices.max_per_user,
         handler: handler.clone(),
         profiles,
         directory,
@@ -371,9 +367,8 @@ pub async fn run(
     }
     store.flush().await.map_err(ServerError::Flush)?;
     mail_stop.cancel();
-    if let Some(task) = mail_task {
-        let _ = task.await;
-    }
+    mail_tasks.close();
+    mail_tasks.wait().await;
     admin_stop.cancel();
     match admin_task.await {
         Ok(r) => r.map_err(ServerError::Admin)?,
@@ -402,84 +397,6 @@ async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
     }
 }
 
-/// SIGHUP: re-reads the config and swaps in clients, DNS, proxy, device settings and new
-/// pools. A config that does not validate, or changes a pool in place, is refused and the
-/// running one kept. Sockets, store, admin and the auth source need a restart.
-async fn reload_on_sighup(
-    handler: Arc<Handler>,
-    mut current: Config,
-    path: PathBuf,
-    shutdown: CancellationToken,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot install the SIGHUP handler; reload disabled");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hup.recv() => {}
-        }
-        let new = match Config::load_valid(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                error!(error = %e, "reload refused; the running configuration stays");
-                continue;
-            }
-        };
-        let ipam = handler.policy().ipam();
-        if let Err(why) = ipam.check_reload(&new.pools) {
-            error!(%why, "reload refused; the running configuration stays");
-            continue;
-        }
-        if let Err(e) = ipam.add_pools(&new.pools, crate::store::now_secs()) {
-            error!(error = %e, "reload refused: new pools could not be added");
-            continue;
-        }
-        for (what, changed) in [
-            (
-                "radius.auth_addr",
-                new.radius.auth_addr != current.radius.auth_addr,
-            ),
-            (
-                "radius.acct_addr",
-                new.radius.acct_addr != current.radius.acct_addr,
-            ),
-            (
-                "admin",
-                new.admin.addr != current.admin.addr || new.admin.token != current.admin.token,
-            ),
-            ("store.path", new.store.path != current.store.path),
-            ("auth.source", new.auth.source != current.auth.source),
-            (
-                "smtp",
-                format!("{:?}", new.smtp) != format!("{:?}", current.smtp),
-            ),
-        ] {
-            if changed {
-                warn!(
-                    key = what,
-                    "changed in the config file; takes effect after a restart"
-                );
-            }
-        }
-        handler.reload(Live {
-            nas: NasTable::new(&new.clients),
-            settings: Settings::from_config(&new),
-        });
-        info!(
-            clients = new.clients.len(),
-            pools = new.pools.len(),
-            "configuration reloaded"
-        );
-        current = new;
-    }
-}
-
 /// Serves `GET /profile/<token>`, over TLS when `[profiles] cert`/`key` are set.
 async fn serve_profiles(
     listener: std::net::TcpListener,
@@ -503,14 +420,5 @@ async fn serve_profiles(
                 .serve(app)
                 .await
         }
-    }
-}
-
-/// The link mailer when no `[smtp] host` is configured: says so.
-struct NoRelay;
-
-impl LinkMailer for NoRelay {
-    fn send<'a>(&'a self, _: &'a str, _: &'a str, _: String) -> MailFuture<'a> {
-        Box::pin(async { Err("no mail relay configured ([smtp] host)".to_owned()) })
     }
 }

@@ -142,3 +142,28 @@ fn a_running_daemon_honours_environment_overrides() {
     let r = radclient::auth(d.auth_addr, "alice", "pass-alice");
     assert!(r.is("Access-Accept"), "{}", r.output);
 }
+
+/// figment reads an all-digit environment value as a number; a secret takes it as its
+/// digits, and a value of another type is refused without being echoed.
+#[test]
+fn secrets_from_the_environment_may_be_all_digits_and_never_echo() {
+    let d = TestDaemon::with_config_env(
+        &default_config(true),
+        &[("RAVPND_ADMIN__TOKEN", "1234567890123456")],
+    );
+    assert!(d.log().contains("ravpnd ready"), "{}", d.log());
+
+    let dir = dir_with(&default_config(true));
+    for (value, leak) in [("1234.5678901234", "5678"), ("true", "true")] {
+        let out = std::process::Command::new(crate::support::daemon::BIN)
+            .args(["check-config", "--config", "ravpnd.toml"])
+            .current_dir(dir.path())
+            .env("RAVPND_ADMIN__TOKEN", value)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{value}");
+        assert!(err.to_lowercase().contains("admin.token"), "{value}: {err}");
+        assert!(!err.contains(leak), "{value} leaked into: {err}");
+    }
+}

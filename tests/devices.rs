@@ -274,6 +274,41 @@ fn device_limit_is_two_by_default_and_can_be_raised_per_user() {
     d.ok(&["assign", "bob", "d1"]);
 }
 
+/// `[devices] max_per_user` is read at each assignment and import, so a reload raising it
+/// takes effect; a restart-only change in the same file is named in the log.
+#[test]
+fn device_limit_raised_by_a_reload_is_enforced() {
+    let d = TestDaemon::with_config(&(default_config(true) + "[devices]\nmax_per_user = 1\n"));
+    d.add_user("alice", "alice-pass");
+    for n in ["d1", "d2"] {
+        d.ok(&["device", "add", n, "--type", "windows"]);
+    }
+    d.ok(&["assign", "alice", "d1"]);
+    let e = d.fails(&["assign", "alice", "d2"]);
+    assert!(e.contains("limit"), "{e}");
+
+    d.write_config(
+        &(default_config(true) + "[devices]\nmax_per_user = 2\n[auth.local]\ncache_ttl = \"1m\"\n"),
+    );
+    d.reload();
+    d.wait_for_log("configuration reloaded", 1);
+    d.ok(&["assign", "alice", "d2"]);
+    // The import checks the same limit: a third device is one too many at 2.
+    std::fs::write(
+        d.dir.path().join("d3.csv"),
+        "name,type,user\nd3,windows,alice\n",
+    )
+    .unwrap();
+    let e = d.fails(&["import", "devices", "d3.csv"]);
+    assert!(e.contains("limit of 2 device(s)"), "{e}");
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("auth.local") && l.contains("takes effect after a restart")),
+        "{log}"
+    );
+}
+
 #[test]
 fn concurrent_first_connects_register_exactly_one_serial() {
     let d = TestDaemon::start();
@@ -485,6 +520,31 @@ fn registration_failure_mail_reaches_every_address() {
         assert!(m.contains(part), "{part} in:\n{m}");
     }
     assert!(m.contains("2 device registration failure(s)"), "{m}");
+}
+
+/// Notifications turned on by a reload are mailed: the mail task follows the config.
+#[test]
+fn registration_failure_mail_turned_on_by_a_reload_is_sent() {
+    let smtp = SmtpServer::start();
+    let on = mail_config(smtp.port);
+    let d = TestDaemon::with_config(
+        &on.replace("notify_on_failure = true", "notify_on_failure = false"),
+    );
+    d.add_user("alice", "alice-pass");
+    d.ok(&[
+        "device", "add", "laptop", "--type", "windows", "--serial", UID_A,
+    ]);
+    d.ok(&["assign", "alice", "laptop"]);
+    d.write_config(&on);
+    d.reload();
+    d.wait_for_log("configuration reloaded", 1);
+    let r = connect(&d, "alice", "alice-pass", &win(UID_B));
+    assert_eq!(
+        reply_message(&r),
+        "no free device slot to register this device"
+    );
+    let mails = smtp.wait_for(1, Duration::from_secs(20));
+    assert!(mails[0].contains("user:     alice"), "{}", mails[0]);
 }
 
 #[test]

@@ -307,7 +307,7 @@ pub async fn assign(
     State(s): State<Arc<AdminState>>,
     Json(a): Json<Assignment>,
 ) -> Result<StatusCode, ApiError> {
-    s.store.assign(&a.user, &a.device, s.max_devices).await?;
+    s.store.assign(&a.user, &a.device, s.max_devices()).await?;
     tracing::info!(user = %a.user, device = %a.device, "device assigned");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -114,7 +114,7 @@ pub async fn users(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    s.store.import(&records, &[], s.max_devices).await?;
+    s.store.import(&records, &[], s.max_devices()).await?;
     tracing::info!(users = records.len(), "users imported");
     Ok(Json(Imported {
         imported: records.len(),
@@ -165,6 +165,8 @@ pub async fn devices(
     State(s): State<Arc<AdminState>>,
     Json(rows): Json<Vec<DeviceRow>>,
 ) -> Result<Json<Imported>, ApiError> {
+    // One limit for the whole file, even if a reload lands meanwhile.
+    let max_devices = s.max_devices();
     let mut problems = Vec::new();
     let mut records = Vec::new();
     let mut names = HashMap::new();
@@ -215,7 +217,7 @@ pub async fn devices(
                         .entry(user.clone())
                         .or_insert(u.devices.len() as u32);
                     *n += 1;
-                    let limit = u.max_devices.unwrap_or(s.max_devices);
+                    let limit = u.max_devices.unwrap_or(max_devices);
                     if *n > limit {
                         problems.push(format!(
                             "line {line}: user `{user}` would exceed the limit of {limit} device(s)"
@@ -231,7 +233,7 @@ pub async fn devices(
         return Err(rejected(problems));
     }
     // The transaction re-checks everything (a MAC clash with an existing device, a race).
-    s.store.import(&[], &records, s.max_devices).await?;
+    s.store.import(&[], &records, max_devices).await?;
     tracing::info!(devices = records.len(), "devices imported");
     Ok(Json(Imported {
         imported: records.len(),

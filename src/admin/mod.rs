@@ -33,8 +33,6 @@ pub struct AdminState {
     pub store: Store,
     pub local: Arc<LocalVerifier>,
     pub token: Secret,
-    /// `[devices] max_per_user`.
-    pub max_devices: u32,
     /// The request path: live settings and the address pools.
     pub handler: Arc<Handler>,
     pub profiles: Arc<crate::profiles::Profiles>,
@@ -42,6 +40,13 @@ pub struct AdminState {
     pub directory: Option<Arc<dyn crate::auth::UserDirectory>>,
     /// The RADIUS sockets' kernel drop counters, read at each scrape.
     pub kernel_drops: KernelDrops,
+}
+
+impl AdminState {
+    /// `[devices] max_per_user` as the last reload left it (the request path's copy).
+    pub fn max_devices(&self) -> u32 {
+        self.handler.live().settings.devices.max_per_user
+    }
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {

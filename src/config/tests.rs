@@ -128,3 +128,102 @@ fn missing_file_is_an_error() {
     let err = Config::load(Path::new("/nonexistent/ravpnd.toml")).unwrap_err();
     assert!(matches!(err, ConfigError::Read { .. }));
 }
+
+#[test]
+fn secrets_written_as_integers_are_taken_as_their_digits() {
+    let f = write(&format!(
+        "{MINIMAL}\n[admin]\ntoken = 1234567890123456\n[smtp]\nusername = \"relay\"\npassword = 87654321\n"
+    ));
+    let f2 = write(&MINIMAL.replace("\"testing123\"", "-12345678"));
+    let c = Config::load_valid(f.path()).unwrap();
+    assert_eq!(c.admin.token.unwrap().expose(), "1234567890123456");
+    assert_eq!(c.smtp.password.unwrap().expose(), "87654321");
+    let c = Config::load_valid(f2.path()).unwrap();
+    assert_eq!(c.clients[0].secret.expose(), "-12345678");
+}
+
+/// figment reads an all-digit environment value as a number: `RAVPND_ADMIN__TOKEN=…` as the
+/// `Env` provider parses it (the binary's own run is in tests/cli_config.rs).
+#[test]
+fn an_all_digit_secret_from_the_environment_is_taken() {
+    let env: figment::value::Value = "1234567890123456".parse().unwrap();
+    let c: Config = Figment::from(Serialized::defaults(Config::default()))
+        .merge(Toml::string(MINIMAL))
+        .merge(Serialized::default("admin.token", env))
+        .extract()
+        .unwrap();
+    assert!(c.validate().is_empty(), "{:?}", c.validate());
+    assert_eq!(c.admin.token.unwrap().expose(), "1234567890123456");
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_refused_without_its_value() {
+    for value in [
+        "98765.4321",
+        "true",
+        "[\"hunter2hunter2\"]",
+        "{ leak = \"hunter2hunter2\" }",
+    ] {
+        let f = write(&MINIMAL.replace("\"testing123\"", value));
+        let err = Config::load(f.path()).unwrap_err().to_string();
+        assert!(err.contains("clients"), "{value}: {err}");
+        assert!(err.contains("secret"), "{value}: {err}");
+        for leak in ["98765", "4321", "true", "hunter2"] {
+            assert!(!err.contains(leak), "{value} leaked into: {err}");
+        }
+        let f = write(&format!(
+            "{MINIMAL}\n[smtp]\nusername = \"relay\"\npassword = {value}\n"
+        ));
+        let err = Config::load(f.path()).unwrap_err().to_string();
+        assert!(err.contains("smtp.password"), "{value}: {err}");
+        for leak in ["98765", "4321", "true", "hunter2"] {
+            assert!(!err.contains(leak), "{value} leaked into: {err}");
+        }
+    }
+}
+
+/// ocserv refreshes a lease by Interim-Update every `radius.interim_interval`; a lease of its
+/// pool not longer than that would expire under a live session.
+#[test]
+fn ocserv_pools_must_outlive_the_interim_interval() {
+    let config = |lease: &str, interval: &str, kind: &str| {
+        format!(
+            "{MINIMAL}kind = \"{kind}\"\n[radius]\ninterim_interval = \"{interval}\"\n\
+             [[pools]]\nname = \"vpn\"\nnetwork = \"10.8.0.0/24\"\nlease_time = \"{lease}\"\n"
+        )
+    };
+    for (lease, interval, kind, ok) in [
+        ("10m", "10m", "ocserv", false),
+        ("5m", "10m", "ocserv", false),
+        ("11m", "10m", "ocserv", true),
+        ("1h", "10m", "ocserv", true),
+        ("1h", "1h", "ocserv", false),
+        ("5m", "10m", "asa", true),
+    ] {
+        let f = write(&config(lease, interval, kind));
+        let problems = Config::load(f.path()).unwrap().validate();
+        let p = problems.iter().find(|p| p.key == "pools[0].lease_time");
+        assert_eq!(p.is_none(), ok, "{kind} {lease}/{interval}: {problems:?}");
+        if let Some(p) = p {
+            assert!(p.why.contains("radius.interim_interval"), "{p}");
+            assert!(p.why.contains(interval), "{p}");
+            assert!(p.why.contains("`gw`"), "{p}");
+        }
+    }
+    // Only the pools ocserv clients take addresses from: here an ASA-only second pool.
+    let asa_pool = "[[pools]]\nname = \"asa\"\nnetwork = \"10.9.0.0/24\"\nlease_time = \"5m\"\n";
+    let f = write(&format!("{}{asa_pool}", config("1h", "10m", "ocserv")));
+    assert!(Config::load(f.path()).unwrap().validate().is_empty());
+    let f = write(&format!(
+        "{}{asa_pool}",
+        config("1h", "10m", "ocserv")
+            .replace("kind = \"ocserv\"", "kind = \"ocserv\"\npool = \"asa\"")
+    ));
+    let keys: Vec<_> = Config::load(f.path())
+        .unwrap()
+        .validate()
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(keys, ["pools[1].lease_time"]);
+}

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{AuthSource, Config};
+use super::{AuthSource, Config, GatewayKind};
 
 /// One configuration problem: the key it concerns and why it is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +158,7 @@ impl Config {
                 ));
             }
         }
+        problems.extend(self.leases_outlive_interim_updates());
         if self.clients.is_empty() {
             problems.push(Problem::new(
                 "clients",
@@ -195,6 +196,36 @@ impl Config {
                     key("secret"),
                     format!("must be at least {MIN_SECRET_LEN} characters"),
                 ));
+            }
+        }
+        problems
+    }
+
+    /// ocserv keeps a lease only by its Interim-Updates, sent every `interim_interval`: a
+    /// pool an ocserv client takes addresses from must hold a lease longer than that, or the
+    /// sweep frees a live session's address and hands it to another device.
+    fn leases_outlive_interim_updates(&self) -> Vec<Problem> {
+        let interval = self.radius.interim_interval;
+        let mut problems = Vec::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            let ocserv = self.clients.iter().find(|c| {
+                c.kind == GatewayKind::Ocserv
+                    && match &c.pool {
+                        Some(name) => *name == pool.name,
+                        None => i == 0,
+                    }
+            });
+            if let Some(client) = ocserv {
+                if pool.lease_time <= interval {
+                    problems.push(Problem::new(
+                        format!("pools[{i}].lease_time"),
+                        format!(
+                            "must be longer than radius.interim_interval ({}): ocserv client `{}` refreshes its leases only that often, so a shorter lease expires under a live session and its address goes to another device",
+                            humantime::format_duration(interval),
+                            client.name
+                        ),
+                    ));
+                }
             }
         }
         problems

@@ -159,6 +159,17 @@ impl TestDaemon {
         signal(self.child.as_ref().expect("running").id(), "HUP");
     }
 
+    /// Waits until the log says `needle` at least `count` times (e.g. after a reload).
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        for _ in 0..100 {
+            if self.log().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("log never said `{needle}` {count} time(s)");
+    }
+
     /// Rewrites the config file (for a reload or restart).
     pub fn write_config(&self, config: &str) {
         std::fs::write(&self.config_path, config).unwrap();
