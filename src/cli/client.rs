@@ -8,6 +8,9 @@ use serde::Serialize;
 use crate::admin::{token, ErrorBody};
 use crate::config::Config;
 
+/// How long a slow request (an import) may take before the CLI gives up.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub struct AdminClient {
     base: String,
     token: String,
@@ -67,8 +70,34 @@ impl AdminClient {
         path: &str,
         body: Option<&B>,
     ) -> anyhow::Result<Option<R>> {
+        self.call_within(method, path, body, None).await
+    }
+
+    /// [`AdminClient::call`] for a request that may take longer than the usual 30 s: an
+    /// import hashes each password it carries (1,500 took over 30 s), and a request given up
+    /// on imports nothing.
+    pub async fn call_slow<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<Option<R>> {
+        self.call_within(method, path, body, Some(SLOW_REQUEST))
+            .await
+    }
+
+    async fn call_within<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<Option<R>> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }

@@ -40,6 +40,11 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
                     })?)
                 },
             )?;
+            let passwords = rows.iter().filter(|r| r["password"].is_string()).count();
+            if passwords > 100 {
+                // About 20-40 ms each on a small server: a large file takes minutes.
+                eprintln!("{passwords} passwords to hash: this takes a while");
+            }
             (file, "/import/users", rows)
         }
         ImportCommand::Devices { file } => {
@@ -74,7 +79,7 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
         }
     };
     let done: Imported = client
-        .call(Method::POST, endpoint, Some(&body))
+        .call_slow(Method::POST, endpoint, Some(&body))
         .await?
         .context("empty answer")?;
     println!("{}: {} row(s) imported", path.display(), done.imported);
