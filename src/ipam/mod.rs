@@ -302,54 +302,70 @@ impl Ipam {
         Ok(())
     }
 
-    /// Adds the pools not present yet, restoring their stored leases.
+    /// Makes the running pools `pools`, in their order (the first is the default, as after a
+    /// restart): a pool already running is kept as it is (`check_reload` refuses changed or
+    /// removed ones), a new one starts with its stored leases. All new pools are built before
+    /// any is installed, so one whose leases cannot be read leaves the running set unchanged.
     pub fn add_pools(&self, pools: &[PoolConfig], now: u64) -> Result<(), IpamError> {
-        let mut current = self.pools.write();
+        let running: Vec<Arc<Pool>> = self.pools.read().clone();
+        let mut next = Vec::with_capacity(pools.len());
+        let mut added = Vec::new();
         for cfg in pools {
-            if current.iter().any(|p| p.config.name == cfg.name) {
-                continue;
-            }
-            let free = cfg.free_set();
-            let size = free.len();
-            let mut state = PoolState {
-                free,
-                leases: Leases::default(),
-                next: 0,
-            };
-            let net = cfg.network;
-            for l in self.store.leases_in(net.network(), net.broadcast()) {
-                let l = l?;
-                if l.expires > now && state.free.take(u32::from(l.addr)) {
-                    state.leases.insert(
-                        l.addr,
-                        NewLease {
-                            user: &l.user,
-                            device: &l.device,
-                            nas: &l.nas,
-                            session_id: l.session_id.as_deref(),
-                            granted: l.granted,
-                            expires: l.expires,
-                            pending: false,
-                        },
-                    );
+            match running.iter().find(|p| p.config.name == cfg.name) {
+                Some(p) => next.push(p.clone()),
+                None => {
+                    let pool = Arc::new(self.restore(cfg, now)?);
+                    added.push(pool.clone());
+                    next.push(pool);
                 }
             }
-            let pool = Pool {
-                config: cfg.clone(),
-                state: Mutex::new(state),
-                size,
-                used_gauge: METRICS.pool_used.with_label_values(&[&cfg.name]),
-                sessions_gauge: METRICS.sessions.with_label_values(&[&cfg.name]),
-                granted: tokio::sync::Notify::new(),
-            };
+        }
+        *self.pools.write() = next;
+        for pool in added {
             METRICS
                 .pool_size
-                .with_label_values(&[&cfg.name])
-                .set(size as i64);
+                .with_label_values(&[&pool.config.name])
+                .set(pool.size as i64);
             pool.publish(&pool.state.lock());
-            current.push(Arc::new(pool));
         }
         Ok(())
+    }
+
+    /// A new pool with the live leases stored in its range.
+    fn restore(&self, cfg: &PoolConfig, now: u64) -> Result<Pool, IpamError> {
+        let free = cfg.free_set();
+        let size = free.len();
+        let mut state = PoolState {
+            free,
+            leases: Leases::default(),
+            next: 0,
+        };
+        let net = cfg.network;
+        for l in self.store.leases_in(net.network(), net.broadcast()) {
+            let l = l?;
+            if l.expires > now && state.free.take(u32::from(l.addr)) {
+                state.leases.insert(
+                    l.addr,
+                    NewLease {
+                        user: &l.user,
+                        device: &l.device,
+                        nas: &l.nas,
+                        session_id: l.session_id.as_deref(),
+                        granted: l.granted,
+                        expires: l.expires,
+                        pending: false,
+                    },
+                );
+            }
+        }
+        Ok(Pool {
+            config: cfg.clone(),
+            state: Mutex::new(state),
+            size,
+            used_gauge: METRICS.pool_used.with_label_values(&[&cfg.name]),
+            sessions_gauge: METRICS.sessions.with_label_values(&[&cfg.name]),
+            granted: tokio::sync::Notify::new(),
+        })
     }
 
     fn pool(&self, name: Option<&str>) -> Result<Option<Arc<Pool>>, IpamError> {

@@ -508,3 +508,38 @@ async fn a_renewal_of_a_lease_being_granted_waits_for_the_grant() {
     assert_eq!(pending(), Some(false), "the renewal waited for the grant");
     assert!(store.leases_in(x, x).next().is_some(), "durable");
 }
+
+/// A reload's pools replace the running list in the file's order (the first is the default,
+/// as after a restart), keeping the running ones as they are; a new pool whose stored leases
+/// cannot be read makes the reload add none.
+#[tokio::test]
+async fn reloaded_pools_follow_the_file_and_fail_whole() {
+    let (_d, store) = temp();
+    let a = pool("a", "10.0.0.0/30", &[], 60);
+    let ipam = Ipam::new(store.clone(), std::slice::from_ref(&a), 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    let names = |ipam: &Ipam| -> Vec<String> {
+        ipam.pools
+            .read()
+            .iter()
+            .map(|p| p.config.name.clone())
+            .collect()
+    };
+    let (b, c) = (
+        pool("b", "10.1.0.0/30", &[], 60),
+        pool("c", "10.2.0.0/30", &[], 60),
+    );
+    store.put_raw_lease(Ipv4Addr::new(10, 2, 0, 1), &[0x7f]);
+    assert!(ipam.add_pools(&[b.clone(), a.clone(), c], 1).is_err());
+    assert_eq!(names(&ipam), ["a"], "nothing added");
+    ipam.add_pools(&[b, a], 1).unwrap();
+    assert_eq!(names(&ipam), ["b", "a"]);
+    let renewal = LeaseRequest {
+        pool: Some("a"),
+        ..req("d1", 2)
+    };
+    let again = ipam.lease(&renewal).await.unwrap().unwrap();
+    assert_eq!((again.addr, again.new), (x, false), "a's leases kept");
+    let first = ipam.lease(&req("d2", 3)).await.unwrap().unwrap().addr;
+    assert_eq!(first, Ipv4Addr::new(10, 1, 0, 1), "b is the default now");
+}

@@ -73,6 +73,12 @@ impl Store {
         Ok(())
     }
 
+    /// Stores `bytes` as the record of `addr`, as a damaged store might hold it.
+    #[cfg(test)]
+    pub(crate) fn put_raw_lease(&self, addr: Ipv4Addr, bytes: &[u8]) {
+        self.leases.insert(addr.octets(), bytes).unwrap();
+    }
+
     /// Rewrites a renewed lease's record (expiry) without waiting for durability: one sled
     /// insert, no transaction, since the sticky address is unchanged.
     pub fn refresh_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
