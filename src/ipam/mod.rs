@@ -397,7 +397,13 @@ impl Ipam {
                     && st
                         .leases
                         .get(*a)
-                        .is_some_and(|l| l.device() == req.device && l.expires() > req.now)
+                        // The user too: a device name reassigned (or deleted and created
+                        // again) for another user must not take the old owner's live lease.
+                        .is_some_and(|l| {
+                            l.device() == req.device
+                                && l.user() == req.user
+                                && l.expires() > req.now
+                        })
             };
             // A hint naming the device's live lease makes a renewal without the sticky map;
             // without one, or a stale one, the map says which address was the device's.

@@ -543,3 +543,30 @@ async fn reloaded_pools_follow_the_file_and_fail_whole() {
     let first = ipam.lease(&req("d2", 3)).await.unwrap().unwrap().addr;
     assert_eq!(first, Ipv4Addr::new(10, 1, 0, 1), "b is the default now");
 }
+
+/// A device name now another user's (reassigned, or deleted and created again) does not take
+/// the old owner's live lease: the lease names its user too.
+#[tokio::test]
+async fn a_device_name_of_another_user_gets_its_own_lease() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/29", &[], 60)], 0).unwrap();
+    let hint = AddressHint::default();
+    let alice = LeaseRequest {
+        hint: Some(&hint),
+        ..req("laptop", 0)
+    };
+    let x = ipam.lease(&alice).await.unwrap().unwrap().addr;
+    let bob = LeaseRequest {
+        user: "bob",
+        hint: Some(&hint),
+        ..req("laptop", 1)
+    };
+    let b = ipam.lease(&bob).await.unwrap().unwrap();
+    assert!(b.new && b.addr != x, "{b:?}");
+    let held: Vec<_> = ipam
+        .sessions()
+        .into_iter()
+        .map(|l| (l.addr, l.user))
+        .collect();
+    assert_eq!(held, [(x, "u".to_owned()), (b.addr, "bob".to_owned())]);
+}

@@ -123,20 +123,24 @@ pub fn platform(s: &str) -> Option<DeviceType> {
     }
 }
 
-/// `12:34:56:78:90:AB`, `12-34-56-78-90-ab` or `123456789abc` → `12:34:56:78:90:ab`.
+/// `12:34:56:78:90:AB`, `12-34-56-78-90-ab`, `1234.5678.90ab` or `123456789abc` →
+/// `12:34:56:78:90:ab`. Separators only where those forms put them: `1:234:56:…` is no MAC.
 pub fn normalize_mac(s: &str) -> Option<String> {
-    let hex: String = s
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-' | '.'))
-        .collect();
-    let separators = s.len() - hex.len();
-    if hex.len() != 12
-        || !hex.chars().all(|c| c.is_ascii_hexdigit())
-        || !matches!(separators, 0 | 2 | 5)
+    let groups: Vec<&str> = match s.len() {
+        12 => vec![s],
+        17 if s.as_bytes()[2] == b':' => s.split(':').collect(),
+        17 if s.as_bytes()[2] == b'-' => s.split('-').collect(),
+        14 => s.split('.').collect(),
+        _ => return None,
+    };
+    let width = 12 / groups.len();
+    if !groups
+        .iter()
+        .all(|g| g.len() == width && g.bytes().all(|b| b.is_ascii_hexdigit()))
     {
         return None;
     }
-    let lower = hex.to_ascii_lowercase();
+    let lower = groups.concat().to_ascii_lowercase();
     Some(
         lower
             .as_bytes()
@@ -246,12 +250,17 @@ pub fn first_connection(
         });
     }
     let Some(serial) = &id.serial else {
-        return if id.is_empty() && !free.is_empty() {
-            DeviceCheck::RegistrationFailed(Reason::NoDeviceId)
-        } else if id.is_empty() {
-            DeviceCheck::Reject(Reason::NoDeviceId)
+        // Without a serial there is nothing to register: with a free slot waiting, that is a
+        // failed registration (mailed), else a device the user does not have.
+        let reason = if id.is_empty() {
+            Reason::NoDeviceId
         } else {
-            DeviceCheck::Reject(Reason::DeviceIdMismatch)
+            Reason::DeviceIdMismatch
+        };
+        return if free.is_empty() {
+            DeviceCheck::Reject(reason)
+        } else {
+            DeviceCheck::RegistrationFailed(reason)
         };
     };
     if serial_owner.is_some() {

@@ -224,7 +224,11 @@ impl Policy {
                 }
                 DeviceCheck::Register { device, serial } => (device, serial),
             };
-            match self.store.register_serial(&device, &serial).await {
+            match self
+                .store
+                .register_serial(&device, &serial, user.name())
+                .await
+            {
                 Ok(Registration::Registered) => {
                     info!(user = %user.name(), device = %device, serial = %serial, "device registered");
                     METRICS.registrations.inc();
@@ -249,9 +253,8 @@ impl Policy {
                 Err(e) => return Err(internal_reason("reading the user", &e)),
             };
         }
-        // Every attempt lost its slot to a concurrent first connection.
-        METRICS.registration_failed(Reason::NoFreeDeviceSlot);
-        Err(Reason::NoFreeDeviceSlot)
+        // Every attempt lost its slot (to a concurrent first connection, or an admin's change).
+        Err(self.registration_failed(user.name(), id, client, Reason::NoFreeDeviceSlot, settings))
     }
 
     fn registration_failed(

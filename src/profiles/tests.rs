@@ -146,7 +146,10 @@ async fn status_walks_through_every_state() {
     assert_eq!(d.filename, "Example_VPN.xml");
     assert_eq!(status(&f), Status::WaitingForRegistration);
 
-    f.store.register_serial("laptop", "SERIAL-1").await.unwrap();
+    f.store
+        .register_serial("laptop", "SERIAL-1", "alice")
+        .await
+        .unwrap();
     assert_eq!(status(&f), Status::Ready);
     // Downloads counted: 2 allowed, one left, then gone.
     assert!(f.profiles.download(&second).await.unwrap().is_ok());

@@ -193,7 +193,8 @@ fn release_ids(serials: &TransactionalTree, macs: &TransactionalTree, d: &Device
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registration {
     Registered,
-    /// The device got a serial meanwhile (a concurrent first connection won).
+    /// The device is no longer a free slot of this user: a concurrent first connection
+    /// registered it, or an admin reassigned, disabled or changed it meanwhile.
     SlotTaken,
     /// Another device already has this serial.
     SerialInUse {
@@ -391,18 +392,27 @@ impl Store {
         self.flush().await
     }
 
-    /// Stores a serial presented on first connect on a device that has none, durably.
-    /// Atomic against concurrent registrations of the same device or the same serial.
+    /// Stores a serial presented on first connect, durably; atomic against concurrent
+    /// registrations of the same device or the same serial. Only on a free slot of `user`'s
+    /// (device authentication by serial, enabled, no serial yet) as the device is now: the
+    /// request decided from the user's entry as read before its password check, and an admin
+    /// may have changed the device since.
     pub async fn register_serial(
         &self,
         device: &str,
         serial: &str,
+        user: &str,
     ) -> Result<Registration, StoreError> {
         let r = (&self.devices, &self.serials).transaction(|(td, ts)| {
             let Some(mut d) = tx_get::<DeviceRecord>(td, device)? else {
                 return abort(StoreError::NotFound(format!("device `{device}`")));
             };
-            if d.serial.is_some() {
+            let free = d.serial.is_none()
+                && d.owner.as_deref() == Some(user)
+                && d.enabled
+                && d.device_auth
+                && d.method == AuthMethod::Serial;
+            if !free {
                 return Ok((Registration::SlotTaken, None));
             }
             let key = serial_key(serial);

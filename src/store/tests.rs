@@ -146,13 +146,20 @@ async fn serials_are_unique_and_registration_is_atomic() {
     ));
     store.insert_device(&device("b")).await.unwrap();
     store.insert_device(&device("c")).await.unwrap();
+    store
+        .insert_user(&UserRecord::new("u", None))
+        .await
+        .unwrap();
+    for d in ["b", "c"] {
+        store.assign("u", d, 3).await.unwrap();
+    }
     assert_eq!(
         store.device_by_serial("ser-a").unwrap().as_deref(),
         Some("a")
     );
 
     assert_eq!(
-        store.register_serial("b", "SER-A").await.unwrap(),
+        store.register_serial("b", "SER-A", "u").await.unwrap(),
         Registration::SerialInUse { device: "a".into() }
     );
     // Many concurrent registrations of different serials on one free device: one wins.
@@ -160,7 +167,7 @@ async fn serials_are_unique_and_registration_is_atomic() {
     for i in 0..16 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.register_serial("b", &format!("S{i}")).await.unwrap()
+            s.register_serial("b", &format!("S{i}"), "u").await.unwrap()
         }));
     }
     let mut won = 0;
@@ -173,8 +180,8 @@ async fn serials_are_unique_and_registration_is_atomic() {
     // One serial on two free devices concurrently: only one gets it.
     let (s1, s2) = (store.clone(), store.clone());
     let (r1, r2) = tokio::join!(
-        tokio::spawn(async move { s1.register_serial("c", "SHARED").await.unwrap() }),
-        tokio::spawn(async move { s2.register_serial("b", "SHARED").await.unwrap() }),
+        tokio::spawn(async move { s1.register_serial("c", "SHARED", "u").await.unwrap() }),
+        tokio::spawn(async move { s2.register_serial("b", "SHARED", "u").await.unwrap() }),
     );
     let regs = [r1.unwrap(), r2.unwrap()];
     assert_eq!(
@@ -260,8 +267,33 @@ async fn reads_after_writes_see_the_write_through_the_cache() {
     assert!(!read(&store, "alice").devices[0].enabled);
 
     assert_eq!(store.device_by_serial("ABC123").unwrap(), None);
+    // Disabled, or someone else's: not a free slot of alice's.
     assert_eq!(
-        store.register_serial("laptop", "abc123").await.unwrap(),
+        store
+            .register_serial("laptop", "abc123", "alice")
+            .await
+            .unwrap(),
+        Registration::SlotTaken
+    );
+    store
+        .update_device("laptop", |d| {
+            d.enabled = true;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .register_serial("laptop", "abc123", "bob")
+            .await
+            .unwrap(),
+        Registration::SlotTaken
+    );
+    assert_eq!(
+        store
+            .register_serial("laptop", "abc123", "alice")
+            .await
+            .unwrap(),
         Registration::Registered
     );
     assert_eq!(
@@ -383,7 +415,7 @@ async fn a_registration_leaves_other_records_cached() {
     assert_eq!(c.len(), 20);
 
     assert_eq!(
-        store.register_serial("d0", "S0").await.unwrap(),
+        store.register_serial("d0", "S0", "u0").await.unwrap(),
         Registration::Registered
     );
     assert!(

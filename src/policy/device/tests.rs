@@ -62,6 +62,13 @@ fn mac_normalization() {
         "12:34:56:78:90:ab:cd",
         "",
         "1:234:56:78:90:ab:",
+        "1:234:56:78:90:ab",
+        "12:34-56.78:90-ab",
+        "12:34:56-78:90:ab",
+        "123.4567.890ab",
+        "12.34.56.78.90.ab",
+        "1234:5678:90ab",
+        "12:34:56:78:90:éb",
     ] {
         assert_eq!(normalize_mac(bad), None, "{bad}");
     }
@@ -141,6 +148,16 @@ fn rejections_are_specific() {
             None
         ),
         DeviceCheck::RegistrationFailed(Reason::NoDeviceId)
+    );
+    // A MAC but no serial, with a slot waiting for one: a failed registration (mailed).
+    assert_eq!(
+        check(
+            std::slice::from_ref(&free),
+            &id(None, Some("a1:b2:c3:d4:e5:f6"), "apple-ios"),
+            true,
+            None
+        ),
+        DeviceCheck::RegistrationFailed(Reason::DeviceIdMismatch)
     );
     assert_eq!(
         check(
