@@ -141,10 +141,14 @@ impl DedupCache {
     pub fn begin(&self, key: Key, now: Instant) -> Seen {
         let shard = (HASHER.hash_one(key) >> 32) as usize % SHARDS;
         let mut s = self.shards[shard].lock();
-        // Expire by age, then by size: memory stays bounded under any load.
+        // Expire by age — never a request still in progress: its retransmission must find it
+        // however long it takes (the window may be shorter than the request timeout) —, then
+        // by size: memory stays bounded under any load.
         let mut spare = None;
         while let Some(oldest) = s.entries.front() {
-            if now.duration_since(oldest.at) < self.window && s.entries.len() < self.per_shard {
+            let expired =
+                oldest.state != State::InProgress && now.duration_since(oldest.at) >= self.window;
+            if !expired && s.entries.len() < self.per_shard {
                 break;
             }
             let old = s.entries.pop_front().expect("front exists");
@@ -175,13 +179,15 @@ impl DedupCache {
         Seen::New(Ticket { shard, seq })
     }
 
-    /// Keeps the response for retransmissions (unless the entry was evicted meanwhile).
-    pub fn complete(&self, ticket: Ticket, response: &[u8]) {
+    /// Keeps the response for retransmissions (unless the entry was evicted meanwhile), for a
+    /// window from `now`: a slow request's retransmissions keep coming after it is answered.
+    pub fn complete(&self, ticket: Ticket, response: &[u8], now: Instant) {
         let mut s = self.shards[ticket.shard].lock();
         if let Some(e) = s.get_mut(ticket.seq) {
             if e.state == State::InProgress {
                 e.response.extend_from_slice(response);
                 e.state = State::Done;
+                e.at = now;
             }
         }
     }
@@ -243,7 +249,7 @@ mod tests {
         let t0 = Instant::now();
         let t = ticket(c.begin(key(1), t0));
         assert_eq!(c.begin(key(1), t0), Seen::InProgress);
-        c.complete(t, b"resp");
+        c.complete(t, b"resp", t0);
         assert_eq!(
             c.begin(key(1), t0 + Duration::from_secs(4)),
             Seen::Answered(b"resp".to_vec())
@@ -261,7 +267,7 @@ mod tests {
         let t = ticket(c.begin(key(1), t0));
         c.abandon(t);
         let again = ticket(c.begin(key(1), t0));
-        c.complete(again, b"second");
+        c.complete(again, b"second", t0);
         assert_eq!(c.begin(key(1), t0), Seen::Answered(b"second".to_vec()));
         for id in 0..=255 {
             c.begin(key(id), t0);
@@ -282,32 +288,52 @@ mod tests {
             Seen::InProgress,
             "the retry is still in progress"
         );
-        c.complete(retry, b"r");
+        c.complete(retry, b"r", t0 + Duration::from_secs(6));
         assert_eq!(
             c.begin(key(1), t0 + Duration::from_secs(7)),
             Seen::Answered(b"r".to_vec())
         );
     }
 
-    /// A request slower than the window: its entry is evicted before it completes, and its
-    /// ticket must not touch the entry of the retry that took its place.
+    /// An entry evicted (by size) before its request completes: its completion is a no-op, and
+    /// the retransmission's own entry is left alone.
     #[test]
     fn completing_an_evicted_entry_is_a_no_op() {
-        let c = DedupCache::new(Duration::from_secs(5), 100);
+        // Two entries a shard, and a key sharing key(1)'s: a third entry evicts the oldest.
+        let c = DedupCache::new(Duration::from_secs(5), 2 * SHARDS);
         let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let shard = |k| ticket(DedupCache::new(Duration::ZERO, 1).begin(k, t0)).shard;
+        let neighbour = (2..).map(key).find(|k| shard(*k) == shard(key(1))).unwrap();
         let slow = ticket(c.begin(key(1), t0));
-        let retry = ticket(c.begin(key(1), t0 + Duration::from_secs(10)));
-        c.complete(slow, b"late");
+        let _other = ticket(c.begin(neighbour, t0));
+        let retry = ticket(c.begin(key(1), at(1)));
+        c.complete(slow, b"late", at(1));
         c.abandon(slow);
         assert_eq!(
-            c.begin(key(1), t0 + Duration::from_secs(11)),
+            c.begin(key(1), at(2)),
             Seen::InProgress,
             "the retry is untouched"
         );
-        c.complete(retry, b"retry");
-        assert_eq!(
-            c.begin(key(1), t0 + Duration::from_secs(12)),
-            Seen::Answered(b"retry".to_vec())
+        c.complete(retry, b"retry", at(2));
+        assert_eq!(c.begin(key(1), at(3)), Seen::Answered(b"retry".to_vec()));
+    }
+
+    /// A request slower than the window is still in progress for its retransmissions (the
+    /// default window, 5 s, is shorter than the default request timeout, 10 s); once answered
+    /// it ages out as usual.
+    #[test]
+    fn a_request_in_progress_outlives_the_window() {
+        let c = DedupCache::new(Duration::from_secs(5), 100);
+        let t0 = Instant::now();
+        let slow = ticket(c.begin(key(1), t0));
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(c.begin(key(1), at(6)), Seen::InProgress);
+        c.complete(slow, b"late", at(8));
+        assert_eq!(c.begin(key(1), at(12)), Seen::Answered(b"late".to_vec()));
+        assert!(
+            matches!(c.begin(key(1), at(14)), Seen::New(_)),
+            "aged out a window after the answer"
         );
     }
 
@@ -322,7 +348,7 @@ mod tests {
         let fill = |generation: u32| {
             for i in generation * n..(generation + 1) * n {
                 let t = ticket(c.begin(key_n(i), t0));
-                c.complete(t, &i.to_le_bytes());
+                c.complete(t, &i.to_le_bytes(), t0);
             }
         };
         let answered = |generation: u32| {

@@ -241,11 +241,12 @@ impl Handler {
     ) -> Option<Vec<u8>> {
         match processed {
             Some(Some(response)) => {
-                self.dedup.complete(ticket, &response);
+                let now = Instant::now();
+                self.dedup.complete(ticket, &response, now);
                 nas.requests.inc();
                 METRICS
                     .request_seconds
-                    .observe(since.elapsed().as_secs_f64());
+                    .observe(now.saturating_duration_since(since).as_secs_f64());
                 Some(response)
             }
             Some(None) => {
