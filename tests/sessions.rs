@@ -483,3 +483,44 @@ fn a_thousand_concurrent_sessions_get_distinct_addresses() {
     assert_eq!(all.len(), 1000, "every session has its own address");
     assert_eq!(sessions(&d).len(), 1000);
 }
+
+/// With every in-flight slot taken, a request polled once may already hold the store's commit
+/// lock (an Accounting-Start's durable write): it must run, not wait for a slot while the
+/// slot's holder waits for that lock (before: no answer until the request timeout).
+#[test]
+fn a_request_over_the_in_flight_limit_does_not_stall_durable_writes() {
+    let d = TestDaemon::with_config(&config("").replace(
+        "[radius]\n",
+        "[radius]\nmax_in_flight = 1\nrequest_timeout = \"30s\"\n",
+    ));
+    d.add_vpn_user("alice", "pass-1234");
+    d.add_vpn_user("bob", "pass-1234");
+    let addr: Ipv4Addr = login(&d, "alice")
+        .attr("Framed-IP-Address")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // bob's first login hashes his password (the only slot) and then writes a new lease;
+    // alice's Accounting-Start arrives meanwhile and writes hers durably.
+    let bob = Request::access(7)
+        .user(b"bob")
+        .password("pass-1234", SECRET);
+    let start = Request::accounting(8)
+        .attr(40, &1u32.to_be_bytes())
+        .attr(44, b"stall-1")
+        .attr(1, b"alice")
+        .attr(8, &addr.octets());
+    let (auth, acct) = (Client::new(d.auth_addr), Client::new(d.acct_addr));
+    auth.send(&bob.build(SECRET));
+    // Within the hash's tens of milliseconds, after bob has taken the slot.
+    std::thread::sleep(Duration::from_millis(5));
+    acct.send(&start.build(SECRET));
+    let r = auth
+        .recv_within(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("bob was not answered\n{}", d.log()));
+    assert_eq!(verify(&r, &bob, SECRET).code, 2, "Access-Accept");
+    assert!(
+        acct.recv_within(Duration::from_secs(10)).is_some(),
+        "accounting answered"
+    );
+}

@@ -418,8 +418,9 @@ pub struct Listener {
 /// reactor or task hand-off) and polls each request's future once, in place: a request that
 /// needs nothing slow (a cached credential, a lease renewal) is answered from that thread, its
 /// reply sent with the rest of the batch's (`outbox::Outbox`). Only a
-/// request that has to wait becomes a task on the runtime, holding a permit; with every
-/// permit taken the threads stop reading and the kernel buffer absorbs the burst.
+/// request that has to wait becomes a task on the runtime, holding a permit; the one that
+/// finds every permit taken runs all the same (it may hold a lock already), and its thread
+/// stops reading until a permit is free: the kernel buffer absorbs the burst.
 pub fn serve(
     listener: Arc<Listener>,
     workers: usize,
@@ -549,17 +550,12 @@ fn receive(
         }
         return Flow::Continue;
     }
-    let permit = match l.permits.clone().try_acquire_owned() {
-        Ok(p) => p,
-        Err(_) => {
-            // Every permit is taken: the answers already made must not wait for one.
-            outbox.flush(&l.socket);
-            match l.runtime.block_on(l.permits.clone().acquire_owned()) {
-                Ok(p) => p,
-                Err(_) => return Flow::Stop,
-            }
-        }
-    };
+    // Polled once, the future may hold a lock the requests holding the permits wait for (the
+    // store's commit lock, say): it runs now, permit or not. Without one, this worker then
+    // waits for a free permit before it reads on (the kernel buffer absorbs the burst), so at
+    // most one request per worker runs beyond `max_in_flight`.
+    let permit = l.permits.clone().try_acquire_owned().ok();
+    let over_limit = permit.is_none();
     let (socket, handler) = (l.socket.clone(), l.handler.clone());
     let deadline = started + handler.request_timeout;
     l.tracker.spawn_on(
@@ -572,6 +568,13 @@ fn receive(
         },
         &l.runtime,
     );
+    if over_limit {
+        // The answers already made must not wait for a permit.
+        outbox.flush(&l.socket);
+        if l.runtime.block_on(l.permits.acquire()).is_err() {
+            return Flow::Stop;
+        }
+    }
     Flow::Continue
 }
 

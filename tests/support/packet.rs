@@ -1,5 +1,5 @@
-//! Raw Access-Requests for what radclient cannot send: chosen source addresses, exact
-//! retransmissions, malformed datagrams.
+//! Raw requests for what radclient cannot send: chosen source addresses, exact
+//! retransmissions, malformed datagrams, back-to-back requests to both ports.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -34,6 +34,16 @@ impl Request {
     pub fn status(id: u8) -> Self {
         Self {
             code: 12,
+            ..Self::access(id)
+        }
+    }
+
+    /// An Accounting-Request: `build` signs its Request Authenticator (RFC 2866 §3).
+    pub fn accounting(id: u8) -> Self {
+        Self {
+            code: 4,
+            authenticator: [0; 16],
+            message_authenticator: false,
             ..Self::access(id)
         }
     }
@@ -73,6 +83,9 @@ impl Request {
         p[2..4].copy_from_slice(&len.to_be_bytes());
         if let Some(off) = ma {
             crypto::sign_request(&mut p, off, secret.as_bytes());
+        }
+        if self.code == 4 {
+            crypto::sign_accounting_request(&mut p, secret.as_bytes());
         }
         p
     }
