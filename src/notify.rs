@@ -251,7 +251,8 @@ impl Mailer {
         }
     }
 
-    /// Adds arriving events to `batch` until `until` (or shutdown).
+    /// Adds arriving events to `batch` until `until` (or shutdown). A closed queue (a reload
+    /// replaced this task's) still waits until `until`: the retry backoff must not spin.
     async fn gather(
         &self,
         rx: &mut mpsc::Receiver<RegistrationFailure>,
@@ -259,11 +260,12 @@ impl Mailer {
         until: tokio::time::Instant,
         shutdown: &CancellationToken,
     ) {
+        let mut open = true;
         loop {
             tokio::select! {
-                ev = rx.recv() => match ev {
+                ev = rx.recv(), if open => match ev {
                     Some(ev) => self.take(batch, ev),
-                    None => return,
+                    None => open = false,
                 },
                 _ = tokio::time::sleep_until(until) => return,
                 _ = shutdown.cancelled() => return,
@@ -382,6 +384,25 @@ impl crate::profiles::LinkMailer for SmtpLinkMailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A closed queue (a reload replaced the task's) does not end the wait: the retry
+    /// backoff sleeps instead of spinning against a relay that refuses.
+    #[tokio::test]
+    async fn gathering_from_a_closed_queue_still_waits() {
+        let smtp = SmtpConfig {
+            host: Some("127.0.0.1".into()),
+            ..SmtpConfig::default()
+        };
+        let mailer = Mailer::new(&smtp, &["noc@example.com".into()], Duration::ZERO).unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        drop(tx);
+        let started = tokio::time::Instant::now();
+        let until = started + Duration::from_millis(200);
+        mailer
+            .gather(&mut rx, &mut Vec::new(), until, &CancellationToken::new())
+            .await;
+        assert!(tokio::time::Instant::now() >= until, "returned early");
+    }
 
     #[test]
     fn body_names_user_device_reason_and_time() {

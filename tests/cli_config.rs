@@ -143,18 +143,16 @@ fn a_running_daemon_honours_environment_overrides() {
     assert!(r.is("Access-Accept"), "{}", r.output);
 }
 
-/// figment reads an all-digit environment value as a number; a secret takes it as its
-/// digits, and a value of another type is refused without being echoed.
+/// figment reads an all-digit environment value as a number: a secret refuses it without
+/// echoing it (it would have lost any leading zeros) and takes it quoted.
 #[test]
-fn secrets_from_the_environment_may_be_all_digits_and_never_echo() {
-    let d = TestDaemon::with_config_env(
-        &default_config(true),
-        &[("RAVPND_ADMIN__TOKEN", "1234567890123456")],
-    );
-    assert!(d.log().contains("ravpnd ready"), "{}", d.log());
-
+fn secrets_from_the_environment_are_never_echoed_and_digits_need_quotes() {
     let dir = dir_with(&default_config(true));
-    for (value, leak) in [("1234.5678901234", "5678"), ("true", "true")] {
+    for (value, leak) in [
+        ("0012345678901234", "12345678"),
+        ("1234.5678901234", "5678"),
+        ("true", "true"),
+    ] {
         let out = std::process::Command::new(crate::support::daemon::BIN)
             .args(["check-config", "--config", "ravpnd.toml"])
             .current_dir(dir.path())
@@ -166,4 +164,21 @@ fn secrets_from_the_environment_may_be_all_digits_and_never_echo() {
         assert!(err.to_lowercase().contains("admin.token"), "{value}: {err}");
         assert!(!err.contains(leak), "{value} leaked into: {err}");
     }
+    let d = TestDaemon::with_config_env(
+        &default_config(true),
+        &[("RAVPND_ADMIN__TOKEN", "\"0012345678901234\"")],
+    );
+    assert!(d.log().contains("ravpnd ready"), "{}", d.log());
+    let token = "0012345678901234";
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{}/api/v1/users", d.admin_addr))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "the quoted token, zeros and all"
+    );
 }

@@ -3,8 +3,8 @@
 //! Environment keys nest with `__` (`RAVPND_ADMIN__ADDR=127.0.0.1:9900`); a key ending in
 //! `_FILE` reads the value from that file (`RAVPND_ADMIN__TOKEN_FILE=/run/secrets/token`), so
 //! secrets need not sit in the environment. Unknown keys are errors. figment reads an
-//! all-digit value as a number: a secret takes its digits but loses leading zeros, so quote
-//! such a value (`RAVPND_ADMIN__TOKEN='"0123…"'`) or use `_FILE`.
+//! all-digit value as a number, which a secret refuses (it would have lost any leading
+//! zeros): quote such a value (`RAVPND_ADMIN__TOKEN='"0123…"'`) or use `_FILE`.
 
 mod secret;
 mod validate;

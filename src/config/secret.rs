@@ -40,10 +40,11 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Takes a string or an integer (`secret = 12345678` in TOML, or an all-digit value in the
-/// environment, which figment reads as a number) as its decimal text. Any other type is
-/// refused by its kind alone: serde's own message would quote the value, and config errors
-/// reach stderr and the journal.
+/// Takes a string only, and refuses any other type by its kind alone: serde's own message
+/// would quote the value, and config errors reach stderr and the journal. Not a number
+/// either: an unquoted TOML number or an all-digit environment value (which figment reads as
+/// one) has lost its leading zeros by then, and a shared secret changed so fails every
+/// authenticator check with no word of why.
 struct SecretVisitor;
 
 impl SecretVisitor {
@@ -56,7 +57,10 @@ impl<'de> Visitor<'de> for SecretVisitor {
     type Value = Secret;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a string (or an integer)")
+        f.write_str(
+            "a quoted string (in the environment, a value of digits only reads as a number: \
+             quote it, e.g. VAR='\"0123\"', or give it in a _FILE)",
+        )
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
@@ -67,24 +71,24 @@ impl<'de> Visitor<'de> for SecretVisitor {
         Ok(Secret(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secret, E> {
-        Ok(Secret(v.to_string()))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+        self.refuse("a number")
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secret, E> {
-        Ok(Secret(v.to_string()))
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+        self.refuse("a number")
     }
 
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Secret, E> {
-        Ok(Secret(v.to_string()))
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Secret, E> {
+        self.refuse("a number")
     }
 
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Secret, E> {
-        Ok(Secret(v.to_string()))
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Secret, E> {
+        self.refuse("a number")
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
-        self.refuse("a floating point number")
+        self.refuse("a number")
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {

@@ -126,18 +126,22 @@ pub fn platform(s: &str) -> Option<DeviceType> {
 /// `12:34:56:78:90:AB`, `12-34-56-78-90-ab`, `1234.5678.90ab` or `123456789abc` →
 /// `12:34:56:78:90:ab`. Separators only where those forms put them: `1:234:56:…` is no MAC.
 pub fn normalize_mac(s: &str) -> Option<String> {
-    let groups: Vec<&str> = match s.len() {
-        12 => vec![s],
-        17 if s.as_bytes()[2] == b':' => s.split(':').collect(),
-        17 if s.as_bytes()[2] == b'-' => s.split('-').collect(),
-        14 => s.split('.').collect(),
+    let (separator, count) = match s.len() {
+        12 => (None, 1),
+        17 if s.as_bytes()[2] == b':' => (Some(':'), 6),
+        17 if s.as_bytes()[2] == b'-' => (Some('-'), 6),
+        14 => (Some('.'), 3),
         _ => return None,
     };
-    let width = 12 / groups.len();
-    if !groups
-        .iter()
-        .all(|g| g.len() == width && g.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
+    let groups: Vec<&str> = match separator {
+        Some(c) => s.split(c).collect(),
+        None => vec![s],
+    };
+    let exact = groups.len() == count
+        && groups
+            .iter()
+            .all(|g| g.len() == 12 / count && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !exact {
         return None;
     }
     let lower = groups.concat().to_ascii_lowercase();

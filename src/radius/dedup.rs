@@ -118,6 +118,9 @@ impl Shard {
 /// Bounded, time-limited cache of responses keyed by request identity.
 pub struct DedupCache {
     window: Duration,
+    /// How long an entry may stay in progress: past it, its request was lost without an
+    /// `abandon` (a panic), and the entry ages out like an answered one.
+    in_progress: Duration,
     per_shard: usize,
     shards: [Mutex<Shard>; SHARDS],
 }
@@ -127,6 +130,7 @@ impl DedupCache {
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
             window,
+            in_progress: Duration::MAX,
             per_shard: capacity.div_ceil(SHARDS).max(1),
             shards: std::array::from_fn(|_| {
                 Mutex::new(Shard {
@@ -138,16 +142,26 @@ impl DedupCache {
         }
     }
 
+    /// Requests are given up on after `timeout`: an entry in progress longer than that (and
+    /// the window) was lost.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.in_progress = timeout.max(self.window);
+        self
+    }
+
     pub fn begin(&self, key: Key, now: Instant) -> Seen {
         let shard = (HASHER.hash_one(key) >> 32) as usize % SHARDS;
         let mut s = self.shards[shard].lock();
-        // Expire by age — never a request still in progress: its retransmission must find it
-        // however long it takes (the window may be shorter than the request timeout) —, then
-        // by size: memory stays bounded under any load.
+        // Expire by age — a request still in progress only once it was lost: its
+        // retransmissions must find it however long it takes (the window may be shorter than
+        // the request timeout) —, then by size: memory stays bounded under any load.
         let mut spare = None;
         while let Some(oldest) = s.entries.front() {
-            let expired =
-                oldest.state != State::InProgress && now.duration_since(oldest.at) >= self.window;
+            let kept_for = match oldest.state {
+                State::InProgress => self.in_progress,
+                State::Done | State::Abandoned => self.window,
+            };
+            let expired = now.duration_since(oldest.at) >= kept_for;
             if !expired && s.entries.len() < self.per_shard {
                 break;
             }
@@ -335,6 +349,13 @@ mod tests {
             matches!(c.begin(key(1), at(14)), Seen::New(_)),
             "aged out a window after the answer"
         );
+        // A request lost without an answer or an abandon (a panic) is forgotten once past the
+        // request timeout.
+        let c = DedupCache::new(Duration::from_secs(5), 100)
+            .with_request_timeout(Duration::from_secs(10));
+        let _lost = ticket(c.begin(key(1), t0));
+        assert_eq!(c.begin(key(1), at(9)), Seen::InProgress);
+        assert!(matches!(c.begin(key(1), at(10)), Seen::New(_)));
     }
 
     /// The index grows (rehashing by the keys in the entries) and keeps working as entries

@@ -82,7 +82,8 @@ impl Handler {
     ) -> Self {
         Self {
             live: ArcSwap::from_pointee(live),
-            dedup: DedupCache::new(dedup_window, DEDUP_CAPACITY),
+            dedup: DedupCache::new(dedup_window, DEDUP_CAPACITY)
+                .with_request_timeout(request_timeout),
             policy,
             request_timeout,
             unknown_log: RateLimit::new(Duration::from_secs(10)),
@@ -551,13 +552,17 @@ fn receive(
         return Flow::Continue;
     }
     // Polled once, the future may hold a lock the requests holding the permits wait for (the
-    // store's commit lock, say): it runs now, permit or not. Without one, this worker then
-    // waits for a free permit before it reads on (the kernel buffer absorbs the burst), so at
-    // most one request per worker runs beyond `max_in_flight`.
-    let permit = l.permits.clone().try_acquire_owned().ok();
-    let over_limit = permit.is_none();
+    // store's commit lock, say): it runs now, permit or not. Without one, this worker waits
+    // for the next free permit before it reads on (the kernel buffer absorbs the burst) and
+    // hands it to the task: at most one request per worker runs beyond `max_in_flight`, and
+    // only until a permit frees.
+    let held = Arc::new(parking_lot::Mutex::new(
+        l.permits.clone().try_acquire_owned().ok(),
+    ));
+    let over_limit = held.lock().is_none();
     let (socket, handler) = (l.socket.clone(), l.handler.clone());
     let deadline = started + handler.request_timeout;
+    let permit = held.clone();
     l.tracker.spawn_on(
         async move {
             let _permit = permit;
@@ -571,8 +576,10 @@ fn receive(
     if over_limit {
         // The answers already made must not wait for a permit.
         outbox.flush(&l.socket);
-        if l.runtime.block_on(l.permits.acquire()).is_err() {
-            return Flow::Stop;
+        match l.runtime.block_on(l.permits.clone().acquire_owned()) {
+            // Released when the task ends (at once, if it has).
+            Ok(p) => *held.lock() = Some(p),
+            Err(_) => return Flow::Stop,
         }
     }
     Flow::Continue
