@@ -83,7 +83,10 @@ fn binds_map_to_reasons_over_ldaps() {
 fn a_login_binds_as_the_enrolled_account_only() {
     const OTHER_PW: &str = "Mall0ry-Passw0rd!";
     let dc = dc();
-    let d = daemon(&dc.auth_config());
+    // No netbios_domain: the daemon reads the domain's NetBIOS name from the directory.
+    let mut ad = dc.auth_config();
+    ad.netbios_domain = None;
+    let d = daemon(&ad);
     let [victim, partner] = ["advic", "adpar"].map(|p| dc.unique_name(p));
     let other_suffix = format!("{victim}@partner.example");
     dc.create_user_with(
@@ -106,6 +109,14 @@ fn a_login_binds_as_the_enrolled_account_only() {
         let r = login(&d, &name, PW);
         assert!(r.is("Access-Accept"), "{name}: {}\n{}", r.output, d.log());
     }
+    let log = d.log();
+    assert_eq!(
+        log.matches("NetBIOS domain name read from the directory")
+            .count(),
+        1,
+        "read once\n{log}"
+    );
+    assert!(log.contains("netbios=CORP"), "{log}");
 }
 
 #[test]

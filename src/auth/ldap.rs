@@ -122,6 +122,10 @@ pub struct AdVerifier {
     policies: lockout::Policies,
     /// Set while the health-check task runs: down servers then wait for its probes.
     probing: AtomicBool,
+    /// The domain's NetBIOS name as the directory has it (users bind as `NETBIOS\\sam`).
+    netbios: tokio::sync::OnceCell<String>,
+    /// When reading it last failed.
+    netbios_failed: Mutex<Option<Instant>>,
     /// Wakes the health-check task when a request finds a server unusable.
     wake: tokio::sync::Notify,
     epoch: Instant,
@@ -164,6 +168,8 @@ impl AdVerifier {
             tls,
             policies: lockout::Policies::default(),
             probing: AtomicBool::new(false),
+            netbios: tokio::sync::OnceCell::new(),
+            netbios_failed: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             epoch: Instant::now(),
         })
@@ -314,7 +320,11 @@ impl AdVerifier {
             return Err(AuthError::BadPassword);
         }
         let password = std::str::from_utf8(password).map_err(|_| AuthError::BadPassword)?;
-        let bind_name = self.config.bind_name(name).ok_or(AuthError::UnknownUser)?;
+        let netbios = self.netbios().await;
+        let bind_name = self
+            .config
+            .bind_name(name, &netbios)
+            .ok_or(AuthError::UnknownUser)?;
         let tag = self.tag(&bind_name, password);
         let guard = !self.config.lockout_guard_window.is_zero();
         if guard && self.refused.contains_key(&tag) {
@@ -443,10 +453,14 @@ mod tests {
             "corp\\alice",
             "corp.example.com\\alice",
         ] {
-            assert_eq!(c.bind_name(name).as_deref(), Some("CORP\\alice"), "{name}");
+            assert_eq!(
+                c.bind_name(name, "CORP").as_deref(),
+                Some("CORP\\alice"),
+                "{name}"
+            );
         }
         assert_eq!(
-            c.bind_name("alice@CORP.example.com").as_deref(),
+            c.bind_name("alice@CORP.example.com", "CORP").as_deref(),
             Some("CORP\\alice")
         );
         // Another domain's user, or a name that is not one account's: never this domain's
@@ -461,14 +475,24 @@ mod tests {
             "@corp.example.com",
             "",
         ] {
-            assert_eq!(c.bind_name(name), None, "{name}");
+            assert_eq!(c.bind_name(name, "CORP"), None, "{name}");
         }
         assert_eq!(c.sam("CORP\\alice"), "alice");
         assert_eq!(c.sam("alice@corp.example.com"), "alice");
         assert_eq!(c.base_dn(), "DC=corp,DC=example,DC=com");
+        // The directory's NetBIOS name, not the domain's first label, names the domain.
+        assert_eq!(c.netbios(), "CORP", "the guess");
+        assert_eq!(
+            c.bind_name("EXAMPLE\\bob", "EXAMPLE").as_deref(),
+            Some("EXAMPLE\\bob")
+        );
+        assert_eq!(
+            c.bind_name("bob", "EXAMPLE").as_deref(),
+            Some("EXAMPLE\\bob")
+        );
+        assert_eq!(c.bind_name("CORP\\bob", "EXAMPLE"), None);
         let n = toml_cfg("netbios_domain = \"EXAMPLE\"");
-        assert_eq!(n.bind_name("EXAMPLE\\bob").as_deref(), Some("EXAMPLE\\bob"));
-        assert_eq!(n.bind_name("bob").as_deref(), Some("EXAMPLE\\bob"));
+        assert_eq!(n.netbios(), "EXAMPLE");
         assert_eq!(n.upn("bob").as_deref(), Some("bob@corp.example.com"));
     }
 

@@ -115,6 +115,75 @@ impl AdVerifier {
         Err(AuthError::DirectoryUnavailable)
     }
 
+    /// The domain's NetBIOS name, which user binds (`NETBIOS\\sam`) need: `netbios_domain`
+    /// when configured, else read once from the directory (the domain's crossRef object under
+    /// CN=Partitions), since it need not be the domain's first label (`ad.contoso.com` may be
+    /// `CONTOSO`). While the directory cannot say, the first label, and it asks again next time.
+    pub(super) async fn netbios(&self) -> String {
+        if let Some(n) = &self.config.netbios_domain {
+            return n.clone();
+        }
+        // After a failed read, the guess for a minute: no admin searches and warnings per login.
+        let recently = |at: &Option<std::time::Instant>| {
+            at.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60))
+        };
+        if self.netbios.get().is_none() && recently(&self.netbios_failed.lock()) {
+            return self.config.netbios();
+        }
+        let read = self
+            .netbios
+            .get_or_try_init(|| async {
+                let name = self.read_netbios().await?;
+                tracing::info!(netbios = %name, "NetBIOS domain name read from the directory");
+                Ok::<_, AuthError>(name)
+            })
+            .await;
+        match read {
+            Ok(name) => name.clone(),
+            Err(e) => {
+                *self.netbios_failed.lock() = Some(std::time::Instant::now());
+                let guess = self.config.netbios();
+                tracing::warn!(error = %e, %guess, "cannot read the NetBIOS domain name; set netbios_domain");
+                guess
+            }
+        }
+    }
+
+    async fn read_netbios(&self) -> Result<String, AuthError> {
+        let root = self
+            .admin_search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                &["configurationNamingContext"],
+            )
+            .await?;
+        let configuration = root
+            .first()
+            .and_then(|e| e.attrs.get("configurationNamingContext"))
+            .and_then(|v| v.first())
+            .ok_or_else(|| AuthError::Internal("the root DSE names no configuration".into()))?;
+        let filter = format!(
+            "(&(objectClass=crossRef)(nCName={})(nETBIOSName=*))",
+            ldap3::ldap_escape(self.config.base_dn())
+        );
+        let refs = self
+            .admin_search(
+                &format!("CN=Partitions,{configuration}"),
+                Scope::OneLevel,
+                &filter,
+                &["nETBIOSName"],
+            )
+            .await?;
+        refs.first()
+            .and_then(|e| e.attrs.get("nETBIOSName"))
+            .and_then(|v| v.first())
+            .cloned()
+            .ok_or_else(|| {
+                AuthError::Internal(format!("no crossRef names {}", self.config.base_dn()))
+            })
+    }
+
     /// One unpaged search as the admin (small answers only: one object, a chunk of names).
     pub(super) async fn admin_search(
         &self,

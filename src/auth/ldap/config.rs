@@ -36,8 +36,8 @@ pub struct ActiveDirectoryConfig {
     pub secondary_address: Option<IpAddr>,
     /// AD domain, e.g. `corp.example.com`; user names may carry it (`alice@corp.example.com`).
     pub domain: String,
-    /// NetBIOS name, when it differs from the domain's first label: users bind as
-    /// `NETBIOS\sam`, so it must be right (and `CORP\alice` input names it).
+    /// NetBIOS name: users bind as `NETBIOS\sam` (and `CORP\alice` input names it). Unset,
+    /// it is read from the directory once.
     #[serde(default)]
     pub netbios_domain: Option<String>,
     /// Account used to list and look up users. Default: Administrator.
@@ -172,7 +172,9 @@ impl ActiveDirectoryConfig {
             .join(",")
     }
 
-    fn netbios(&self) -> String {
+    /// The configured NetBIOS name, else the domain's first label (what `AdVerifier` uses
+    /// until it has read the real one from the directory).
+    pub(super) fn netbios(&self) -> String {
         self.netbios_domain.clone().unwrap_or_else(|| {
             self.domain
                 .split('.')
@@ -187,11 +189,12 @@ impl ActiveDirectoryConfig {
     /// form names exactly the account whose sAMAccountName is the store key: a UPN need not
     /// (another account's UPN may be `alice@…`, or carry another domain's suffix), and a bind
     /// as it would check that account's password for this user.
-    pub fn bind_name(&self, name: &str) -> Option<String> {
+    /// `netbios`: the domain's NetBIOS name.
+    pub fn bind_name(&self, name: &str, netbios: &str) -> Option<String> {
         let sam = match (name.split_once('\\'), name.rsplit_once('@')) {
             (Some((dom, user)), _) => {
-                let ours = dom.eq_ignore_ascii_case(&self.netbios())
-                    || dom.eq_ignore_ascii_case(&self.domain);
+                let ours =
+                    dom.eq_ignore_ascii_case(netbios) || dom.eq_ignore_ascii_case(&self.domain);
                 ours.then_some(user)?
             }
             (None, Some((user, suffix))) => {
@@ -200,7 +203,7 @@ impl ActiveDirectoryConfig {
             (None, None) => name,
         };
         let plain = !sam.is_empty() && !sam.contains(['\\', '@']);
-        plain.then(|| format!("{}\\{sam}", self.netbios()))
+        plain.then(|| format!("{netbios}\\{sam}"))
     }
 
     /// The configured admin's name → the UPN to bind as (`None`: another domain's).
