@@ -161,9 +161,22 @@ fn secrets_from_the_environment_are_never_echoed_and_digits_need_quotes() {
             .unwrap();
         let err = stderr(&out);
         assert!(!out.status.success(), "{value}");
-        assert!(err.to_lowercase().contains("admin.token"), "{value}: {err}");
+        assert!(err.contains("RAVPND_ADMIN__TOKEN"), "{value}: {err}");
         assert!(!err.contains(leak), "{value} leaked into: {err}");
     }
+    // A list entry cannot come from the environment: said so, by the variable's name.
+    let out = std::process::Command::new(crate::support::daemon::BIN)
+        .args(["check-config", "--config", "ravpnd.toml"])
+        .current_dir(dir.path())
+        .env("RAVPND_CLIENTS__0__SECRET_FILE", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("RAVPND_CLIENTS__0__SECRET_FILE: entries of [[clients]]"),
+        "{err}"
+    );
     let d = TestDaemon::with_config_env(
         &default_config(true),
         &[("RAVPND_ADMIN__TOKEN", "\"0012345678901234\"")],

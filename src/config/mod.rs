@@ -285,13 +285,50 @@ pub enum ConfigError {
     },
     #[error("cannot read {var}: {source}")]
     SecretFile { var: String, source: std::io::Error },
-    #[error("{0}")]
+    #[error(
+        "{0}: entries of [[clients]] and [[pools]] cannot be set from the environment; \
+         keep them (client secrets included) in the config file, readable by ravpnd only"
+    )]
+    ListFromEnv(String),
+    #[error("{}", describe(.0))]
     Parse(Box<figment::Error>),
     #[error("{} problem(s) in {}:\n{}", .problems.len(), .file.display(), validate::render(.problems))]
     Invalid {
         file: PathBuf,
         problems: Vec<Problem>,
     },
+}
+
+/// figment's errors for a person, one a line: the key as the admin wrote it (no figment
+/// profile: `dns.primary`, not `default.dns.primary`; an environment variable by its name)
+/// and what is wrong with it — never the source-code location figment gives values set in
+/// code (a `_FILE` variable's).
+fn describe(e: &figment::Error) -> String {
+    use figment::Source;
+    e.clone()
+        .into_iter()
+        .map(|e| {
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            let key = if from_env {
+                format!("RAVPND_{}", e.path.join("__").to_ascii_uppercase())
+            } else {
+                e.path.join(".")
+            };
+            let from = match e.metadata.as_ref().map(|m| &m.source) {
+                Some(Some(Source::Code(_))) => " (from a RAVPND_…_FILE variable)",
+                _ => "",
+            };
+            if key.is_empty() {
+                format!("{}{from}", e.kind)
+            } else {
+                format!("{key}: {}{from}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Config {
@@ -302,6 +339,14 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        // figment would merge `CLIENTS__0__SECRET` as a table over the list, and say only
+        // that a table is not a list.
+        if let Some(var) = std::env::vars().map(|(k, _)| k).find(|k| {
+            k.strip_prefix("RAVPND_")
+                .is_some_and(|k| k.split("__").any(|part| part.parse::<usize>().is_ok()))
+        }) {
+            return Err(ConfigError::ListFromEnv(var));
+        }
         let mut figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file_exact(path))
             .merge(

@@ -228,3 +228,31 @@ fn ocserv_pools_must_outlive_the_interim_interval() {
         .collect();
     assert_eq!(keys, ["pools[1].lease_time"]);
 }
+
+/// A typo in `[log] level` would turn logging off (a bare word is a tracing *target*).
+#[test]
+fn log_levels_are_checked() {
+    for (level, ok) in [
+        ("info", true),
+        ("warn,ravpnd=debug", true),
+        ("info,ravpnd::radius=trace,sled=off", true),
+        ("loud", false),
+        ("info,ravpnd=loud", false),
+        ("", false),
+    ] {
+        let f = write(&format!("{MINIMAL}\n[log]\nlevel = \"{level}\"\n"));
+        let problems = Config::load(f.path()).unwrap().validate();
+        let bad = problems.iter().any(|p| p.key == "log.level");
+        assert_eq!(bad, !ok, "{level}: {problems:?}");
+    }
+}
+
+/// Errors name keys as the admin wrote them: no figment profile (`default.`), no source
+/// location of the daemon's code.
+#[test]
+fn parse_errors_name_the_key_as_written() {
+    let f = write(&format!("{MINIMAL}\n[dns]\nprimary = \"10.0.0.999\"\n"));
+    let err = Config::load(f.path()).unwrap_err().to_string();
+    assert!(err.starts_with("dns.primary: "), "{err}");
+    assert!(!err.contains("default.") && !err.contains(".rs:"), "{err}");
+}

@@ -159,6 +159,9 @@ impl Config {
             }
         }
         problems.extend(self.leases_outlive_interim_updates());
+        if let Some(why) = log_level_problem(&self.log.level) {
+            problems.push(Problem::new("log.level", why));
+        }
         if self.clients.is_empty() {
             problems.push(Problem::new(
                 "clients",
@@ -230,4 +233,28 @@ impl Config {
         }
         problems
     }
+}
+
+/// Why a `[log] level` filter is not one an admin meant, if it is not. A bare word is a
+/// *target* to tracing (`loud` would log nothing but a target named so): only a level or
+/// `target=level` directives are taken.
+fn log_level_problem(filter: &str) -> Option<String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    for directive in filter.split(',').filter(|d| !d.trim().is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !is_level(level) {
+            return Some(format!(
+                "`{}` is not a level ({}) nor target=level",
+                directive.trim(),
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    if filter.trim().is_empty() {
+        return Some("empty: give a level, e.g. \"info\"".into());
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .err()
+        .map(|e| e.to_string())
 }
