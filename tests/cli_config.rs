@@ -195,3 +195,38 @@ fn secrets_from_the_environment_are_never_echoed_and_digits_need_quotes() {
         "the quoted token, zeros and all"
     );
 }
+
+/// `RAVPND_CONFIG` stands in for `--config`, and an argument error's usage line does not
+/// show `--config` as if it were required.
+#[test]
+fn ravpnd_config_is_a_fallback_and_usage_shows_config_as_optional() {
+    let dir = dir_with(&default_config(true));
+    let run = |args: &[&str], env: &str| {
+        std::process::Command::new(crate::support::daemon::BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .env("RAVPND_CONFIG", env)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["check-config"], "ravpnd.toml");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ravpnd.toml: OK"), "{}", stdout(&out));
+    // --config wins over the environment.
+    let out = run(&["check-config", "--config", "missing.toml"], "ravpnd.toml");
+    assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+
+    let out = run(&["user", "add"], "ravpnd.toml");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("Usage: ravpnd user add <NAME>"),
+        "{}",
+        stderr(&out)
+    );
+    let help = run(&["user", "add", "--help"], "ravpnd.toml");
+    assert!(
+        stdout(&help).contains("[default: $RAVPND_CONFIG"),
+        "{}",
+        stdout(&help)
+    );
+}

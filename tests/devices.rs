@@ -589,3 +589,13 @@ fn check_config_wants_addresses_and_a_relay_for_notifications() {
         "{e}"
     );
 }
+
+#[test]
+fn device_set_without_a_change_is_refused() {
+    let d = TestDaemon::start();
+    d.ok(&["device", "add", "pc1", "--type", "windows"]);
+    let e = d.fails(&["device", "set", "pc1"]);
+    assert!(e.contains("nothing to change"), "{e}");
+    d.ok(&["device", "set", "pc1", "--disable"]);
+    assert!(d.ok(&["device", "show", "pc1"]).contains("enabled:     no"));
+}

@@ -1,5 +1,6 @@
 //! `ravpnd device …`, `ravpnd assign`, `ravpnd unassign`.
 
+use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 use reqwest::Method;
 
@@ -17,9 +18,10 @@ pub enum OnOff {
 pub enum DeviceCommand {
     /// Add a device.
     Add {
+        /// The new device's name.
         name: String,
         /// windows, mac, ios or android.
-        #[arg(long = "type")]
+        #[arg(long = "type", value_name = "TYPE")]
         device_type: String,
         /// serial (default) or mac; mac is not allowed for ios and android.
         #[arg(long)]
@@ -39,30 +41,43 @@ pub enum DeviceCommand {
     },
     /// List devices.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one device.
     Show {
+        /// The device.
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Change a device.
     Set(SetArgs),
     /// Remove a device (it must be unassigned first).
-    Remove { name: String },
+    Remove {
+        /// The device.
+        name: String,
+    },
     /// Forget a device's serial so the next first connection registers it again.
-    ResetSerial { name: String },
+    ResetSerial {
+        /// The device.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
+    /// The device.
     name: String,
-    #[arg(long = "type")]
+    /// New type: windows, mac, ios or android.
+    #[arg(long = "type", value_name = "TYPE")]
     device_type: Option<String>,
+    /// New method: serial or mac; mac is not allowed for ios and android.
     #[arg(long)]
     method: Option<String>,
+    /// New serial ID (`reset-serial` clears it).
     #[arg(long)]
     serial: Option<String>,
     /// New MAC address; an empty string clears it.
@@ -139,6 +154,19 @@ pub async fn run(client: &AdminClient, cmd: DeviceCommand) -> anyhow::Result<()>
                     _ => None,
                 },
             };
+            let p = &patch;
+            if p.device_type.is_none()
+                && p.method.is_none()
+                && p.serial.is_none()
+                && p.mac.is_none()
+                && p.device_auth.is_none()
+                && p.enabled.is_none()
+            {
+                bail!(
+                    "nothing to change: give --type, --method, --serial, --mac, --device-auth, \
+                     --enable or --disable"
+                );
+            }
             client
                 .call::<_, DeviceRecord>(
                     Method::PATCH,

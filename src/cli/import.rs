@@ -17,10 +17,16 @@ pub enum ImportCommand {
     /// string from another system, quoted: it contains commas), `email`. With a directory
     /// source (Active Directory, Azure AD) every user must exist in the directory and has no
     /// password here; one missing name imports nothing, and every one is reported.
-    Users { file: PathBuf },
+    Users {
+        /// The CSV file.
+        file: PathBuf,
+    },
     /// Devices: columns `name`, `type` and optionally `method`, `serial`, `mac`,
     /// `device_auth`, `enabled` (yes/no), `user` (assign to this existing user).
-    Devices { file: PathBuf },
+    Devices {
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()> {

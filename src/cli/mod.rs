@@ -24,15 +24,12 @@ use crate::server;
     about = "RADIUS authorization daemon for remote-access VPNs"
 )]
 pub struct Cli {
-    /// Configuration file (also used by admin commands to find the running daemon).
-    #[arg(
-        long,
-        short,
-        global = true,
-        env = "RAVPND_CONFIG",
-        default_value = "/etc/ravpnd/ravpnd.toml"
-    )]
-    pub config: PathBuf,
+    /// Configuration file, also how admin commands find the running daemon [default:
+    /// $RAVPND_CONFIG, else /etc/ravpnd/ravpnd.toml].
+    // No clap `env`: clap echoes a value from the environment into an error's usage line,
+    // where `--config <CONFIG>` then reads as required. `Cli::config_path` falls back.
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,9 +47,19 @@ pub enum Command {
     #[command(subcommand)]
     Device(devices::DeviceCommand),
     /// Assign a device to a user.
-    Assign { user: String, device: String },
+    Assign {
+        /// The user.
+        user: String,
+        /// The device (not assigned to anyone yet).
+        device: String,
+    },
     /// Take a device away from a user.
-    Unassign { user: String, device: String },
+    Unassign {
+        /// The user.
+        user: String,
+        /// The device assigned to that user.
+        device: String,
+    },
     /// Bulk import from CSV (all rows or none).
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -64,14 +71,32 @@ pub enum Command {
     Profile(profiles::ProfileCommand),
 }
 
+/// Where the configuration is read when `--config` is not given.
+const DEFAULT_CONFIG: &str = "/etc/ravpnd/ravpnd.toml";
+
+impl Cli {
+    /// `--config`, else `RAVPND_CONFIG` (when not empty), else [`DEFAULT_CONFIG`].
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| {
+                std::env::var_os("RAVPND_CONFIG")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| DEFAULT_CONFIG.into())
+    }
+}
+
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = cli.config_path();
     match cli.command {
-        Command::Serve => serve(&cli.config),
-        Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::Serve => serve(&path),
+        Command::CheckConfig => Ok(check_config(&path)),
         admin => {
-            let config = Config::load(&cli.config)
-                .with_context(|| format!("while reading {}", cli.config.display()))?;
+            let config =
+                Config::load(&path).with_context(|| format!("while reading {}", path.display()))?;
             let client = client::AdminClient::from_config(&config)?;
             runtime()?.block_on(async move {
                 match admin {

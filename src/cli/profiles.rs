@@ -12,6 +12,7 @@ use crate::profiles::{ProfileView, SendRequest};
 pub enum ProfileCommand {
     /// Every (user, assigned device) profile with its status.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -27,6 +28,7 @@ pub enum ProfileCommand {
         /// Recipient; default: the user's address (`ravpnd user set NAME --email`).
         #[arg(long)]
         email: Option<String>,
+        /// Mail subject; default: `[profiles] subject`.
         #[arg(long)]
         subject: Option<String>,
         /// How long the link works: 1 to 30 days.

@@ -10,6 +10,7 @@ use crate::store::LeaseRecord;
 pub enum SessionCommand {
     /// List live sessions (address leases).
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },

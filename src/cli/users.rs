@@ -13,9 +13,8 @@ use crate::auth::ldap::DirectoryUser;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Add a user (prompts for the password unless --password-stdin).
-    /// Add a user. With the local source the password is prompted for (or read with
-    /// --password-stdin); with a directory source the user must exist in the directory.
+    /// Add a user: local source, with a password (prompted, or --password-stdin); directory
+    /// source, one that exists in the directory.
     Add {
         /// The user (omit with --all).
         #[arg(required_unless_present = "all")]
@@ -29,6 +28,7 @@ pub enum UserCommand {
     },
     /// Directory source: the directory's users not added yet.
     Candidates {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -39,9 +39,13 @@ pub enum UserCommand {
         json: bool,
     },
     /// Remove a user.
-    Remove { name: String },
+    Remove {
+        /// The user.
+        name: String,
+    },
     /// Change a user's settings.
     Set {
+        /// The user.
         name: String,
         /// Devices this user may have: a number, or `default` for `[devices] max_per_user`.
         #[arg(long)]
@@ -52,6 +56,7 @@ pub enum UserCommand {
     },
     /// Set a user's password.
     Passwd {
+        /// The user.
         name: String,
         /// Read the password from standard input (one line).
         #[arg(long)]
