@@ -32,9 +32,10 @@ mod reload;
 
 use reload::{Mail, MailSetup};
 
+/// Printed as a chain (`{:#}`): a cause that is the error's `source` is not in its message too.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot bind {what} on {addr}: {source}")]
+    #[error("cannot bind {what} on {addr}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -43,7 +44,7 @@ pub enum ServerError {
     /// The cause follows as the error's source; the hint only when the store is locked.
     #[error("cannot open the store at {path}{}", lock_hint(.source))]
     Store { path: String, source: StoreError },
-    #[error("cannot read or create the admin token file {path}: {source}")]
+    #[error("cannot read or create the admin token file {path}")]
     Token {
         path: String,
         source: std::io::Error,
@@ -320,9 +321,9 @@ pub async fn run(
         radius_auth = %auth_addr,
         radius_acct = %acct_addr,
         admin = %admin_addr,
-        profiles = ?profiles_addr,
+        profiles = profiles_addr.map(tracing::field::display),
         pools = config.pools.len(),
-        source = ?config.auth.source,
+        source = config.auth.source.map(|s| tracing::field::display(s.name())),
         clients = config.clients.len(),
         "ravpnd ready"
     );

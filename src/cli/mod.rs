@@ -146,7 +146,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("{}: {e}", path.display());
+            eprintln!("{}: {:#}", path.display(), anyhow::Error::new(e));
             ExitCode::FAILURE
         }
     }

@@ -186,6 +186,17 @@ pub enum AuthSource {
     AzureAd,
 }
 
+impl AuthSource {
+    /// As the config names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthSource::Local => "local",
+            AuthSource::ActiveDirectory => "active_directory",
+            AuthSource::AzureAd => "azure_ad",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -275,15 +286,16 @@ fn ip_or_net<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> 
     })
 }
 
-/// Why a configuration could not be used.
+/// Why a configuration could not be used. Printed as a chain (`{:#}`): a cause that is the
+/// error's `source` is not in its message too.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read {var}: {source}")]
+    #[error("cannot read {var}")]
     SecretFile { var: String, source: std::io::Error },
     #[error(
         "{0}: entries of [[clients]] and [[pools]] cannot be set from the environment; \

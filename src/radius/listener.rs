@@ -292,7 +292,7 @@ impl Handler {
             outcome = if reason == Reason::Accepted { "accept" } else { "reject" },
             reason = reason.label(),
             device,
-            address = ?address,
+            address = address.map(tracing::field::display),
             us = started.elapsed().as_micros() as u64,
             "access decision"
         );
@@ -321,7 +321,7 @@ impl Handler {
                     user = ?s.user,
                     status = s.status,
                     session = ?s.session_id,
-                    address = ?s.framed_ip,
+                    address = s.framed_ip.map(tracing::field::display),
                     lease = s.matched,
                     us = started.elapsed().as_micros() as u64,
                     "accounting"

@@ -89,7 +89,11 @@ pub(super) async fn reload_on_sighup(
         let new = match Config::load_valid(&path) {
             Ok(c) => c,
             Err(e) => {
-                error!(error = %e, "reload refused; the running configuration stays");
+                let e = anyhow::Error::new(e);
+                error!(
+                    error = format!("{e:#}"),
+                    "reload refused; the running configuration stays"
+                );
                 continue;
             }
         };
