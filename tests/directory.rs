@@ -235,3 +235,44 @@ fn accounting_finds_a_directory_users_lease_under_any_name_form() {
     ));
     assert_eq!(d.ok(&["session", "list", "--json"]).trim(), "[]");
 }
+
+/// A primary that accepts connections and never answers, with no health probes to find it
+/// out: the first login, which also reads the NetBIOS name through an admin connection, waits
+/// for it once — the admin connection's failure marks it down for the bind too.
+#[test]
+fn a_silent_primary_is_waited_for_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dc = dc();
+    // An address of this run's own (the fixture's unused one must stay unanswered).
+    let pid = std::process::id();
+    let silent_ip = std::net::Ipv4Addr::new(127, 66, (pid >> 8) as u8, pid as u8 | 1);
+    let silent = std::net::TcpListener::bind((silent_ip, 636)).expect("port 636 (root)");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let mut ad = dc.auth_config();
+    ad.primary_address = silent_ip;
+    ad.secondary = Some((dc.host().to_owned(), dc.address()));
+    ad.netbios_domain = None;
+    ad.timeout = Some("2s".into());
+    ad.extra = "health_check_interval = \"0s\"\n".into();
+    let d = daemon(&ad);
+    let u = dc.unique_name("adsil");
+    dc.create_user(&u, PW);
+    enrol(&d, &u);
+    let req = Request::access(3).user(u.as_bytes()).password(PW, SECRET);
+    let c = Client::new(d.auth_addr);
+    c.send(&req.build(SECRET));
+    let r = c
+        .recv_within(std::time::Duration::from_secs(9))
+        .unwrap_or_else(|| panic!("no answer\n{}", d.log()));
+    assert_eq!(verify(&r, &req, SECRET).code, 2, "{}", d.log());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "{}", d.log());
+}

@@ -109,8 +109,11 @@ fn read(
     known: &[&str],
     row: impl Fn(u64, &Getter<'_>) -> anyhow::Result<serde_json::Value>,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
+    // Flexible: a short row's missing cells are empty, so its problems are reported with the
+    // others' instead of one "found 2 fields, expected 4" hiding them.
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
+        .flexible(true)
         .from_path(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let headers: Vec<String> = reader

@@ -320,17 +320,20 @@ fn describe(e: &figment::Error) -> String {
     e.clone()
         .into_iter()
         .map(|e| {
-            let from_env = e
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.name.contains("environment"));
+            // A missing field is missing from the file, whatever provider last touched its
+            // table: name it as a key of the file.
+            let missing = matches!(e.kind, figment::error::Kind::MissingField(_));
+            let from_env = !missing
+                && e.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name.contains("environment"));
             let key = if from_env {
                 format!("RAVPND_{}", e.path.join("__").to_ascii_uppercase())
             } else {
                 e.path.join(".")
             };
             let from = match e.metadata.as_ref().map(|m| &m.source) {
-                Some(Some(Source::Code(_))) => " (from a RAVPND_…_FILE variable)",
+                Some(Some(Source::Code(_))) if !missing => " (from a RAVPND_…_FILE variable)",
                 _ => "",
             };
             if key.is_empty() {
@@ -354,7 +357,9 @@ impl Config {
         // figment would merge `CLIENTS__0__SECRET` as a table over the list, and say only
         // that a table is not a list.
         if let Some(var) = std::env::vars().map(|(k, _)| k).find(|k| {
-            k.strip_prefix("RAVPND_")
+            // figment matches the prefix in any case.
+            k.to_ascii_uppercase()
+                .strip_prefix("RAVPND_")
                 .is_some_and(|k| k.split("__").any(|part| part.parse::<usize>().is_ok()))
         }) {
             return Err(ConfigError::ListFromEnv(var));

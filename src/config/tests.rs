@@ -256,3 +256,27 @@ fn parse_errors_name_the_key_as_written() {
     assert!(err.starts_with("dns.primary: "), "{err}");
     assert!(!err.contains("default.") && !err.contains(".rs:"), "{err}");
 }
+
+/// A field missing from a table of the file is named as a key of the file, whichever
+/// provider touched the table last (here a `_FILE` variable's value in it).
+#[test]
+fn a_missing_field_is_blamed_on_the_file() {
+    let toml = "[auth.active_directory]\nprimary_host = \"dc1\"\nprimary_address = \"192.0.2.1\"\n";
+    let e = Figment::from(Serialized::defaults(Config::default()))
+        .merge(Toml::string(toml))
+        .merge(Serialized::default(
+            "auth.active_directory.admin_password",
+            "from-a-file",
+        ))
+        .extract::<Config>()
+        .unwrap_err();
+    let text = describe(&e);
+    assert!(
+        text.contains("auth.active_directory: missing field `domain`"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("_FILE") && !text.contains("RAVPND_"),
+        "{text}"
+    );
+}

@@ -142,10 +142,11 @@ impl DedupCache {
         }
     }
 
-    /// Requests are given up on after `timeout`: an entry in progress longer than that (and
-    /// the window) was lost.
+    /// Requests are given up on after `timeout`: an entry in progress a window longer than
+    /// that was lost (the slack: a timer that fires late must not let a retransmission in
+    /// while its original still runs).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.in_progress = timeout.max(self.window);
+        self.in_progress = timeout + self.window;
         self
     }
 
@@ -354,8 +355,8 @@ mod tests {
         let c = DedupCache::new(Duration::from_secs(5), 100)
             .with_request_timeout(Duration::from_secs(10));
         let _lost = ticket(c.begin(key(1), t0));
-        assert_eq!(c.begin(key(1), at(9)), Seen::InProgress);
-        assert!(matches!(c.begin(key(1), at(10)), Seen::New(_)));
+        assert_eq!(c.begin(key(1), at(14)), Seen::InProgress);
+        assert!(matches!(c.begin(key(1), at(15)), Seen::New(_)));
     }
 
     /// The index grows (rehashing by the keys in the entries) and keeps working as entries

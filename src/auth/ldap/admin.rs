@@ -84,7 +84,8 @@ impl AdVerifier {
                         return Err(e);
                     }
                     Err(OpError::Unusable(Unusable::TimedOut(why))) => {
-                        tracing::warn!(server = server.label, %why, "admin operation failed");
+                        // Skipped by user binds as well until it answers again.
+                        self.request_failed(server, &why);
                         continue;
                     }
                     Err(OpError::Unusable(Unusable::Broken(why))) => {
@@ -96,7 +97,7 @@ impl AdVerifier {
                 Ok(Ok(l)) => l,
                 Ok(Err(refused)) => return Err(refused),
                 Err(why) => {
-                    tracing::warn!(server = server.label, %why, "admin connection failed");
+                    self.request_failed(server, &format!("admin connection: {why}"));
                     continue;
                 }
             };
@@ -107,8 +108,7 @@ impl AdVerifier {
                 }
                 Err(OpError::Directory(e)) => return Err(e),
                 Err(OpError::Unusable(u)) => {
-                    let why = u.into_message();
-                    tracing::warn!(server = server.label, %why, "admin operation failed");
+                    self.request_failed(server, &u.into_message());
                 }
             }
         }
@@ -127,23 +127,33 @@ impl AdVerifier {
         let recently = |at: &Option<std::time::Instant>| {
             at.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60))
         };
-        if self.netbios.get().is_none() && recently(&self.netbios_failed.lock()) {
-            return self.config.netbios();
-        }
         let read = self
             .netbios
             .get_or_try_init(|| async {
-                let name = self.read_netbios().await?;
-                tracing::info!(netbios = %name, "NetBIOS domain name read from the directory");
-                Ok::<_, AuthError>(name)
+                // Checked here, under the cell's lock: logins that queued behind a failed
+                // read take the guess instead of each trying again.
+                if recently(&self.netbios_failed.lock()) {
+                    return Err(None);
+                }
+                match self.read_netbios().await {
+                    Ok(name) => {
+                        tracing::info!(netbios = %name, "NetBIOS domain name read from the directory");
+                        Ok(name)
+                    }
+                    Err(e) => {
+                        *self.netbios_failed.lock() = Some(std::time::Instant::now());
+                        Err(Some(e))
+                    }
+                }
             })
             .await;
         match read {
             Ok(name) => name.clone(),
-            Err(e) => {
-                *self.netbios_failed.lock() = Some(std::time::Instant::now());
+            Err(failed) => {
                 let guess = self.config.netbios();
-                tracing::warn!(error = %e, %guess, "cannot read the NetBIOS domain name; set netbios_domain");
+                if let Some(e) = failed {
+                    tracing::warn!(error = %e, %guess, "cannot read the NetBIOS domain name; set netbios_domain");
+                }
                 guess
             }
         }
