@@ -261,21 +261,30 @@ fn validation_names_each_problem() {
 /// A request given up on (its timeout drops the future) while its new lease is being made
 /// durable: the write still completes and the lease stops being pending, so it expires and
 /// is swept like any other.
+/// Starts `device`'s first lease and leaves its durable write under way: the request polled
+/// once, then dropped — its timeout, deterministically (a timer could fire after the write had
+/// finished); the grant goes on in a task of its own.
+async fn grant_under_way(ipam: &Ipam, device: &str, now: u64) {
+    let request = req(device, now);
+    let mut lease = std::pin::pin!(ipam.lease(&request));
+    let first = std::future::poll_fn(|cx| Poll::Ready(lease.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "the durable write is under way");
+}
+
+/// Whether the first pool's lease at `addr` is still being granted (`None`: no lease).
+fn pending(ipam: &Ipam, addr: Ipv4Addr) -> Option<bool> {
+    let p = ipam.pool(None).unwrap().unwrap();
+    let st = p.state.lock();
+    st.leases.get(addr).map(|l| l.pending)
+}
+
 #[tokio::test]
 async fn a_grant_given_up_on_still_completes() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 1000).unwrap();
-    {
-        // Polled once, then dropped: the request's timeout, deterministically (a timer
-        // could fire after the write had finished).
-        let request = req("d1", 1000);
-        let mut lease = std::pin::pin!(ipam.lease(&request));
-        let first = std::future::poll_fn(|cx| Poll::Ready(lease.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "the durable write is under way");
-    }
+    grant_under_way(&ipam, "d1", 1000).await;
     let addr = Ipv4Addr::new(10, 0, 0, 1);
-    let p = ipam.pool(None).unwrap().unwrap();
-    let pending = || p.state.lock().leases.get(addr).map(|l| l.pending);
+    let pending = || pending(&ipam, addr);
     for _ in 0..500 {
         if pending() == Some(false) {
             break;
@@ -466,14 +475,8 @@ async fn a_lease_being_granted_is_left_to_its_grant() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
     let x = Ipv4Addr::new(10, 0, 0, 1);
-    let p = ipam.pool(None).unwrap().unwrap();
-    let pending = || p.state.lock().leases.get(x).map(|l| l.pending);
-    {
-        let request = req("d1", 0);
-        let mut lease = std::pin::pin!(ipam.lease(&request));
-        let first = std::future::poll_fn(|cx| Poll::Ready(lease.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "the durable write is under way");
-    }
+    let pending = || pending(&ipam, x);
+    grant_under_way(&ipam, "d1", 0).await;
     assert_eq!(pending(), Some(true));
     for status in [AcctStatus::Interim, AcctStatus::Stop] {
         assert!(!ipam
@@ -495,14 +498,8 @@ async fn a_renewal_of_a_lease_being_granted_waits_for_the_grant() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
     let x = Ipv4Addr::new(10, 0, 0, 1);
-    let p = ipam.pool(None).unwrap().unwrap();
-    let pending = || p.state.lock().leases.get(x).map(|l| l.pending);
-    {
-        let request = req("d1", 0);
-        let mut lease = std::pin::pin!(ipam.lease(&request));
-        let first = std::future::poll_fn(|cx| Poll::Ready(lease.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "the durable write is under way");
-    }
+    let pending = || pending(&ipam, x);
+    grant_under_way(&ipam, "d1", 0).await;
     let renewal = ipam.lease(&req("d1", 2)).await.unwrap().unwrap();
     assert_eq!((renewal.addr, renewal.new), (x, false));
     assert_eq!(pending(), Some(false), "the renewal waited for the grant");
