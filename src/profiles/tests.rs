@@ -228,13 +228,39 @@ async fn bad_requests_and_a_failed_mail_change_nothing() {
         f.profiles.download("short").await.unwrap(),
         Err(DownloadRefusal::Unknown)
     );
-    // Unassigned: the link dies.
+    // Unassigned: the link dies, with the profile — an assignment again starts afresh.
     f.store.unassign("alice", "laptop").await.unwrap();
     assert_eq!(
         f.profiles.download(&token).await.unwrap(),
-        Err(DownloadRefusal::Gone)
+        Err(DownloadRefusal::Unknown)
     );
     assert!(f.profiles.list().unwrap().is_empty());
+    f.store.assign("alice", "laptop", 2).await.unwrap();
+    assert_eq!(
+        f.profiles.download(&token).await.unwrap(),
+        Err(DownloadRefusal::Unknown),
+        "the old link stays dead"
+    );
+    assert_eq!(status(&f), Status::SendMail);
+    // The same for a user removed and added again under the same name.
+    f.mailer.fail.store(false, Ordering::SeqCst);
+    f.profiles
+        .send("alice", "laptop", &req(7, None))
+        .await
+        .unwrap();
+    let token = token_of(&f.mailer.sent.lock().last().unwrap().2);
+    assert!(f.profiles.download(&token).await.unwrap().is_ok());
+    f.store.remove_user("alice").await.unwrap();
+    f.store
+        .insert_user(&UserRecord::new("alice", None))
+        .await
+        .unwrap();
+    f.store.assign("alice", "laptop", 2).await.unwrap();
+    assert_eq!(
+        f.profiles.download(&token).await.unwrap(),
+        Err(DownloadRefusal::Unknown)
+    );
+    assert_eq!(status(&f), Status::SendMail);
 }
 
 /// The status of `GET <base><token>`.

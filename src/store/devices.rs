@@ -120,7 +120,7 @@ pub fn serial_key(serial: &str) -> Vec<u8> {
     serial.trim().to_ascii_uppercase().into_bytes()
 }
 
-type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
+pub(super) type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 pub(super) fn abort<T>(e: StoreError) -> Tx<T> {
     Err(ConflictableTransactionError::Abort(e))
@@ -368,7 +368,13 @@ impl Store {
 
     /// Unassigns a device from a user durably.
     pub async fn unassign(&self, user: &str, device: &str) -> Result<(), StoreError> {
-        let r = (&self.users, &self.devices).transaction(|(tu, td)| {
+        let trees = (
+            &self.users,
+            &self.devices,
+            &self.profiles,
+            &self.profile_tokens,
+        );
+        let r = trees.transaction(|(tu, td, tp, tt)| {
             let Some(mut u) = tx_get::<UserRecord>(tu, user)? else {
                 return abort(StoreError::NotFound(format!("user `{user}`")));
             };
@@ -385,7 +391,7 @@ impl Store {
             d.updated = now_secs();
             tx_put(tu, user, &u)?;
             tx_put(td, device, &d)?;
-            Ok(())
+            super::profiles::forget_profile(tp, tt, user, device)
         });
         unwrap_tx(r)?;
         self.written([user]);

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
-use super::devices::{abort, tx_get, tx_put, unwrap_tx};
+use sled::transaction::TransactionalTree;
+
+use super::devices::{abort, tx_get, tx_put, unwrap_tx, Tx};
 use super::{decode, Store, StoreError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,25 @@ pub enum DownloadRefusal {
     Unknown,
     /// Expired, or its downloads are used up.
     Gone,
+}
+
+/// Forgets the profile of `user`'s `device` and its link, in a transaction that ends the
+/// assignment: a profile is one per (user, assigned device), and an old link must not come
+/// back with a new assignment of the device, or with a new user of the same name.
+pub(super) fn forget_profile(
+    tp: &TransactionalTree,
+    tt: &TransactionalTree,
+    user: &str,
+    device: &str,
+) -> Tx<()> {
+    let key = profile_key(user, device);
+    if let Some(old) = tx_get::<ProfileRecord>(tp, &key)? {
+        if let Some(h) = old.token_hash {
+            tt.remove(h.as_bytes())?;
+        }
+        tp.remove(key.as_bytes())?;
+    }
+    Ok(())
 }
 
 impl Store {

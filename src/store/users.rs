@@ -114,7 +114,13 @@ impl Store {
 
     /// Removes a user durably, unassigning their devices in the same transaction.
     pub async fn remove_user(&self, name: &str) -> Result<(), StoreError> {
-        let r = (&self.users, &self.devices).transaction(|(tu, td)| {
+        let trees = (
+            &self.users,
+            &self.devices,
+            &self.profiles,
+            &self.profile_tokens,
+        );
+        let r = trees.transaction(|(tu, td, tp, tt)| {
             let Some(u) = tx_get::<UserRecord>(tu, name)? else {
                 return abort(StoreError::NotFound(format!("user `{name}`")));
             };
@@ -124,6 +130,7 @@ impl Store {
                     d.updated = now_secs();
                     tx_put(td, dev, &d)?;
                 }
+                super::profiles::forget_profile(tp, tt, name, dev)?;
             }
             tu.remove(name.as_bytes())?;
             Ok(())
