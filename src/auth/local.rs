@@ -82,7 +82,15 @@ pub struct LocalVerifier {
     hash_permits: Arc<Semaphore>,
     /// Verifications under way, by credential tag.
     inflight: Mutex<HashMap<CacheTag, Arc<InFlight>>>,
+    /// Credentials argon2 refused, by tag. Exact, not a guess: a tag is over the password and
+    /// the hash it was checked against, and a new hash makes new tags. A device retrying a
+    /// stale password (or a NAS replaying one) costs a lookup instead of an argon2 run each.
+    refused: moka::sync::Cache<CacheTag, ()>,
 }
+
+/// Refused credentials kept (16-byte tags: about 3 MiB when full), each for at most this long.
+const REFUSED_CAPACITY: u64 = 65_536;
+const REFUSED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl LocalVerifier {
     pub fn new(config: &LocalAuthConfig) -> Self {
@@ -100,6 +108,10 @@ impl LocalVerifier {
             mac: Hmac::new_from_slice(&key).expect("any key length"),
             hash_permits: Arc::new(Semaphore::new(permits)),
             inflight: Mutex::default(),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(REFUSED_CAPACITY)
+                .time_to_live(REFUSED_TTL)
+                .build(),
         }
     }
 
@@ -197,6 +209,9 @@ impl PasswordVerifier for LocalVerifier {
             self.keep(user, entry_tag, at);
             return Ok(());
         }
+        if self.refused.contains_key(&tag) {
+            return Err(AuthError::BadPassword);
+        }
         // Single flight: concurrent checks of the same credential (a reconnect storm after a
         // restart, with a cold cache) share one argon2 run instead of queueing one each.
         let cell = self.inflight.lock().entry(tag).or_default().clone();
@@ -214,6 +229,7 @@ impl PasswordVerifier for LocalVerifier {
             self.keep(user, entry_tag, self.cache.now());
             Ok(())
         } else {
+            self.refused.insert(tag, ());
             Err(AuthError::BadPassword)
         }
     }
@@ -317,6 +333,38 @@ mod tests {
             v.verify(&directory_user, "", b"x").await,
             Err(AuthError::NoPassword)
         ));
+    }
+
+    /// A refused password is refused again without argon2 (here: with no argon2 to be had);
+    /// the right one, or the same one against a new hash, is still checked.
+    #[tokio::test]
+    async fn a_refused_password_costs_no_second_argon2_run() {
+        let v = LocalVerifier::new(&LocalAuthConfig::default());
+        let alice = user("alice", Some(hash_password(b"pw1").unwrap()));
+        assert!(matches!(
+            v.verify(&alice, "", b"stale").await,
+            Err(AuthError::BadPassword)
+        ));
+        v.hash_permits.close();
+        assert!(matches!(
+            v.verify(&alice, "", b"stale").await,
+            Err(AuthError::BadPassword)
+        ));
+        assert!(
+            matches!(
+                v.verify(&alice, "", b"pw1").await,
+                Err(AuthError::Internal(_))
+            ),
+            "not refused: it needs argon2"
+        );
+        let changed = user("alice", Some(hash_password(b"stale").unwrap()));
+        assert!(
+            matches!(
+                v.verify(&changed, "", b"stale").await,
+                Err(AuthError::Internal(_))
+            ),
+            "a new hash: checked again"
+        );
     }
 
     /// A verification given up on (the request's timeout) keeps its permit until argon2

@@ -567,10 +567,12 @@ impl Ipam {
                             .flatten()
                     });
                 let Some(addr) = addr else { continue };
-                if st.leases.get(addr).is_some_and(|l| l.pending) {
+                let lease = st.leases.get(addr).expect("found above");
+                if lease.pending || st.leases.nas_of(lease) != nas {
                     // Still being granted, so no Accept named it yet: the request concerns
                     // an earlier lease of the address (binding that session here would let
-                    // its Stop free this one).
+                    // its Stop free this one). Or held through another NAS: not this one's to
+                    // refresh or end (a NAS could free another's live addresses).
                     return Ok(false);
                 }
                 match status {

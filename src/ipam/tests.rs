@@ -567,3 +567,33 @@ async fn a_device_name_of_another_user_gets_its_own_lease() {
         .collect();
     assert_eq!(held, [(x, "u".to_owned()), (b.addr, "bob".to_owned())]);
 }
+
+/// Accounting touches only the leases held through the NAS that sends it: another NAS can
+/// neither free nor keep alive an address it did not lease.
+#[tokio::test]
+async fn accounting_from_another_nas_leaves_the_lease_alone() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    for status in [AcctStatus::Start, AcctStatus::Interim, AcctStatus::Stop] {
+        assert!(!ipam
+            .account(status, "S9", Some(x), "u", "gw2", 1)
+            .await
+            .unwrap());
+    }
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].session_id.as_deref()), (1, None));
+    assert!(ipam
+        .account(AcctStatus::Start, "S1", Some(x), "u", "gw", 2)
+        .await
+        .unwrap());
+    assert!(!ipam
+        .account(AcctStatus::Stop, "S1", None, "u", "gw2", 3)
+        .await
+        .unwrap());
+    assert!(ipam
+        .account(AcctStatus::Stop, "S1", None, "u", "gw", 4)
+        .await
+        .unwrap());
+    assert!(ipam.sessions().is_empty());
+}
