@@ -17,6 +17,9 @@ impl From<ProfileError> for ApiError {
             ProfileError::NotFound(m) => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{m} not found"))
             }
+            e @ ProfileError::NotAssigned { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
             ProfileError::Mail(m) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 format!("the mail could not be sent: {m}"),

@@ -175,6 +175,8 @@ pub enum ProfileError {
     Invalid(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("device `{device}` is not assigned to `{user}`")]
+    NotAssigned { device: String, user: String },
     #[error("the mail could not be sent: {0}")]
     Mail(String),
     #[error(transparent)]
@@ -260,10 +262,13 @@ impl Profiles {
         let d = self
             .store
             .device(device)?
-            .filter(|d| d.owner.as_deref() == Some(user))
-            .ok_or_else(|| {
-                ProfileError::NotFound(format!("device `{device}` assigned to `{user}`"))
-            })?;
+            .ok_or_else(|| ProfileError::NotFound(format!("device `{device}`")))?;
+        if d.owner.as_deref() != Some(user) {
+            return Err(ProfileError::NotAssigned {
+                device: device.to_owned(),
+                user: user.to_owned(),
+            });
+        }
         let email = req
             .email
             .clone()

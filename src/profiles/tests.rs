@@ -198,6 +198,20 @@ async fn bad_requests_and_a_failed_mail_change_nothing() {
         f.profiles.send("bob", "laptop", &req(7, None)).await,
         Err(ProfileError::NotFound(_))
     ));
+    assert!(matches!(
+        f.profiles.send("alice", "nosuch", &req(7, None)).await,
+        Err(ProfileError::NotFound(_))
+    ));
+    f.store
+        .insert_user(&UserRecord::new("carol", None))
+        .await
+        .unwrap();
+    let e = f
+        .profiles
+        .send("carol", "laptop", &req(7, None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "device `laptop` is not assigned to `carol`");
     let bad_addr = SendRequest {
         email: Some("not an address".into()),
         ..req(7, None)
