@@ -230,6 +230,7 @@ pub async fn run(
         Ipam::new(store.clone(), &config.pools, crate::store::now_secs())
             .map_err(ServerError::Ipam)?,
     );
+    ipam.set_clients(config.clients.iter().map(|c| c.name.as_str()));
     let handler = Arc::new(Handler::new(
         Live {
             nas: NasTable::new(&config.clients),

@@ -88,8 +88,9 @@ pub struct LocalVerifier {
     refused: moka::sync::Cache<CacheTag, ()>,
 }
 
-/// Refused credentials kept (16-byte tags: about 3 MiB when full), each for at most this long.
-const REFUSED_CAPACITY: u64 = 65_536;
+/// Refused credentials kept (moka's ~400 bytes an entry: ~3 MiB when full), each for at
+/// most this long: enough for the devices retrying a stale password at any one time.
+const REFUSED_CAPACITY: u64 = 8_192;
 const REFUSED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl LocalVerifier {

@@ -244,6 +244,10 @@ pub struct Ipam {
     pools: RwLock<Vec<Arc<Pool>>>,
     /// Device → the address it had last (any pool).
     sticky: Mutex<Sticky>,
+    /// The configured NAS clients' names (`set_clients`): a lease held through a name no
+    /// longer configured (a client renamed) is adopted by the NAS whose accounting names it.
+    /// Empty: not told, every name counts as configured.
+    clients: RwLock<std::collections::HashSet<String>>,
 }
 
 /// Who the lease is for.
@@ -274,9 +278,15 @@ impl Ipam {
             sticky: Mutex::new(Sticky::new(store.sticky_addresses()?)),
             store,
             pools: RwLock::new(Vec::new()),
+            clients: RwLock::default(),
         };
         ipam.add_pools(pools, now)?;
         Ok(ipam)
+    }
+
+    /// The configured NAS clients' names, at start and on every reload.
+    pub fn set_clients<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        *self.clients.write() = names.into_iter().map(str::to_owned).collect();
     }
 
     /// Adds pools not known yet (config reload). A changed existing pool is refused.
@@ -555,9 +565,15 @@ impl Ipam {
         for pool in &pools {
             let change = {
                 let mut st = pool.state.lock();
+                let ours = |a: &Ipv4Addr| {
+                    st.leases
+                        .get(*a)
+                        .is_some_and(|l| st.leases.nas_of(l) == nas)
+                };
                 let addr = framed_ip
                     .filter(|a| st.leases.contains(*a))
-                    .or_else(|| st.leases.by_session(session_id))
+                    // Another NAS's session of the same id is not this one's.
+                    .or_else(|| st.leases.by_session(session_id).filter(ours))
                     .or_else(|| {
                         // ocserv sends its Accounting-Start before the tunnel exists, without
                         // Framed-IP-Address: bind it to this user's newest unbound lease
@@ -568,12 +584,23 @@ impl Ipam {
                     });
                 let Some(addr) = addr else { continue };
                 let lease = st.leases.get(addr).expect("found above");
-                if lease.pending || st.leases.nas_of(lease) != nas {
+                if lease.pending {
                     // Still being granted, so no Accept named it yet: the request concerns
                     // an earlier lease of the address (binding that session here would let
-                    // its Stop free this one). Or held through another NAS: not this one's to
-                    // refresh or end (a NAS could free another's live addresses).
+                    // its Stop free this one).
                     return Ok(false);
+                }
+                if !ours(&addr) {
+                    // Held through another NAS: not this one's to refresh or end (a NAS could
+                    // free another's live addresses) — unless that name is configured no more
+                    // (a client renamed): then this NAS's accounting takes the lease over.
+                    let clients = self.clients.read();
+                    let held_through = st.leases.nas_of(lease);
+                    if clients.is_empty() || clients.contains(held_through) {
+                        return Ok(false);
+                    }
+                    drop(clients);
+                    st.leases.held_by(addr, nas);
                 }
                 match status {
                     AcctStatus::Start | AcctStatus::Interim => {

@@ -597,3 +597,31 @@ async fn accounting_from_another_nas_leaves_the_lease_alone() {
         .unwrap());
     assert!(ipam.sessions().is_empty());
 }
+
+/// A lease held through a client name no longer configured (the client was renamed) is taken
+/// over by the NAS whose accounting names it; one still configured stays its own.
+#[tokio::test]
+async fn a_renamed_clients_leases_are_adopted_by_its_accounting() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    ipam.set_clients(["gw", "gw2"]);
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(!ipam
+        .account(AcctStatus::Interim, "S1", Some(x), "u", "gw2", 1)
+        .await
+        .unwrap());
+    ipam.set_clients(["gw-renamed", "gw2"]);
+    assert!(ipam
+        .account(AcctStatus::Interim, "S1", Some(x), "u", "gw-renamed", 2)
+        .await
+        .unwrap());
+    assert_eq!(ipam.sessions()[0].nas, "gw-renamed");
+    assert!(!ipam
+        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw2", 3)
+        .await
+        .unwrap());
+    assert!(ipam
+        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw-renamed", 4)
+        .await
+        .unwrap());
+}

@@ -125,6 +125,7 @@ pub(super) async fn reload_on_sighup(
         if let Some(setup) = setup {
             mail.install(setup);
         }
+        ipam.set_clients(new.clients.iter().map(|c| c.name.as_str()));
         handler.reload(Live {
             nas: NasTable::new(&new.clients),
             settings: Settings::from_config(&new),

@@ -69,10 +69,20 @@ impl Store {
         }
     }
 
-    /// Stores a new link for a profile durably, invalidating the previous one.
+    /// Stores a new link for a profile durably, invalidating the previous one — if the device
+    /// is still the user's: the mail went out in between, and an unassignment meanwhile has
+    /// forgotten the profile, which must not come back with a live link.
     pub async fn set_profile_link(&self, rec: &ProfileRecord) -> Result<(), StoreError> {
         let key = profile_key(&rec.user, &rec.device);
-        let r = (&self.profiles, &self.profile_tokens).transaction(|(tp, tt)| {
+        let trees = (&self.profiles, &self.profile_tokens, &self.devices);
+        let r = trees.transaction(|(tp, tt, td)| {
+            let owner = tx_get::<super::DeviceRecord>(td, &rec.device)?.and_then(|d| d.owner);
+            if owner.as_deref() != Some(rec.user.as_str()) {
+                return abort(StoreError::Conflict(format!(
+                    "device `{}` was unassigned from `{}` meanwhile",
+                    rec.device, rec.user
+                )));
+            }
             if let Some(old) = tx_get::<ProfileRecord>(tp, &key)? {
                 if let Some(h) = old.token_hash {
                     tt.remove(h.as_bytes())?;

@@ -525,3 +525,29 @@ async fn an_update_of_an_undecodable_user_fails_and_keeps_the_record() {
         Some(&[0x7f][..])
     );
 }
+
+/// A link is stored only while its device is still the user's: a send whose mail went out
+/// while the device was unassigned must not bring back the profile the unassignment forgot.
+#[tokio::test]
+async fn a_profile_link_needs_the_assignment_when_stored() {
+    let (_dir, store) = temp();
+    store
+        .insert_user(&UserRecord::new("alice", None))
+        .await
+        .unwrap();
+    store.insert_device(&device("laptop")).await.unwrap();
+    let rec = ProfileRecord {
+        user: "alice".into(),
+        device: "laptop".into(),
+        token_hash: Some("ab".repeat(32)),
+        ..ProfileRecord::default()
+    };
+    assert!(matches!(
+        store.set_profile_link(&rec).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.profile("alice", "laptop").unwrap(), None);
+    store.assign("alice", "laptop", 2).await.unwrap();
+    store.set_profile_link(&rec).await.unwrap();
+    assert!(store.profile("alice", "laptop").unwrap().is_some());
+}

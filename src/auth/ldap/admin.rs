@@ -41,7 +41,15 @@ impl AdVerifier {
     /// A new connection to `server`, bound as the admin. `Ok(Err(_))`: the directory
     /// refused the admin's credentials (a configuration error, not an outage).
     async fn admin_connect(&self, server: &Server) -> Result<Result<Ldap, AuthError>, String> {
-        let mut ldap = self.connect(server).await?;
+        // A server that cannot be reached (TCP, TLS) is unusable for user binds too; one whose
+        // admin bind alone is slow is not (the caller only logs that).
+        let mut ldap = match self.connect(server).await {
+            Ok(l) => l,
+            Err(why) => {
+                self.request_failed(server, &format!("admin connection: {why}"));
+                return Err(why);
+            }
+        };
         let r = tokio::time::timeout(
             self.config.timeout,
             ldap.simple_bind(&self.admin_upn(), self.config.admin_password.expose()),
@@ -84,8 +92,7 @@ impl AdVerifier {
                         return Err(e);
                     }
                     Err(OpError::Unusable(Unusable::TimedOut(why))) => {
-                        // Skipped by user binds as well until it answers again.
-                        self.request_failed(server, &why);
+                        tracing::warn!(server = server.label, %why, "admin operation failed");
                         continue;
                     }
                     Err(OpError::Unusable(Unusable::Broken(why))) => {
@@ -97,7 +104,7 @@ impl AdVerifier {
                 Ok(Ok(l)) => l,
                 Ok(Err(refused)) => return Err(refused),
                 Err(why) => {
-                    self.request_failed(server, &format!("admin connection: {why}"));
+                    tracing::warn!(server = server.label, %why, "admin connection failed");
                     continue;
                 }
             };
@@ -108,7 +115,8 @@ impl AdVerifier {
                 }
                 Err(OpError::Directory(e)) => return Err(e),
                 Err(OpError::Unusable(u)) => {
-                    self.request_failed(server, &u.into_message());
+                    let why = u.into_message();
+                    tracing::warn!(server = server.label, %why, "admin operation failed");
                 }
             }
         }
