@@ -602,3 +602,23 @@ fn device_set_without_a_change_is_refused() {
     d.ok(&["device", "set", "pc1", "--disable"]);
     assert!(d.ok(&["device", "show", "pc1"]).contains("enabled:     no"));
 }
+
+/// `device list` keeps its columns under their headers with a 64-character serial ID.
+#[test]
+fn device_list_columns_fit_long_serials() {
+    let d = TestDaemon::start();
+    d.add_user("alice", "alice-pass");
+    let serial = "F1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F90";
+    d.ok(&[
+        "device", "add", "pc1", "--type", "windows", "--serial", serial,
+    ]);
+    d.ok(&["device", "add", "pc2", "--type", "windows"]);
+    d.ok(&["assign", "alice", "pc1"]);
+    let list = d.ok(&["device", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    let column = lines[0].find("USER").unwrap();
+    let row = lines.iter().find(|l| l.starts_with("pc1")).unwrap();
+    assert_eq!(row.find("alice"), Some(column), "{list}");
+    let other = lines.iter().find(|l| l.starts_with("pc2")).unwrap();
+    assert_eq!(&other[column..column + 1], "-", "{list}");
+}

@@ -232,14 +232,23 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 fn print_table(devices: &[DeviceView]) {
+    // Columns as wide as their longest value (a serial ID may be 64 characters).
+    let width = |min: usize, f: &dyn Fn(&DeviceRecord) -> usize| {
+        devices.iter().map(|v| f(&v.device)).fold(min, usize::max)
+    };
+    let name = width(20, &|d| d.name.chars().count());
+    let serial = width(24, &|d| {
+        d.serial.as_deref().map_or(1, |s| s.chars().count())
+    });
+    let user = width(16, &|d| d.owner.as_deref().map_or(1, |s| s.chars().count()));
     println!(
-        "{:<20} {:<8} {:<8} {:<7} {:<7} {:<24} {:<18} {:<16} PROXY",
+        "{:<name$} {:<8} {:<8} {:<7} {:<7} {:<serial$} {:<18} {:<user$} PROXY",
         "NAME", "TYPE", "ENABLED", "DEVAUTH", "METHOD", "SERIAL", "MAC", "USER"
     );
     for v in devices {
         let d = &v.device;
         println!(
-            "{:<20} {:<8} {:<8} {:<7} {:<7} {:<24} {:<18} {:<16} {}",
+            "{:<name$} {:<8} {:<8} {:<7} {:<7} {:<serial$} {:<18} {:<user$} {}",
             d.name,
             d.device_type.as_str(),
             yes_no(d.enabled),
