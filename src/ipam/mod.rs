@@ -565,10 +565,22 @@ impl Ipam {
         for pool in &pools {
             let change = {
                 let mut st = pool.state.lock();
+                let clients = self.clients.read();
+                // This NAS's lease — or one held through a client name configured no more (a
+                // client renamed) that this request is about: its session, or, not bound yet,
+                // its user. Another NAS's leases are not this one's to refresh or end (it could
+                // free their live addresses).
                 let ours = |a: &Ipv4Addr| {
-                    st.leases
-                        .get(*a)
-                        .is_some_and(|l| st.leases.nas_of(l) == nas)
+                    st.leases.get(*a).is_some_and(|l| {
+                        let held_through = st.leases.nas_of(l);
+                        held_through == nas
+                            || (!clients.is_empty()
+                                && !clients.contains(held_through)
+                                && match l.session_id() {
+                                    Some(s) => s == session_id,
+                                    None => !user.is_empty() && l.user() == user,
+                                })
+                    })
                 };
                 let addr = framed_ip
                     .filter(|a| st.leases.contains(*a))
@@ -591,17 +603,11 @@ impl Ipam {
                     return Ok(false);
                 }
                 if !ours(&addr) {
-                    // Held through another NAS: not this one's to refresh or end (a NAS could
-                    // free another's live addresses) — unless that name is configured no more
-                    // (a client renamed): then this NAS's accounting takes the lease over.
-                    let clients = self.clients.read();
-                    let held_through = st.leases.nas_of(lease);
-                    if clients.is_empty() || clients.contains(held_through) {
-                        return Ok(false);
-                    }
-                    drop(clients);
-                    st.leases.held_by(addr, nas);
+                    return Ok(false);
                 }
+                drop(clients);
+                // Taken over from a renamed client, if it was held through one.
+                st.leases.held_by(addr, nas);
                 match status {
                     AcctStatus::Start | AcctStatus::Interim => {
                         let lease = st.leases.bind(addr, session_id).expect("found above");

@@ -611,17 +611,34 @@ async fn a_renamed_clients_leases_are_adopted_by_its_accounting() {
         .await
         .unwrap());
     ipam.set_clients(["gw-renamed", "gw2"]);
+    // Not about this lease (another user's late Interim from another NAS): left alone.
+    assert!(!ipam
+        .account(AcctStatus::Interim, "OLD", Some(x), "v", "gw2", 2)
+        .await
+        .unwrap());
+    assert_eq!(ipam.sessions()[0].nas, "gw");
     assert!(ipam
         .account(AcctStatus::Interim, "S1", Some(x), "u", "gw-renamed", 2)
         .await
         .unwrap());
     assert_eq!(ipam.sessions()[0].nas, "gw-renamed");
+    // Bound, then renamed again: found by its session id alone, and taken over.
+    ipam.set_clients(["gw-third", "gw2"]);
     assert!(!ipam
-        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw2", 3)
+        .account(AcctStatus::Interim, "S2", None, "u", "gw2", 3)
         .await
         .unwrap());
     assert!(ipam
-        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw-renamed", 4)
+        .account(AcctStatus::Interim, "S1", None, "u", "gw-third", 3)
+        .await
+        .unwrap());
+    assert_eq!(ipam.sessions()[0].nas, "gw-third");
+    assert!(!ipam
+        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw2", 4)
+        .await
+        .unwrap());
+    assert!(ipam
+        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw-third", 4)
         .await
         .unwrap());
 }
