@@ -230,3 +230,61 @@ fn ravpnd_config_is_a_fallback_and_usage_shows_config_as_optional() {
         stdout(&help)
     );
 }
+
+/// With its stderr gone (the log pipe's reader closed: a supervisor or journal stream that
+/// died), the daemon keeps answering and still stops on SIGTERM. Before, every log line
+/// panicked (tracing-subscriber reports write errors with `eprintln!`): requests were dropped
+/// and the SIGTERM handler died before it could start the shutdown.
+#[test]
+fn a_broken_log_pipe_neither_drops_requests_nor_blocks_shutdown() {
+    use std::io::BufRead;
+    let dir = dir_with(&default_config(true));
+    let mut child = std::process::Command::new(crate::support::daemon::BIN)
+        .args(["serve", "--config", "ravpnd.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails: no daemon left behind.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut child = Reap(child);
+    let mut line = String::new();
+    while !line.contains("ravpnd ready") {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "the daemon exited");
+    }
+    let auth: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("radius_auth="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    drop(log);
+    for _ in 0..2 {
+        let r = radclient::send(
+            auth,
+            "status",
+            crate::support::daemon::SECRET,
+            "Message-Authenticator=0x00",
+        );
+        assert!(r.is("Access-Accept"), "{}", r.output);
+        let r = radclient::auth(auth, "nobody", "pw");
+        assert!(r.is("Access-Reject"), "{}", r.output);
+    }
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    for _ in 0..100 {
+        if child.0.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no exit within 10 s of SIGTERM");
+}

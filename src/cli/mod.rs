@@ -191,9 +191,13 @@ fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    // No internal error reports: tracing-subscriber prints them with `eprintln!`, which
+    // panics when stderr is gone (a log pipe closed, a journal stream broken) — a panic in
+    // every request that logs, and in the SIGTERM handler, which then never shuts down.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log.format {
         LogFormat::Pretty => builder.init(),
