@@ -376,6 +376,15 @@ impl AdVerifier {
     }
 }
 
+/// The first value of `attr` in an entry (attribute names compare without case, as LDAP's do).
+fn first<'e>(e: &'e ldap3::SearchEntry, attr: &str) -> Option<&'e str> {
+    e.attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(attr))
+        .and_then(|(_, v)| v.first())
+        .map(String::as_str)
+}
+
 /// `AuthError` through the single-flight cell (which needs `Clone`).
 fn encode_error(e: &AuthError) -> String {
     match e {

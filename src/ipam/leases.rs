@@ -74,6 +74,17 @@ impl Lease {
         self.stored_expires = secs(at);
     }
 
+    /// Whether accounting for `session_id` of `user` (empty: not named) is about this lease:
+    /// `Some(true)` its session (none bound yet: its user), `Some(false)` another session,
+    /// `None` unknown (no session bound and no user named).
+    pub fn is_session(&self, session_id: &str, user: &str) -> Option<bool> {
+        match self.session_id() {
+            Some(s) => Some(s == session_id),
+            None if user.is_empty() => None,
+            None => Some(self.user() == user),
+        }
+    }
+
     pub fn renewed(&self) -> bool {
         self.renewed
     }

@@ -576,10 +576,7 @@ impl Ipam {
                         held_through == nas
                             || (!clients.is_empty()
                                 && !clients.contains(held_through)
-                                && match l.session_id() {
-                                    Some(s) => s == session_id,
-                                    None => !user.is_empty() && l.user() == user,
-                                })
+                                && l.is_session(session_id, user) == Some(true))
                     })
                 };
                 let addr = framed_ip
@@ -622,11 +619,7 @@ impl Ipam {
                         // Not this lease's session: an older session of this address, or a
                         // session of another user (the lease not bound yet). (Doubt keeps the
                         // lease until it expires: never an address held twice.)
-                        let theirs = lease.session_id().is_some_and(|s| s != session_id)
-                            || (lease.session_id().is_none()
-                                && !user.is_empty()
-                                && lease.user() != user);
-                        if theirs {
+                        if lease.is_session(session_id, user) == Some(false) {
                             None
                         } else if lease.renewed() {
                             // The device was accepted again since this session began (a

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Ldap, Scope, SearchEntry};
 
-use super::{AdVerifier, DirectoryUser, Server, Unusable};
+use super::{first, AdVerifier, DirectoryUser, Server, Unusable};
 use crate::auth::AuthError;
 
 /// Idle admin connections kept per server: admin work is light (listing, pre-check reads).
@@ -178,8 +178,7 @@ impl AdVerifier {
             .await?;
         let configuration = root
             .first()
-            .and_then(|e| e.attrs.get("configurationNamingContext"))
-            .and_then(|v| v.first())
+            .and_then(|e| first(e, "configurationNamingContext"))
             .ok_or_else(|| AuthError::Internal("the root DSE names no configuration".into()))?;
         let filter = format!(
             "(&(objectClass=crossRef)(nCName={})(nETBIOSName=*))",
@@ -194,9 +193,8 @@ impl AdVerifier {
             )
             .await?;
         refs.first()
-            .and_then(|e| e.attrs.get("nETBIOSName"))
-            .and_then(|v| v.first())
-            .cloned()
+            .and_then(|e| first(e, "nETBIOSName"))
+            .map(str::to_owned)
             .ok_or_else(|| {
                 AuthError::Internal(format!("no crossRef names {}", self.config.base_dn()))
             })

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use ldap3::{Scope, SearchEntry};
 use parking_lot::Mutex;
 
-use super::AdVerifier;
+use super::{first, AdVerifier};
 use crate::auth::AuthError;
 use crate::metrics::METRICS;
 
@@ -53,14 +53,6 @@ pub(super) fn one_short(p: Policy, bad_count: u32, bad_time: i64, now: i64) -> b
     let expired = p.window > 0 && bad_time.saturating_add(p.window) <= now;
     let count = if expired { 0 } else { bad_count };
     count >= p.threshold - 1
-}
-
-fn first<'e>(e: &'e SearchEntry, attr: &str) -> Option<&'e str> {
-    e.attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(attr))
-        .and_then(|(_, v)| v.first())
-        .map(String::as_str)
 }
 
 fn number(e: &SearchEntry, attr: &str) -> i64 {
