@@ -235,12 +235,13 @@ impl Leases {
         true
     }
 
-    /// The address whose lease the session was last bound to.
-    pub fn by_session(&self, session_id: &str) -> Option<Ipv4Addr> {
-        self.by_session
-            .find(session_id, &self.by_addr)
-            .next()
-            .map(|(a, _)| a)
+    /// The leases bound to sessions of this id: at most one per NAS, the last bound there
+    /// (gateways number their sessions independently, so two may use the same id).
+    pub fn by_session<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> impl Iterator<Item = (Ipv4Addr, &'a Lease)> + 'a {
+        self.by_session.find(session_id, &self.by_addr)
     }
 
     /// The user's newest lease from this NAS with no session bound yet.
@@ -260,8 +261,14 @@ impl Leases {
         let moved = self.nas.name(lease.nas) != nas;
         if moved {
             lease.nas = self.nas.intern(nas);
+            // Its session is indexed per NAS: filed again under the new one (rare: a
+            // gateway moved or renamed).
+            if let Some(s) = lease.session_id.clone() {
+                self.by_session.forget(&s, addr);
+                self.by_session.set(&s, addr, &self.by_addr);
+            }
         }
-        Some((lease, moved))
+        Some((self.by_addr.get_mut(&addr)?, moved))
     }
 }
 
@@ -364,14 +371,16 @@ impl<K: IndexKey> AddrIndex<K> {
             .insert_unique(h, addr, |a| leases.get(a).and_then(K::of).map_or(0, hash));
     }
 
-    /// Makes `addr` (whose lease is now indexed under `key`) the one address under `key`,
-    /// taking the slot of any other (a session id reused).
+    /// Makes `addr` (whose lease is now indexed under `key`) the one address under `key`
+    /// held through its lease's NAS, taking the slot of any other (a session id reused).
     fn set(&mut self, key: &str, addr: Ipv4Addr, leases: &ByAddr) {
         let h = hash(key);
-        match self
-            .table
-            .find_mut(h, |a| leases.get(a).and_then(K::of) == Some(key))
-        {
+        let nas = leases.get(&addr).map(|l| l.nas);
+        match self.table.find_mut(h, |a| {
+            leases
+                .get(a)
+                .is_some_and(|l| K::of(l) == Some(key) && Some(l.nas) == nas)
+        }) {
             Some(slot) => *slot = addr,
             None => self.add(h, addr, leases),
         }
@@ -405,6 +414,13 @@ mod tests {
         Ipv4Addr::new(10, 0, 0, i)
     }
 
+    /// The addresses bound to sessions of this id, in order.
+    fn bound(t: &Leases, session_id: &str) -> Vec<Ipv4Addr> {
+        let mut v: Vec<_> = t.by_session(session_id).map(|(a, _)| a).collect();
+        v.sort();
+        v
+    }
+
     /// The indexes follow every change: insert, bind, rebind, replace, remove.
     #[test]
     fn indexes_follow_every_change() {
@@ -416,23 +432,32 @@ mod tests {
         assert_eq!(t.newest_unbound("alice", "gw1"), Some(addr(2)));
         assert_eq!(t.newest_unbound("alice", "gw2"), Some(addr(3)));
         assert_eq!(t.newest_unbound("bob", "gw1"), None, "bound");
-        assert_eq!(t.by_session("S4"), Some(addr(4)));
+        assert_eq!(bound(&t, "S4"), [addr(4)]);
 
         t.bind(addr(2), "S2");
         assert_eq!(t.newest_unbound("alice", "gw1"), Some(addr(1)));
-        assert_eq!(t.by_session("S2"), Some(addr(2)));
+        assert_eq!(bound(&t, "S2"), [addr(2)]);
         t.bind(addr(2), "S2b");
-        assert_eq!(
-            (t.by_session("S2"), t.by_session("S2b")),
-            (None, Some(addr(2)))
-        );
+        assert_eq!((bound(&t, "S2"), bound(&t, "S2b")), (vec![], vec![addr(2)]));
 
-        // A session id reused on another address: the index follows the newest binding, and
-        // removing the older lease leaves it alone.
+        // A session id reused on another address of the same NAS: the index follows the
+        // newest binding, and removing the older lease leaves it alone. Another NAS's session
+        // of the same id is its own.
         t.bind(addr(1), "S4");
-        assert_eq!(t.by_session("S4"), Some(addr(1)));
+        assert_eq!(bound(&t, "S4"), [addr(1)]);
+        t.bind(addr(3), "S4");
+        assert_eq!(bound(&t, "S4"), [addr(1), addr(3)]);
+        t.held_by(addr(3), "gw1");
+        assert_eq!(bound(&t, "S4"), [addr(3)], "moved to gw1: the newer there");
+        t.held_by(addr(1), "gw2");
+        t.bind(addr(1), "S4");
+        assert_eq!(bound(&t, "S4"), [addr(1), addr(3)]);
         t.remove(addr(4));
-        assert_eq!(t.by_session("S4"), Some(addr(1)));
+        assert_eq!(bound(&t, "S4"), [addr(1), addr(3)]);
+        t.unbind(addr(3));
+        t.unbind(addr(1));
+        assert!(bound(&t, "S4").is_empty());
+        t.held_by(addr(1), "gw1");
 
         // Replacing a lease drops the old one's entries.
         t.insert(addr(3), lease("carol", "gw2", None, 50));
@@ -474,15 +499,16 @@ mod tests {
         #[derive(Default)]
         struct Model {
             leases: HashMap<Ipv4Addr, (String, String, Option<String>, u64)>,
-            by_session: HashMap<String, Ipv4Addr>,
+            /// By session id and NAS.
+            by_session: HashMap<(String, String), Ipv4Addr>,
             unbound: HashMap<String, Vec<Ipv4Addr>>,
         }
         impl Model {
             fn remove(&mut self, a: Ipv4Addr) {
-                if let Some((user, _, session, _)) = self.leases.remove(&a) {
+                if let Some((user, nas, session, _)) = self.leases.remove(&a) {
                     match session {
-                        Some(s) if self.by_session.get(&s) == Some(&a) => {
-                            self.by_session.remove(&s);
+                        Some(s) if self.by_session.get(&(s.clone(), nas.clone())) == Some(&a) => {
+                            self.by_session.remove(&(s, nas));
                         }
                         Some(_) => {}
                         None => self.unbound.get_mut(&user).unwrap().retain(|x| *x != a),
@@ -525,7 +551,7 @@ mod tests {
                     let session = session.map(str::to_owned);
                     match &session {
                         Some(s) => {
-                            m.by_session.insert(s.clone(), a);
+                            m.by_session.insert((s.clone(), nas.clone()), a);
                         }
                         None => m.unbound.entry(user.clone()).or_default().push(a),
                     }
@@ -536,13 +562,15 @@ mod tests {
                     if let Some(l) = m.leases.get_mut(&a) {
                         if l.2.as_deref() != Some(session.as_str()) {
                             match l.2.replace(session.clone()) {
-                                Some(old) if m.by_session.get(&old) == Some(&a) => {
-                                    m.by_session.remove(&old);
+                                Some(old) => {
+                                    let key = (old, l.1.clone());
+                                    if m.by_session.get(&key) == Some(&a) {
+                                        m.by_session.remove(&key);
+                                    }
                                 }
-                                Some(_) => {}
                                 None => m.unbound.get_mut(&l.0).unwrap().retain(|x| *x != a),
                             }
-                            m.by_session.insert(session, a);
+                            m.by_session.insert((session, l.1.clone()), a);
                         }
                     }
                 }
@@ -550,8 +578,9 @@ mod tests {
                     let had = m.leases.get(&a).and_then(|l| l.2.clone());
                     assert_eq!(t.unbind(a), had.is_some());
                     if let Some(s) = had {
-                        if m.by_session.get(&s) == Some(&a) {
-                            m.by_session.remove(&s);
+                        let key = (s, m.leases[&a].1.clone());
+                        if m.by_session.get(&key) == Some(&a) {
+                            m.by_session.remove(&key);
                         }
                         let l = m.leases.get_mut(&a).unwrap();
                         l.2 = None;
@@ -559,9 +588,18 @@ mod tests {
                     }
                 }
                 7 => {
-                    if let Some((l, _)) = t.held_by(a, &nas) {
+                    if let Some((l, moved)) = t.held_by(a, &nas) {
                         assert_eq!(l.device(), "dev");
-                        m.leases.get_mut(&a).unwrap().1 = nas;
+                        let l = m.leases.get_mut(&a).unwrap();
+                        assert_eq!(moved, l.1 != nas);
+                        if let Some(s) = l.2.clone().filter(|_| moved) {
+                            let key = (s.clone(), l.1.clone());
+                            if m.by_session.get(&key) == Some(&a) {
+                                m.by_session.remove(&key);
+                            }
+                            m.by_session.insert((s, nas.clone()), a);
+                        }
+                        l.1 = nas;
                     }
                 }
                 _ => {
@@ -573,7 +611,12 @@ mod tests {
                 assert_eq!(t.sessions(), m.by_session.len(), "step {step}");
                 for s in 0..60 {
                     let s = format!("S{s}");
-                    assert_eq!(t.by_session(&s), m.by_session.get(&s).copied(), "{s}");
+                    let mut expected: Vec<_> = (m.by_session.iter())
+                        .filter(|((id, _), _)| *id == s)
+                        .map(|(_, a)| *a)
+                        .collect();
+                    expected.sort();
+                    assert_eq!(bound(&t, &s), expected, "{s} step {step}");
                 }
                 for u in 0..40 {
                     let u = format!("user{u}");

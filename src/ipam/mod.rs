@@ -581,8 +581,15 @@ impl Ipam {
                 };
                 let addr = framed_ip
                     .filter(|a| st.leases.contains(*a))
-                    // Another NAS's session of the same id is not this one's.
-                    .or_else(|| st.leases.by_session(session_id).filter(ours))
+                    // Another NAS's session of the same id is not this one's; this NAS's own
+                    // comes before one adopted from a renamed client.
+                    .or_else(|| {
+                        st.leases
+                            .by_session(session_id)
+                            .filter(|(a, _)| ours(a))
+                            .min_by_key(|(_, l)| st.leases.nas_of(l) != nas)
+                            .map(|(a, _)| a)
+                    })
                     .or_else(|| {
                         // ocserv sends its Accounting-Start before the tunnel exists, without
                         // Framed-IP-Address: bind it to this user's newest unbound lease

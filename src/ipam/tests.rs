@@ -642,3 +642,38 @@ async fn a_renamed_clients_leases_are_adopted_by_its_accounting() {
         .await
         .unwrap());
 }
+
+/// Two gateways number their sessions independently: the same Acct-Session-Id from each
+/// names each one's own lease, also in accounting without Framed-IP-Address.
+#[tokio::test]
+async fn two_nases_may_use_the_same_session_id() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/29", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    let on_gw2 = LeaseRequest {
+        nas: "gw2",
+        ..req("d2", 0)
+    };
+    let y = ipam.lease(&on_gw2).await.unwrap().unwrap().addr;
+    for (addr, nas) in [(x, "gw"), (y, "gw2")] {
+        assert!(ipam
+            .account(AcctStatus::Start, "00000001", Some(addr), "u", nas, 1)
+            .await
+            .unwrap());
+    }
+    assert!(ipam
+        .account(AcctStatus::Interim, "00000001", None, "u", "gw", 2)
+        .await
+        .unwrap());
+    assert!(ipam
+        .account(AcctStatus::Stop, "00000001", None, "u", "gw", 3)
+        .await
+        .unwrap());
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].addr), (1, y), "gw's session ended");
+    assert!(ipam
+        .account(AcctStatus::Stop, "00000001", None, "u", "gw2", 4)
+        .await
+        .unwrap());
+    assert!(ipam.sessions().is_empty());
+}
