@@ -2,6 +2,7 @@
 //! answering as Microsoft documents them (ROPC grant, AADSTS errors, Graph paging).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Path, Query};
@@ -47,6 +48,10 @@ fn aadsts(code: u64, what: &str) -> Response {
         .into_response()
 }
 
+/// Password checks of `wait-` passwords in the stand-in now, and the most at once.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static MOST_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
 async fn token(Path(tenant): Path<String>, body: String) -> Response {
     assert_eq!(tenant, TENANT);
     let form: std::collections::HashMap<String, String> = body
@@ -66,6 +71,14 @@ async fn token(Path(tenant): Path<String>, body: String) -> Response {
     }
     let user = form.get("username").cloned().unwrap_or_default();
     let pw = form.get("password").cloned().unwrap_or_default();
+    if pw.starts_with("wait-") {
+        // A check that takes a while, counted while it runs.
+        let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        return aadsts(50126, "Error validating credentials");
+    }
     let local = user.split('@').next().unwrap_or_default().to_owned();
     match local.as_str() {
         "slow" => {
@@ -280,4 +293,27 @@ fn readyz_follows_whether_entra_id_answers() {
         "{}",
         d.log()
     );
+}
+
+/// `max_in_flight` bounds the checks sent to Entra ID at once; the others wait their turn
+/// (up to `timeout`) and are answered.
+#[test]
+fn entra_checks_at_once_are_bounded() {
+    let addr = entra();
+    let d = TestDaemon::with_config(&config(addr).replace(
+        "timeout = \"1s\"\n",
+        "timeout = \"2s\"\nmax_in_flight = 2\n",
+    ));
+    d.ok(&["user", "add", "good"]);
+    let auth = d.auth_addr;
+    let replies: Vec<_> = (0..6)
+        .map(|i| std::thread::spawn(move || radclient::auth(auth, "good", &format!("wait-{i}"))))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap().attr("Reply-Message"))
+        .collect();
+    for r in &replies {
+        assert_eq!(r.as_deref(), Some("bad password"), "{}", d.log());
+    }
+    assert_eq!(MOST_IN_FLIGHT.load(Ordering::SeqCst), 2);
 }

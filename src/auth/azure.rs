@@ -38,6 +38,11 @@ pub struct AzureAdConfig {
     /// answers (`/readyz`); "0s" turns the check off.
     #[serde(default = "default_health_check_interval", with = "humantime_serde")]
     pub health_check_interval: Duration,
+    /// Password checks sent to Entra ID at once; more wait for one to finish, up to
+    /// `timeout`. A reconnect storm would otherwise open a connection per request and be
+    /// throttled (HTTP 429) as a whole.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 fn default_authority() -> String {
@@ -51,6 +56,9 @@ fn default_timeout() -> Duration {
 }
 fn default_health_check_interval() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_in_flight() -> usize {
+    32
 }
 
 impl AzureAdConfig {
@@ -66,6 +74,9 @@ impl AzureAdConfig {
         need("domain", self.domain.trim().is_empty());
         need("admin_user", self.admin_user.trim().is_empty());
         need("admin_password", self.admin_password.is_empty());
+        if self.max_in_flight == 0 {
+            p.push(Problem::at(prefix, "max_in_flight", "must be at least 1"));
+        }
         for (k, v) in [
             ("authority", &self.authority),
             ("graph_url", &self.graph_url),
@@ -160,19 +171,22 @@ pub struct AzureVerifier {
     http: reqwest::Client,
     /// Why Entra ID was last found unreachable; `None` once it answers again.
     down: parking_lot::Mutex<Option<String>>,
+    /// `max_in_flight` password checks at once.
+    permits: tokio::sync::Semaphore,
 }
 
 impl AzureVerifier {
     pub fn new(config: &AzureAdConfig) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(config.max_in_flight.max(1))
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Self {
             config: config.clone(),
             http,
             down: parking_lot::Mutex::new(None),
+            permits: tokio::sync::Semaphore::new(config.max_in_flight.max(1)),
         })
     }
 
@@ -295,6 +309,13 @@ impl AzureVerifier {
         }
         let password = std::str::from_utf8(password).map_err(|_| AuthError::BadPassword)?;
         let upn = self.config.user_upn(name).ok_or(AuthError::UnknownUser)?;
+        let _permit = tokio::time::timeout(self.config.timeout, self.permits.acquire())
+            .await
+            .map_err(|_| {
+                METRICS.directory_errors.with_label_values(&["azure"]).inc();
+                AuthError::DirectoryUnavailable
+            })?
+            .map_err(|_| AuthError::DirectoryUnavailable)?;
         self.token(&upn, password).await.map(|_| ())
     }
 
