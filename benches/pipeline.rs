@@ -258,6 +258,7 @@ fn accounting(c: &mut Criterion) {
                 session_id: Some(format!("S{i}")),
                 granted: now,
                 expires: now + 3600,
+                renewed: false,
             };
             store.put_lease(&lease, false).await.unwrap();
         }

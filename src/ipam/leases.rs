@@ -90,11 +90,13 @@ impl Lease {
     }
 
     /// Records an Access-Request renewal (written once: a renewal otherwise leaves the
-    /// lease's cache line to the other worker thread).
-    pub fn mark_renewed(&mut self) {
-        if !self.renewed {
-            self.renewed = true;
+    /// lease's cache line to the other worker thread). Returns whether the mark is new.
+    pub fn mark_renewed(&mut self) -> bool {
+        if self.renewed {
+            return false;
         }
+        self.renewed = true;
+        true
     }
 
     /// The lease's record, held through `nas` (its NAS name: [`Leases::nas_of`]).
@@ -108,6 +110,7 @@ impl Lease {
             session_id: self.session_id().map(str::to_owned),
             granted: self.granted.into(),
             expires: self.expires.into(),
+            renewed: self.renewed,
         }
     }
 }
@@ -121,6 +124,7 @@ pub(super) struct NewLease<'a> {
     pub granted: u64,
     pub expires: u64,
     pub pending: bool,
+    pub renewed: bool,
 }
 
 /// Fx: the keys are addresses the pool chose, or sessions and users it recorded.
@@ -187,7 +191,7 @@ impl Leases {
             device_len: u32::try_from(new.device.len()).expect("a device name under 4 GiB"),
             nas: self.nas.intern(new.nas),
             pending: new.pending,
-            renewed: false,
+            renewed: new.renewed,
         };
         self.by_addr.insert(addr, lease);
         match new.session_id {
@@ -407,6 +411,7 @@ mod tests {
             granted: at,
             expires: at + 60,
             pending: false,
+            renewed: false,
         }
     }
 
@@ -545,6 +550,7 @@ mod tests {
                             granted: step,
                             expires: step + 60,
                             pending: false,
+                            renewed: false,
                         },
                     );
                     m.remove(a);

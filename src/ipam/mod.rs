@@ -364,6 +364,7 @@ impl Ipam {
                         granted: l.granted,
                         expires: l.expires,
                         pending: false,
+                        renewed: l.renewed,
                     },
                 );
             }
@@ -456,6 +457,7 @@ impl Ipam {
                         granted: req.now,
                         expires,
                         pending: true,
+                        renewed: false,
                     },
                 );
             }
@@ -473,14 +475,16 @@ impl Ipam {
                 if moved {
                     lease.set_stored_expires(0); // force the write below
                 }
-                // The device may be starting a new session on this address: a Stop for the
-                // one bound now must not free it (see `account`).
-                lease.mark_renewed();
             }
+            // The device may be starting a new session on this address: a Stop for the one
+            // bound now must not free it (see `account`), also after a restart — the mark is
+            // written (once per session, not durably).
+            let marked = !new && lease.mark_renewed() && lease.session_id().is_some();
             // A renewal is written only once the stored expiry lags by a quarter lease: in
             // steady state a reconnecting device costs no store write at all.
             let slack = pool.config.lease_time.as_secs() / 4;
-            let write = !new && lease.expires() >= lease.stored_expires() + slack.max(1);
+            let write =
+                marked || (!new && lease.expires() >= lease.stored_expires() + slack.max(1));
             if write {
                 lease.set_stored_expires(lease.expires());
             }

@@ -211,6 +211,7 @@ async fn each_pool_restores_its_own_range_of_leases() {
         session_id: None,
         granted: 100,
         expires: 10_000,
+        renewed: false,
     };
     store.put_lease(&orphan, true).await.unwrap();
     let before = ipam.sessions();
@@ -673,6 +674,41 @@ async fn two_nases_may_use_the_same_session_id() {
     assert_eq!((live.len(), live[0].addr), (1, y), "gw's session ended");
     assert!(ipam
         .account(AcctStatus::Stop, "00000001", None, "u", "gw2", 4)
+        .await
+        .unwrap());
+    assert!(ipam.sessions().is_empty());
+}
+
+/// The renewal's mark outlives a restart: a NAS sends its unanswered Stop again to the
+/// restarted daemon, and the lease stays the device's, whose new session is starting on it.
+#[tokio::test]
+async fn a_renewal_is_remembered_across_a_restart() {
+    let (_d, store) = temp();
+    let pools = [pool("p", "10.0.0.0/30", &[], 60)];
+    let ipam = Ipam::new(store.clone(), &pools, 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(ipam
+        .account(AcctStatus::Start, "S1", Some(x), "u", "gw", 1)
+        .await
+        .unwrap());
+    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    drop(ipam);
+    let ipam = Ipam::new(store.clone(), &pools, 3).unwrap();
+    assert!(ipam
+        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw", 3)
+        .await
+        .unwrap());
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].session_id.as_deref()), (1, None));
+    // The new session binds it; its Stop (no renewal since) frees it, then and after a restart.
+    assert!(ipam
+        .account(AcctStatus::Start, "S2", Some(x), "u", "gw", 4)
+        .await
+        .unwrap());
+    drop(ipam);
+    let ipam = Ipam::new(store.clone(), &pools, 5).unwrap();
+    assert!(ipam
+        .account(AcctStatus::Stop, "S2", Some(x), "u", "gw", 5)
         .await
         .unwrap());
     assert!(ipam.sessions().is_empty());

@@ -4,9 +4,9 @@
 //! The compact form is for the memory of the request path, not the disk: sled keeps in memory
 //! every page it reads (see docs/PERFORMANCE.md, "The store's floor"), so the bytes of the
 //! records it reads are resident. The scale benchmark's user record took 197 bytes as JSON and
-//! takes 124 here, its device 265 and 101, a lease 154 and 38. Records written under schema 1
+//! takes 124 here, its device 265 and 101, a lease 154 and 39. Records written under schema 1
 //! are JSON, which always starts with `{`: both are read, and a record is converted when it is
-//! next written.
+//! next written; so are leases of the first compact format (schema 2, without `renewed`).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,8 @@ use super::{DeviceRecord, LeaseRecord, ProfileRecord, StoreError, UserRecord};
 /// The first byte of a compact record (JSON records start with `{`). A change to the fields
 /// of a compactly stored record needs a new format byte: fields are found by position.
 const COMPACT_V1: u8 = 1;
+/// Leases since schema 3: `COMPACT_V1`'s fields and the `renewed` mark.
+const COMPACT_V2: u8 = 2;
 
 /// Why bytes are not a record (kept as `StoreError::Corrupt`'s source).
 pub type DecodeError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,13 +55,39 @@ impl Record for DeviceRecord {
     }
 }
 
+/// A lease as `COMPACT_V1` stored it: without the `renewed` mark.
+#[derive(Deserialize)]
+struct LeaseV1 {
+    addr: std::net::Ipv4Addr,
+    pool: String,
+    user: String,
+    device: String,
+    nas: String,
+    session_id: Option<String>,
+    granted: u64,
+    expires: u64,
+}
+
 impl Record for LeaseRecord {
     fn encode(&self) -> Vec<u8> {
-        compact(self)
+        postcard::to_extend(self, vec![COMPACT_V2]).expect("records serialize infallibly")
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        either(bytes, |l: LeaseRecord| l)
+        if let Some((&COMPACT_V2, rest)) = bytes.split_first() {
+            return Ok(postcard::from_bytes(rest)?);
+        }
+        either(bytes, |l: LeaseV1| LeaseRecord {
+            addr: l.addr,
+            pool: l.pool,
+            user: l.user,
+            device: l.device,
+            nas: l.nas,
+            session_id: l.session_id,
+            granted: l.granted,
+            expires: l.expires,
+            renewed: false,
+        })
     }
 }
 
@@ -188,12 +216,13 @@ mod tests {
             session_id: full.then(|| "S1".into()),
             granted: 1_764_000_000,
             expires: 1_764_003_600,
+            renewed: full,
         }
     }
 
     fn round_trip<T: Record + Serialize + PartialEq + std::fmt::Debug>(value: T) -> usize {
         let bytes = encode(&value);
-        assert_eq!(bytes[0], COMPACT_V1);
+        assert!([COMPACT_V1, COMPACT_V2].contains(&bytes[0]));
         assert_eq!(decode::<T>(b"k", &bytes).unwrap(), value);
         // What schema 1 wrote is read too.
         let json = serde_json::to_vec(&value).unwrap();
@@ -260,7 +289,22 @@ mod tests {
         );
         assert_eq!(
             hex(encode(&lease(true))),
-            "010a080102046d61696e05616c696365066c6170746f700361736101025331808292c906909e92c906"
+            "020a080102046d61696e05616c696365066c6170746f700361736101025331808292c906909e92c90601"
+        );
+        // Leases as schema 2 stored them, without the mark.
+        let v1 =
+            "010a080102046d61696e05616c696365066c6170746f700361736101025331808292c906909e92c906";
+        let bytes: Vec<u8> = (0..v1.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&v1[i..i + 2], 16).unwrap())
+            .collect();
+        let read = decode::<LeaseRecord>(b"k", &bytes).unwrap();
+        assert_eq!(
+            read,
+            LeaseRecord {
+                renewed: false,
+                ..lease(true)
+            }
         );
         assert_eq!(
             hex(encode(&user(false))),

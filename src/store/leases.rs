@@ -25,6 +25,11 @@ pub struct LeaseRecord {
     pub granted: u64,
     /// Unix seconds; without accounting refreshes the lease ends here.
     pub expires: u64,
+    /// The device was accepted again on this lease since its session was bound: a Stop for
+    /// that session leaves the lease to the device's next session (kept across a restart,
+    /// whose Stop the NAS may send again after it).
+    #[serde(default)]
+    pub renewed: bool,
 }
 
 impl Store {

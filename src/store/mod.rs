@@ -25,7 +25,8 @@ pub use users::UserRecord;
 /// Bumped when a record layout changes incompatibly; a newer store is refused, not misread.
 /// 2: users, devices and leases may be stored compactly (`codec`); a schema-1 store is
 /// marked 2 when opened, since its records are converted as they are written.
-const SCHEMA_VERSION: u32 = 2;
+/// 3: leases have a `renewed` mark (a new compact format byte; older ones are read).
+const SCHEMA_VERSION: u32 = 3;
 
 const META_TREE: &str = "meta";
 const USERS_TREE: &str = "users";
