@@ -24,6 +24,21 @@ fn req<'a>(device: &'a str, now: u64) -> LeaseRequest<'a> {
     }
 }
 
+/// Applies an Accounting-Request; whether it found its lease.
+async fn account(
+    ipam: &Ipam,
+    status: AcctStatus,
+    session_id: &str,
+    framed_ip: Option<Ipv4Addr>,
+    user: &str,
+    nas: &str,
+    now: u64,
+) -> bool {
+    ipam.account(status, session_id, framed_ip, user, nas, now)
+        .await
+        .unwrap()
+}
+
 fn temp() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -69,25 +84,13 @@ async fn accounting_binds_refreshes_and_releases() {
         Ipv4Addr::new(10, 0, 0, 2),
         "excluded address skipped"
     );
-    assert!(ipam
-        .account(AcctStatus::Start, "S1", Some(a.addr), "u", "gw", 10)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(a.addr), "u", "gw", 10).await);
     assert_eq!(ipam.sessions()[0].session_id.as_deref(), Some("S1"));
-    assert!(ipam
-        .account(AcctStatus::Interim, "S1", None, "u", "gw", 50)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Interim, "S1", None, "u", "gw", 50).await);
     assert_eq!(ipam.sessions()[0].expires, 110);
     // A Stop for another session id does not release it.
-    assert!(!ipam
-        .account(AcctStatus::Stop, "OLD", Some(a.addr), "u", "gw", 60)
-        .await
-        .unwrap());
-    assert!(ipam
-        .account(AcctStatus::Stop, "S1", Some(a.addr), "u", "gw", 60)
-        .await
-        .unwrap());
+    assert!(!account(&ipam, AcctStatus::Stop, "OLD", Some(a.addr), "u", "gw", 60).await);
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(a.addr), "u", "gw", 60).await);
     assert!(ipam.sessions().is_empty());
     assert!(store
         .leases_in(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST)
@@ -95,10 +98,7 @@ async fn accounting_binds_refreshes_and_releases() {
         .is_none());
     // A Start without Framed-IP-Address (ocserv) binds the user's unbound lease on that NAS.
     let c = ipam.lease(&req("d3", 61)).await.unwrap().unwrap();
-    assert!(ipam
-        .account(AcctStatus::Start, "S3", None, "u", "gw", 62)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Start, "S3", None, "u", "gw", 62).await);
     assert_eq!(
         ipam.sessions()
             .iter()
@@ -108,14 +108,8 @@ async fn accounting_binds_refreshes_and_releases() {
             .as_deref(),
         Some("S3")
     );
-    assert!(!ipam
-        .account(AcctStatus::Start, "S4", None, "nobody", "gw", 62)
-        .await
-        .unwrap());
-    assert!(ipam
-        .account(AcctStatus::Stop, "S3", None, "u", "gw", 63)
-        .await
-        .unwrap());
+    assert!(!account(&ipam, AcctStatus::Start, "S4", None, "nobody", "gw", 62).await);
+    assert!(account(&ipam, AcctStatus::Stop, "S3", None, "u", "gw", 63).await);
     // Sticky: d1 gets the same address back while it is free.
     let b = ipam.lease(&req("d2", 70)).await.unwrap().unwrap();
     assert_ne!(b.addr, a.addr);
@@ -124,10 +118,7 @@ async fn accounting_binds_refreshes_and_releases() {
         a.addr
     );
     // Accounting-On/Off releases that NAS's leases.
-    assert!(ipam
-        .account(AcctStatus::NasRestart, "", None, "u", "gw", 80)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::NasRestart, "", None, "u", "gw", 80).await);
     assert!(ipam.sessions().is_empty());
 }
 
@@ -197,10 +188,7 @@ async fn each_pool_restores_its_own_range_of_leases() {
     ipam.lease(&lease("a", "d2", "gw2", 100)).await.unwrap();
     ipam.lease(&lease("b", "d3", "gw1", 100)).await.unwrap();
     ipam.lease(&lease("b", "d4", "gw1", 150)).await.unwrap();
-    assert!(ipam
-        .account(AcctStatus::Start, "S1", None, "u", "gw2", 120)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Start, "S1", None, "u", "gw2", 120).await);
     // A lease of a pool since removed from the config, just above pool a's range.
     let orphan = LeaseRecord {
         addr: Ipv4Addr::new(10, 1, 1, 0),
@@ -367,13 +355,9 @@ async fn the_pool_gauges_follow_grants_accounting_and_sweeps() {
     assert!(!renewed.new);
     assert_eq!(used(), 2, "a renewal");
     assert_eq!(sessions(), 0, "no accounting yet");
-    ipam.account(AcctStatus::Start, "S1", Some(a.addr), "u", "gw", 20)
-        .await
-        .unwrap();
+    account(&ipam, AcctStatus::Start, "S1", Some(a.addr), "u", "gw", 20).await;
     assert_eq!((used(), sessions()), (2, 1), "Start binds a session");
-    ipam.account(AcctStatus::Stop, "S1", Some(a.addr), "u", "gw", 30)
-        .await
-        .unwrap();
+    account(&ipam, AcctStatus::Stop, "S1", Some(a.addr), "u", "gw", 30).await;
     assert_eq!((used(), sessions()), (1, 0), "released by Stop");
     assert_eq!(ipam.sweep(1_000).await.unwrap(), 1);
     assert_eq!(used(), 0, "swept");
@@ -409,17 +393,11 @@ async fn a_stop_for_the_session_a_renewal_replaced_keeps_the_address() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
     let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
-    assert!(ipam
-        .account(AcctStatus::Start, "S1", Some(x), "u", "gw", 1)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
     let again = ipam.lease(&req("d1", 2)).await.unwrap().unwrap();
     assert_eq!((again.addr, again.new), (x, false));
     // The old session ends after the new one was accepted: the lease stays, unbound.
-    assert!(ipam
-        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw", 3)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 3).await);
     let live = ipam.sessions();
     assert_eq!((live.len(), live[0].session_id.as_deref()), (1, None));
     assert!(store.leases_in(x, x).next().is_some(), "still stored");
@@ -438,14 +416,8 @@ async fn a_stop_for_the_session_a_renewal_replaced_keeps_the_address() {
         "x is still d1's"
     );
     // The new session's Start (ocserv: without Framed-IP-Address) binds it; its Stop frees it.
-    assert!(ipam
-        .account(AcctStatus::Start, "S2", None, "u", "gw", 6)
-        .await
-        .unwrap());
-    assert!(ipam
-        .account(AcctStatus::Stop, "S2", Some(x), "u", "gw", 7)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Start, "S2", None, "u", "gw", 6).await);
+    assert!(account(&ipam, AcctStatus::Stop, "S2", Some(x), "u", "gw", 7).await);
     assert_eq!(ipam.lease(&other("d3", 8)).await.unwrap().unwrap().addr, x);
 }
 
@@ -456,15 +428,20 @@ async fn a_stop_of_another_user_leaves_an_unbound_lease() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
     let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
-    assert!(!ipam
-        .account(AcctStatus::Stop, "OLD", Some(x), "someone-else", "gw", 1)
+    assert!(
+        !account(
+            &ipam,
+            AcctStatus::Stop,
+            "OLD",
+            Some(x),
+            "someone-else",
+            "gw",
+            1
+        )
         .await
-        .unwrap());
+    );
     assert_eq!(ipam.sessions().len(), 1);
-    assert!(ipam
-        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw", 2)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 2).await);
     assert!(ipam.sessions().is_empty());
 }
 
@@ -480,15 +457,9 @@ async fn a_lease_being_granted_is_left_to_its_grant() {
     grant_under_way(&ipam, "d1", 0).await;
     assert_eq!(pending(), Some(true));
     for status in [AcctStatus::Interim, AcctStatus::Stop] {
-        assert!(!ipam
-            .account(status, "OLD", Some(x), "u", "gw", 1)
-            .await
-            .unwrap());
+        assert!(!account(&ipam, status, "OLD", Some(x), "u", "gw", 1).await);
     }
-    assert!(!ipam
-        .account(AcctStatus::NasRestart, "", None, "", "gw", 1)
-        .await
-        .unwrap());
+    assert!(!account(&ipam, AcctStatus::NasRestart, "", None, "", "gw", 1).await);
     assert_eq!(ipam.sessions()[0].session_id, None);
 }
 
@@ -577,25 +548,13 @@ async fn accounting_from_another_nas_leaves_the_lease_alone() {
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
     let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
     for status in [AcctStatus::Start, AcctStatus::Interim, AcctStatus::Stop] {
-        assert!(!ipam
-            .account(status, "S9", Some(x), "u", "gw2", 1)
-            .await
-            .unwrap());
+        assert!(!account(&ipam, status, "S9", Some(x), "u", "gw2", 1).await);
     }
     let live = ipam.sessions();
     assert_eq!((live.len(), live[0].session_id.as_deref()), (1, None));
-    assert!(ipam
-        .account(AcctStatus::Start, "S1", Some(x), "u", "gw", 2)
-        .await
-        .unwrap());
-    assert!(!ipam
-        .account(AcctStatus::Stop, "S1", None, "u", "gw2", 3)
-        .await
-        .unwrap());
-    assert!(ipam
-        .account(AcctStatus::Stop, "S1", None, "u", "gw", 4)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 2).await);
+    assert!(!account(&ipam, AcctStatus::Stop, "S1", None, "u", "gw2", 3).await);
+    assert!(account(&ipam, AcctStatus::Stop, "S1", None, "u", "gw", 4).await);
     assert!(ipam.sessions().is_empty());
 }
 
@@ -607,41 +566,31 @@ async fn a_renamed_clients_leases_are_adopted_by_its_accounting() {
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
     ipam.set_clients(["gw", "gw2"]);
     let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
-    assert!(!ipam
-        .account(AcctStatus::Interim, "S1", Some(x), "u", "gw2", 1)
-        .await
-        .unwrap());
+    assert!(!account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw2", 1).await);
     ipam.set_clients(["gw-renamed", "gw2"]);
     // Not about this lease (another user's late Interim from another NAS): left alone.
-    assert!(!ipam
-        .account(AcctStatus::Interim, "OLD", Some(x), "v", "gw2", 2)
-        .await
-        .unwrap());
+    assert!(!account(&ipam, AcctStatus::Interim, "OLD", Some(x), "v", "gw2", 2).await);
     assert_eq!(ipam.sessions()[0].nas, "gw");
-    assert!(ipam
-        .account(AcctStatus::Interim, "S1", Some(x), "u", "gw-renamed", 2)
+    assert!(
+        account(
+            &ipam,
+            AcctStatus::Interim,
+            "S1",
+            Some(x),
+            "u",
+            "gw-renamed",
+            2
+        )
         .await
-        .unwrap());
+    );
     assert_eq!(ipam.sessions()[0].nas, "gw-renamed");
     // Bound, then renamed again: found by its session id alone, and taken over.
     ipam.set_clients(["gw-third", "gw2"]);
-    assert!(!ipam
-        .account(AcctStatus::Interim, "S2", None, "u", "gw2", 3)
-        .await
-        .unwrap());
-    assert!(ipam
-        .account(AcctStatus::Interim, "S1", None, "u", "gw-third", 3)
-        .await
-        .unwrap());
+    assert!(!account(&ipam, AcctStatus::Interim, "S2", None, "u", "gw2", 3).await);
+    assert!(account(&ipam, AcctStatus::Interim, "S1", None, "u", "gw-third", 3).await);
     assert_eq!(ipam.sessions()[0].nas, "gw-third");
-    assert!(!ipam
-        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw2", 4)
-        .await
-        .unwrap());
-    assert!(ipam
-        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw-third", 4)
-        .await
-        .unwrap());
+    assert!(!account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw2", 4).await);
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw-third", 4).await);
 }
 
 /// Two gateways number their sessions independently: the same Acct-Session-Id from each
@@ -657,25 +606,24 @@ async fn two_nases_may_use_the_same_session_id() {
     };
     let y = ipam.lease(&on_gw2).await.unwrap().unwrap().addr;
     for (addr, nas) in [(x, "gw"), (y, "gw2")] {
-        assert!(ipam
-            .account(AcctStatus::Start, "00000001", Some(addr), "u", nas, 1)
+        assert!(
+            account(
+                &ipam,
+                AcctStatus::Start,
+                "00000001",
+                Some(addr),
+                "u",
+                nas,
+                1
+            )
             .await
-            .unwrap());
+        );
     }
-    assert!(ipam
-        .account(AcctStatus::Interim, "00000001", None, "u", "gw", 2)
-        .await
-        .unwrap());
-    assert!(ipam
-        .account(AcctStatus::Stop, "00000001", None, "u", "gw", 3)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Interim, "00000001", None, "u", "gw", 2).await);
+    assert!(account(&ipam, AcctStatus::Stop, "00000001", None, "u", "gw", 3).await);
     let live = ipam.sessions();
     assert_eq!((live.len(), live[0].addr), (1, y), "gw's session ended");
-    assert!(ipam
-        .account(AcctStatus::Stop, "00000001", None, "u", "gw2", 4)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Stop, "00000001", None, "u", "gw2", 4).await);
     assert!(ipam.sessions().is_empty());
 }
 
@@ -687,29 +635,17 @@ async fn a_renewal_is_remembered_across_a_restart() {
     let pools = [pool("p", "10.0.0.0/30", &[], 60)];
     let ipam = Ipam::new(store.clone(), &pools, 0).unwrap();
     let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
-    assert!(ipam
-        .account(AcctStatus::Start, "S1", Some(x), "u", "gw", 1)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
     assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
     drop(ipam);
     let ipam = Ipam::new(store.clone(), &pools, 3).unwrap();
-    assert!(ipam
-        .account(AcctStatus::Stop, "S1", Some(x), "u", "gw", 3)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 3).await);
     let live = ipam.sessions();
     assert_eq!((live.len(), live[0].session_id.as_deref()), (1, None));
     // The new session binds it; its Stop (no renewal since) frees it, then and after a restart.
-    assert!(ipam
-        .account(AcctStatus::Start, "S2", Some(x), "u", "gw", 4)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Start, "S2", Some(x), "u", "gw", 4).await);
     drop(ipam);
     let ipam = Ipam::new(store.clone(), &pools, 5).unwrap();
-    assert!(ipam
-        .account(AcctStatus::Stop, "S2", Some(x), "u", "gw", 5)
-        .await
-        .unwrap());
+    assert!(account(&ipam, AcctStatus::Stop, "S2", Some(x), "u", "gw", 5).await);
     assert!(ipam.sessions().is_empty());
 }
