@@ -10,7 +10,7 @@ use crate::config::GatewayKind;
 use crate::policy::proxy::ProxyPush;
 use crate::policy::{Decision, Reason, ReplyPlan};
 use crate::radius::dict::{self, asa, ms};
-use crate::radius::packet::{Builder, Frame, HEADER_LEN};
+use crate::radius::packet::{Attributes, Builder, Frame, HEADER_LEN};
 use crate::radius::{crypto, dict::code};
 
 /// `[dns]`: the DNS servers every client gets.
@@ -27,18 +27,26 @@ pub struct Original<'a> {
     pub identifier: u8,
     pub authenticator: [u8; 16],
     pub secret: &'a [u8],
+    /// The request, if it carries Proxy-State attributes: RFC 2865 §5.33, a proxy's state
+    /// "MUST be copied unmodified and in order into the response packet".
+    pub proxy_state: Option<&'a [u8]>,
 }
 
 impl<'a> Original<'a> {
     /// Of a framed request.
-    pub fn of(frame: &Frame, secret: &'a [u8]) -> Self {
+    pub fn of(frame: &Frame<'a>, secret: &'a [u8]) -> Self {
         Self {
             identifier: frame.identifier(),
             authenticator: frame.authenticator(),
             secret,
+            proxy_state: (frame.proxy_state > 0).then_some(frame.bytes),
         }
     }
 }
+
+/// The most Proxy-State octets a request may carry: echoed, they must leave room in a
+/// 4,096-octet response for the largest set of reply attributes (under 1,000 octets).
+pub const MAX_PROXY_STATE: usize = 3_000;
 
 /// What the reply needs besides the decision.
 pub struct ReplyContext<'a> {
@@ -68,10 +76,16 @@ pub fn access_response(
     sign(request, resp)
 }
 
-/// A response to `request` with the Message-Authenticator (zeroed until signing) first.
+/// A response to `request` with the Message-Authenticator (zeroed until signing) first,
+/// then the request's Proxy-States.
 fn response(request: &Original<'_>, code: u8) -> Builder {
     let mut b = Builder::new(code, request.identifier);
     b.attr(dict::MESSAGE_AUTHENTICATOR, &[0; 16]);
+    if let Some(req) = request.proxy_state {
+        for (_, value) in Attributes::of(req).filter(|(t, _)| *t == dict::PROXY_STATE) {
+            b.attr(dict::PROXY_STATE, value);
+        }
+    }
     b
 }
 

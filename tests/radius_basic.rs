@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use crate::support::daemon::{default_config, SECRET};
+use ravpnd::radius::packet::Frame;
+
 use crate::support::packet::{verify, Client, Request};
 use crate::support::radclient;
 use crate::support::TestDaemon;
@@ -192,4 +194,108 @@ fn graceful_shutdown_on_sigterm() {
     let status = d.terminate();
     assert!(status.success(), "{status:?}");
     assert!(d.log().contains("stopped"));
+}
+
+/// RFC 2865 §5.33: a proxy's Proxy-States come back unmodified and in order, after the
+/// Message-Authenticator, in accepts, rejects and Accounting-Responses.
+#[test]
+fn proxy_states_are_echoed_in_order() {
+    let d = TestDaemon::start();
+    d.add_vpn_user("alice", "pw-alice-1");
+    let states = |output: &str| -> Vec<String> {
+        output
+            .lines()
+            .skip_while(|l| !l.starts_with("Received "))
+            .filter_map(|l| l.trim().strip_prefix("Proxy-State = "))
+            .map(str::to_owned)
+            .collect()
+    };
+    for (pw, code) in [("pw-alice-1", "Access-Accept"), ("nope", "Access-Reject")] {
+        let r = radclient::send(
+            d.auth_addr,
+            "auth",
+            SECRET,
+            &format!("User-Name=alice,User-Password={pw},Message-Authenticator=0x00,Proxy-State=0x01020304,Proxy-State=0xaabb"),
+        );
+        assert!(r.is(code), "{}", r.output);
+        assert_eq!(states(&r.output), ["0x01020304", "0xaabb"], "{}", r.output);
+    }
+    let r = radclient::send(
+        d.acct_addr,
+        "acct",
+        SECRET,
+        "Acct-Status-Type=Interim-Update,Acct-Session-Id=\"s1\",User-Name=alice,Proxy-State=0x0102",
+    );
+    assert!(r.is("Accounting-Response"), "{}", r.output);
+    assert_eq!(states(&r.output), ["0x0102"], "{}", r.output);
+    // The raw response: the Message-Authenticator first, then the state.
+    let c = Client::new(d.auth_addr);
+    let req = Request::access(5)
+        .user(b"alice")
+        .password("pw-alice-1", SECRET)
+        .attr(33, b"state-1");
+    c.send(&req.build(SECRET));
+    let resp = c.recv().expect("answered");
+    assert_eq!(verify(&resp, &req, SECRET).code, 2);
+    assert_eq!(&resp[38..47], b"\x21\x09state-1");
+    // As many as fit a response are echoed; more are refused, not answered truncated.
+    let many = |id, n| {
+        (0..n).fold(
+            Request::access(id)
+                .user(b"alice")
+                .password("pw-alice-1", SECRET),
+            |r, _| r.attr(33, &[7; 253]),
+        )
+    };
+    let req = many(6, 11);
+    c.send(&req.build(SECRET));
+    let resp = c.recv().expect("answered");
+    assert_eq!(verify(&resp, &req, SECRET).code, 2);
+    c.send(&many(7, 12).build(SECRET));
+    assert_eq!(c.recv_within(Duration::from_millis(700)), None);
+}
+
+/// An Accounting-Request's Message-Authenticator, when sent, is checked (its Request
+/// Authenticator alone does not make a wrong one right).
+#[test]
+fn accounting_with_a_wrong_message_authenticator_is_dropped() {
+    let d = TestDaemon::start();
+    let c = Client::new(d.acct_addr);
+    let req = |id| {
+        Request::accounting(id)
+            .attr(40, &3u32.to_be_bytes())
+            .attr(44, b"s1")
+            .user(b"alice")
+            .with_message_authenticator()
+    };
+    c.send(&req(1).build(SECRET));
+    assert!(c.recv().is_some(), "a right one is answered");
+    let mut bad = req(2).build(SECRET);
+    let ma = Frame::parse(&bad).unwrap().message_authenticator.unwrap();
+    bad[ma] ^= 1;
+    ravpnd::radius::crypto::sign_accounting_request(&mut bad, SECRET.as_bytes());
+    c.send(&bad);
+    assert_eq!(c.recv_within(Duration::from_millis(700)), None);
+    assert_eq!(
+        d.metric("ravpnd_dropped_total{cause=\"bad_message_authenticator\"}"),
+        1.0
+    );
+}
+
+/// RFC 3579 §3.2: an Access-Request with an EAP-Message and no Message-Authenticator is
+/// discarded, also from a client that does not require one otherwise.
+#[test]
+fn eap_without_message_authenticator_is_dropped() {
+    let d = TestDaemon::with_config(&default_config(false));
+    let c = Client::new(d.auth_addr);
+    let req = Request::access(1)
+        .user(b"alice")
+        .attr(79, &[2, 0, 0, 10, 1, b'a', b'l', b'i', b'c', b'e'])
+        .without_message_authenticator();
+    c.send(&req.build(SECRET));
+    assert_eq!(c.recv_within(Duration::from_millis(700)), None);
+    assert_eq!(
+        d.metric("ravpnd_dropped_total{cause=\"missing_message_authenticator\"}"),
+        1.0
+    );
 }

@@ -6,9 +6,11 @@ pub const SERVICE_TYPE: u8 = 6;
 pub const FRAMED_IP_ADDRESS: u8 = 8;
 pub const FRAMED_IP_NETMASK: u8 = 9;
 pub const REPLY_MESSAGE: u8 = 18;
+pub const PROXY_STATE: u8 = 33;
 pub const VENDOR_SPECIFIC: u8 = 26;
 pub const ACCT_STATUS_TYPE: u8 = 40;
 pub const ACCT_SESSION_ID: u8 = 44;
+pub const EAP_MESSAGE: u8 = 79;
 pub const MESSAGE_AUTHENTICATOR: u8 = 80;
 pub const ACCT_INTERIM_INTERVAL: u8 = 85;
 

@@ -59,6 +59,8 @@ struct Work {
     /// Accounting-Requests only, decoded in full: the record reads many attributes.
     /// Access-Requests are read in place (`Attributes`).
     accounting: Option<Packet>,
+    /// The request carries Proxy-States, which the response echoes.
+    proxy_state: bool,
     key: Key,
     ticket: Ticket,
     started: Instant,
@@ -152,10 +154,24 @@ impl Handler {
             return drop_it(DropCause::UnsupportedCode, source, nas, &code);
         }
         let secret = nas.secret.expose().as_bytes();
+        if frame.proxy_state > reply::MAX_PROXY_STATE {
+            return drop_it(
+                DropCause::Malformed,
+                source,
+                nas,
+                &"Proxy-State too long to echo",
+            );
+        }
         if code == dict::code::ACCOUNTING_REQUEST {
-            // The Request Authenticator covers the whole packet (RFC 2866 §3).
+            // The Request Authenticator covers the whole packet (RFC 2866 §3); a
+            // Message-Authenticator, when sent, must be right too.
             if !crypto::verify_accounting_request(frame.bytes, secret) {
                 return drop_it(DropCause::BadAuthenticator, source, nas, &"");
+            }
+            if let Some(off) = frame.message_authenticator {
+                if !crypto::verify_accounting_message_authenticator(frame.bytes, off, secret) {
+                    return drop_it(DropCause::BadMessageAuthenticator, source, nas, &"");
+                }
             }
         } else {
             match frame.message_authenticator {
@@ -166,8 +182,12 @@ impl Handler {
                 }
                 Some(_) => {}
                 // RFC 5997 §3: Status-Server without Message-Authenticator "MUST be silently
-                // discarded"; BlastRADIUS: so must Access-Requests from clients that require it.
-                None if nas.require_message_authenticator || code == dict::code::STATUS_SERVER => {
+                // discarded"; BlastRADIUS: so must Access-Requests from clients that require it;
+                // RFC 3579 §3.2: so should any with an EAP-Message.
+                None if nas.require_message_authenticator
+                    || code == dict::code::STATUS_SERVER
+                    || frame.eap =>
+                {
                     return drop_it(DropCause::MissingMessageAuthenticator, source, nas, &"");
                 }
                 None => {}
@@ -196,6 +216,7 @@ impl Handler {
         match self.dedup.begin(key, started) {
             Seen::New(ticket) => Triage::Work(Work {
                 bytes: frame.bytes.to_vec(),
+                proxy_state: frame.proxy_state > 0,
                 accounting,
                 key,
                 ticket,
@@ -217,6 +238,7 @@ impl Handler {
             identifier: work.key.identifier,
             authenticator: work.key.authenticator,
             secret: nas.secret.expose().as_bytes(),
+            proxy_state: work.proxy_state.then_some(&work.bytes),
         };
         match &work.accounting {
             Some(packet) => {

@@ -30,6 +30,10 @@ pub struct Frame<'a> {
     pub bytes: &'a [u8],
     /// Offset of the Message-Authenticator *value* (16 octets), if present.
     pub message_authenticator: Option<usize>,
+    /// Octets of Proxy-State attributes (headers included), which the response echoes.
+    pub proxy_state: usize,
+    /// An EAP-Message is present: RFC 3579 §3.2 requires a Message-Authenticator then.
+    pub eap: bool,
 }
 
 impl<'a> Frame<'a> {
@@ -50,6 +54,7 @@ impl<'a> Frame<'a> {
         }
         let bytes = &datagram[..len];
         let mut message_authenticator = None;
+        let (mut proxy_state, mut eap) = (0, false);
         let mut i = HEADER_LEN;
         while i < len {
             if len - i < 2 {
@@ -65,11 +70,17 @@ impl<'a> Frame<'a> {
                 }
                 message_authenticator = Some(i + 2);
             }
+            if typ == dict::PROXY_STATE {
+                proxy_state += alen;
+            }
+            eap |= typ == dict::EAP_MESSAGE;
             i += alen;
         }
         Ok(Self {
             bytes,
             message_authenticator,
+            proxy_state,
+            eap,
         })
     }
 

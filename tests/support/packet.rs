@@ -70,6 +70,13 @@ impl Request {
         self
     }
 
+    /// With a Message-Authenticator (an Accounting-Request's is computed, as FreeRADIUS
+    /// does, before its Request Authenticator, with that field zero).
+    pub fn with_message_authenticator(mut self) -> Self {
+        self.message_authenticator = true;
+        self
+    }
+
     pub fn build(&self, secret: &str) -> Vec<u8> {
         let mut p = vec![self.code, self.id, 0, 0];
         p.extend(self.authenticator);
