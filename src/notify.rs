@@ -303,16 +303,29 @@ fn render(batch: &[RegistrationFailure]) -> String {
         "ravpnd could not auto-register the following devices. Check the users' device\n\
          assignments (`ravpnd device list`) and reset or add devices as needed.\n\n",
     );
+    // Every field is one line: a control character in one (none should pass the request
+    // path's checks) is shown escaped.
+    let line = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
     for ev in batch {
         body.push_str(&format!(
             "time:     {}\nuser:     {}\nserial:   {}\nmac:      {}\nplatform: {}\nreason:   {}\nclient:   {}\n\n",
             humantime::format_rfc3339_seconds(ev.at),
-            ev.user,
-            ev.serial.as_deref().unwrap_or("-"),
-            ev.mac.as_deref().unwrap_or("-"),
-            ev.platform.as_deref().unwrap_or("-"),
+            line(&ev.user),
+            line(ev.serial.as_deref().unwrap_or("-")),
+            line(ev.mac.as_deref().unwrap_or("-")),
+            line(ev.platform.as_deref().unwrap_or("-")),
             ev.reason,
-            ev.client
+            line(&ev.client)
         ));
     }
     body
@@ -425,5 +438,17 @@ mod tests {
         ] {
             assert!(body.contains(part), "{part} in {body}");
         }
+        // A field cannot add lines of its own.
+        let forged = render(&[RegistrationFailure {
+            user: "mallory".into(),
+            serial: Some("X\nuser:     alice".into()),
+            mac: None,
+            platform: None,
+            reason: "serial in use",
+            client: "asa1".into(),
+            at: SystemTime::UNIX_EPOCH,
+        }]);
+        assert!(forged.contains("serial:   X\\nuser:     alice\n"), "{forged}");
+        assert!(!forged.contains("\nuser:     alice"), "{forged}");
     }
 }

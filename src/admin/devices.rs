@@ -8,11 +8,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{AdminState, ApiError};
-use crate::policy::device::normalize_mac;
+use crate::policy::device::{normalize_mac, valid_serial, MAX_SERIAL};
 use crate::store::{AuthMethod, DeviceRecord, DeviceType};
 
 const MAX_NAME: usize = 64;
-const MAX_SERIAL: usize = 128;
 
 /// A device as the admin describes it (add, import). Strings are parsed here so every
 /// problem can be reported by field name.
@@ -76,7 +75,7 @@ pub fn check_device_name(name: &str) -> Result<(), String> {
 
 fn check_serial(serial: &str) -> Result<String, String> {
     let s = serial.trim();
-    if s.is_empty() || s.len() > MAX_SERIAL || !s.chars().all(|c| c.is_ascii_graphic()) {
+    if !valid_serial(s) {
         return Err(format!(
             "serial: must be 1 to {MAX_SERIAL} printable characters without spaces"
         ));

@@ -69,6 +69,16 @@ impl DevicesConfig {
     }
 }
 
+/// The longest serial ID a device record holds.
+pub const MAX_SERIAL: usize = 128;
+
+/// A serial ID as a record may hold it: 1 to `MAX_SERIAL` printable ASCII characters, no
+/// spaces. What a request presents goes into records, logs and admin mail: anything else is
+/// no device ID.
+pub fn valid_serial(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_SERIAL && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// What the request says about the device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceIdentity {
@@ -81,7 +91,9 @@ pub struct DeviceIdentity {
 }
 
 impl DeviceIdentity {
-    /// Reads `mdm-tlv=<key>=<value>` Cisco-AVPairs (AnyConnect's device data).
+    /// Reads `mdm-tlv=<key>=<value>` Cisco-AVPairs (AnyConnect's device data). A value
+    /// that is not a serial, MAC or platform name as records hold them is ignored; of
+    /// several valid ones the first counts.
     pub fn from_avpairs<'a>(pairs: impl IntoIterator<Item = &'a str>, serial_key: &str) -> Self {
         let mut id = Self::default();
         for pair in pairs {
@@ -96,10 +108,16 @@ impl DeviceIdentity {
                 continue;
             }
             if key == serial_key {
-                id.serial = Some(value.to_owned());
+                if id.serial.is_none() && valid_serial(value) {
+                    id.serial = Some(value.to_owned());
+                }
             } else if key == "device-mac" {
-                id.mac = normalize_mac(value);
-            } else if key == "device-platform" {
+                id.mac = id.mac.take().or_else(|| normalize_mac(value));
+            } else if key == "device-platform"
+                && id.platform_raw.is_none()
+                && value.len() <= 64
+                && value.bytes().all(|b| b.is_ascii_graphic())
+            {
                 id.platform = platform(value);
                 id.platform_raw = Some(value.to_owned());
             }

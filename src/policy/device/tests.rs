@@ -31,6 +31,30 @@ fn identity_reads_anyconnect_avpairs() {
     assert_eq!(i.platform, Some(DeviceType::Windows));
     let g = DeviceIdentity::from_avpairs(pairs, "device-uid-global");
     assert_eq!(g.serial.as_deref(), Some("99"));
+    // What no record could hold is no device ID (it would reach records, logs and mail);
+    // of several, the first valid one counts.
+    let long = format!("mdm-tlv=device-uid={}", "A".repeat(MAX_SERIAL + 1));
+    for bad in [
+        "mdm-tlv=device-uid=EVIL\nuser:     alice",
+        "mdm-tlv=device-uid=two words",
+        "mdm-tlv=device-uid=caf\u{e9}",
+        long.as_str(),
+    ] {
+        let i = DeviceIdentity::from_avpairs([bad, "mdm-tlv=device-platform=win\nx"], "device-uid");
+        assert_eq!((i.serial, i.platform_raw), (None, None), "{bad:?}");
+    }
+    let i = DeviceIdentity::from_avpairs(
+        [
+            "mdm-tlv=device-uid=bad serial",
+            "mdm-tlv=device-uid=FIRST",
+            "mdm-tlv=device-uid=SECOND",
+            "mdm-tlv=device-mac=12-34-56-78-90-ab",
+            "mdm-tlv=device-mac=aa-aa-aa-aa-aa-aa",
+        ],
+        "device-uid",
+    );
+    assert_eq!(i.serial.as_deref(), Some("FIRST"));
+    assert_eq!(i.mac.as_deref(), Some("12:34:56:78:90:ab"));
     for (raw, t) in [
         ("mac-intel", Some(DeviceType::Mac)),
         ("mac-arm", Some(DeviceType::Mac)),
