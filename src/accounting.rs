@@ -11,6 +11,16 @@ use crate::policy::Policy;
 use crate::radius::dict::{self, acct_status};
 
 /// What an Accounting-Request carried, for the log line.
+/// Every `status` label an Accounting-Request is counted under.
+pub const STATUS_LABELS: [&str; 6] = [
+    "start",
+    "interim",
+    "stop",
+    "accounting_on",
+    "accounting_off",
+    "other",
+];
+
 #[derive(Debug)]
 pub struct AcctSummary {
     pub status: &'static str,

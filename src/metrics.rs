@@ -185,7 +185,7 @@ impl Metrics {
         );
         let mail_dropped = b.counter(
             "ravpnd_mail_dropped_total",
-            "Notifications dropped because the mail queue was full",
+            "Notifications dropped: the mail queue, or the batch of one mail, was full",
         );
         let pool_size = b.gauge_vec(
             "ravpnd_pool_addresses",
@@ -246,6 +246,20 @@ impl Metrics {
             "1 when the directory server is used for requests, 0 while it is skipped as down",
             &["server"],
         );
+        // Every label a counter can take exists from the start: a series that appears only at
+        // its first event makes `rate()` and alerts miss that event.
+        for r in [
+            Reason::NoDeviceId,
+            Reason::DeviceIdMismatch,
+            Reason::SerialInUse,
+            Reason::NoFreeDeviceSlot,
+            Reason::PlatformMismatch,
+        ] {
+            registration_failures.with_label_values(&[r.label()]);
+        }
+        for s in crate::accounting::STATUS_LABELS {
+            accounting.with_label_values(&[s]);
+        }
         let access = Reason::ALL
             .iter()
             .map(|r| {
@@ -328,8 +342,14 @@ mod tests {
             assert_eq!(DropCause::ALL[c as usize], c);
         }
         METRICS.dropped(DropCause::Timeout).inc();
-        assert!(METRICS
-            .render()
-            .contains("ravpnd_dropped_total{cause=\"timeout\"}"));
+        let text = METRICS.render();
+        assert!(text.contains("ravpnd_dropped_total{cause=\"timeout\"}"));
+        // Series that exist before their first event.
+        for series in [
+            "ravpnd_registration_failures_total{reason=\"serial_in_use\"} 0",
+            "ravpnd_accounting_total{status=\"stop\"} 0",
+        ] {
+            assert!(text.contains(series), "{series}");
+        }
     }
 }
