@@ -124,6 +124,16 @@ impl Store {
         cache_records: usize,
         page_cache_mib: u64,
     ) -> Result<Self, StoreError> {
+        // The store holds password hashes and the admin token: a directory it creates is the
+        // daemon user's alone, whatever the umask (an existing one keeps its mode).
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        }
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .mode(sled::Mode::HighThroughput)

@@ -551,3 +551,15 @@ async fn a_profile_link_needs_the_assignment_when_stored() {
     store.set_profile_link(&rec).await.unwrap();
     assert!(store.profile("alice", "laptop").unwrap().is_some());
 }
+
+/// A store directory it creates is the daemon user's alone (hashes, the admin token).
+#[test]
+fn a_new_store_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/ravpnd");
+    let _store = Store::open(&path).unwrap();
+    // What sled creates inside follows the umask; this directory closes it to others.
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}
