@@ -186,18 +186,19 @@ impl Pool {
         self.sessions_gauge.set(st.leases.sessions() as i64);
     }
 
-    /// Makes a new lease durable, then no longer pending; undoes it if the write fails.
-    /// Nothing else removes a pending lease (sweeps and accounting leave it alone), so the
-    /// lease at the address is still this one.
-    async fn write_grant(&self, store: &Store, record: &LeaseRecord) -> Result<(), IpamError> {
-        let written = store.put_lease(record, true).await;
+    /// Makes a new lease (written under the lock by `Ipam::lease`) durable, then no longer
+    /// pending; undoes it if the flush fails. Nothing else removes a pending lease (sweeps
+    /// and accounting leave it alone), so the lease at the address is still this one.
+    async fn write_grant(&self, store: &Store, addr: Ipv4Addr) -> Result<(), IpamError> {
+        let written = store.flush().await;
         {
             let mut st = self.state.lock();
             if written.is_err() {
-                st.leases.remove(record.addr);
-                st.free.insert(u32::from(record.addr));
+                st.leases.remove(addr);
+                st.free.insert(u32::from(addr));
+                forget_lease(store, addr);
                 self.publish(&st);
-            } else if let Some(l) = st.leases.get_mut(record.addr) {
+            } else if let Some(l) = st.leases.get_mut(addr) {
                 l.pending = false;
             }
         }
@@ -222,8 +223,8 @@ impl Pool {
         }
     }
 
-    /// Frees expired leases; returns their addresses.
-    fn sweep(&self, st: &mut PoolState, now: u64) -> Vec<Ipv4Addr> {
+    /// Frees expired leases, in memory and (not durably) in the store; returns how many.
+    fn sweep(&self, st: &mut PoolState, store: &Store, now: u64) -> usize {
         let expired: Vec<Ipv4Addr> = st
             .leases
             .iter()
@@ -233,8 +234,19 @@ impl Pool {
         for a in &expired {
             st.leases.remove(*a);
             st.free.insert(u32::from(*a));
+            forget_lease(store, *a);
         }
-        expired
+        expired.len()
+    }
+}
+
+/// Deletes the record of a lease just removed from memory; the caller holds the pool's lock,
+/// so a later grant of the address is written after this and is not deleted by it. A
+/// failure is logged, not returned: the record left behind only keeps the address out of
+/// the free set after a restart, until it expires — never hands it out twice.
+fn forget_lease(store: &Store, addr: Ipv4Addr) {
+    if let Err(e) = store.delete_lease(addr) {
+        tracing::warn!(%addr, error = %e, "could not delete an ended lease from the store");
     }
 }
 
@@ -401,7 +413,7 @@ impl Ipam {
         let netmask = pool.config.network.netmask();
         let expires = req.now + pool.config.lease_time.as_secs().max(1);
         let hint = req.hint.and_then(AddressHint::get);
-        let (addr, to_write, new, pending, sticky) = {
+        let (addr, new, pending, sticky) = {
             let mut st = pool.state.lock();
             let alive = |st: &PoolState, a: &Ipv4Addr| {
                 pool.config.network.contains(a)
@@ -431,7 +443,7 @@ impl Ipam {
                 let cursor = st.next;
                 let mut next = st.free.take_from(cursor);
                 if next.is_none() {
-                    pool.sweep(&mut st, req.now);
+                    pool.sweep(&mut st, &self.store, req.now);
                     next = st.free.take_from(cursor);
                 }
                 if let Some(a) = next {
@@ -491,12 +503,30 @@ impl Ipam {
             // What goes to the store, if anything: a renewal that writes nothing needs only
             // the address, no copy of the record.
             // `held_by` made `req.nas` the lease's NAS.
-            let to_write = (new || write).then(|| lease.record(addr, &pool.config.name, req.nas));
-            let out = (addr, to_write, new, lease.pending, sticky);
+            // Written under the lock, so the store sees this pool's changes in their order
+            // (a sweep's or Stop's delete of an earlier lease here cannot land after it).
+            let pending = lease.pending;
+            if new || write {
+                let record = lease.record(addr, &pool.config.name, req.nas);
+                let written = if new {
+                    self.store.write_lease(&record)
+                } else {
+                    self.store.refresh_lease(&record)
+                };
+                if let Err(e) = written {
+                    if new {
+                        st.leases.remove(addr);
+                        st.free.insert(u32::from(addr));
+                        forget_lease(&self.store, addr);
+                        pool.publish(&st);
+                    }
+                    return Err(e.into());
+                }
+            }
             if new {
                 pool.publish(&st);
             }
-            out
+            (addr, new, pending, sticky)
         };
         if hint != Some(addr) {
             if let Some(h) = req.hint {
@@ -509,23 +539,17 @@ impl Ipam {
             self.sticky.lock().insert(req.device, addr);
         }
         if new {
-            let record = to_write.expect("a new lease is always written");
             // A task of its own: a request given up on at its timeout drops this future, and
             // the grant must still end either durable and no longer pending (a pending lease
             // is never swept) or undone.
             let (store, pool) = (self.store.clone(), pool.clone());
-            tokio::spawn(async move { pool.write_grant(&store, &record).await }).await??;
-        } else {
+            tokio::spawn(async move { pool.write_grant(&store, addr).await }).await??;
+        } else if pending {
             // Renewal: nothing synchronous, and usually nothing at all (see `write`); a crash
             // loses at most a quarter lease of expiry. Only if the first grant is still being
             // written do we wait for it to end, so no Accept names a lease that is not
             // durable (or that its failed write undid).
-            if let Some(record) = &to_write {
-                self.store.refresh_lease(record)?;
-            }
-            if pending {
-                pool.granted(addr, req.device).await?;
-            }
+            pool.granted(addr, req.device).await?;
         }
         Ok(Some(Allocation { addr, netmask, new }))
     }
@@ -554,14 +578,12 @@ impl Ipam {
                     for a in &gone {
                         st.leases.remove(*a);
                         st.free.insert(u32::from(*a));
+                        forget_lease(&self.store, *a);
                     }
                     pool.publish(&st);
                     gone
                 };
-                for a in gone {
-                    any = true;
-                    self.store.remove_lease(a, false).await?;
-                }
+                any |= !gone.is_empty();
             }
             self.store.flush().await?;
             return Ok(any);
@@ -623,7 +645,7 @@ impl Ipam {
                         let lease = st.leases.get(addr).expect("found above");
                         let record = lease.record(addr, &pool.config.name, st.leases.nas_of(lease));
                         pool.publish(&st);
-                        Some((record, false))
+                        Some((self.store.write_lease(&record), false))
                     }
                     AcctStatus::Stop => {
                         let lease = st.leases.get(addr).expect("found above");
@@ -641,30 +663,26 @@ impl Ipam {
                                 let record =
                                     lease.record(addr, &pool.config.name, st.leases.nas_of(lease));
                                 pool.publish(&st);
-                                (record, false)
+                                (self.store.write_lease(&record), false)
                             })
                         } else {
-                            let rec = st.leases.remove(addr).expect("present");
-                            let record =
-                                rec.record(addr, &pool.config.name, st.leases.nas_of(&rec));
+                            st.leases.remove(addr).expect("present");
                             st.free.insert(u32::from(addr));
                             pool.publish(&st);
-                            Some((record, true))
+                            Some((self.store.delete_lease(addr), true))
                         }
                     }
                     AcctStatus::NasRestart => unreachable!("handled above"),
                 }
             };
-            let Some((record, released)) = change else {
+            // Written under the lock (see `Ipam::lease`); a Start and a release are durable
+            // before the response, an Interim is a refresh.
+            let Some((written, released)) = change else {
                 return Ok(false);
             };
-            if released {
-                self.store.remove_lease(record.addr, true).await?;
-            } else {
-                // Start is recorded durably before the response; Interim is a refresh.
-                self.store
-                    .put_lease(&record, status == AcctStatus::Start)
-                    .await?;
+            written?;
+            if released || status == AcctStatus::Start {
+                self.store.flush().await?;
             }
             return Ok(true);
         }
@@ -676,16 +694,9 @@ impl Ipam {
         let pools: Vec<Arc<Pool>> = self.pools.read().clone();
         let mut n = 0;
         for pool in pools {
-            let expired = {
-                let mut st = pool.state.lock();
-                let e = pool.sweep(&mut st, now);
-                pool.publish(&st);
-                e
-            };
-            for a in expired {
-                n += 1;
-                self.store.remove_lease(a, false).await?;
-            }
+            let mut st = pool.state.lock();
+            n += pool.sweep(&mut st, &self.store, now);
+            pool.publish(&st);
         }
         Ok(n)
     }

@@ -649,3 +649,46 @@ async fn a_renewal_is_remembered_across_a_restart() {
     assert!(account(&ipam, AcctStatus::Stop, "S2", Some(x), "u", "gw", 5).await);
     assert!(ipam.sessions().is_empty());
 }
+
+/// The store changes in the order memory does: a sweep freeing expired leases while their
+/// devices are granted the same (sticky) addresses again never deletes the new records —
+/// after a restart every lease memory had is still there (an address is never handed out
+/// twice). The old sweep deleted records after freeing the addresses, outside the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_never_deletes_a_lease_granted_meanwhile() {
+    let (_d, store) = temp();
+    let pools = [pool("p", "10.2.0.0/20", &[], 10)];
+    let ipam = Arc::new(Ipam::new(store.clone(), &pools, 0).unwrap());
+    let devices: Vec<String> = (0..2_000).map(|i| format!("d{i}")).collect();
+    for (round, now) in [(0u64, 0u64), (1, 20), (2, 40)] {
+        // Round 0 grants; later rounds find every lease expired, and race the sweep.
+        let sweep = {
+            let ipam = ipam.clone();
+            tokio::spawn(async move { ipam.sweep(now).await.unwrap() })
+        };
+        let grants = {
+            let (ipam, devices) = (ipam.clone(), devices.clone());
+            tokio::spawn(async move {
+                for d in &devices {
+                    ipam.lease(&req(d, now)).await.unwrap().unwrap();
+                }
+            })
+        };
+        sweep.await.unwrap();
+        grants.await.unwrap();
+        let stored: HashMap<Ipv4Addr, String> = store
+            .leases_in(Ipv4Addr::new(10, 2, 0, 0), Ipv4Addr::new(10, 2, 15, 255))
+            .map(|l| l.unwrap())
+            .filter(|l| l.expires > now)
+            .map(|l| (l.addr, l.device))
+            .collect();
+        for l in ipam.sessions() {
+            assert_eq!(
+                stored.get(&l.addr),
+                Some(&l.device),
+                "round {round}: {} lost from the store",
+                l.addr
+            );
+        }
+    }
+}

@@ -66,16 +66,23 @@ impl Store {
 
     /// Writes a lease and the device's sticky address; durable when `durable`.
     pub async fn put_lease(&self, lease: &LeaseRecord, durable: bool) -> Result<(), StoreError> {
+        self.write_lease(lease)?;
+        if durable {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a lease and its device's sticky address, not durably (`flush` makes it so).
+    /// Synchronous, so a pool can write under its lock: the store then changes in the order
+    /// the pool's memory does.
+    pub fn write_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
         let r = (&self.leases, &self.sticky).transaction(|(tl, ts)| {
             tl.insert(&lease.addr.octets(), encode(lease))?;
             ts.insert(lease.device.as_bytes(), &lease.addr.octets())?;
             Ok(())
         });
-        unwrap_tx(r)?;
-        if durable {
-            self.flush().await?;
-        }
-        Ok(())
+        unwrap_tx(r)
     }
 
     /// Stores `bytes` as the record of `addr`, as a damaged store might hold it.
@@ -93,10 +100,16 @@ impl Store {
 
     /// Deletes a lease (the sticky address stays); durable when `durable`.
     pub async fn remove_lease(&self, addr: Ipv4Addr, durable: bool) -> Result<(), StoreError> {
-        self.leases.remove(addr.octets())?;
+        self.delete_lease(addr)?;
         if durable {
             self.flush().await?;
         }
+        Ok(())
+    }
+
+    /// Deletes a lease, not durably; synchronous like `write_lease`.
+    pub fn delete_lease(&self, addr: Ipv4Addr) -> Result<(), StoreError> {
+        self.leases.remove(addr.octets())?;
         Ok(())
     }
 }
