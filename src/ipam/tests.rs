@@ -499,7 +499,8 @@ async fn reloaded_pools_follow_the_file_and_fail_whole() {
         pool("c", "10.2.0.0/30", &[], 60),
     );
     store.put_raw_lease(Ipv4Addr::new(10, 2, 0, 1), &[0x7f]);
-    assert!(ipam.add_pools(&[b.clone(), a.clone(), c], 1).is_err());
+    let e = ipam.add_pools(&[b.clone(), a.clone(), c], 1).unwrap_err();
+    assert!(e.to_string().contains("\"lease 10.2.0.1\""), "{e}");
     assert_eq!(names(&ipam), ["a"], "nothing added");
     ipam.add_pools(&[b, a], 1).unwrap();
     assert_eq!(names(&ipam), ["b", "a"]);

@@ -43,7 +43,14 @@ impl Store {
     ) -> impl Iterator<Item = Result<LeaseRecord, StoreError>> + '_ {
         self.leases.range(first.octets()..=last.octets()).map(|kv| {
             let (k, v) = kv?;
-            decode(&k, &v)
+            // Named by its address, not its key's raw octets.
+            decode(&k, &v).map_err(|e| match (e, <[u8; 4]>::try_from(k.as_ref())) {
+                (StoreError::Corrupt { source, .. }, Ok(octets)) => StoreError::Corrupt {
+                    key: format!("lease {}", Ipv4Addr::from(octets)),
+                    source,
+                },
+                (e, _) => e,
+            })
         })
     }
 
