@@ -288,3 +288,64 @@ fn a_broken_log_pipe_neither_drops_requests_nor_blocks_shutdown() {
     }
     panic!("no exit within 10 s of SIGTERM");
 }
+
+/// Runs `serve` in `dir` and expects it to exit by itself within 10 s; returns its stderr.
+fn serve_exits(dir: &std::path::Path) -> String {
+    let mut child = std::process::Command::new(crate::support::daemon::BIN)
+        .args(["--config", "ravpnd.toml", "serve"])
+        .current_dir(dir)
+        .env_remove("RAVPND_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            assert!(!out.status.success());
+            return stderr(&out);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    panic!("serve kept running:\n{}", stderr(&out));
+}
+
+/// An emptied or truncated token file would make every admin request fail with 401: the
+/// daemon refuses to start instead, saying why.
+#[test]
+fn serve_refuses_an_empty_or_short_admin_token_file() {
+    let dir = dir_with(&default_config(true));
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    for short in ["", "\n", "too-short\n"] {
+        std::fs::write(dir.path().join("data/admin.token"), short).unwrap();
+        let e = serve_exits(dir.path());
+        assert!(
+            e.contains("admin.token") && e.contains("fewer than 16"),
+            "{short:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_token_file_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = TestDaemon::start();
+    assert!(
+        !d.log().contains("admin token file is readable"),
+        "{}",
+        d.log()
+    );
+    d.terminate();
+    let token = d.dir.path().join("data/admin.token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.restart();
+    assert!(
+        d.log()
+            .contains("the admin token file is readable by group or others"),
+        "{}",
+        d.log()
+    );
+}

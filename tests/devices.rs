@@ -425,9 +425,8 @@ fn csv_import_all_or_nothing_with_line_numbers() {
     .unwrap();
     let e = d.fails(&["import", "devices", "bad.csv"]);
     assert!(e.contains("line 6: device_auth"), "{e}");
-    // The CLI reports what it can parse-check itself, and sends nothing; with line 6 fixed,
-    // the daemon reports every remaining bad row (a short one too: its missing cells are
-    // empty, not a parse error hiding the rest).
+    // With line 6 fixed, the daemon reports every remaining bad row (a short one too: its
+    // missing cells are empty, not a parse error hiding the rest).
     std::fs::write(
         dir.join("bad.csv"),
         "name,type,method,serial,mac,device_auth,enabled,user\n\
@@ -621,4 +620,103 @@ fn device_list_columns_fit_long_serials() {
     assert_eq!(row.find("alice"), Some(column), "{list}");
     let other = lines.iter().find(|l| l.starts_with("pc2")).unwrap();
     assert_eq!(&other[column..column + 1], "-", "{list}");
+}
+
+/// `.` and `..` vanish from URLs (the CLI could never name the device again) and a leading
+/// `-` reads as an option: refused in add and import, with the reason.
+#[test]
+fn device_names_dot_dotdot_and_dash_are_refused() {
+    let d = TestDaemon::start();
+    for name in [".", ".."] {
+        let e = d.fails(&["device", "add", name, "--type", "windows"]);
+        assert!(
+            e.contains(&format!("name: `{name}` is not allowed")) && e.contains("URLs"),
+            "{name}: {e}"
+        );
+    }
+    let e = d.fails(&["device", "add", "--type", "windows", "--", "-x"]);
+    assert!(e.contains("must not start with `-`"), "{e}");
+    std::fs::write(
+        d.dir.path().join("dots.csv"),
+        "name,type\n.,windows\nok,windows\n-x,mac\n",
+    )
+    .unwrap();
+    let e = d.fails(&["import", "devices", "dots.csv"]);
+    assert!(e.contains("line 2: name: `.` is not allowed"), "{e}");
+    assert!(
+        e.contains("line 4: name: `-x` must not start with `-`"),
+        "{e}"
+    );
+    assert!(!e.contains("line 3"), "{e}");
+    assert_eq!(
+        d.ok(&["device", "list"]).lines().count(),
+        1,
+        "nothing added"
+    );
+}
+
+/// A MAC already stored is reported on its line, like a stored serial.
+#[test]
+fn csv_import_reports_a_stored_mac_on_its_line() {
+    let d = TestDaemon::start();
+    d.ok(&[
+        "device",
+        "add",
+        "d1",
+        "--type",
+        "windows",
+        "--method",
+        "mac",
+        "--mac",
+        "12:34:56:78:90:ab",
+    ]);
+    std::fs::write(
+        d.dir.path().join("macs.csv"),
+        "name,type,method,mac\n\
+         d2,windows,mac,aa:bb:cc:dd:ee:ff\n\
+         d3,mac,mac,12-34-56-78-90-AB\n",
+    )
+    .unwrap();
+    let e = d.fails(&["import", "devices", "macs.csv"]);
+    assert!(
+        e.contains("line 3: mac `12:34:56:78:90:ab` is already used by device `d1`"),
+        "{e}"
+    );
+    assert!(!e.contains("line 2"), "{e}");
+}
+
+/// The CLI's own cell checks (a yes/no) and the daemon's (a user that does not exist) are
+/// reported together, in file order, and nothing is imported.
+#[test]
+fn csv_import_reports_cli_and_daemon_problems_in_one_run() {
+    let d = TestDaemon::start();
+    std::fs::write(
+        d.dir.path().join("mixed.csv"),
+        "name,type,device_auth,enabled,user\n\
+         ok1,windows,yes,yes,\n\
+         bad1,windows,maybe,yes,\n\
+         bad2,windows,no,yes,nobody\n\
+         bad3,windows,yes,perhaps,nobody\n",
+    )
+    .unwrap();
+    let e = d.fails(&["import", "devices", "mixed.csv"]);
+    let expected = [
+        "line 3: device_auth: `maybe` is not yes or no",
+        "line 4: user `nobody` not found",
+        "line 5: enabled: `perhaps` is not yes or no",
+        "line 5: user `nobody` not found",
+    ];
+    let mut at = 0;
+    for expect in expected {
+        let found = e[at..].find(expect);
+        assert!(found.is_some(), "{expect} (in order) in:\n{e}");
+        at += found.unwrap();
+    }
+    assert!(e.contains("4 bad row(s); nothing was imported"), "{e}");
+    assert!(!e.contains("line 2"), "{e}");
+    assert_eq!(
+        d.ok(&["device", "list"]).lines().count(),
+        1,
+        "nothing added"
+    );
 }

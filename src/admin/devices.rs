@@ -57,10 +57,15 @@ pub struct Assignment {
     pub device: String,
 }
 
-/// Checks the name rule: letters, digits, `-`, `_`, `.`.
+/// Checks the name rule: letters, digits, `-`, `_`, `.`. Not `.` or `..`: URLs drop those
+/// path segments, so the CLI could not name the device again; not a leading `-`: the CLI
+/// would read the name as an option.
 pub fn check_device_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(format!("name: must be 1 to {MAX_NAME} characters"));
+    }
+    if let Some(why) = unaddressable(name) {
+        return Err(format!("name: `{name}` {why}"));
     }
     if !name
         .chars()
@@ -71,6 +76,17 @@ pub fn check_device_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Why the CLI could not name `name` in a command (shared by user and device names).
+pub(super) fn unaddressable(name: &str) -> Option<&'static str> {
+    if name == "." || name == ".." {
+        Some("is not allowed: `.` and `..` cannot be named in the admin API's URLs")
+    } else if name.starts_with('-') {
+        Some("must not start with `-`: the CLI would take it for an option")
+    } else {
+        None
+    }
 }
 
 fn check_serial(serial: &str) -> Result<String, String> {
@@ -318,4 +334,23 @@ pub async fn unassign(
     s.store.unassign(&user, &device).await?;
     tracing::info!(%user, %device, "device unassigned");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_device_name;
+
+    #[test]
+    fn names_the_cli_cannot_address_are_refused() {
+        for bad in [".", "..", "-rf", "--help", "", "a b"] {
+            assert!(check_device_name(bad).is_err(), "{bad:?}");
+        }
+        let e = check_device_name("..").unwrap_err();
+        assert!(e.contains("`.` and `..`"), "{e}");
+        let e = check_device_name("-x").unwrap_err();
+        assert!(e.contains("must not start with `-`"), "{e}");
+        for good in ["...", "a.b", ".hidden", "x-", "laptop_1", "a..b"] {
+            assert_eq!(check_device_name(good), Ok(()), "{good:?}");
+        }
+    }
 }

@@ -7,13 +7,13 @@ pub mod token;
 mod users;
 
 pub use devices::{Assignment, DeviceInput, DevicePatch, DeviceView};
-pub use import::{DeviceRow, Imported, UserRow};
+pub use import::{DeviceRow, Imported, UserRow, MAX_BODY as MAX_IMPORT_BODY};
 pub use profiles::{SendBody, SendOutcome};
 pub use users::UserView;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -68,8 +68,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/sessions", get(sessions))
         .route("/profiles", get(profiles::list))
         .route("/profiles/send", post(profiles::send))
-        .route("/import/users", post(import::users))
-        .route("/import/devices", post(import::devices))
+        .route(
+            "/import/users",
+            post(import::users).layer(DefaultBodyLimit::max(import::MAX_BODY)),
+        )
+        .route(
+            "/import/devices",
+            post(import::devices).layer(DefaultBodyLimit::max(import::MAX_BODY)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -116,13 +122,30 @@ async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next:
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        .and_then(|v| bearer_token(v.as_bytes()));
     match presented {
         Some(token) if state.token.matches(token) => next.run(req).await,
         _ => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong admin token").into_response()
+            let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong admin token")
+                .into_response();
+            // RFC 7235 §3.1: "The server generating a 401 response MUST send a
+            // WWW-Authenticate header field containing at least one challenge".
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            resp
         }
     }
+}
+
+/// The credentials of an `Authorization: Bearer …` header. RFC 7235 §2.1: the scheme is
+/// "a case-insensitive token", followed by one or more spaces.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    let token = rest.trim_ascii_start();
+    (scheme.eq_ignore_ascii_case(b"Bearer") && !token.is_empty()).then_some(token)
 }
 
 /// An API error: status plus a message meant for the CLI user.
@@ -196,5 +219,24 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "Bearer   abc"] {
+            assert_eq!(
+                bearer_token(header.as_bytes()),
+                Some(&b"abc"[..]),
+                "{header}"
+            );
+        }
+        for header in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
+            assert_eq!(bearer_token(header.as_bytes()), None, "{header}");
+        }
     }
 }

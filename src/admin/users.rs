@@ -191,11 +191,15 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A user name the CLI can name again: see [`super::devices::unaddressable`].
 pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(ApiError::bad_request(format!(
             "user name must be 1 to {MAX_NAME} bytes"
         )));
+    }
+    if let Some(why) = super::devices::unaddressable(name) {
+        return Err(ApiError::bad_request(format!("user name `{name}` {why}")));
     }
     if name.chars().any(char::is_control) || name.trim() != name {
         return Err(ApiError::bad_request(
@@ -220,4 +224,31 @@ async fn hash(password: String) -> Result<String, ApiError> {
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn user_names_the_cli_cannot_address_are_refused() {
+        for (bad, why) in [
+            (".", "`.` and `..`"),
+            ("..", "`.` and `..`"),
+            ("-bob", "must not start with `-`"),
+            ("", "1 to 253"),
+        ] {
+            let e = check_name(bad).unwrap_err();
+            assert!(e.message().contains(why), "{bad:?}: {}", e.message());
+        }
+        for good in [
+            "alice",
+            "DOMAIN\\alice smith",
+            "bob@example.com",
+            "...",
+            "a-",
+        ] {
+            assert!(check_name(good).is_ok(), "{good:?}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! The admin-API client the CLI uses. It finds the daemon and its token from the same config.
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -122,26 +122,70 @@ impl AdminClient {
                 .map(Some)
                 .context("while reading the admin API answer");
         }
-        let message = resp
-            .json::<ErrorBody>()
-            .await
-            .map(|b| {
-                let mut m = b.error;
-                for p in b.problems {
-                    m.push_str("\n  ");
-                    m.push_str(&p);
-                }
-                m
-            })
-            .unwrap_or_else(|_| status.to_string());
-        match status {
-            StatusCode::UNAUTHORIZED => bail!(
-                "the daemon refused the admin token ({message}); check [admin] token in the config"
+        let text = resp.text().await.unwrap_or_default();
+        Err(ApiFailure::from_answer(status, &text).into())
+    }
+}
+
+/// An error answer of the admin API. Kept whole so that a caller can merge its `problems`
+/// with its own (the import does); displayed as a message for a person.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub error: String,
+    pub problems: Vec<String>,
+}
+
+impl ApiFailure {
+    /// The daemon's own errors are JSON ([`ErrorBody`]); those of the HTTP layer (a body too
+    /// large, a malformed request) are plain text or empty, and get a message here.
+    fn from_answer(status: StatusCode, text: &str) -> Self {
+        let (error, problems) = match serde_json::from_str::<ErrorBody>(text) {
+            Ok(b) => (b.error, b.problems),
+            Err(_) if status == StatusCode::PAYLOAD_TOO_LARGE => (
+                format!(
+                    "the daemon refused the request as too large ({status}): imports may \
+                     send up to {} MiB; split the file into smaller ones",
+                    crate::admin::MAX_IMPORT_BODY / (1024 * 1024)
+                ),
+                Vec::new(),
             ),
-            _ => bail!("{message}"),
+            Err(_) => {
+                let text: String = text.trim().chars().take(300).collect();
+                let error = if text.is_empty() {
+                    format!("the admin API answered {status}")
+                } else {
+                    format!("the admin API answered {status}: {text}")
+                };
+                (error, Vec::new())
+            }
+        };
+        Self {
+            status,
+            error,
+            problems,
         }
     }
 }
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status == StatusCode::UNAUTHORIZED {
+            return write!(
+                f,
+                "the daemon refused the admin token ({}); check [admin] token in the config",
+                self.error
+            );
+        }
+        f.write_str(&self.error)?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiFailure {}
 
 /// Percent-encodes a path segment.
 pub fn encode(segment: &str) -> String {
@@ -154,4 +198,28 @@ pub fn encode(segment: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_without_a_json_body_get_a_message() {
+        let e = ApiFailure::from_answer(StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded");
+        assert!(e.to_string().contains("too large") && e.to_string().contains("split the file"));
+        let e = ApiFailure::from_answer(StatusCode::UNPROCESSABLE_ENTITY, "missing field `x`\n");
+        assert_eq!(
+            e.to_string(),
+            "the admin API answered 422 Unprocessable Entity: missing field `x`"
+        );
+        let e = ApiFailure::from_answer(StatusCode::BAD_GATEWAY, "");
+        assert_eq!(e.to_string(), "the admin API answered 502 Bad Gateway");
+        let e = ApiFailure::from_answer(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"2 bad row(s)","problems":["line 2: a","line 3: b"]}"#,
+        );
+        assert_eq!(e.to_string(), "2 bad row(s)\n  line 2: a\n  line 3: b");
+        assert_eq!(e.problems.len(), 2);
+    }
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 
-use super::client::AdminClient;
+use super::client::{AdminClient, ApiFailure};
 use crate::admin::{DeviceInput, DeviceRow, Imported, UserRow};
 
 #[derive(Debug, Subcommand)]
@@ -16,7 +16,8 @@ pub enum ImportCommand {
     /// Users: columns `name` and optionally `password` (or `password_hash`, an argon2 PHC
     /// string from another system, quoted: it contains commas), `email`. With a directory
     /// source (Active Directory, Azure AD) every user must exist in the directory and has no
-    /// password here; one missing name imports nothing, and every one is reported.
+    /// password here; one missing name imports nothing, and every one is reported. Cells
+    /// are trimmed except passwords; quote a cell that contains a comma.
     Users {
         /// The CSV file.
         file: PathBuf,
@@ -30,13 +31,13 @@ pub enum ImportCommand {
 }
 
 pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()> {
-    let (path, endpoint, body) = match cmd {
+    let (path, endpoint, parsed) = match cmd {
         ImportCommand::Users { file } => {
-            let rows = read(
+            let parsed = read(
                 &file,
                 &["name"],
                 &["name", "password", "password_hash", "email"],
-                |line, get| {
+                |line, get, _| {
                     Ok(serde_json::to_value(UserRow {
                         line,
                         name: get("name").unwrap_or_default(),
@@ -46,12 +47,16 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
                     })?)
                 },
             )?;
-            let passwords = rows.iter().filter(|r| r["password"].is_string()).count();
-            if passwords > 100 {
+            let passwords = parsed
+                .rows
+                .iter()
+                .filter(|r| r["password"].is_string())
+                .count();
+            if passwords > 100 && parsed.problems.is_empty() {
                 // About 20-40 ms each on a small server: a large file takes minutes.
                 eprintln!("{passwords} passwords to hash: this takes a while");
             }
-            (file, "/import/users", rows)
+            (file, "/import/users", parsed)
         }
         ImportCommand::Devices { file } => {
             let cols = [
@@ -64,7 +69,14 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
                 "enabled",
                 "user",
             ];
-            let rows = read(&file, &["name", "type"], &cols, |line, get| {
+            let parsed = read(&file, &["name", "type"], &cols, |line, get, bad| {
+                // A bad yes/no is reported and left out, so the daemon still checks the rest
+                // of the row.
+                let mut flag = |col: &str| {
+                    get(col).and_then(|v| boolean(col, &v).map_err(|e| bad.push(e)).ok())
+                };
+                let device_auth = flag("device_auth");
+                let enabled = flag("enabled");
                 Ok(serde_json::to_value(DeviceRow {
                     line,
                     device: DeviceInput {
@@ -73,46 +85,100 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
                         method: get("method"),
                         serial: get("serial"),
                         mac: get("mac"),
-                        device_auth: get("device_auth")
-                            .map(|v| boolean("device_auth", &v))
-                            .transpose()?,
-                        enabled: get("enabled").map(|v| boolean("enabled", &v)).transpose()?,
+                        device_auth,
+                        enabled,
                     },
                     user: get("user"),
                 })?)
             })?;
-            (file, "/import/devices", rows)
+            (file, "/import/devices", parsed)
         }
     };
-    let done: Imported = client
-        .call_slow(Method::POST, endpoint, Some(&body))
-        .await?
-        .context("empty answer")?;
-    println!("{}: {} row(s) imported", path.display(), done.imported);
+    let Parsed { rows, mut problems } = parsed;
+    // With problems of its own the CLI still has the daemon check the rows (importing
+    // nothing), so one run reports every bad row.
+    let check_only = !problems.is_empty();
+    let url = if check_only {
+        format!("{endpoint}?check_only=true")
+    } else {
+        endpoint.to_owned()
+    };
+    let answer = match client
+        .call_slow::<_, Imported>(Method::POST, &url, Some(&rows))
+        .await
+    {
+        Ok(done) => done.context("empty answer")?,
+        Err(e) => match e.downcast::<ApiFailure>() {
+            Ok(f) if f.status == StatusCode::BAD_REQUEST && !f.problems.is_empty() => {
+                problems.extend(f.problems);
+                Imported {
+                    imported: 0,
+                    warnings: Vec::new(),
+                }
+            }
+            Ok(f) => return Err(f.into()),
+            Err(e) => return Err(e),
+        },
+    };
+    for w in &answer.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !problems.is_empty() {
+        // The CLI's and the daemon's problems, in file order.
+        problems.sort_by_key(|p| line_of(p));
+        bail!(
+            "{}: {} bad row(s); nothing was imported\n  {}",
+            path.display(),
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    println!("{}: {} row(s) imported", path.display(), answer.imported);
     Ok(())
 }
 
-fn boolean(column: &str, v: &str) -> anyhow::Result<bool> {
+/// The line number a problem starts with (`line N: …`).
+fn line_of(problem: &str) -> u64 {
+    problem
+        .strip_prefix("line ")
+        .and_then(|p| p.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn boolean(column: &str, v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "yes" | "y" | "true" | "1" | "on" | "enabled" => Ok(true),
         "no" | "n" | "false" | "0" | "off" | "disabled" => Ok(false),
-        _ => bail!("{column}: `{v}` is not yes or no"),
+        _ => Err(format!("{column}: `{v}` is not yes or no")),
     }
 }
 
 type Getter<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
-/// Parses the file; `row` builds one JSON row from a column getter. Collects every problem.
+/// A file's rows (as JSON) and the problems the CLI found in them, by line.
+struct Parsed {
+    rows: Vec<serde_json::Value>,
+    problems: Vec<String>,
+}
+
+/// Cells taken exactly as written: a password's spaces are part of it (other cells are
+/// trimmed).
+const UNTRIMMED: [&str; 2] = ["password", "password_hash"];
+
+/// Parses the file; `row` builds one JSON row from a column getter, pushing the problems of
+/// its cells. Collects every problem; a bad header row stops here (no row can be read).
 fn read(
     path: &Path,
     required: &[&str],
     known: &[&str],
-    row: impl Fn(u64, &Getter<'_>) -> anyhow::Result<serde_json::Value>,
-) -> anyhow::Result<Vec<serde_json::Value>> {
+    row: impl Fn(u64, &Getter<'_>, &mut Vec<String>) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<Parsed> {
     // Flexible: a short row's missing cells are empty, so its problems are reported with the
-    // others' instead of one "found 2 fields, expected 4" hiding them.
+    // others' instead of one "found 2 fields, expected 4" hiding them. A long row is reported
+    // below. Only headers are trimmed by the reader: see `UNTRIMMED`.
     let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .flexible(true)
         .from_path(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -136,42 +202,49 @@ fn read(
             problems.push(format!("line 1: required column `{r}` is missing"));
         }
     }
-    let mut rows = Vec::new();
-    if problems.is_empty() {
-        for record in reader.records() {
-            let record = match record {
-                Ok(r) => r,
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    problems.push(format!("line {line}: {e}"));
-                    continue;
-                }
-            };
-            let line = record.position().map_or(0, |p| p.line());
-            let get = |col: &str| {
-                headers
-                    .iter()
-                    .position(|h| h == col)
-                    .and_then(|i| record.get(i))
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_owned)
-            };
-            match row(line, &get) {
-                Ok(v) => rows.push(v),
-                Err(e) => problems.push(format!("line {line}: {e}")),
-            }
-        }
-    }
     if !problems.is_empty() {
         bail!(
-            "{}: {} bad row(s); nothing was imported\n  {}",
+            "{}: bad header row; nothing was imported\n  {}",
             path.display(),
-            problems.len(),
             problems.join("\n  ")
         );
     }
-    if rows.is_empty() {
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                problems.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() > headers.len() {
+            // An unquoted comma (in a password, say) shifts or cuts cells: never guess.
+            problems.push(format!(
+                "line {line}: {} cells but {} columns; quote a cell that contains a comma",
+                record.len(),
+                headers.len()
+            ));
+        }
+        let get = |col: &str| {
+            let i = headers.iter().position(|h| h == col)?;
+            let cell = record.get(i)?;
+            let cell = if UNTRIMMED.contains(&col) {
+                cell
+            } else {
+                cell.trim()
+            };
+            (!cell.is_empty()).then(|| cell.to_owned())
+        };
+        let mut bad = Vec::new();
+        let value = row(line, &get, &mut bad)?;
+        problems.extend(bad.into_iter().map(|p| format!("line {line}: {p}")));
+        rows.push(value);
+    }
+    if rows.is_empty() && problems.is_empty() {
         bail!("{}: no rows to import", path.display());
     }
-    Ok(rows)
+    Ok(Parsed { rows, problems })
 }

@@ -225,8 +225,7 @@ impl Store {
         index_entry(&self.serials, serial_key(serial))
     }
 
-    /// The device using `mac` (canonical form), if any.
-    #[cfg(test)]
+    /// The device using `mac` (canonical form), if any: imports check it per row.
     pub fn device_by_mac(&self, mac: &str) -> Result<Option<String>, StoreError> {
         index_entry(&self.macs, mac)
     }
