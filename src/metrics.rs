@@ -27,10 +27,13 @@ pub enum DropCause {
     ReceiveBuffer,
     /// It waited in the receive buffer longer than `[radius] max_queue_delay`.
     QueueDelay,
+    /// An Accounting-Request that could not be recorded (the store failed): unanswered, so
+    /// the NAS sends it again.
+    NotRecorded,
 }
 
 impl DropCause {
-    const ALL: [DropCause; 11] = [
+    const ALL: [DropCause; 12] = [
         DropCause::UnknownClient,
         DropCause::Malformed,
         DropCause::UnsupportedCode,
@@ -42,6 +45,7 @@ impl DropCause {
         DropCause::Internal,
         DropCause::ReceiveBuffer,
         DropCause::QueueDelay,
+        DropCause::NotRecorded,
     ];
 
     pub fn label(self) -> &'static str {
@@ -57,6 +61,7 @@ impl DropCause {
             DropCause::Internal => "internal_error",
             DropCause::ReceiveBuffer => "receive_buffer",
             DropCause::QueueDelay => "queue_delay",
+            DropCause::NotRecorded => "not_recorded",
         }
     }
 }

@@ -85,12 +85,19 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-/// Ready when the store answers, an authentication source is selected and, for a directory
-/// source, its health checks find at least one server reachable (the local source lives in
-/// the store).
+/// Ready when the store answers and can still write, an authentication source is selected
+/// and, for a directory source, its health checks find at least one server reachable (the
+/// local source lives in the store).
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
     if let Err(e) = s.store.user("") {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response();
+    }
+    if let Some(why) = s.store.failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store cannot write (restart the daemon once the cause is fixed): {why}\n"),
+        )
+            .into_response();
     }
     if !s.handler.policy().source_selected() {
         return (
@@ -113,7 +120,7 @@ async fn sessions(State(s): State<Arc<AdminState>>) -> Json<Vec<LeaseRecord>> {
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     s.kernel_drops.refresh();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         METRICS.render(),
     )
 }

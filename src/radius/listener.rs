@@ -353,6 +353,7 @@ impl Handler {
             Err(e) => {
                 // Not recorded: no answer, so the NAS retransmits (RFC 2866 §4.1).
                 warn!(client = %nas.name, error = %e, "accounting request not recorded");
+                METRICS.dropped(DropCause::NotRecorded).inc();
                 None
             }
         }

@@ -81,6 +81,8 @@ pub struct Store {
     profiles: sled::Tree,
     profile_tokens: sled::Tree,
     commit: Arc<GroupCommit>,
+    /// The first flush failure, kept: see `failure`.
+    failed: Arc<parking_lot::Mutex<Option<String>>>,
     cache: Arc<Caches>,
 }
 
@@ -164,6 +166,7 @@ impl Store {
             profiles: db.open_tree(PROFILES_TREE)?,
             profile_tokens: db.open_tree(PROFILE_TOKENS_TREE)?,
             commit: Arc::default(),
+            failed: Arc::default(),
             cache: Arc::new(Caches {
                 access: cache::RecordCache::new(cache_records),
             }),
@@ -191,9 +194,19 @@ impl Store {
             return Ok(());
         }
         let covered = c.requested.load(Ordering::SeqCst);
-        self.db.flush_async().await?;
+        if let Err(e) = self.db.flush_async().await {
+            // sled keeps failing once its log could not be written (even after space is
+            // freed): the store is unusable until a restart, and `/readyz` says so.
+            self.failed.lock().get_or_insert_with(|| e.to_string());
+            return Err(e.into());
+        }
         c.done.store(covered, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Why the store can no longer make writes durable (a flush failed), if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().clone()
     }
 }
 
