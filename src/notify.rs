@@ -118,6 +118,20 @@ impl SmtpConfig {
     }
 }
 
+/// Sends `message`, giving up after `timeout`. lettre's own timeout bounds only the TCP
+/// connect: a relay that accepts and then stays silent (no greeting, no reply) would hold
+/// the send, and with it the mail task and shutdown, forever.
+async fn send_within(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    message: Message,
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, transport.send(message)).await {
+        Ok(sent) => sent.map(|_| ()).map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer from the mail relay within {timeout:?}")),
+    }
+}
+
 /// One failed auto-registration, as the admin reads it.
 #[derive(Debug, Clone)]
 pub struct RegistrationFailure {
@@ -147,7 +161,7 @@ impl Notifier {
 
     /// Queues events from now on for a new task of `mailer`, spawned on `tasks` (`None`:
     /// drops them). The previous task, its queue closed, mails what it holds and ends. Tasks
-    /// stop when `shutdown` is cancelled, after one last attempt.
+    /// stop when `shutdown` is cancelled, after one last attempt (at most `[smtp] timeout`).
     pub fn switch(
         &self,
         mailer: Option<Mailer>,
@@ -181,6 +195,8 @@ pub struct Mailer {
     to: Vec<Mailbox>,
     batch_window: Duration,
     retry_for: Duration,
+    /// `[smtp] timeout`: one attempt at most, the last one at shutdown included.
+    timeout: Duration,
 }
 
 impl Mailer {
@@ -196,6 +212,7 @@ impl Mailer {
             to,
             batch_window,
             retry_for: smtp.retry_for,
+            timeout: smtp.timeout,
         })
     }
 
@@ -205,11 +222,13 @@ impl Mailer {
             // Wait for the first event of a batch.
             if batch.is_empty() {
                 tokio::select! {
+                    // Shutdown first: queued events must not start attempts after the last one.
+                    biased;
+                    _ = shutdown.cancelled() => return,
                     ev = rx.recv() => match ev {
                         Some(ev) => self.take(&mut batch, ev),
                         None => return,
                     },
-                    _ = shutdown.cancelled() => return,
                 }
                 // Gather what else arrives within the window.
                 let until = tokio::time::Instant::now() + self.batch_window;
@@ -238,6 +257,10 @@ impl Mailer {
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                 }
+            }
+            // That was the last attempt: what is still queued is not mailed.
+            if shutdown.is_cancelled() {
+                return;
             }
         }
     }
@@ -289,11 +312,7 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|e| e.to_string())?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        send_within(&self.transport, message, self.timeout).await
     }
 }
 
@@ -342,6 +361,8 @@ pub struct SmtpLinkMailer {
 pub struct Relay {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// `[smtp] timeout`: the admin waiting for the send gets an error, not a hang.
+    timeout: Duration,
 }
 
 impl Relay {
@@ -353,6 +374,7 @@ impl Relay {
         Ok(Some(Self {
             transport: smtp.transport().map_err(|e| format!("smtp: {e}"))?,
             from: smtp.from.parse().map_err(|e| format!("smtp.from: {e}"))?,
+            timeout: smtp.timeout,
         }))
     }
 }
@@ -384,12 +406,7 @@ impl crate::profiles::LinkMailer for SmtpLinkMailer {
                 .header(ContentType::TEXT_PLAIN)
                 .body(body)
                 .map_err(|e| e.to_string())?;
-            relay
-                .transport
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            send_within(&relay.transport, message, relay.timeout).await
         })
     }
 }
@@ -397,6 +414,80 @@ impl crate::profiles::LinkMailer for SmtpLinkMailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A relay that accepts connections and never says a word (no greeting, no replies);
+    /// each accepted connection is announced on the returned channel.
+    async fn silent_relay() -> (SmtpConfig, mpsc::UnboundedReceiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+                let _ = tx.send(());
+            }
+        });
+        let smtp = SmtpConfig {
+            host: Some("127.0.0.1".into()),
+            port: Some(port),
+            tls: SmtpTls::None,
+            timeout: Duration::from_secs(1),
+            ..SmtpConfig::default()
+        };
+        (smtp, rx)
+    }
+
+    /// A relay that never answers cannot hold the mail task, and so shutdown, past its
+    /// last attempt's `[smtp] timeout`.
+    #[tokio::test]
+    async fn failure_mail_to_a_silent_relay_ends_at_shutdown() {
+        let (smtp, mut accepted) = silent_relay().await;
+        let mailer = Mailer::new(&smtp, &["noc@example.com".into()], Duration::ZERO).unwrap();
+        let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let notifier = Notifier::disabled();
+        notifier.switch(Some(mailer), &tasks, &shutdown);
+        notifier.notify(RegistrationFailure {
+            user: "alice".into(),
+            serial: Some("ABC".into()),
+            mac: None,
+            platform: None,
+            reason: "no free device slot",
+            client: "asa1".into(),
+            at: SystemTime::now(),
+        });
+        // Shut down while the attempt is waiting for the greeting.
+        tokio::time::timeout(Duration::from_secs(5), accepted.recv())
+            .await
+            .expect("the mail task never connected");
+        shutdown.cancel();
+        tasks.close();
+        let margin = Duration::from_secs(2);
+        assert!(
+            tokio::time::timeout(smtp.timeout + margin, tasks.wait())
+                .await
+                .is_ok(),
+            "mail task still running {:?} after shutdown",
+            smtp.timeout + margin
+        );
+    }
+
+    /// The admin sending a profile link to a relay that never answers gets an error.
+    #[tokio::test]
+    async fn profile_link_to_a_silent_relay_fails_within_the_timeout() {
+        use crate::profiles::LinkMailer;
+        let (smtp, _accepted) = silent_relay().await;
+        let links = SmtpLinkMailer::default();
+        links.set(Relay::new(&smtp).unwrap());
+        let sent = tokio::time::timeout(
+            smtp.timeout + Duration::from_secs(2),
+            links.send("alice@example.com", "your VPN profile", "link".into()),
+        )
+        .await
+        .expect("profile link send still waiting for the relay");
+        let e = sent.expect_err("a silent relay accepted the mail");
+        assert!(e.contains("no answer from the mail relay"), "{e}");
+    }
 
     /// A closed queue (a reload replaced the task's) does not end the wait: the retry
     /// backoff sleeps instead of spinning against a relay that refuses.
@@ -448,7 +539,10 @@ mod tests {
             client: "asa1".into(),
             at: SystemTime::UNIX_EPOCH,
         }]);
-        assert!(forged.contains("serial:   X\\nuser:     alice\n"), "{forged}");
+        assert!(
+            forged.contains("serial:   X\\nuser:     alice\n"),
+            "{forged}"
+        );
         assert!(!forged.contains("\nuser:     alice"), "{forged}");
     }
 }

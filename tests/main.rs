@@ -17,3 +17,4 @@ mod radius_basic;
 mod restart;
 mod samba_fixture;
 mod sessions;
+mod smtp_stall;

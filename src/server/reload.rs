@@ -2,14 +2,14 @@
 //! log each changed key that keeps its old value until a restart.
 
 use std::fmt::Debug;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::notify::{Mailer, Notifier, Relay, SmtpLinkMailer};
 use crate::policy::Settings;
 use crate::radius::listener::{Handler, Live};
@@ -63,13 +63,57 @@ fn mail_changed(old: &Config, new: &Config) -> bool {
         || a.batch_window != b.batch_window
 }
 
+/// What a reload compares a new file with. Restart-only keys compare with the config the
+/// daemon started with, which is what still runs (a change reverted in the file is then no
+/// change); the keys a reload applies compare with the last config applied.
+struct Baseline {
+    started: Config,
+    applied: Config,
+}
+
+impl Baseline {
+    fn new(config: Config) -> Self {
+        Self {
+            started: config.clone(),
+            applied: config,
+        }
+    }
+
+    /// The restart-only keys of `new` that differ from the running values.
+    fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        restart_only(&self.started, new)
+    }
+
+    /// Whether the mail tasks must be rebuilt for `new`.
+    fn mail_changed(&self, new: &Config) -> bool {
+        mail_changed(&self.applied, new)
+    }
+
+    /// Records `new` as applied by a successful reload.
+    fn applied(&mut self, new: Config) {
+        self.applied = new;
+    }
+}
+
+/// A load error for the log. figment's parse errors (unknown key, bad value) name only the
+/// key, so the file is added; the other errors name their file or variable already.
+fn load_error(path: &Path, e: ConfigError) -> String {
+    let parse = matches!(e, ConfigError::Parse(_));
+    let e = anyhow::Error::new(e);
+    if parse {
+        format!("{}: {e:#}", path.display())
+    } else {
+        format!("{e:#}")
+    }
+}
+
 /// Swaps in clients, DNS, proxy, device and registration settings, mail settings and new
 /// pools. A config that does not validate, changes a pool in place, or names a mail relay that
 /// cannot be set up is refused and the running one kept.
 pub(super) async fn reload_on_sighup(
     handler: Arc<Handler>,
     mail: Mail,
-    mut current: Config,
+    started: Config,
     path: PathBuf,
     shutdown: CancellationToken,
 ) {
@@ -81,6 +125,7 @@ pub(super) async fn reload_on_sighup(
             return;
         }
     };
+    let mut baseline = Baseline::new(started);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -89,9 +134,8 @@ pub(super) async fn reload_on_sighup(
         let new = match Config::load_valid(&path) {
             Ok(c) => c,
             Err(e) => {
-                let e = anyhow::Error::new(e);
                 error!(
-                    error = format!("{e:#}"),
+                    error = load_error(&path, e),
                     "reload refused; the running configuration stays"
                 );
                 continue;
@@ -102,7 +146,8 @@ pub(super) async fn reload_on_sighup(
             error!(%why, "reload refused; the running configuration stays");
             continue;
         }
-        let setup = match mail_changed(&current, &new)
+        let setup = match baseline
+            .mail_changed(&new)
             .then(|| MailSetup::new(&new))
             .transpose()
         {
@@ -116,7 +161,7 @@ pub(super) async fn reload_on_sighup(
             error!(error = %e, "reload refused: new pools could not be added");
             continue;
         }
-        for key in restart_only(&current, &new) {
+        for key in baseline.needs_restart(&new) {
             warn!(
                 key,
                 "changed in the config file; takes effect after a restart"
@@ -135,7 +180,7 @@ pub(super) async fn reload_on_sighup(
             pools = new.pools.len(),
             "configuration reloaded"
         );
-        current = new;
+        baseline.applied(new);
     }
 }
 
@@ -233,6 +278,51 @@ mod tests {
             restart_only(&old, &new),
             ["radius.max_in_flight", "auth.local", "profiles", "log"]
         );
+    }
+
+    /// A restart-only key changed in the file is named at each reload while the daemon runs
+    /// the old value, and no more once the file is back at the running value.
+    #[test]
+    fn a_reverted_restart_only_change_is_no_change() {
+        let started = Config::default();
+        let mut baseline = Baseline::new(started.clone());
+        let mut moved = started.clone();
+        moved.radius.acct_addr = "127.0.0.1:11813".parse().unwrap();
+        assert_eq!(baseline.needs_restart(&moved), ["radius.acct_addr"]);
+        baseline.applied(moved.clone());
+        assert_eq!(baseline.needs_restart(&moved), ["radius.acct_addr"]);
+        baseline.applied(moved);
+        assert!(baseline.needs_restart(&started).is_empty());
+    }
+
+    /// Keys a reload applies compare with the last config applied, not the first.
+    #[test]
+    fn reloaded_keys_compare_with_the_last_applied() {
+        let started = Config::default();
+        let mut baseline = Baseline::new(started.clone());
+        let mut relay = started.clone();
+        relay.smtp.host = Some("mail.example.com".into());
+        assert!(baseline.mail_changed(&relay));
+        baseline.applied(relay.clone());
+        assert!(!baseline.mail_changed(&relay));
+        assert!(baseline.mail_changed(&started));
+    }
+
+    /// A file that does not parse (an unknown key, a bad value) is named with the key.
+    #[test]
+    fn a_parse_error_names_the_file() {
+        for (toml, key) in [
+            ("[radius]\nbogus = 1\n", "bogus"),
+            ("[radius]\nacct_addr = \"nowhere\"\n", "radius.acct_addr"),
+        ] {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), toml).unwrap();
+            let e = Config::load_valid(file.path()).unwrap_err();
+            let text = load_error(file.path(), e);
+            let path = file.path().display().to_string();
+            assert!(text.starts_with(&format!("{path}: ")), "{text}");
+            assert!(text.contains(key), "{text}");
+        }
     }
 
     /// `Debug` redacts secrets: a changed password alone must still be seen.
