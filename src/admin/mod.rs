@@ -120,7 +120,10 @@ async fn sessions(State(s): State<Arc<AdminState>>) -> Json<Vec<LeaseRecord>> {
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     s.kernel_drops.refresh();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         METRICS.render(),
     )
 }
