@@ -22,6 +22,7 @@ use crate::config::{AuthSource, Config, Secret};
 use crate::ipam::{Ipam, IpamError};
 use crate::notify::{Notifier, SmtpLinkMailer};
 use crate::policy::{Policy, Settings};
+use crate::profiles::listener::{ConnectionCap, MAX_CONNECTIONS, MAX_CONNECTION_LIFETIME};
 use crate::profiles::{Profiles, ProfilesConfig, SystemClock};
 use crate::radius::kernel_drops::KernelDrops;
 use crate::radius::listener::{self, Handler, Listener, Live, Port};
@@ -296,7 +297,7 @@ pub async fn run(
         }
         None => None,
     };
-    let admin_stop = CancellationToken::new();
+    let admin_handle = axum_server::Handle::<SocketAddr>::new();
     let kernel_drops = KernelDrops::watch(&[&sockets.auth, &sockets.acct]);
     let app = admin::router(Arc::new(AdminState {
         store: store.clone(),
@@ -307,14 +308,11 @@ pub async fn run(
         directory,
         kernel_drops,
     }));
-    let admin_task = tokio::spawn({
-        let stop = admin_stop.clone();
-        async move {
-            axum::serve(sockets.admin, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-    });
+    let admin_task = tokio::spawn(
+        limit_requests(axum_server::Server::from_listener(sockets.admin))
+            .handle(admin_handle.clone())
+            .serve(app.into_make_service()),
+    );
 
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(config.radius.max_in_flight));
@@ -371,7 +369,7 @@ pub async fn run(
     mail_stop.cancel();
     mail_tasks.close();
     mail_tasks.wait().await;
-    admin_stop.cancel();
+    admin_handle.graceful_shutdown(None);
     match admin_task.await {
         Ok(r) => r.map_err(ServerError::Admin)?,
         Err(e) => tracing::error!(error = %e, "admin task panicked"),
@@ -399,7 +397,25 @@ async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
     }
 }
 
-/// Serves `GET /profile/<token>`, over TLS when `[profiles] cert`/`key` are set.
+/// How long a client may take to send a request's headers, and an idle keep-alive
+/// connection may wait for the next request, before it is closed (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Timeouts for an HTTP listener. hyper's header-read timeout (off in axum_server's builder)
+/// covers HTTP/1 requests after the first too; the first-request timeout also bounds what
+/// precedes the headers: protocol detection, and a client that sends nothing at all.
+fn limit_requests<A: axum_server::Address, Acc>(
+    mut server: axum_server::Server<A, Acc>,
+) -> axum_server::Server<A, Acc> {
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    server.first_request_timeout(HEADER_READ_TIMEOUT)
+}
+
+/// Serves `GET /profile/<token>`, over TLS when `[profiles] cert`/`key` are set, with the
+/// request timeouts and at most `MAX_CONNECTIONS` connections (before any TLS handshake).
 async fn serve_profiles(
     listener: std::net::TcpListener,
     profiles: Arc<Profiles>,
@@ -409,18 +425,16 @@ async fn serve_profiles(
 ) -> std::io::Result<()> {
     let app = crate::profiles::http::router(profiles, config.invalid_per_minute)
         .into_make_service_with_connect_info::<SocketAddr>();
+    let cap = ConnectionCap::new(MAX_CONNECTIONS, MAX_CONNECTION_LIFETIME);
     match tls {
         Some(tls) => {
-            axum_server::tls_rustls::from_tcp_rustls(listener, tls)?
-                .handle(handle)
-                .serve(app)
-                .await
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls)?
+                .map(|tls| tls.acceptor(cap));
+            limit_requests(server).handle(handle).serve(app).await
         }
         None => {
-            axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(app)
-                .await
+            let server = axum_server::from_tcp(listener)?.acceptor(cap);
+            limit_requests(server).handle(handle).serve(app).await
         }
     }
 }

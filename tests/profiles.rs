@@ -1,7 +1,10 @@
 //! Profile distribution on the real binary: a real SMTP server receives the link, curl
 //! downloads the profile, python's XML parser reads it.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::support::daemon::default_config;
 use crate::support::radclient;
@@ -307,4 +310,243 @@ fn an_unreadable_tls_key_stops_the_start_with_the_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("profile download TLS"), "{err}");
+}
+
+/// A profile link for alice's laptop, allowing `downloads` (`"1"`…`"5"`, `"unlimited"`).
+fn send_link(d: &TestDaemon, smtp: &SmtpServer, downloads: &str) -> String {
+    d.add_user("alice", "alice-pass");
+    d.ok(&["device", "add", "laptop", "--type", "windows"]);
+    d.ok(&["assign", "alice", "laptop"]);
+    d.ok(&[
+        "profile",
+        "send",
+        "alice",
+        "laptop",
+        "--email",
+        "alice@example.com",
+        "--downloads",
+        downloads,
+    ]);
+    link_in(&smtp.wait_for(1, Duration::from_secs(10))[0])
+}
+
+/// A connection that sent the start of a request line and nothing more.
+fn half_open(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /profile/").unwrap();
+    s
+}
+
+/// Whether the server closed `s` (end of stream or reset) within `wait`.
+fn closed_within(mut s: &TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut sink = Vec::new();
+    match s.read_to_end(&mut sink) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// Slowloris: a client that never finishes its request line is cut off by the header-read
+/// timeout, on the public download listener and on the admin API alike.
+#[test]
+fn partial_requests_are_closed_by_the_header_read_timeout() {
+    let web = free_port();
+    let d = TestDaemon::with_config(&config(free_port(), web));
+    let web: SocketAddr = ([127, 0, 0, 1], web).into();
+    let waits: Vec<_> = [web, d.admin_addr]
+        .into_iter()
+        .map(|addr| {
+            std::thread::spawn(move || {
+                let s = half_open(addr);
+                let start = Instant::now();
+                let closed = closed_within(&s, Duration::from_secs(15));
+                (addr, closed, start.elapsed())
+            })
+        })
+        .collect();
+    for w in waits {
+        let (addr, closed, after) = w.join().unwrap();
+        assert!(closed, "{addr}: still open after {after:?}");
+        assert!(
+            after >= Duration::from_secs(5),
+            "{addr}: closed after {after:?}"
+        );
+    }
+}
+
+/// Lowers the soft open-files limit of a running process (util-linux `prlimit`).
+fn limit_open_files(pid: u32, soft: usize) {
+    let out = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+        .output()
+        .expect("prlimit (util-linux)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Half-open connections up to the cap leave downloads working; those over it are closed at
+/// once, so a flood cannot use up the daemon's file descriptors (here limited to what the
+/// cap needs and some room): the admin CLI keeps answering, and downloads work again as soon
+/// as the flood lets go.
+#[test]
+fn half_open_connections_are_capped_and_downloads_keep_working() {
+    const CAP: usize = ravpnd::profiles::listener::MAX_CONNECTIONS;
+    let smtp = SmtpServer::start();
+    let web = free_port();
+    let d = TestDaemon::with_config(&config(smtp.port, web));
+    let link = send_link(&d, &smtp, "unlimited");
+    limit_open_files(d.pid(), open_files(d.pid()) + CAP + 64);
+    let web: SocketAddr = ([127, 0, 0, 1], web).into();
+
+    let mut held: Vec<TcpStream> = (0..CAP - 6).map(|_| half_open(web)).collect();
+    let r = curl(&link);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+
+    let mut over: Vec<TcpStream> = (0..150).map(|_| half_open(web)).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let closed = over
+        .iter()
+        .filter(|s| closed_within(s, Duration::from_millis(200)))
+        .count();
+    assert!(
+        closed >= 150 - 6,
+        "only {closed} of 150 over the cap closed"
+    );
+    assert!(d.ok(&["profile", "list"]).contains("alice"));
+
+    held.clear();
+    over.clear();
+    let r = curl(&link);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+/// Mail link scanners send HEAD: it must not use up a one-download link.
+#[test]
+fn a_head_request_does_not_use_up_the_link() {
+    let smtp = SmtpServer::start();
+    let d = TestDaemon::with_config(&config(smtp.port, free_port()));
+    let link = send_link(&d, &smtp, "1");
+    let out = Command::new("curl")
+        .args(["-s", "-I", &link])
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(status_of(&d, "alice"), "waiting_for_download");
+    let r = curl(&link);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("AnyConnectProfile"), "{r}");
+    assert!(curl(&link).starts_with("HTTP/1.1 410"));
+}
+
+/// Without `[profiles] listen` nothing serves the links: sending one is refused (409).
+#[test]
+fn send_is_refused_without_a_download_listener() {
+    let smtp = SmtpServer::start();
+    let cfg = config(smtp.port, free_port());
+    let cfg: String = cfg
+        .lines()
+        .filter(|l| !l.starts_with("listen ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let d = TestDaemon::with_config(&cfg);
+    d.add_user("alice", "alice-pass");
+    d.ok(&["device", "add", "laptop", "--type", "windows"]);
+    d.ok(&["assign", "alice", "laptop"]);
+    let e = d.fails(&[
+        "profile",
+        "send",
+        "alice",
+        "laptop",
+        "--email",
+        "alice@example.com",
+    ]);
+    assert!(e.contains("download listener is not configured"), "{e}");
+    let token = std::fs::read_to_string(d.dir.path().join("data/admin.token")).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"user":"alice","device":"laptop","email":"alice@example.com","valid_days":7,"downloads":1}"#,
+            &format!("http://{}/api/v1/profiles/send", d.admin_addr),
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "409");
+    assert!(smtp.messages().is_empty());
+    assert_eq!(status_of(&d, "alice"), "send_mail");
+}
+
+/// A relay that accepts connections and never says a word: each delivery attempt lasts the
+/// whole `[smtp] timeout`.
+fn stalled_relay() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().map_while(Result::ok) {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// `profile send --all` with a slow relay takes as long as the daemon's sends, beyond the
+/// CLI's usual 30 s; each failed send is reported and logged with its user and device.
+#[test]
+fn send_all_waits_for_a_slow_relay_and_logs_each_failed_send() {
+    let relay = stalled_relay();
+    let cfg = config(relay, free_port())
+        .replace("tls = \"none\"\n", "tls = \"none\"\ntimeout = \"16s\"\n");
+    let d = TestDaemon::with_config(&cfg);
+    for u in ["bob", "carol"] {
+        d.add_user(u, "pass-1234");
+        d.ok(&["user", "set", u, "--email", &format!("{u}@example.com")]);
+        d.ok(&["device", "add", &format!("{u}-pc"), "--type", "windows"]);
+        d.ok(&["assign", u, &format!("{u}-pc")]);
+    }
+    let start = Instant::now();
+    let out = d.cli(&["profile", "send", "--all"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "after {:?}: {stderr}",
+        start.elapsed()
+    );
+    for who in ["bob/bob-pc", "carol/carol-pc"] {
+        assert!(
+            stderr.contains(&format!("skipped {who}: the mail could not be sent")),
+            "{stderr}"
+        );
+    }
+    let log = d.log();
+    for (u, dev) in [("bob", "bob-pc"), ("carol", "carol-pc")] {
+        assert!(
+            log.lines().any(|l| l.contains("profile link mail failed")
+                && l.contains(&format!("user={u}"))
+                && l.contains(&format!("device={dev}"))),
+            "{log}"
+        );
+    }
 }

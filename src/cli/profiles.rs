@@ -107,8 +107,11 @@ pub async fn run(client: &AdminClient, cmd: ProfileCommand) -> anyhow::Result<()
                     downloads,
                 },
             };
+            // The daemon sends one mail after another, each bounded by [smtp] timeout:
+            // `--all` (or a slow relay) can take longer than the usual 30 s, and a request
+            // given up on goes on sending unseen.
             let out: SendOutcome = client
-                .call(Method::POST, "/profiles/send", Some(&body))
+                .call_slow(Method::POST, "/profiles/send", Some(&body))
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("empty answer"))?;
             for p in &out.sent {

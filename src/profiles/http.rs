@@ -1,6 +1,7 @@
-//! The public download listener: `GET /profile/<token>`. Links that do not work (404, 410) are
-//! rate-limited per source address (429), so tokens cannot be guessed at speed; a working link
-//! is always served, since behind a reverse proxy or a shared NAT every user has one address.
+//! The public download listener: `GET /profile/<token>` (and `HEAD`, which counts nothing).
+//! Links that do not work (404, 410) are rate-limited per source address (429), so tokens
+//! cannot be guessed at speed; a working link is always served, since behind a reverse proxy
+//! or a shared NAT every user has one address.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -65,11 +66,24 @@ struct PublicState {
 
 pub fn router(profiles: Arc<Profiles>, invalid_per_minute: u32) -> Router {
     Router::new()
-        .route("/profile/{token}", get(download))
+        .route("/profile/{token}", get(download).head(head))
         .with_state(Arc::new(PublicState {
             profiles,
             limit: InvalidTokenLimit::new(invalid_per_minute),
         }))
+}
+
+/// `HEAD /profile/<token>`: mail link scanners check links with HEAD, and must not use up a
+/// one-download link. It never touches the store, so it answers 200 whatever the token and
+/// tells a guesser nothing. (Without this route axum would answer HEAD with `download`.)
+async fn head() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/xml; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        (),
+    )
 }
 
 async fn download(

@@ -6,6 +6,7 @@
 //! link mail without a relay.
 
 pub mod http;
+pub mod listener;
 mod xml;
 
 use std::future::Future;
@@ -242,6 +243,15 @@ impl Profiles {
         device: &str,
         req: &SendRequest,
     ) -> Result<ProfileView, ProfileError> {
+        // Else the mail would carry a link that nothing serves. (A conflict with the config,
+        // not a bad request: 409, as the admin API maps it.)
+        if self.config.listen.is_none() {
+            return Err(ProfileError::Store(StoreError::Conflict(
+                "profile links cannot be sent: the download listener is not configured \
+                 (set [profiles] listen, and base_url as users reach it, then restart ravpnd)"
+                    .into(),
+            )));
+        }
         if !(1..=30).contains(&req.valid_days) {
             return Err(ProfileError::Invalid(format!(
                 "valid days must be 1 to 30, not {}",
@@ -308,10 +318,11 @@ impl Profiles {
             .subject
             .clone()
             .unwrap_or_else(|| self.config.subject.clone());
-        self.mailer
-            .send(&email, &subject, body)
-            .await
-            .map_err(ProfileError::Mail)?;
+        if let Err(e) = self.mailer.send(&email, &subject, body).await {
+            // The admin sees it too, but `send --all` may run longer than anyone watches.
+            tracing::warn!(%user, %device, error = %e, "profile link mail failed");
+            return Err(ProfileError::Mail(e));
+        }
         // Recorded only once the mail is out: a failed send leaves the old link working.
         let rec = ProfileRecord {
             user: user.to_owned(),

@@ -66,6 +66,7 @@ async fn fixture() -> Fixture {
     let clock = Arc::new(FakeClock(AtomicU64::new(1_000_000)));
     let mailer = Arc::new(FakeMailer::default());
     let config = ProfilesConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
         base_url: "https://vpn.example.com/dl/".into(),
         gateway_host: "vpn.example.com".into(),
         gateway_name: Some("Example VPN".into()),
@@ -306,4 +307,26 @@ async fn a_working_link_is_served_to_an_address_blocked_for_guessing() {
     assert_eq!(get(&client, &base, &"2".repeat(64)).await, 429);
     // Used up now: 410 to anyone else, but the same 429 as an unknown token here.
     assert_eq!(get(&client, &base, &valid).await, 429);
+}
+
+/// Without `[profiles] listen` nothing serves the links: none is mailed.
+#[tokio::test]
+async fn no_link_is_sent_without_a_download_listener() {
+    let f = fixture().await;
+    let profiles = Profiles::new(
+        f.store.clone(),
+        ProfilesConfig::default(),
+        f.clock.clone(),
+        f.mailer.clone(),
+    );
+    let e = profiles
+        .send("alice", "laptop", &req(7, Some(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProfileError::Store(StoreError::Conflict(m)) if m.contains("download listener is not configured")),
+        "{e}"
+    );
+    assert!(f.mailer.sent.lock().is_empty());
+    assert_eq!(status(&f), Status::SendMail);
 }
