@@ -2,6 +2,8 @@
 //! bounded queue; a background task batches what arrives within `batch_window` into one
 //! mail to every address, and retries with backoff for `retry_for`. A slow or dead mail
 //! server therefore never delays a RADIUS answer, and a burst is one mail, not a storm.
+//! Each notification is also kept in the store's outbox until mailed (or given up on), and
+//! a start queues what a stop or crash left there: none is lost to a restart.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::config::{Problem, Secret};
 use crate::metrics::METRICS;
+use crate::store::Store;
 
 /// Events queued at most; beyond, new ones are dropped and counted.
 const QUEUE: usize = 1024;
@@ -133,30 +136,81 @@ async fn send_within(
 }
 
 /// One failed auto-registration, as the admin reads it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegistrationFailure {
     pub user: String,
     /// What the device presented.
     pub serial: Option<String>,
     pub mac: Option<String>,
     pub platform: Option<String>,
-    pub reason: &'static str,
+    pub reason: String,
     /// The NAS that asked.
     pub client: String,
     pub at: SystemTime,
+}
+
+/// A queued notification, with its id in the store's outbox (if it was kept there).
+#[derive(Debug)]
+struct Queued {
+    id: Option<u64>,
+    event: RegistrationFailure,
 }
 
 /// Handle the request path uses; cheap to clone. Clones share one queue, so `switch` on a
 /// reload reaches the copy the policy holds.
 #[derive(Clone, Default)]
 pub struct Notifier {
-    tx: Arc<ArcSwapOption<mpsc::Sender<RegistrationFailure>>>,
+    tx: Arc<ArcSwapOption<mpsc::Sender<Queued>>>,
+    /// Where notifications wait until mailed; `None`: in memory only (tests).
+    outbox: Option<Store>,
 }
 
 impl Notifier {
-    /// A notifier that sends nothing (notifications off).
+    /// A notifier that sends nothing (notifications off) until `switch`, keeping nothing.
     pub fn disabled() -> Self {
         Self::default()
+    }
+
+    /// A notifier that keeps each notification in `store`'s outbox until it is mailed.
+    pub fn kept_in(store: Store) -> Self {
+        Self {
+            outbox: Some(store),
+            ..Self::default()
+        }
+    }
+
+    /// Queues what the outbox holds from before the start (call once, after the first
+    /// `switch`; a reload's task takes over its predecessor's queue, not the outbox).
+    pub fn resume(&self) {
+        let (Some(store), Some(tx)) = (&self.outbox, self.tx.load_full()) else {
+            return;
+        };
+        let kept = match store.outbox() {
+            Ok(kept) => kept,
+            Err(e) => return warn!(error = %e, "cannot read the notifications not mailed yet"),
+        };
+        if !kept.is_empty() {
+            info!(
+                events = kept.len(),
+                "queueing notifications not mailed before the start"
+            );
+        }
+        for (id, bytes) in kept {
+            let queued = serde_json::from_slice(&bytes).ok().is_some_and(|event| {
+                tx.try_send(Queued {
+                    id: Some(id),
+                    event,
+                })
+                .is_ok()
+            });
+            if queued {
+                METRICS.mail_queue.inc();
+            } else {
+                // Undecodable, or more than the queue holds: not mailed.
+                METRICS.mail_dropped.inc();
+                forget(&self.outbox, [Some(id)]);
+            }
+        }
     }
 
     /// Queues events from now on for a new task of `mailer`, spawned on `tasks` (`None`:
@@ -168,7 +222,8 @@ impl Notifier {
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) {
-        let tx = mailer.map(|mailer| {
+        let tx = mailer.map(|mut mailer| {
+            mailer.outbox = self.outbox.clone();
             let (tx, rx) = mpsc::channel(QUEUE);
             tasks.spawn(mailer.run(rx, shutdown.clone()));
             Arc::new(tx)
@@ -180,9 +235,28 @@ impl Notifier {
     pub fn notify(&self, event: RegistrationFailure) {
         let tx = self.tx.load();
         let Some(tx) = tx.as_deref() else { return };
-        match tx.try_send(event) {
+        let id = self.outbox.as_ref().and_then(|store| {
+            let bytes = serde_json::to_vec(&event).expect("serializes infallibly");
+            store
+                .outbox_add(&bytes)
+                .map_err(|e| warn!(error = %e, "cannot keep a notification in the store"))
+                .ok()
+        });
+        match tx.try_send(Queued { id, event }) {
             Ok(()) => METRICS.mail_queue.inc(),
-            Err(_) => METRICS.mail_dropped.inc(),
+            Err(_) => {
+                METRICS.mail_dropped.inc();
+                forget(&self.outbox, [id]);
+            }
+        }
+    }
+}
+
+/// Removes notifications from the outbox: mailed, given up on, or dropped.
+fn forget(outbox: &Option<Store>, ids: impl IntoIterator<Item = Option<u64>>) {
+    if let Some(store) = outbox {
+        if let Err(e) = store.outbox_remove(ids.into_iter().flatten()) {
+            warn!(error = %e, "cannot remove mailed notifications from the store");
         }
     }
 }
@@ -197,6 +271,8 @@ pub struct Mailer {
     retry_for: Duration,
     /// `[smtp] timeout`: one attempt at most, the last one at shutdown included.
     timeout: Duration,
+    /// The notifier's outbox (set by `Notifier::switch`).
+    outbox: Option<Store>,
 }
 
 impl Mailer {
@@ -213,11 +289,12 @@ impl Mailer {
             batch_window,
             retry_for: smtp.retry_for,
             timeout: smtp.timeout,
+            outbox: None,
         })
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<RegistrationFailure>, shutdown: CancellationToken) {
-        let mut batch: Vec<RegistrationFailure> = Vec::new();
+    async fn run(self, mut rx: mpsc::Receiver<Queued>, shutdown: CancellationToken) {
+        let mut batch: Vec<Queued> = Vec::new();
         loop {
             // Wait for the first event of a batch.
             if batch.is_empty() {
@@ -241,13 +318,18 @@ impl Mailer {
                     Ok(()) => {
                         info!(events = batch.len(), "registration failure mail sent");
                         METRICS.mail_sent.inc();
-                        batch.clear();
+                        forget(&self.outbox, batch.drain(..).map(|q| q.id));
                         break;
                     }
                     Err(e) if first_try.elapsed() >= self.retry_for || shutdown.is_cancelled() => {
+                        if shutdown.is_cancelled() {
+                            // Kept in the outbox: the next start mails them.
+                            warn!(error = %e, events = batch.len(), "registration failure mail not sent before the stop; kept for the next start");
+                            return;
+                        }
                         warn!(error = %e, events = batch.len(), "giving up on registration failure mail");
                         METRICS.mail_failed.inc();
-                        batch.clear();
+                        forget(&self.outbox, batch.drain(..).map(|q| q.id));
                         break;
                     }
                     Err(e) => {
@@ -265,12 +347,13 @@ impl Mailer {
         }
     }
 
-    fn take(&self, batch: &mut Vec<RegistrationFailure>, ev: RegistrationFailure) {
+    fn take(&self, batch: &mut Vec<Queued>, ev: Queued) {
         METRICS.mail_queue.dec();
         if batch.len() < MAX_BATCH {
             batch.push(ev);
         } else {
             METRICS.mail_dropped.inc();
+            forget(&self.outbox, [ev.id]);
         }
     }
 
@@ -278,8 +361,8 @@ impl Mailer {
     /// replaced this task's) still waits until `until`: the retry backoff must not spin.
     async fn gather(
         &self,
-        rx: &mut mpsc::Receiver<RegistrationFailure>,
-        batch: &mut Vec<RegistrationFailure>,
+        rx: &mut mpsc::Receiver<Queued>,
+        batch: &mut Vec<Queued>,
         until: tokio::time::Instant,
         shutdown: &CancellationToken,
     ) {
@@ -296,7 +379,7 @@ impl Mailer {
         }
     }
 
-    async fn send(&self, batch: &[RegistrationFailure]) -> Result<(), String> {
+    async fn send(&self, batch: &[Queued]) -> Result<(), String> {
         let mut builder = Message::builder().from(self.from.clone()).subject(format!(
             "ravpnd: {} device registration failure(s)",
             batch.len()
@@ -305,7 +388,7 @@ impl Mailer {
             builder = builder.to(to.clone());
         }
         // Plain 7-bit when possible, so serials stay whole and greppable in the raw mail.
-        let text = render(batch);
+        let text = render(batch.iter().map(|q| &q.event));
         let body = Body::new_with_encoding(text.clone(), ContentTransferEncoding::SevenBit)
             .unwrap_or_else(|_| Body::new(text));
         let message = builder
@@ -317,7 +400,7 @@ impl Mailer {
 }
 
 /// The mail body: one paragraph per failure.
-fn render(batch: &[RegistrationFailure]) -> String {
+fn render<'a>(batch: impl IntoIterator<Item = &'a RegistrationFailure>) -> String {
     let mut body = String::from(
         "ravpnd could not auto-register the following devices. Check the users' device\n\
          assignments (`ravpnd device list`) and reset or add devices as needed.\n\n",
@@ -452,7 +535,7 @@ mod tests {
             serial: Some("ABC".into()),
             mac: None,
             platform: None,
-            reason: "no free device slot",
+            reason: "no free device slot".into(),
             client: "asa1".into(),
             at: SystemTime::now(),
         });
@@ -515,7 +598,7 @@ mod tests {
             serial: Some("ABC".into()),
             mac: None,
             platform: Some("win".into()),
-            reason: "no free device slot",
+            reason: "no free device slot".into(),
             client: "asa1".into(),
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         }]);
@@ -535,7 +618,7 @@ mod tests {
             serial: Some("X\nuser:     alice".into()),
             mac: None,
             platform: None,
-            reason: "serial in use",
+            reason: "serial in use".into(),
             client: "asa1".into(),
             at: SystemTime::UNIX_EPOCH,
         }]);

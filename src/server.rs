@@ -189,12 +189,13 @@ pub async fn run(
     let token = admin_token(&config)?;
     let local = Arc::new(LocalVerifier::new(&config.auth.local));
     let mail = Mail {
-        notifier: Notifier::disabled(),
+        notifier: Notifier::kept_in(store.clone()),
         links: Arc::new(SmtpLinkMailer::default()),
         tasks: TaskTracker::new(),
         stop: CancellationToken::new(),
     };
     mail.install(MailSetup::new(&config).map_err(ServerError::Mail)?);
+    mail.notifier.resume();
     let source = match config.auth.source {
         None => Source::NotSelected,
         Some(AuthSource::Local) => Source::Local(local.clone()),

@@ -720,3 +720,36 @@ fn csv_import_reports_cli_and_daemon_problems_in_one_run() {
         "nothing added"
     );
 }
+
+/// A notification not mailed before a stop (the relay was down) is kept in the store and
+/// mailed after the next start.
+#[test]
+fn registration_failure_mail_survives_a_restart() {
+    let port = free_port();
+    let mut d = TestDaemon::with_config(&mail_config(port));
+    d.add_user("alice", "alice-pass");
+    d.ok(&[
+        "device", "add", "laptop", "--type", "windows", "--serial", UID_A,
+    ]);
+    d.ok(&["assign", "alice", "laptop"]);
+    let r = connect(&d, "alice", "alice-pass", &win(UID_B));
+    assert_eq!(
+        reply_message(&r),
+        "no free device slot to register this device"
+    );
+    d.wait_for_log("will retry", 1);
+    assert!(d.terminate().success());
+    let smtp = SmtpServer::start_on(port);
+    d.restart();
+    let mails = smtp.wait_for(1, Duration::from_secs(20));
+    assert!(
+        mails[0].contains("user:     alice") && mails[0].contains(UID_B),
+        "{}",
+        mails[0]
+    );
+    // Mailed once: not again after another restart.
+    assert!(d.terminate().success());
+    d.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(smtp.messages().len(), 1);
+}

@@ -272,7 +272,7 @@ impl Policy {
                 serial: id.serial.clone(),
                 mac: id.mac.clone(),
                 platform: id.platform_raw.clone(),
-                reason: reason.message(),
+                reason: reason.message().to_owned(),
                 client: client.to_owned(),
                 at: SystemTime::now(),
             });

@@ -8,6 +8,7 @@ mod cache;
 mod codec;
 mod devices;
 mod leases;
+mod outbox;
 mod profiles;
 mod users;
 
@@ -43,6 +44,8 @@ const STICKY_TREE: &str = "sticky";
 const PROFILES_TREE: &str = "profiles";
 /// Hex SHA-256 of a download token → profile key.
 const PROFILE_TOKENS_TREE: &str = "profile_tokens";
+/// Notification id (big-endian, in order) → a notification not mailed yet (`outbox`).
+const OUTBOX_TREE: &str = "outbox";
 const SCHEMA_KEY: &str = "schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,7 @@ pub struct Store {
     sticky: sled::Tree,
     profiles: sled::Tree,
     profile_tokens: sled::Tree,
+    outbox: sled::Tree,
     commit: Arc<GroupCommit>,
     /// The first flush failure, kept: see `failure`.
     failed: Arc<parking_lot::Mutex<Option<String>>>,
@@ -165,6 +169,7 @@ impl Store {
             sticky: db.open_tree(STICKY_TREE)?,
             profiles: db.open_tree(PROFILES_TREE)?,
             profile_tokens: db.open_tree(PROFILE_TOKENS_TREE)?,
+            outbox: db.open_tree(OUTBOX_TREE)?,
             commit: Arc::default(),
             failed: Arc::default(),
             cache: Arc::new(Caches {
