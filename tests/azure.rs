@@ -226,6 +226,17 @@ fn ropc_verdicts_map_to_reasons_and_graph_listing_pages() {
     assert_eq!(why("slow", "Good-pass1"), "directory unavailable");
     d.ok(&["user", "add", "--all"]);
     assert!(d.ok(&["user", "list"]).contains("carol"));
+    // A directory user's password is the directory's: none is stored here.
+    let out = d.cli(
+        &["user", "passwd", "carol", "--password-stdin"],
+        Some("Local-pass1"),
+    );
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("passwords of directory users live in the directory"),
+        "{e}"
+    );
 }
 
 /// Polls `/readyz` until its status line has `status`; returns the body.

@@ -174,6 +174,14 @@ pub async fn set_password(
     Path(name): Path<String>,
     Json(body): Json<NewPassword>,
 ) -> Result<StatusCode, ApiError> {
+    // As on `add`: a directory user's password is the directory's; a hash stored here would
+    // never be checked, and `user list` would show a password as set.
+    if s.directory.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "passwords of directory users live in the directory; change it there",
+        ));
+    }
     let hash = hash(body.password).await?;
     s.store.set_user_password(&name, hash).await?;
     s.local.forget(&name);
