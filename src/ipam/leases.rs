@@ -99,6 +99,11 @@ impl Lease {
         true
     }
 
+    /// Undoes `mark_renewed` (its write failed: the next renewal marks and writes again).
+    pub fn clear_renewed(&mut self) {
+        self.renewed = false;
+    }
+
     /// The lease's record, held through `nas` (its NAS name: [`Leases::nas_of`]).
     pub fn record(&self, addr: Ipv4Addr, pool: &str, nas: &str) -> LeaseRecord {
         LeaseRecord {

@@ -223,8 +223,8 @@ impl Pool {
         }
     }
 
-    /// Frees expired leases, in memory and (not durably) in the store; returns how many.
-    fn sweep(&self, st: &mut PoolState, store: &Store, now: u64) -> usize {
+    /// Takes expired leases out of memory, but not yet back into the free set: see `release`.
+    fn take_expired(&self, st: &mut PoolState, now: u64) -> Vec<Ipv4Addr> {
         let expired: Vec<Ipv4Addr> = st
             .leases
             .iter()
@@ -233,10 +233,26 @@ impl Pool {
             .collect();
         for a in &expired {
             st.leases.remove(*a);
-            st.free.insert(u32::from(*a));
-            forget_lease(store, *a);
         }
-        expired.len()
+        expired
+    }
+
+    /// Deletes the records of leases taken out of memory, then frees their addresses. The
+    /// deletes run outside the pool's lock (100,000 of them took over a second under it),
+    /// and nothing can grant an address that is neither leased nor free, so no new grant's
+    /// record is deleted.
+    fn release(&self, store: &Store, addrs: &[Ipv4Addr]) {
+        if addrs.is_empty() {
+            return;
+        }
+        if let Err(e) = store.delete_leases(addrs) {
+            tracing::warn!(error = %e, leases = addrs.len(), "could not delete ended leases from the store");
+        }
+        let mut st = self.state.lock();
+        for a in addrs {
+            st.free.insert(u32::from(*a));
+        }
+        self.publish(&st);
     }
 }
 
@@ -443,7 +459,15 @@ impl Ipam {
                 let cursor = st.next;
                 let mut next = st.free.take_from(cursor);
                 if next.is_none() {
-                    pool.sweep(&mut st, &self.store, req.now);
+                    // Exhausted: expired leases are reclaimed now, under the lock (rare: a
+                    // full pool; the periodic sweep does this outside it).
+                    let expired = pool.take_expired(&mut st, req.now);
+                    if let Err(e) = self.store.delete_leases(&expired) {
+                        tracing::warn!(error = %e, "could not delete ended leases from the store");
+                    }
+                    for a in &expired {
+                        st.free.insert(u32::from(*a));
+                    }
                     next = st.free.take_from(cursor);
                 }
                 if let Some(a) = next {
@@ -497,14 +521,13 @@ impl Ipam {
             let slack = pool.config.lease_time.as_secs() / 4;
             let write =
                 marked || (!new && lease.expires() >= lease.stored_expires() + slack.max(1));
+            let stored_before = lease.stored_expires();
             if write {
                 lease.set_stored_expires(lease.expires());
             }
-            // What goes to the store, if anything: a renewal that writes nothing needs only
-            // the address, no copy of the record.
-            // `held_by` made `req.nas` the lease's NAS.
-            // Written under the lock, so the store sees this pool's changes in their order
-            // (a sweep's or Stop's delete of an earlier lease here cannot land after it).
+            // `held_by` made `req.nas` the lease's NAS. Written under the lock, so the store
+            // sees this pool's changes in their order (a sweep's or Stop's delete of an
+            // earlier lease here cannot land after it).
             let pending = lease.pending;
             if new || write {
                 let record = lease.record(addr, &pool.config.name, req.nas);
@@ -519,6 +542,12 @@ impl Ipam {
                         st.free.insert(u32::from(addr));
                         forget_lease(&self.store, addr);
                         pool.publish(&st);
+                    } else if let Some(l) = st.leases.get_mut(addr) {
+                        // Not written: the next renewal tries again.
+                        l.set_stored_expires(stored_before);
+                        if marked {
+                            l.clear_renewed();
+                        }
                     }
                     return Err(e.into());
                 }
@@ -577,12 +606,10 @@ impl Ipam {
                     gone.retain(|a| st.leases.get(*a).is_some_and(|l| !l.pending));
                     for a in &gone {
                         st.leases.remove(*a);
-                        st.free.insert(u32::from(*a));
-                        forget_lease(&self.store, *a);
                     }
-                    pool.publish(&st);
                     gone
                 };
+                pool.release(&self.store, &gone);
                 any |= !gone.is_empty();
             }
             self.store.flush().await?;
@@ -694,9 +721,9 @@ impl Ipam {
         let pools: Vec<Arc<Pool>> = self.pools.read().clone();
         let mut n = 0;
         for pool in pools {
-            let mut st = pool.state.lock();
-            n += pool.sweep(&mut st, &self.store, now);
-            pool.publish(&st);
+            let expired = pool.take_expired(&mut pool.state.lock(), now);
+            pool.release(&self.store, &expired);
+            n += expired.len();
         }
         Ok(n)
     }

@@ -114,6 +114,16 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes leases in one batch, not durably.
+    pub fn delete_leases(&self, addrs: &[Ipv4Addr]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for a in addrs {
+            batch.remove(&a.octets());
+        }
+        self.leases.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Deletes a lease, not durably; synchronous like `write_lease`.
     pub fn delete_lease(&self, addr: Ipv4Addr) -> Result<(), StoreError> {
         self.leases.remove(addr.octets())?;
