@@ -48,8 +48,10 @@ pub struct DeviceRow {
 /// `tests::the_body_limit_fits_100000_rows`.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
-/// `?check_only=true`: run every check and report the problems, but import nothing. The CLI
-/// uses it when it found bad cells itself, so one run reports every problem.
+/// `?check_only=true` (or the `/check` routes): run every check and report the problems, but
+/// import nothing. The CLI uses `/check` when it found bad cells itself, so one run reports
+/// every problem — a route, not only a parameter, so that a daemon without it (not restarted
+/// since an upgrade) answers 404 instead of importing the rows.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportParams {
@@ -290,6 +292,22 @@ pub async fn devices(
         imported: records.len(),
         warnings: Vec::new(),
     }))
+}
+
+/// `POST /import/users/check`: every check, nothing imported.
+pub async fn check_users(
+    state: State<Arc<AdminState>>,
+    rows: Json<Vec<UserRow>>,
+) -> Result<Json<Imported>, ApiError> {
+    users(state, Query(ImportParams { check_only: true }), rows).await
+}
+
+/// `POST /import/devices/check`: every check, nothing imported.
+pub async fn check_devices(
+    state: State<Arc<AdminState>>,
+    rows: Json<Vec<DeviceRow>>,
+) -> Result<Json<Imported>, ApiError> {
+    devices(state, Query(ImportParams { check_only: true }), rows).await
 }
 
 #[cfg(test)]

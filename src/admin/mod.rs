@@ -76,6 +76,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/import/devices",
             post(import::devices).layer(DefaultBodyLimit::max(import::MAX_BODY)),
         )
+        .route(
+            "/import/users/check",
+            post(import::check_users).layer(DefaultBodyLimit::max(import::MAX_BODY)),
+        )
+        .route(
+            "/import/devices/check",
+            post(import::check_devices).layer(DefaultBodyLimit::max(import::MAX_BODY)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -99,7 +99,7 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
     // nothing), so one run reports every bad row.
     let check_only = !problems.is_empty();
     let url = if check_only {
-        format!("{endpoint}?check_only=true")
+        format!("{endpoint}/check")
     } else {
         endpoint.to_owned()
     };
@@ -116,6 +116,12 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
                     warnings: Vec::new(),
                 }
             }
+            // A daemon older than the check route (not restarted since an upgrade): the
+            // CLI's own problems are all there is to report.
+            Ok(f) if check_only && f.status == StatusCode::NOT_FOUND => Imported {
+                imported: 0,
+                warnings: Vec::new(),
+            },
             Ok(f) => return Err(f.into()),
             Err(e) => return Err(e),
         },
