@@ -153,6 +153,7 @@ fn authorize(c: &mut Criterion) {
         avpairs: &avpairs,
         nas: &nas,
         now: unix_now(),
+        directory_deadline: None,
     };
     // The first call runs argon2, fills the credential cache and leases an address.
     let first = f.rt.block_on(policy.authorize(&request, &live.settings));

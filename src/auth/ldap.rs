@@ -97,12 +97,14 @@ enum Unusable {
     Broken(String),
     /// No answer within `timeout`: the server is slow or gone; do not wait on it again.
     TimedOut(String),
+    /// It answered that it will not check now (busy, unavailable, unwilling).
+    Declined(String),
 }
 
 impl Unusable {
     fn into_message(self) -> String {
         match self {
-            Unusable::Broken(m) | Unusable::TimedOut(m) => m,
+            Unusable::Broken(m) | Unusable::TimedOut(m) | Unusable::Declined(m) => m,
         }
     }
 }
@@ -249,7 +251,7 @@ impl AdVerifier {
         if let Some(ldap) = pooled {
             match self.bind_with(server, ldap, bind_name, password).await {
                 Ok(verdict) => return Ok(verdict),
-                Err(Unusable::TimedOut(why)) => return Err(why),
+                Err(Unusable::TimedOut(why) | Unusable::Declined(why)) => return Err(why),
                 Err(Unusable::Broken(why)) => {
                     tracing::debug!(server = server.label, %why, "pooled connection broken");
                 }
@@ -290,6 +292,14 @@ impl AdVerifier {
             pool.push(ldap);
         }
         drop(pool);
+        // busy (51), unavailable (52), unwilling to perform (53): the server declined to
+        // check, which says nothing of the password; the other DC may answer.
+        if matches!(res.rc, 51..=53) {
+            return Err(Unusable::Declined(format!(
+                "{} declined the bind: rc={} {}",
+                server.addr, res.rc, res.text
+            )));
+        }
         Ok(if res.rc == 0 {
             Ok(())
         } else {
@@ -521,6 +531,65 @@ mod tests {
         let r = tokio::time::timeout(Duration::from_millis(200), v.bind_user("alice", b"pw")).await;
         assert!(r.is_err(), "the silent DC cannot answer");
         assert!(v.inflight.lock().is_empty());
+    }
+
+    /// A stand-in DC answering every bind with result code `rc` (BER by hand: a
+    /// BindResponse carries only the message id, the code and two empty strings).
+    async fn fake_dc(addr: &str, rc: u8) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 512];
+                    // SEQUENCE, short length, INTEGER message id (one byte), then the op.
+                    while let Ok(n @ 6..) = s.read(&mut buf).await {
+                        if buf[..n].len() < 7 || buf[5] != 0x60 {
+                            return; // not a BindRequest (an unbind): done
+                        }
+                        let id = buf[4];
+                        let resp = [
+                            0x30, 0x0c, 0x02, 0x01, id, 0x61, 0x07, 0x0a, 0x01, rc, 0x04, 0x00,
+                            0x04, 0x00,
+                        ];
+                        if s.write_all(&resp).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// A DC that declines to check (busy, unavailable, unwilling) is not the verdict: the
+    /// other DC answers; with no other, the directory is unavailable (was "internal error").
+    #[tokio::test]
+    async fn a_dc_declining_the_bind_fails_over() {
+        let port = fake_dc("127.0.0.1:0", 52).await;
+        // The secondary on the same port of another loopback address.
+        let _ok = fake_dc(&format!("127.0.0.2:{port}"), 0).await;
+        let c = |secondary: bool| -> ActiveDirectoryConfig {
+            let second = if secondary {
+                "secondary_host = \"dc2.corp.example.com\"\nsecondary_address = \"127.0.0.2\"\n"
+            } else {
+                ""
+            };
+            toml::from_str(&format!(
+                "primary_host = \"dc1.corp.example.com\"\nprimary_address = \"127.0.0.1\"\n{second}\
+                 domain = \"corp.example.com\"\nnetbios_domain = \"CORP\"\nadmin_password = \"x\"\n\
+                 tls = \"none\"\nport = {port}\ntimeout = \"2s\"\nhealth_check_interval = \"0s\""
+            ))
+            .unwrap()
+        };
+        let v = AdVerifier::new(&c(true)).unwrap();
+        assert!(v.bind_user("alice", b"pw").await.is_ok());
+        let v = AdVerifier::new(&c(false)).unwrap();
+        assert!(matches!(
+            v.bind_user("alice", b"pw").await,
+            Err(AuthError::DirectoryUnavailable)
+        ));
     }
 
     #[test]

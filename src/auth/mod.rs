@@ -121,6 +121,13 @@ impl UserDirectory for azure::AzureVerifier {
     }
 }
 
+impl Source {
+    /// Whether passwords are checked by a directory over the network (AD, Entra ID).
+    pub fn is_directory(&self) -> bool {
+        matches!(self, Source::ActiveDirectory(_) | Source::AzureAd(_))
+    }
+}
+
 impl PasswordVerifier for Source {
     async fn verify(
         &self,

@@ -60,6 +60,9 @@ pub struct AccessRequest<'a> {
     pub nas: &'a Nas,
     /// Unix seconds.
     pub now: u64,
+    /// When a directory's password check is given up on ("directory unavailable"), so the
+    /// gateway gets an answer before the request's own timeout drops it unanswered.
+    pub directory_deadline: Option<std::time::Instant>,
 }
 
 /// The outcome of an Access-Request.
@@ -140,7 +143,14 @@ impl Policy {
             Ok(None) => return Decision::Reject(Reason::UnknownUser),
             Err(e) => return internal("reading the user", &e),
         };
-        if let Err(e) = self.source.verify(&user, req.user_name, req.password).await {
+        let verify = self.source.verify(&user, req.user_name, req.password);
+        let verified = match req.directory_deadline {
+            Some(by) if self.source.is_directory() => tokio::time::timeout_at(by.into(), verify)
+                .await
+                .unwrap_or(Err(AuthError::DirectoryUnavailable)),
+            _ => verify.await,
+        };
+        if let Err(e) = verified {
             return Decision::Reject(Reason::from_auth(&e));
         }
         let id =
@@ -315,5 +325,64 @@ impl Reason {
                 Reason::InternalError
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::auth::ldap::{ActiveDirectoryConfig, AdVerifier};
+    use crate::config::{ClientConfig, Config, GatewayKind, Secret};
+    use crate::radius::nas::NasTable;
+    use crate::store::UserRecord;
+
+    /// A DC that accepts connections and never answers: the password check is given up on
+    /// at the request's directory deadline, and the gateway gets "directory unavailable"
+    /// instead of no answer at all (the request's own timeout drops it unanswered).
+    #[tokio::test]
+    async fn a_silent_directory_is_given_up_on_at_the_deadline() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let ad: ActiveDirectoryConfig = toml::from_str(&format!(
+            "primary_host = \"dc1.corp.example.com\"\nprimary_address = \"127.0.0.1\"\n\
+             domain = \"corp.example.com\"\nnetbios_domain = \"CORP\"\nadmin_password = \"x\"\n\
+             tls = \"none\"\nport = {port}\ntimeout = \"30s\"\nhealth_check_interval = \"0s\""
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .insert_user(&UserRecord::new("alice", None))
+            .await
+            .unwrap();
+        let ipam = Arc::new(Ipam::new(store.clone(), &[], 0).unwrap());
+        let source = Source::ActiveDirectory(Arc::new(AdVerifier::new(&ad).unwrap()));
+        let policy = Policy::new(store, source, ipam, Notifier::disabled());
+        let nas = NasTable::new(&[ClientConfig {
+            name: "gw".into(),
+            address: "127.0.0.1/32".parse().unwrap(),
+            secret: Secret::new("secret123"),
+            require_message_authenticator: true,
+            kind: GatewayKind::Asa,
+            pool: None,
+        }]);
+        let started = Instant::now();
+        let req = AccessRequest {
+            user_name: "alice",
+            password: b"pw",
+            avpairs: &[],
+            nas: nas.lookup([127, 0, 0, 1].into()).unwrap(),
+            now: 0,
+            directory_deadline: Some(started + Duration::from_millis(300)),
+        };
+        let settings = Settings::from_config(&Config::default());
+        let decision =
+            tokio::time::timeout(Duration::from_secs(5), policy.authorize(&req, &settings))
+                .await
+                .expect("no decision: the silent DC was waited for past the deadline");
+        assert_eq!(decision, Decision::Reject(Reason::DirectoryUnavailable));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

@@ -292,7 +292,13 @@ impl Handler {
         live: &Live,
         started: Instant,
     ) -> Vec<u8> {
-        let (user, decision) = self.decide(packet, original, nas, &live.settings).await;
+        // A directory check that would outlast the request is given up on a tenth of the
+        // timeout before it (at most a second): the rest of the decision and the reply fit.
+        let margin = (self.request_timeout / 10).min(Duration::from_secs(1));
+        let deadline = started + self.request_timeout.saturating_sub(margin);
+        let (user, decision) = self
+            .decide(packet, original, nas, &live.settings, deadline)
+            .await;
         let ctx = ReplyContext {
             kind: nas.kind,
             dns: &live.settings.dns,
@@ -367,6 +373,7 @@ impl Handler {
         original: &Original<'_>,
         nas: &Nas,
         settings: &Settings,
+        directory_deadline: Instant,
     ) -> (String, Decision) {
         let Some(raw_user) = Attributes::first(packet, dict::USER_NAME) else {
             return (String::new(), Decision::Reject(Reason::MissingUserName));
@@ -394,6 +401,7 @@ impl Handler {
             avpairs: &avpairs,
             nas,
             now: crate::store::now_secs(),
+            directory_deadline: Some(directory_deadline),
         };
         (
             user.to_owned(),

@@ -91,7 +91,7 @@ impl AdVerifier {
                         self.admin_return(server, ldap);
                         return Err(e);
                     }
-                    Err(OpError::Unusable(Unusable::TimedOut(why))) => {
+                    Err(OpError::Unusable(Unusable::TimedOut(why) | Unusable::Declined(why))) => {
                         tracing::warn!(server = server.label, %why, "admin operation failed");
                         continue;
                     }
