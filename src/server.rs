@@ -375,6 +375,9 @@ pub async fn run(
         Ok(r) => r.map_err(ServerError::Admin)?,
         Err(e) => tracing::error!(error = %e, "admin task panicked"),
     }
+    // What the mail tasks' last attempt and the last admin requests wrote (a mailed
+    // notification's removal from the outbox: else mailed again after the next start).
+    store.flush().await.map_err(ServerError::Flush)?;
     info!("stopped");
     Ok(())
 }
