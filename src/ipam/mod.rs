@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
 use crate::metrics::METRICS;
-use crate::store::{AddressHint, LeaseRecord, Store, StoreError};
+use crate::store::{corrupt_lease_addr, AddressHint, LeaseRecord, Store, StoreError};
 use free::FreeSet;
 use leases::{Leases, NewLease};
 use sticky::Sticky;
@@ -308,7 +308,7 @@ impl Ipam {
             pools: RwLock::new(Vec::new()),
             clients: RwLock::default(),
         };
-        ipam.add_pools(pools, now)?;
+        ipam.install_pools(pools, now, true)?;
         Ok(ipam)
     }
 
@@ -345,6 +345,18 @@ impl Ipam {
     /// removed ones), a new one starts with its stored leases. All new pools are built before
     /// any is installed, so one whose leases cannot be read leaves the running set unchanged.
     pub fn add_pools(&self, pools: &[PoolConfig], now: u64) -> Result<(), IpamError> {
+        self.install_pools(pools, now, false)
+    }
+
+    /// `add_pools`; at the start (`at_start`) an unreadable lease record keeps only its
+    /// address out of use instead of stopping the daemon (a reload is refused instead: the
+    /// running configuration stays).
+    fn install_pools(
+        &self,
+        pools: &[PoolConfig],
+        now: u64,
+        at_start: bool,
+    ) -> Result<(), IpamError> {
         let running: Vec<Arc<Pool>> = self.pools.read().clone();
         let mut next = Vec::with_capacity(pools.len());
         let mut added = Vec::new();
@@ -352,7 +364,7 @@ impl Ipam {
             match running.iter().find(|p| p.config.name == cfg.name) {
                 Some(p) => next.push(p.clone()),
                 None => {
-                    let pool = Arc::new(self.restore(cfg, now)?);
+                    let pool = Arc::new(self.restore(cfg, now, at_start)?);
                     added.push(pool.clone());
                     next.push(pool);
                 }
@@ -370,7 +382,7 @@ impl Ipam {
     }
 
     /// A new pool with the live leases stored in its range.
-    fn restore(&self, cfg: &PoolConfig, now: u64) -> Result<Pool, IpamError> {
+    fn restore(&self, cfg: &PoolConfig, now: u64, at_start: bool) -> Result<Pool, IpamError> {
         let free = cfg.free_set();
         let size = free.len();
         let mut state = PoolState {
@@ -380,7 +392,18 @@ impl Ipam {
         };
         let net = cfg.network;
         for l in self.store.leases_in(net.network(), net.broadcast()) {
-            let l = l?;
+            let l = match l {
+                Ok(l) => l,
+                Err(e) => match at_start.then(|| corrupt_lease_addr(&e)).flatten() {
+                    Some(addr) => {
+                        // Possibly still someone's: never handed out, and said at each start.
+                        state.free.take(u32::from(addr));
+                        tracing::error!(%addr, error = %e, "unreadable lease record: its address is kept out of the pool");
+                        continue;
+                    }
+                    None => return Err(e.into()),
+                },
+            };
             if l.expires > now && state.free.take(u32::from(l.addr)) {
                 state.leases.insert(
                     l.addr,

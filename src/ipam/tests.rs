@@ -693,3 +693,18 @@ async fn a_sweep_never_deletes_a_lease_granted_meanwhile() {
         }
     }
 }
+
+/// An unreadable lease record does not stop the start: its address alone is kept out of
+/// use (it may be someone's), the pool's others are granted as usual.
+#[tokio::test]
+async fn an_unreadable_lease_record_keeps_only_its_address_out() {
+    let (_d, store) = temp();
+    store.put_raw_lease(Ipv4Addr::new(10, 0, 0, 1), &[0x7f]);
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let a = ipam.lease(&req("d1", 0)).await.unwrap().unwrap();
+    assert_eq!(a.addr, Ipv4Addr::new(10, 0, 0, 2));
+    assert!(matches!(
+        ipam.lease(&req("d2", 0)).await,
+        Err(IpamError::Exhausted(_))
+    ));
+}

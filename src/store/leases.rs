@@ -32,6 +32,17 @@ pub struct LeaseRecord {
     pub renewed: bool,
 }
 
+/// The address of an unreadable lease record, from the error `Store::leases_in` gave for it.
+pub fn corrupt_lease_addr(e: &StoreError) -> Option<Ipv4Addr> {
+    match e {
+        StoreError::Corrupt { key, .. } => key.strip_prefix(LEASE_KEY)?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// How `leases_in` names a lease record in errors: this, then its address.
+const LEASE_KEY: &str = "lease ";
+
 impl Store {
     /// The leases of the addresses `first..=last`, read one at a time (keys are the
     /// addresses' octets, so a pool's leases are one range): restoring a pool of 100,000
@@ -46,7 +57,7 @@ impl Store {
             // Named by its address, not its key's raw octets.
             decode(&k, &v).map_err(|e| match (e, <[u8; 4]>::try_from(k.as_ref())) {
                 (StoreError::Corrupt { source, .. }, Ok(octets)) => StoreError::Corrupt {
-                    key: format!("lease {}", Ipv4Addr::from(octets)),
+                    key: format!("{LEASE_KEY}{}", Ipv4Addr::from(octets)),
                     source,
                 },
                 (e, _) => e,

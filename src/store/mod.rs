@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub use access::{Access, AccessDevice, AddressHint, Verified, VerifiedCredential};
 use codec::{decode, encode, Record};
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
-pub use leases::LeaseRecord;
+pub use leases::{corrupt_lease_addr, LeaseRecord};
 pub use profiles::{profile_key, DownloadRefusal, ProfileRecord};
 pub use users::UserRecord;
 
