@@ -22,7 +22,10 @@ use crate::config::{AuthSource, Config, Secret};
 use crate::ipam::{Ipam, IpamError};
 use crate::notify::{Notifier, SmtpLinkMailer};
 use crate::policy::{Policy, Settings};
-use crate::profiles::listener::{ConnectionCap, MAX_CONNECTIONS, MAX_CONNECTION_LIFETIME};
+use crate::profiles::listener::{
+    ConnectionCap, MAX_ADMIN_CONNECTIONS, MAX_ADMIN_CONNECTION_LIFETIME, MAX_CONNECTIONS,
+    MAX_CONNECTION_LIFETIME,
+};
 use crate::profiles::{Profiles, ProfilesConfig, SystemClock};
 use crate::radius::kernel_drops::KernelDrops;
 use crate::radius::listener::{self, Handler, Listener, Live, Port};
@@ -310,9 +313,15 @@ pub async fn run(
         kernel_drops,
     }));
     let admin_task = tokio::spawn(
-        limit_requests(axum_server::Server::from_listener(sockets.admin))
-            .handle(admin_handle.clone())
-            .serve(app.into_make_service()),
+        limit_requests(axum_server::Server::from_listener(sockets.admin).acceptor(
+            ConnectionCap::new(
+                MAX_ADMIN_CONNECTIONS,
+                MAX_ADMIN_CONNECTION_LIFETIME,
+                "admin API",
+            ),
+        ))
+        .handle(admin_handle.clone())
+        .serve(app.into_make_service()),
     );
 
     let tracker = TaskTracker::new();
@@ -429,7 +438,11 @@ async fn serve_profiles(
 ) -> std::io::Result<()> {
     let app = crate::profiles::http::router(profiles, config.invalid_per_minute)
         .into_make_service_with_connect_info::<SocketAddr>();
-    let cap = ConnectionCap::new(MAX_CONNECTIONS, MAX_CONNECTION_LIFETIME);
+    let cap = ConnectionCap::new(
+        MAX_CONNECTIONS,
+        MAX_CONNECTION_LIFETIME,
+        "profile downloads",
+    );
     match tls {
         Some(tls) => {
             let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls)?

@@ -550,3 +550,22 @@ fn send_all_waits_for_a_slow_relay_and_logs_each_failed_send() {
         );
     }
 }
+
+/// The admin API holds at most its cap of connections: more are closed at once (a flood
+/// cannot take the daemon's file descriptors), and it serves again once they are gone.
+#[test]
+fn admin_connections_are_capped() {
+    const CAP: usize = ravpnd::profiles::listener::MAX_ADMIN_CONNECTIONS;
+    let d = TestDaemon::start();
+    let held: Vec<TcpStream> = (0..CAP).map(|_| half_open(d.admin_addr)).collect();
+    let over: Vec<TcpStream> = (0..20).map(|_| half_open(d.admin_addr)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let closed = over
+        .iter()
+        .filter(|s| closed_within(s, Duration::from_millis(200)))
+        .count();
+    assert!(closed >= 18, "only {closed} of 20 over the cap closed");
+    drop((held, over));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.ok(&["user", "list"]).contains("NAME"));
+}

@@ -26,6 +26,14 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// and HTTP/2 connections, which the HTTP/1 header-read timeout does not cover.
 pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The admin API's connections at once: the CLI, a scraper or two. It listens on loopback
+/// by default; the cap keeps a flood from taking the daemon's file descriptors all the same.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// The longest an admin connection stays open: an import of 100,000 users with passwords
+/// hashes for minutes (the CLI waits up to an hour), so only a bound against leaks.
+pub const MAX_ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(2 * 3600);
+
 /// An acceptor (wrapped by TLS, when configured) that holds a permit for each connection.
 #[derive(Clone)]
 pub struct ConnectionCap {
@@ -33,15 +41,18 @@ pub struct ConnectionCap {
     lifetime: Duration,
     /// Set while connections are being refused: one warning per flood, not one per connection.
     full: Arc<AtomicBool>,
+    /// The listener, for that warning.
+    listener: &'static str,
 }
 
 impl ConnectionCap {
     /// `max` connections at once, each open for `lifetime` at most.
-    pub fn new(max: usize, lifetime: Duration) -> Self {
+    pub fn new(max: usize, lifetime: Duration, listener: &'static str) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max)),
             lifetime,
             full: Arc::default(),
+            listener,
         }
     }
 }
@@ -57,7 +68,10 @@ where
     fn accept(&self, stream: I, service: S) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             if !self.full.swap(true, Ordering::Relaxed) {
-                tracing::warn!("profile download listener full: closing new connections");
+                tracing::warn!(
+                    listener = self.listener,
+                    "listener full: closing new connections"
+                );
             }
             // Dropping the stream closes it at once.
             return std::future::ready(Err(io::Error::other("connection cap reached")));
@@ -140,7 +154,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_over_the_cap_are_refused_and_none_outlives_its_lifetime() {
-        let cap = ConnectionCap::new(2, Duration::from_millis(50));
+        let cap = ConnectionCap::new(2, Duration::from_millis(50), "test");
         let mut first = accept(&cap).unwrap();
         let second = accept(&cap).unwrap();
         assert!(accept(&cap).is_err());
