@@ -279,14 +279,10 @@ impl AdVerifier {
             .observe(started.elapsed().as_secs_f64());
         let res = match res {
             Err(_) => {
-                // Connected, yet no answer to the bind: a probe would pass, the next bind
-                // would hang the same way.
-                let until = self.now_ms() + self.config.retry_primary_after.as_millis() as u64;
-                server.health.binds_hung(until, "bind timed out");
                 return Err(Unusable::TimedOut(format!(
                     "bind on {} timed out",
                     server.addr
-                )));
+                )))
             }
             Ok(Err(e)) => return Err(Unusable::Broken(format!("bind on {}: {e}", server.addr))),
             Ok(Ok(r)) => r,

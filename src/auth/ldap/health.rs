@@ -25,10 +25,6 @@ const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
 pub(super) struct Health {
     /// Milliseconds since the verifier's epoch until which the server is skipped; 0 = up.
     down_until: AtomicU64,
-    /// Until when binds are not sent to it: one went unanswered on a connection it had
-    /// accepted. Its probes (connect, root DSE) may still pass — a DC whose binds hang —
-    /// so only an answered bind, or the time, ends this.
-    binds_hung_until: AtomicU64,
     /// When a request last got an answer from it (ms since the verifier's epoch): a probe
     /// that times out behind a long queue of binds does not mark an answering server down.
     last_answer: AtomicU64,
@@ -43,7 +39,6 @@ impl Health {
         up_gauge.set(1);
         Self {
             down_until: AtomicU64::new(0),
-            binds_hung_until: AtomicU64::new(0),
             last_answer: AtomicU64::new(0),
             last_error: Mutex::new(None),
             up_gauge,
@@ -52,33 +47,20 @@ impl Health {
 
     pub(super) fn usable(&self, now_ms: u64) -> bool {
         now_ms >= self.down_until.load(Ordering::Relaxed)
-            && now_ms >= self.binds_hung_until.load(Ordering::Relaxed)
     }
 
     /// A request got the server's answer at `now_ms`.
     pub(super) fn answered(&self, now_ms: u64) {
         self.last_answer.store(now_ms, Ordering::Relaxed);
-        if self.binds_hung_until.load(Ordering::Relaxed) != 0 {
-            self.binds_hung_until.store(0, Ordering::Relaxed);
-        }
         self.mark_up();
     }
 
-    /// The server answered (a request or a probe). Cheap when it was up already (one load on
-    /// the request path).
+    /// The server answered. Cheap when it was up already (one load on the request path).
     pub(super) fn mark_up(&self) {
         if self.down_until.load(Ordering::Relaxed) != 0 {
             self.down_until.store(0, Ordering::Relaxed);
-            if self.binds_hung_until.load(Ordering::Relaxed) == 0 {
-                self.up_gauge.set(1);
-            }
+            self.up_gauge.set(1);
         }
-    }
-
-    /// A bind went unanswered: no binds until `until_ms`, whatever the probes say.
-    pub(super) fn binds_hung(&self, until_ms: u64, why: &str) {
-        self.binds_hung_until.fetch_max(until_ms, Ordering::Relaxed);
-        self.mark_down(until_ms, why);
     }
 
     pub(super) fn mark_down(&self, until_ms: u64, why: &str) {
@@ -199,27 +181,5 @@ impl AdVerifier {
             "no directory server reachable: {}",
             each.join("; ")
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A DC whose binds hang still answers probes: a passing probe does not send binds to it
-    /// again before `until`; an answered bind (or the time) does.
-    #[test]
-    fn a_probe_does_not_clear_hung_binds() {
-        let h = Health::new("test-hung");
-        h.binds_hung(1_000, "bind timed out");
-        h.mark_up();
-        assert!(!h.usable(500), "the probe passed, binds still hang");
-        assert!(h.usable(1_000));
-        h.binds_hung(2_000, "bind timed out");
-        h.answered(600);
-        assert!(h.usable(600), "an answered bind ends it");
-        h.mark_down(900, "connect refused");
-        h.mark_up();
-        assert!(h.usable(700), "other failures end with a passing probe");
     }
 }
