@@ -103,6 +103,19 @@ impl RadiusConfig {
             n => n,
         }
     }
+
+    /// How long after its arrival a request's directory check is given up on ("directory
+    /// unavailable"): `request_timeout` less a tenth of it (at most 1 s), which leaves time
+    /// for the rest of the decision and the reply.
+    pub fn directory_deadline(&self) -> Duration {
+        directory_deadline(self.request_timeout)
+    }
+}
+
+/// See [`RadiusConfig::directory_deadline`].
+pub fn directory_deadline(request_timeout: Duration) -> Duration {
+    let margin = (request_timeout / 10).min(Duration::from_secs(1));
+    request_timeout.saturating_sub(margin)
 }
 
 impl Default for RadiusConfig {

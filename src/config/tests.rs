@@ -280,3 +280,31 @@ fn a_missing_field_is_blamed_on_the_file() {
         "{text}"
     );
 }
+
+/// A DC's call timeout must end before the request gives up on the directory, or a silent
+/// DC is never found out (every request waits for it until the deadline).
+#[test]
+fn a_dc_timeout_must_fit_the_request() {
+    let config = |timeout: &str, request: &str| {
+        format!(
+            "{MINIMAL}[radius]\nrequest_timeout = \"{request}\"\n\
+             [auth.active_directory]\nprimary_host = \"dc1.corp.example.com\"\n\
+             primary_address = \"127.0.0.53\"\ndomain = \"corp.example.com\"\n\
+             admin_password = \"x\"\ntimeout = \"{timeout}\"\n"
+        )
+    };
+    for (timeout, request, ok) in [
+        ("5s", "10s", true),
+        ("9s", "10s", false),
+        ("8s", "10s", true),
+        ("2s", "2s", false),
+        ("1s", "2s", true),
+    ] {
+        let f = write(&config(timeout, request));
+        let problems = Config::load(f.path()).unwrap().validate();
+        let p = problems
+            .iter()
+            .find(|p| p.key == "auth.active_directory.timeout");
+        assert_eq!(p.is_none(), ok, "{timeout}/{request}: {problems:?}");
+    }
+}

@@ -123,6 +123,19 @@ impl Config {
         }
         if let Some(ad) = &self.auth.active_directory {
             problems.extend(ad.validate("auth.active_directory"));
+            // A DC is found unusable when a call to it times out; a request that gives up
+            // on the directory first never finds out, and keeps trying the silent one.
+            let budget = self.radius.directory_deadline();
+            if ad.timeout >= budget {
+                problems.push(Problem::new(
+                    "auth.active_directory.timeout",
+                    format!(
+                        "must be shorter than the {budget:?} a request leaves the directory \
+                         (radius.request_timeout less a tenth, at most 1s), or a DC that does \
+                         not answer is never skipped"
+                    ),
+                ));
+            }
         }
         problems.extend(self.auth.local.validate("auth.local"));
         problems.extend(self.devices.validate("devices"));

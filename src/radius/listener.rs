@@ -72,6 +72,8 @@ pub struct Handler {
     dedup: DedupCache,
     policy: Policy,
     request_timeout: Duration,
+    /// After a request's arrival, when its directory check is given up on.
+    directory_deadline: Duration,
     unknown_log: RateLimit,
 }
 
@@ -88,6 +90,7 @@ impl Handler {
                 .with_request_timeout(request_timeout),
             policy,
             request_timeout,
+            directory_deadline: crate::config::directory_deadline(request_timeout),
             unknown_log: RateLimit::new(Duration::from_secs(10)),
         }
     }
@@ -292,10 +295,9 @@ impl Handler {
         live: &Live,
         started: Instant,
     ) -> Vec<u8> {
-        // A directory check that would outlast the request is given up on a tenth of the
-        // timeout before it (at most a second): the rest of the decision and the reply fit.
-        let margin = (self.request_timeout / 10).min(Duration::from_secs(1));
-        let deadline = started + self.request_timeout.saturating_sub(margin);
+        // A directory check that would outlast the request is given up on first, so the
+        // gateway gets an answer (`RadiusConfig::directory_deadline`).
+        let deadline = started + self.directory_deadline;
         let (user, decision) = self
             .decide(packet, original, nas, &live.settings, deadline)
             .await;
