@@ -283,7 +283,8 @@ from results import Results
 path, features, fr_version, conc, threads, cpus, r0, r1, r2, r3, loadavg, daemon_half = sys.argv[1:]
 res = Results(path)
 rs, by, med, lat = res.runs, res.by, res.med, res.lat
-bad = [r for r in rs if r["invalid"] or r["timeouts"] or (r["reject"] and not r["label"].startswith("prime"))]
+bad = [r for r in rs if r["invalid"] or r["timeouts"] or r.get("skipped") or r.get("stray") or r.get("send_errors")
+       or (r["reject"] and not r["label"].startswith("prime"))]
 print(f"machine: {cpus} CPUs, load driver {threads} thread(s); FreeRADIUS {fr_version}; ravpnd features: {features}")
 def closed(suffix, heading):
     """The closed-loop rounds whose labels end in `suffix`: medians and ratios."""
@@ -330,7 +331,7 @@ print(f"ravpnd VmRSS: {mib(r0):.1f} MiB at start, {mib(r1):.1f} after the import
       f"FreeRADIUS {max(frss) / 1024 if frss else float('nan'):.1f} MiB")
 print(f"load average at the end: {loadavg}")
 if bad:
-    print(f"WARNING: {len(bad)} run(s) had invalid answers, timeouts or rejects:")
+    print(f"WARNING: {len(bad)} run(s) had invalid answers, timeouts, skipped or unmatched sends, or rejects:")
     for r in bad:
-        print(f"  {r['label']}: reject {r['reject']} invalid {r['invalid']} timeouts {r['timeouts']} first reject {r['first_reject']!r}")
+        print(f"  {r['label']}: reject {r['reject']} invalid {r['invalid']} timeouts {r['timeouts']} skipped {r.get('skipped', 0)} stray {r.get('stray', 0)} send errors {r.get('send_errors', 0)} first reject {r['first_reject']!r}")
 EOF

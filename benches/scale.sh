@@ -391,11 +391,12 @@ for size in ("big", "small"):
 print(f"   target: p99 under 1 ms at half of the peak")
 print(f"\nload average at the end: {loadavg}")
 bad = [r for r in rs if r["label"] not in ("overload", "recovery-half", "recovery-closed", "sustained")
-       and (r["invalid"] or r["timeouts"] or (r["reject"] and not r["label"].startswith("prime")))]
+       and (r["invalid"] or r["timeouts"] or r.get("skipped") or r.get("stray") or r.get("send_errors")
+            or (r["reject"] and not r["label"].startswith("prime")))]
 if bad:
-    print(f"WARNING: {len(bad)} run(s) had invalid answers, timeouts or rejects:")
+    print(f"WARNING: {len(bad)} run(s) had invalid answers, timeouts, skipped or unmatched sends, or rejects:")
     for r in bad:
-        print(f"  {r['label']}: reject {r['reject']} invalid {r['invalid']} timeouts {r['timeouts']} first reject {r['first_reject']!r}")
+        print(f"  {r['label']}: reject {r['reject']} invalid {r['invalid']} timeouts {r['timeouts']} skipped {r.get('skipped', 0)} stray {r.get('stray', 0)} send errors {r.get('send_errors', 0)} first reject {r['first_reject']!r}")
 rej = [r for r in rs if r["label"].startswith("prime") and r["reject"]]
 for r in rej:
     print(f"WARNING: {r['label']}: {r['reject']} rejects, first {r['first_reject']!r}")

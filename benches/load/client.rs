@@ -211,6 +211,9 @@ pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<Work
                         if s.measured || plan.once_each {
                             stats.timeouts += 1;
                         }
+                        if s.measured {
+                            stats.record_unanswered(plan.timeout);
+                        }
                         conn.quarantine.push_back((now + plan.timeout, id as u8));
                     }
                 }
@@ -277,7 +280,10 @@ pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<Work
                         let n = conns.len();
                         let Some(k) = (0..n).map(|i| (rr + i) % n).find(|&k| conns[k].can_send())
                         else {
-                            stats.skipped += u64::from(measured);
+                            if measured {
+                                stats.skipped += 1;
+                                stats.record_unanswered(plan.timeout);
+                            }
                             continue;
                         };
                         rr = k + 1;
@@ -293,7 +299,11 @@ pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<Work
                             scheduled,
                         ) {
                             Sent::Yes => {}
-                            Sent::Full => stats.skipped += u64::from(measured),
+                            Sent::Full if measured => {
+                                stats.skipped += 1;
+                                stats.record_unanswered(plan.timeout);
+                            }
+                            Sent::Full => {}
                             Sent::Error => stats.send_errors += u64::from(measured),
                         }
                         next_user = advance(next_user, &plan, users);

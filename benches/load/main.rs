@@ -474,7 +474,12 @@ fn run_workers(
             // A thread left without a socket (fewer in flight than threads) just waits.
             spin: a.spin && !once_each && !my_caps.is_empty(),
         };
-        let seed = (start.elapsed().as_nanos() as u64) ^ ((t as u64 + 1) << 40) ^ 0x9E37_79B9;
+        // Differs per run (wall clock, PID) and per thread: fresh Request Authenticators.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed =
+            now ^ (u64::from(std::process::id()) << 32) ^ ((t as u64 + 1) << 40) ^ 0x9E37_79B9;
         handles.push(
             std::thread::Builder::new()
                 .name(format!("load-{t}"))
@@ -560,6 +565,8 @@ fn self_test() -> ExitCode {
             || st.invalid_total() != 0
             || st.sent != 400
             || st.accept + st.timeouts + st.skipped + st.send_errors != 400
+            // Every measured request is in the latency histogram, the unanswered ones too.
+            || st.latency.len() != st.accept + st.reject + st.timeouts + st.skipped
         {
             return Err(format!(
                 "open loop: 400 requests due, got sent {} accept {} timeouts {} skipped {} invalid {:?}",

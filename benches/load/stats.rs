@@ -23,7 +23,9 @@ pub struct Stats {
     pub skipped: u64,
     /// The first Reply-Message of a reject, to say why.
     pub first_reject: Option<String>,
-    /// Round-trip time of answered requests, nanoseconds.
+    /// Round-trip time of every measured request, nanoseconds: answered ones as measured,
+    /// unanswered ones (timed out, or skipped for want of an identifier) at the timeout —
+    /// the least they waited — so that the tail they make is not left out.
     pub latency: Histogram<u64>,
 }
 
@@ -48,6 +50,12 @@ impl Stats {
     pub fn record_latency(&mut self, d: Duration) {
         let ns = (d.as_nanos() as u64).clamp(1_000, 100_000_000_000);
         self.latency.record(ns).expect("clamped into bounds");
+    }
+
+    /// A measured request that got no answer (timed out, or never sent): counted in the
+    /// latency histogram at `timeout`.
+    pub fn record_unanswered(&mut self, timeout: Duration) {
+        self.record_latency(timeout);
     }
 
     pub fn invalid_total(&self) -> u64 {
