@@ -417,9 +417,12 @@ fn half_open_connections_are_capped_and_downloads_keep_working() {
 
     let mut over: Vec<TcpStream> = (0..150).map(|_| half_open(web)).collect();
     std::thread::sleep(Duration::from_secs(1));
-    let closed = over
+    // Connections are accepted concurrently: which of them are over the cap is not fixed,
+    // how many is (the curl above has closed its own).
+    let closed = held
         .iter()
-        .filter(|s| closed_within(s, Duration::from_millis(200)))
+        .chain(&over)
+        .filter(|s| closed_within(s, Duration::from_millis(20)))
         .count();
     assert!(
         closed >= 150 - 6,
@@ -557,15 +560,20 @@ fn send_all_waits_for_a_slow_relay_and_logs_each_failed_send() {
 fn admin_connections_are_capped() {
     const CAP: usize = ravpnd::profiles::listener::MAX_ADMIN_CONNECTIONS;
     let d = TestDaemon::start();
-    let held: Vec<TcpStream> = (0..CAP).map(|_| half_open(d.admin_addr)).collect();
-    let over: Vec<TcpStream> = (0..20).map(|_| half_open(d.admin_addr)).collect();
+    // Connections are accepted concurrently: which ones are over the cap is not fixed, how
+    // many is.
+    let all: Vec<TcpStream> = (0..CAP + 20).map(|_| half_open(d.admin_addr)).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let closed = over
+    let closed = all
         .iter()
-        .filter(|s| closed_within(s, Duration::from_millis(200)))
+        .filter(|s| closed_within(s, Duration::from_millis(20)))
         .count();
-    assert!(closed >= 18, "only {closed} of 20 over the cap closed");
-    drop((held, over));
+    assert!(
+        (18..=20).contains(&closed),
+        "{closed} of {} closed, 20 over the cap",
+        CAP + 20
+    );
+    drop(all);
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.ok(&["user", "list"]).contains("NAME"));
 }
