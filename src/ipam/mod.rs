@@ -290,6 +290,12 @@ pub struct LeaseRequest<'a> {
     pub now: u64,
     /// The device's address hint from its directory entry, if the caller has one.
     pub hint: Option<&'a AddressHint>,
+    /// Whether the device's lease may be renewed while a session is bound to it. Yes where
+    /// the device proves itself (an ASA's AnyConnect device ID): a new Access-Request is that
+    /// device reconnecting, and its old session's Stop follows. No where the gateway gives no
+    /// device identity (ocserv): every login maps to the user's same device, so a second one
+    /// may be another machine — it gets an address of its own, never a live session's.
+    pub renew_bound: bool,
 }
 
 /// What an Accounting-Request says.
@@ -468,6 +474,7 @@ impl Ipam {
                             l.device() == req.device
                                 && l.user() == req.user
                                 && l.expires() > req.now
+                                && (req.renew_bound || l.session_id().is_none())
                         })
             };
             // A hint naming the device's live lease makes a renewal without the sticky map;

@@ -21,6 +21,7 @@ fn req<'a>(device: &'a str, now: u64) -> LeaseRequest<'a> {
         nas: "gw",
         now,
         hint: None,
+        renew_bound: true,
     }
 }
 
@@ -139,6 +140,7 @@ async fn leases_survive_restart_and_concurrent_requests_never_share() {
                 nas: "gw",
                 now: 1,
                 hint: None,
+                renew_bound: true,
             })
             .await
             .unwrap()
@@ -183,6 +185,7 @@ async fn each_pool_restores_its_own_range_of_leases() {
         nas,
         now,
         hint: None,
+        renew_bound: true,
     };
     ipam.lease(&lease("a", "d1", "gw1", 100)).await.unwrap();
     ipam.lease(&lease("a", "d2", "gw2", 100)).await.unwrap();
@@ -305,6 +308,7 @@ async fn an_address_hint_renews_and_a_stale_one_is_corrected() {
         nas: "gw",
         now,
         hint: Some(hint),
+        renew_bound: true,
     };
     let a1 = ipam.lease(&lease("d1", &h1, 100)).await.unwrap().unwrap();
     assert!(a1.new);
@@ -523,12 +527,14 @@ async fn a_device_name_of_another_user_gets_its_own_lease() {
     let hint = AddressHint::default();
     let alice = LeaseRequest {
         hint: Some(&hint),
+        renew_bound: true,
         ..req("laptop", 0)
     };
     let x = ipam.lease(&alice).await.unwrap().unwrap().addr;
     let bob = LeaseRequest {
         user: "bob",
         hint: Some(&hint),
+        renew_bound: true,
         ..req("laptop", 1)
     };
     let b = ipam.lease(&bob).await.unwrap().unwrap();
@@ -707,4 +713,31 @@ async fn an_unreadable_lease_record_keeps_only_its_address_out() {
         ipam.lease(&req("d2", 0)).await,
         Err(IpamError::Exhausted(_))
     ));
+}
+
+/// Where the gateway gives no device identity (ocserv), a second login of the user's device
+/// while a session is bound to its lease may be another machine: it gets another address;
+/// its Start binds that one, and each session's Stop frees its own.
+#[tokio::test]
+async fn a_second_login_without_device_identity_gets_its_own_address() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/29", &[], 600)], 0).unwrap();
+    let login = |now| LeaseRequest {
+        renew_bound: false,
+        ..req("d1", now)
+    };
+    let x = ipam.lease(&login(0)).await.unwrap().unwrap().addr;
+    // Not bound yet (no Start): a login again is a retry, and gets the same lease.
+    assert_eq!(ipam.lease(&login(1)).await.unwrap().unwrap().addr, x);
+    assert!(account(&ipam, AcctStatus::Start, "S1", None, "u", "gw", 2).await);
+    let y = ipam.lease(&login(3)).await.unwrap().unwrap();
+    assert!(
+        y.new && y.addr != x,
+        "a live session's address is never shared"
+    );
+    assert!(account(&ipam, AcctStatus::Start, "S2", None, "u", "gw", 4).await);
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 5).await);
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].addr), (1, y.addr));
+    assert_eq!(live[0].session_id.as_deref(), Some("S2"));
 }

@@ -177,6 +177,7 @@ impl Policy {
             nas: &req.nas.name,
             now: req.now,
             hint: Some(&device.address),
+            renew_bound: req.nas.kind != crate::config::GatewayKind::Ocserv,
         };
         let address = match self.ipam.lease(&lease).await {
             Ok(a) => a,
