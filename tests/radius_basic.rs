@@ -61,6 +61,12 @@ fn missing_message_authenticator_is_dropped_when_required() {
         d.metric("ravpnd_dropped_total{cause=\"missing_message_authenticator\"}"),
         1.0
     );
+    // Said at warn level (a gateway that never sends one would fail without a word).
+    let log = d.log();
+    assert!(
+        log.contains("WARN") && log.contains("dropped a request without Message-Authenticator"),
+        "{log}"
+    );
 }
 
 #[test]

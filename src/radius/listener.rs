@@ -75,6 +75,9 @@ pub struct Handler {
     /// After a request's arrival, when its directory check is given up on.
     directory_deadline: Duration,
     unknown_log: RateLimit,
+    /// Requests dropped for want of a Message-Authenticator, said at warn level: a gateway
+    /// that never sends one (radcli before 1.4) would otherwise fail without a word.
+    missing_ma_log: RateLimit,
 }
 
 impl Handler {
@@ -92,6 +95,7 @@ impl Handler {
             request_timeout,
             directory_deadline: crate::config::directory_deadline(request_timeout),
             unknown_log: RateLimit::new(Duration::from_secs(10)),
+            missing_ma_log: RateLimit::new(Duration::from_secs(60)),
         }
     }
 
@@ -191,6 +195,15 @@ impl Handler {
                     || code == dict::code::STATUS_SERVER
                     || frame.eap =>
                 {
+                    if let Some(suppressed) = self.missing_ma_log.allow() {
+                        warn!(
+                            client = %nas.name,
+                            suppressed,
+                            "dropped a request without Message-Authenticator (required for this \
+                             client; ocserv's radcli before 1.4 sends none: set \
+                             require_message_authenticator = false for it)"
+                        );
+                    }
                     return drop_it(DropCause::MissingMessageAuthenticator, source, nas, &"");
                 }
                 None => {}
