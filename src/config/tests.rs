@@ -196,7 +196,8 @@ fn ocserv_pools_must_outlive_the_interim_interval() {
     for (lease, interval, kind, ok) in [
         ("10m", "10m", "ocserv", false),
         ("5m", "10m", "ocserv", false),
-        ("11m", "10m", "ocserv", true),
+        ("11m", "10m", "ocserv", false),
+        ("20m", "10m", "ocserv", true),
         ("1h", "10m", "ocserv", true),
         ("1h", "1h", "ocserv", false),
         ("5m", "10m", "asa", true),
