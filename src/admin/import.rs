@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -48,15 +48,13 @@ pub struct DeviceRow {
 /// `tests::the_body_limit_fits_100000_rows`.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
-/// `?check_only=true` (or the `/check` routes): run every check and report the problems, but
-/// import nothing. The CLI uses `/check` when it found bad cells itself, so one run reports
-/// every problem — a route, not only a parameter, so that a daemon without it (not restarted
+/// Whether an import only checks (the `/check` routes): every check, problems reported,
+/// nothing imported. The CLI uses them when it found bad cells itself, so one run reports
+/// every problem — routes, not a parameter, so that a daemon without them (not restarted
 /// since an upgrade) answers 404 instead of importing the rows.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImportParams {
-    #[serde(default)]
-    pub check_only: bool,
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    check_only: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,9 +73,41 @@ fn rejected(problems: Vec<String>) -> ApiError {
     )
 }
 
+/// `POST /import/users`.
 pub async fn users(
+    state: State<Arc<AdminState>>,
+    rows: Json<Vec<UserRow>>,
+) -> Result<Json<Imported>, ApiError> {
+    import_users(state, Mode { check_only: false }, rows).await
+}
+
+/// `POST /import/users/check`: every check, nothing imported.
+pub async fn check_users(
+    state: State<Arc<AdminState>>,
+    rows: Json<Vec<UserRow>>,
+) -> Result<Json<Imported>, ApiError> {
+    import_users(state, Mode { check_only: true }, rows).await
+}
+
+/// `POST /import/devices`.
+pub async fn devices(
+    state: State<Arc<AdminState>>,
+    rows: Json<Vec<DeviceRow>>,
+) -> Result<Json<Imported>, ApiError> {
+    import_devices(state, Mode { check_only: false }, rows).await
+}
+
+/// `POST /import/devices/check`: every check, nothing imported.
+pub async fn check_devices(
+    state: State<Arc<AdminState>>,
+    rows: Json<Vec<DeviceRow>>,
+) -> Result<Json<Imported>, ApiError> {
+    import_devices(state, Mode { check_only: true }, rows).await
+}
+
+async fn import_users(
     State(s): State<Arc<AdminState>>,
-    Query(params): Query<ImportParams>,
+    params: Mode,
     Json(mut rows): Json<Vec<UserRow>>,
 ) -> Result<Json<Imported>, ApiError> {
     let mut problems = Vec::new();
@@ -203,9 +233,9 @@ async fn in_directory(
     Ok(problems)
 }
 
-pub async fn devices(
+async fn import_devices(
     State(s): State<Arc<AdminState>>,
-    Query(params): Query<ImportParams>,
+    params: Mode,
     Json(rows): Json<Vec<DeviceRow>>,
 ) -> Result<Json<Imported>, ApiError> {
     // One limit for the whole file, even if a reload lands meanwhile.
@@ -292,22 +322,6 @@ pub async fn devices(
         imported: records.len(),
         warnings: Vec::new(),
     }))
-}
-
-/// `POST /import/users/check`: every check, nothing imported.
-pub async fn check_users(
-    state: State<Arc<AdminState>>,
-    rows: Json<Vec<UserRow>>,
-) -> Result<Json<Imported>, ApiError> {
-    users(state, Query(ImportParams { check_only: true }), rows).await
-}
-
-/// `POST /import/devices/check`: every check, nothing imported.
-pub async fn check_devices(
-    state: State<Arc<AdminState>>,
-    rows: Json<Vec<DeviceRow>>,
-) -> Result<Json<Imported>, ApiError> {
-    devices(state, Query(ImportParams { check_only: true }), rows).await
 }
 
 #[cfg(test)]
