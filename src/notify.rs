@@ -321,12 +321,12 @@ impl Mailer {
                         forget(&self.outbox, batch.drain(..).map(|q| q.id));
                         break;
                     }
-                    Err(e) if first_try.elapsed() >= self.retry_for || shutdown.is_cancelled() => {
-                        if shutdown.is_cancelled() {
-                            // Kept in the outbox: the next start mails them.
-                            warn!(error = %e, events = batch.len(), "registration failure mail not sent before the stop; kept for the next start");
-                            return;
-                        }
+                    Err(e) if shutdown.is_cancelled() => {
+                        // Kept in the outbox: the next start mails them.
+                        warn!(error = %e, events = batch.len(), "registration failure mail not sent before the stop; kept for the next start");
+                        return;
+                    }
+                    Err(e) if first_try.elapsed() >= self.retry_for => {
                         warn!(error = %e, events = batch.len(), "giving up on registration failure mail");
                         METRICS.mail_failed.inc();
                         forget(&self.outbox, batch.drain(..).map(|q| q.id));
@@ -340,7 +340,8 @@ impl Mailer {
                     }
                 }
             }
-            // That was the last attempt: what is still queued is not mailed.
+            // That was the last attempt: what is still queued stays in the outbox for the
+            // next start.
             if shutdown.is_cancelled() {
                 return;
             }

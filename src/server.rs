@@ -402,10 +402,9 @@ async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match ipam.sweep(crate::store::now_secs()).await {
-            Ok(0) => {}
-            Ok(n) => info!(expired = n, "expired leases released"),
-            Err(e) => error!(error = %e, "lease sweep failed"),
+        match ipam.sweep(crate::store::now_secs()) {
+            0 => {}
+            n => info!(expired = n, "expired leases released"),
         }
     }
 }

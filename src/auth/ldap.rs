@@ -545,7 +545,7 @@ mod tests {
                     let mut buf = [0u8; 512];
                     // SEQUENCE, short length, INTEGER message id (one byte), then the op.
                     while let Ok(n @ 6..) = s.read(&mut buf).await {
-                        if buf[..n].len() < 7 || buf[5] != 0x60 {
+                        if n < 7 || buf[5] != 0x60 {
                             return; // not a BindRequest (an unbind): done
                         }
                         let id = buf[4];

@@ -196,7 +196,7 @@ impl Pool {
             if written.is_err() {
                 st.leases.remove(addr);
                 st.free.insert(u32::from(addr));
-                forget_lease(store, addr);
+                forget_leases(store, &[addr]);
                 self.publish(&st);
             } else if let Some(l) = st.leases.get_mut(addr) {
                 l.pending = false;
@@ -244,9 +244,7 @@ impl Pool {
     /// milliseconds, not after the whole sweep.
     fn release(&self, store: &Store, addrs: &[Ipv4Addr]) {
         for chunk in addrs.chunks(RELEASE_CHUNK) {
-            if let Err(e) = store.delete_leases(chunk) {
-                tracing::warn!(error = %e, leases = chunk.len(), "could not delete ended leases from the store");
-            }
+            forget_leases(store, chunk);
             let mut st = self.state.lock();
             for a in chunk {
                 st.free.insert(u32::from(*a));
@@ -259,13 +257,13 @@ impl Pool {
 /// Leases whose records one batch deletes before their addresses are freed (~10 ms).
 const RELEASE_CHUNK: usize = 1024;
 
-/// Deletes the record of a lease just removed from memory; the caller holds the pool's lock,
-/// so a later grant of the address is written after this and is not deleted by it. A
-/// failure is logged, not returned: the record left behind only keeps the address out of
-/// the free set after a restart, until it expires — never hands it out twice.
-fn forget_lease(store: &Store, addr: Ipv4Addr) {
-    if let Err(e) = store.delete_lease(addr) {
-        tracing::warn!(%addr, error = %e, "could not delete an ended lease from the store");
+/// Deletes the records of leases removed from memory, before their addresses are free again
+/// (so a later grant of one is written after this and not deleted by it). A failure is
+/// logged, not returned: a record left behind only keeps its address out of the free set
+/// after a restart, until it expires — never hands it out twice.
+fn forget_leases(store: &Store, addrs: &[Ipv4Addr]) {
+    if let Err(e) = store.delete_leases(addrs) {
+        tracing::warn!(error = %e, leases = addrs.len(), "could not delete ended leases from the store");
     }
 }
 
@@ -495,9 +493,7 @@ impl Ipam {
                     // Exhausted: expired leases are reclaimed now, under the lock (rare: a
                     // full pool; the periodic sweep does this outside it).
                     let expired = pool.take_expired(&mut st, req.now);
-                    if let Err(e) = self.store.delete_leases(&expired) {
-                        tracing::warn!(error = %e, "could not delete ended leases from the store");
-                    }
+                    forget_leases(&self.store, &expired);
                     for a in &expired {
                         st.free.insert(u32::from(*a));
                     }
@@ -573,7 +569,7 @@ impl Ipam {
                     if new {
                         st.leases.remove(addr);
                         st.free.insert(u32::from(addr));
-                        forget_lease(&self.store, addr);
+                        forget_leases(&self.store, &[addr]);
                         pool.publish(&st);
                     } else if let Some(l) = st.leases.get_mut(addr) {
                         // Not written: the next renewal tries again.
@@ -729,7 +725,7 @@ impl Ipam {
                             st.leases.remove(addr).expect("present");
                             st.free.insert(u32::from(addr));
                             pool.publish(&st);
-                            Some((self.store.delete_lease(addr), true))
+                            Some((self.store.delete_leases(&[addr]), true))
                         }
                     }
                     AcctStatus::NasRestart => unreachable!("handled above"),
@@ -750,7 +746,7 @@ impl Ipam {
     }
 
     /// Frees expired leases in every pool; returns how many.
-    pub async fn sweep(&self, now: u64) -> Result<usize, IpamError> {
+    pub fn sweep(&self, now: u64) -> usize {
         let pools: Vec<Arc<Pool>> = self.pools.read().clone();
         let mut n = 0;
         for pool in pools {
@@ -758,7 +754,7 @@ impl Ipam {
             pool.release(&self.store, &expired);
             n += expired.len();
         }
-        Ok(n)
+        n
     }
 
     /// Live leases (sessions), ordered by address.

@@ -116,28 +116,14 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a lease (the sticky address stays); durable when `durable`.
-    pub async fn remove_lease(&self, addr: Ipv4Addr, durable: bool) -> Result<(), StoreError> {
-        self.delete_lease(addr)?;
-        if durable {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Deletes leases in one batch, not durably.
+    /// Deletes leases (their sticky addresses stay) in one batch, not durably; synchronous
+    /// like `write_lease`.
     pub fn delete_leases(&self, addrs: &[Ipv4Addr]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for a in addrs {
             batch.remove(&a.octets());
         }
         self.leases.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// Deletes a lease, not durably; synchronous like `write_lease`.
-    pub fn delete_lease(&self, addr: Ipv4Addr) -> Result<(), StoreError> {
-        self.leases.remove(addr.octets())?;
         Ok(())
     }
 }
