@@ -52,6 +52,12 @@ impl Shard {
     }
 }
 
+fn shard_of(key: u64) -> usize {
+    // Bits the tables do not use to place keys (they use the low bits and the top seven):
+    // the shard's keys must not all share their low bits.
+    (key >> 32) as usize % SHARDS
+}
+
 /// Insertions since the one numbered `seq`, when the next is numbered `next`.
 fn age(next: u32, seq: u32) -> u32 {
     next.wrapping_sub(seq)
@@ -103,9 +109,7 @@ impl CredentialCache {
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
-        // Bits the tables do not use to place keys (they use the low bits and the top seven):
-        // the shard's keys must not all share their low bits.
-        &self.shards[(key >> 32) as usize % SHARDS]
+        &self.shards[shard_of(key)]
     }
 
     /// When `tag` was verified for `user`, if that is the tag cached for them and it has not
@@ -252,17 +256,38 @@ mod tests {
         assert!(c.get("user99999").is_some(), "the last insert is kept");
     }
 
+    /// Whether each shard kept the newest of the names inserted into it (in `names`' order),
+    /// evicting only older ones. Eviction is per shard: a shard the hash hands many inserts
+    /// shrinks, so across shards a new entry may go while an older one elsewhere stays.
+    fn kept_the_newest_per_shard(c: &CredentialCache, names: &[String]) -> bool {
+        (0..SHARDS).all(|s| {
+            let kept: Vec<bool> = names
+                .iter()
+                .filter(|n| shard_of(c.key(n)) == s)
+                .map(|n| c.get(n).is_some())
+                .collect();
+            // Evicted (false) entries all come before the kept (true) ones.
+            kept.is_sorted()
+        })
+    }
+
     #[test]
     fn the_oldest_are_evicted_first() {
-        // Fill every shard past capacity, then add new entries: none of the new is evicted.
+        // Fill every shard past capacity, then add new entries: each shard evicts its oldest.
         let c = CredentialCache::new(16 * 32, Duration::from_secs(3600));
-        for i in 0..2000 {
-            c.insert(&format!("old{i}"), [0; 16]);
+        let names: Vec<String> = (0..2000)
+            .map(|i| format!("old{i}"))
+            .chain((0..200).map(|i| format!("new{i}")))
+            .collect();
+        for n in &names {
+            c.insert(n, [0; 16]);
         }
-        for i in 0..200 {
-            c.insert(&format!("new{i}"), [1; 16]);
-        }
-        assert!((0..200).all(|i| c.get(&format!("new{i}")).is_some()));
+        assert!(kept_the_newest_per_shard(&c, &names));
+        assert!(
+            c.len() >= 16 * 32 - 16 * 32 / 16 - SHARDS,
+            "{} kept",
+            c.len()
+        );
     }
 
     #[test]
@@ -291,13 +316,11 @@ mod tests {
         for s in &c.shards {
             s.lock().next_seq = u32::MAX - 50;
         }
-        for i in 0..2000 {
-            c.insert(&format!("old{i}"), [0; 16]);
-        }
-        for i in 0..200 {
-            c.insert(&format!("new{i}"), [1; 16]);
+        let names: Vec<String> = (0..2200).map(|i| format!("user{i}")).collect();
+        for n in &names {
+            c.insert(n, [0; 16]);
         }
         assert!(c.shards.iter().all(|s| s.lock().next_seq < 1000), "wrapped");
-        assert!((0..200).all(|i| c.get(&format!("new{i}")).is_some()));
+        assert!(kept_the_newest_per_shard(&c, &names));
     }
 }
