@@ -147,6 +147,8 @@ pub enum IpamError {
     Task(#[from] tokio::task::JoinError),
     #[error("the first write of the lease of {0} failed")]
     GrantUndone(Ipv4Addr),
+    #[error("the lease of {0} is being granted right now; try again")]
+    BeingGranted(Ipv4Addr),
 }
 
 /// A lease handed to a session.
@@ -625,24 +627,7 @@ impl Ipam {
     ) -> Result<bool, IpamError> {
         let pools: Vec<Arc<Pool>> = self.pools.read().clone();
         if status == AcctStatus::NasRestart {
-            let mut any = false;
-            for pool in &pools {
-                let gone: Vec<Ipv4Addr> = {
-                    let mut st = pool.state.lock();
-                    // A NAS restart is rare: a scan, not an index. A lease still pending was
-                    // granted for a request being answered now, after the restart.
-                    let mut gone = st.leases.held_through(nas);
-                    gone.retain(|a| st.leases.get(*a).is_some_and(|l| !l.pending));
-                    for a in &gone {
-                        st.leases.remove(*a);
-                    }
-                    gone
-                };
-                pool.release(&self.store, &gone);
-                any |= !gone.is_empty();
-            }
-            self.store.flush().await?;
-            return Ok(any);
+            return Ok(!self.release_nas(nas).await?.is_empty());
         }
         for pool in &pools {
             let change = {
@@ -743,6 +728,56 @@ impl Ipam {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Ends every lease held through `nas` (its sessions are gone: Accounting-On/Off, or an
+    /// admin for a gateway that sends neither) and frees the addresses, durably. Returns
+    /// them. A lease still pending was granted for a request being answered now, after the
+    /// restart: it stays.
+    pub async fn release_nas(&self, nas: &str) -> Result<Vec<LeaseRecord>, IpamError> {
+        let pools: Vec<Arc<Pool>> = self.pools.read().clone();
+        let mut released = Vec::new();
+        for pool in &pools {
+            let gone: Vec<Ipv4Addr> = {
+                let mut st = pool.state.lock();
+                // Rare: a scan, not an index.
+                let mut gone = st.leases.held_through(nas);
+                gone.retain(|a| st.leases.get(*a).is_some_and(|l| !l.pending));
+                for a in &gone {
+                    let lease = st.leases.remove(*a).expect("found above");
+                    released.push(lease.record(*a, &pool.config.name, nas));
+                }
+                gone
+            };
+            pool.release(&self.store, &gone);
+        }
+        self.store.flush().await?;
+        released.sort_by_key(|l| l.addr);
+        Ok(released)
+    }
+
+    /// Ends the lease of `addr` and frees the address, durably (an admin's release of a
+    /// session the gateway will not report ended). `Ok(None)`: no lease there.
+    pub async fn release_address(&self, addr: Ipv4Addr) -> Result<Option<LeaseRecord>, IpamError> {
+        let pools: Vec<Arc<Pool>> = self.pools.read().clone();
+        for pool in &pools {
+            let record = {
+                let mut st = pool.state.lock();
+                match st.leases.get(addr) {
+                    None => continue,
+                    Some(l) if l.pending => return Err(IpamError::BeingGranted(addr)),
+                    Some(l) => {
+                        let record = l.record(addr, &pool.config.name, st.leases.nas_of(l));
+                        st.leases.remove(addr);
+                        record
+                    }
+                }
+            };
+            pool.release(&self.store, &[addr]);
+            self.store.flush().await?;
+            return Ok(Some(record));
+        }
+        Ok(None)
     }
 
     /// Frees expired leases in every pool; returns how many.
