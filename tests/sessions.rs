@@ -89,6 +89,51 @@ fn asa_accept_carries_address_netmask_and_dns_and_the_address_is_sticky() {
 
 const ACTIVE: &str = "ravpnd_sessions_active{pool=\"vpn\"}";
 
+/// ravpnd was down longer than the lease time while the session went on: the session's next
+/// Interim-Update takes its address back, so another user is not given it too.
+#[test]
+fn an_update_after_a_long_outage_takes_the_expired_lease_back() {
+    let mut d =
+        TestDaemon::with_config(&config("").replace("lease_time = \"1h\"", "lease_time = \"2s\""));
+    d.add_vpn_user("alice", "pass-1234");
+    d.add_vpn_user("bob", "pass-1234");
+    let addr = login(&d, "alice").attr("Framed-IP-Address").unwrap();
+    let start = acct(
+        &d,
+        &format!("Acct-Status-Type=Start,Acct-Session-Id=\"sess-1\",User-Name=alice,Framed-IP-Address={addr}"),
+    );
+    assert!(start.is("Accounting-Response"), "{}", start.output);
+    assert!(d.terminate().success());
+    std::thread::sleep(Duration::from_secs(3));
+    d.restart();
+    assert!(sessions(&d).is_empty(), "expired while ravpnd was down");
+
+    let interim = acct(
+        &d,
+        &format!("Acct-Status-Type=Interim-Update,Acct-Session-Id=\"sess-1\",User-Name=alice,Framed-IP-Address={addr}"),
+    );
+    assert!(interim.is("Accounting-Response"), "{}", interim.output);
+    let s = sessions(&d);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(
+        (
+            &s[0]["addr"],
+            &s[0]["user"],
+            &s[0]["device"],
+            &s[0]["session_id"]
+        ),
+        (
+            &serde_json::json!(addr),
+            &serde_json::json!("alice"),
+            &serde_json::json!("alice-dev"),
+            &serde_json::json!("sess-1")
+        ),
+    );
+    assert!(d.log().contains("lease taken back"), "{}", d.log());
+    let other = login(&d, "bob").attr("Framed-IP-Address").unwrap();
+    assert_ne!(other, addr, "the address is alice's session's");
+}
+
 #[test]
 fn accounting_binds_the_session_and_stop_releases_the_address() {
     let d = TestDaemon::with_config(&config(""));

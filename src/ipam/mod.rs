@@ -9,6 +9,7 @@
 mod free;
 mod leases;
 mod sticky;
+mod stopped;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::store::{corrupt_lease_addr, AddressHint, LeaseRecord, Store, StoreErr
 use free::FreeSet;
 use leases::{Leases, NewLease};
 use sticky::Sticky;
+use stopped::RecentStops;
 
 /// `[[pools]]`: one address pool.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -279,6 +281,8 @@ pub struct Ipam {
     /// longer configured (a client renamed) is adopted by the NAS whose accounting names it.
     /// Empty: not told, every name counts as configured.
     clients: RwLock<std::collections::HashSet<String>>,
+    /// Sessions stopped moments ago: their late updates must not bring a lease back.
+    stopped: Mutex<RecentStops>,
 }
 
 /// Who the lease is for.
@@ -316,6 +320,7 @@ impl Ipam {
             store,
             pools: RwLock::new(Vec::new()),
             clients: RwLock::default(),
+            stopped: Mutex::new(RecentStops::new()),
         };
         ipam.install_pools(pools, now, true)?;
         Ok(ipam)
@@ -629,6 +634,9 @@ impl Ipam {
         if status == AcctStatus::NasRestart {
             return Ok(!self.release_nas(nas).await?.is_empty());
         }
+        if status == AcctStatus::Stop && !session_id.is_empty() {
+            self.stopped.lock().record(nas, session_id, now);
+        }
         for pool in &pools {
             let change = {
                 let mut st = pool.state.lock();
@@ -674,6 +682,12 @@ impl Ipam {
                     return Ok(false);
                 }
                 if !ours(&addr) {
+                    return Ok(false);
+                }
+                if matches!(status, AcctStatus::Start | AcctStatus::Interim)
+                    && !Self::may_bind(status, lease, session_id, user)
+                {
+                    tracing::debug!(%addr, session_id, user, "accounting about another session's lease ignored");
                     return Ok(false);
                 }
                 drop(clients);
@@ -727,7 +741,110 @@ impl Ipam {
             }
             return Ok(true);
         }
-        Ok(false)
+        match (status, framed_ip) {
+            (AcctStatus::Start | AcctStatus::Interim, Some(addr)) if !session_id.is_empty() => {
+                self.readopt(&pools, addr, session_id, user, nas, now).await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether a Start or Interim-Update of `session_id` for `user` (empty: not named) may
+    /// bind `lease` and refresh it. An Interim only for the lease's own session (or, none
+    /// bound yet, its user's): a late update of a session a reconnect replaced must not take
+    /// the lease back, or that session's Stop would free the new one's address. A Start may
+    /// bind a new session (a reconnect on the same lease), but only the lease's user's.
+    fn may_bind(status: AcctStatus, lease: &leases::Lease, session_id: &str, user: &str) -> bool {
+        match status {
+            AcctStatus::Interim => lease.is_session(session_id, user) != Some(false),
+            _ => user.is_empty() || lease.user() == user,
+        }
+    }
+
+    /// A Start or Interim-Update naming a pool address no lease holds: the lease expired
+    /// while the session went on (ravpnd was down longer than `lease_time`, or the gateway's
+    /// updates did not arrive). The address is taken back for the session — if it is still
+    /// free — so it is not handed to a second client. Not for a session stopped moments ago
+    /// (a late update overtaken by its Stop). Returns whether a lease was made.
+    async fn readopt(
+        &self,
+        pools: &[Arc<Pool>],
+        addr: Ipv4Addr,
+        session_id: &str,
+        user: &str,
+        nas: &str,
+        now: u64,
+    ) -> Result<bool, IpamError> {
+        let Some(pool) = pools.iter().find(|p| p.config.network.contains(&addr)) else {
+            return Ok(false);
+        };
+        if self.stopped.lock().stopped(nas, session_id, now) {
+            return Ok(false);
+        }
+        // The device that had the address last, among the user's: its reconnect then renews
+        // this lease. Unknown (another device of theirs, a user no longer stored): none — the
+        // lease then only keeps the address until the session's Stop or expiry.
+        let device = self.device_that_had(addr, user);
+        let written = {
+            let mut st = pool.state.lock();
+            if st.leases.contains(addr) || !st.free.take(u32::from(addr)) {
+                // Granted meanwhile, or not an address this pool hands out.
+                return Ok(false);
+            }
+            st.leases.insert(
+                addr,
+                NewLease {
+                    user,
+                    device: device.as_deref().unwrap_or(""),
+                    nas,
+                    session_id: Some(session_id),
+                    granted: now,
+                    expires: now + pool.config.lease_time.as_secs().max(1),
+                    pending: false,
+                    renewed: false,
+                },
+            );
+            let lease = st.leases.get(addr).expect("just inserted");
+            let written = self
+                .store
+                .write_lease(&lease.record(addr, &pool.config.name, nas));
+            if written.is_err() {
+                st.leases.remove(addr);
+                st.free.insert(u32::from(addr));
+                forget_leases(&self.store, &[addr]);
+            }
+            pool.publish(&st);
+            written
+        };
+        written?;
+        self.store.flush().await?;
+        tracing::info!(
+            %addr,
+            user,
+            device = device.as_deref().unwrap_or(""),
+            nas,
+            session_id,
+            "lease taken back for a session whose lease had expired"
+        );
+        Ok(true)
+    }
+
+    /// Which of `user`'s devices had `addr` last (the sticky map), if any.
+    fn device_that_had(&self, addr: Ipv4Addr, user: &str) -> Option<String> {
+        let entry = match self.store.access(user) {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, user, "reading the user for a lease taken back");
+                return None;
+            }
+        };
+        let sticky = self.sticky.lock();
+        entry
+            .devices
+            .iter()
+            .find(|d| sticky.get(d.name()) == Some(addr))
+            .map(|d| d.name().to_owned())
     }
 
     /// Ends every lease held through `nas` (its sessions are gone: Accounting-On/Off, or an

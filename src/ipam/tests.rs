@@ -741,3 +741,124 @@ async fn a_second_login_without_device_identity_gets_its_own_address() {
     assert_eq!((live.len(), live[0].addr), (1, y.addr));
     assert_eq!(live[0].session_id.as_deref(), Some("S2"));
 }
+
+/// A reconnect renewed the lease and its new session's Start bound it; the old session's
+/// late Interim-Update must not take it back, or that session's Stop frees the new one's
+/// address.
+#[tokio::test]
+async fn a_late_update_of_a_replaced_session_leaves_the_lease_to_the_new_one() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
+    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    assert!(account(&ipam, AcctStatus::Start, "S2", Some(x), "u", "gw", 3).await);
+    assert!(!account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", 4).await);
+    assert!(!account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 5).await);
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].session_id.as_deref()), (1, Some("S2")));
+}
+
+/// Accounting of another user naming an unbound lease's address (a gateway that assigns
+/// overlapping addresses itself, or a stale session) neither binds nor ends it.
+#[tokio::test]
+async fn a_start_of_another_user_does_not_take_the_lease() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(!account(&ipam, AcctStatus::Start, "S9", Some(x), "v", "gw", 1).await);
+    assert!(!account(&ipam, AcctStatus::Stop, "S9", Some(x), "v", "gw", 2).await);
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].user.as_str()), (1, "u"));
+    assert_eq!(live[0].session_id, None);
+    // Its own user's Start binds it.
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 3).await);
+}
+
+/// The lease expired while its session went on (ravpnd down longer than the lease time):
+/// the session's next update takes the address back, durably and for the device that had
+/// it, so it is not handed to a second client.
+#[tokio::test]
+async fn an_update_for_an_expired_lease_takes_the_address_back() {
+    let (_d, store) = temp();
+    store
+        .insert_user(&crate::store::UserRecord::new("u", None))
+        .await
+        .unwrap();
+    let device = crate::store::DeviceRecord {
+        name: "d1".into(),
+        device_type: crate::store::DeviceType::Windows,
+        enabled: true,
+        device_auth: true,
+        method: crate::store::AuthMethod::Serial,
+        serial: None,
+        mac: None,
+        owner: None,
+        registered_at: None,
+        created: 0,
+        updated: 0,
+    };
+    store.insert_device(&device).await.unwrap();
+    store.assign("u", "d1", 2).await.unwrap();
+    let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
+    assert_eq!(ipam.sweep(100), 1, "expired");
+    assert!(account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", 101).await);
+    let live = ipam.sessions();
+    assert_eq!(live.len(), 1);
+    let l = &live[0];
+    assert_eq!(
+        (
+            l.addr,
+            l.user.as_str(),
+            l.device.as_str(),
+            l.session_id.as_deref(),
+            l.expires
+        ),
+        (x, "u", "d1", Some("S1"), 161)
+    );
+    // Durable: a restart finds it; another device does not get the address.
+    let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 102).unwrap();
+    assert_ne!(ipam.lease(&req("d2", 102)).await.unwrap().unwrap().addr, x);
+    // The device that had it renews it (a reconnect: the old session's Stop then leaves it
+    // to the device, unbound).
+    let again = ipam.lease(&req("d1", 103)).await.unwrap().unwrap();
+    assert_eq!((again.addr, again.new), (x, false));
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 104).await);
+    let kept = ipam.sessions().into_iter().find(|l| l.addr == x).unwrap();
+    assert_eq!((kept.device.as_str(), kept.session_id), ("d1", None));
+    // Not an address of the pool's to hand out: nothing taken.
+    assert!(
+        !account(
+            &ipam,
+            AcctStatus::Interim,
+            "S7",
+            Some(Ipv4Addr::new(10, 0, 0, 3)),
+            "u",
+            "gw",
+            105
+        )
+        .await
+    );
+}
+
+/// A gateway's retransmitted Interim-Update overtaken by the session's Stop: the freed
+/// address stays free. After the window a session of that id is a new one (gateways reuse
+/// ids after a reboot) and takes its address back.
+#[tokio::test]
+async fn a_late_update_after_its_stop_does_not_bring_the_lease_back() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 600)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 2).await);
+    assert!(!account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", 7).await);
+    assert!(ipam.sessions().is_empty());
+    // Another NAS's session of that id is not the stopped one.
+    assert!(account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw2", 8).await);
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw2", 9).await);
+    let later = 9 + stopped::WINDOW;
+    assert!(account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", later).await);
+    assert_eq!(ipam.sessions().len(), 1);
+}
