@@ -16,5 +16,6 @@ mod profiles;
 mod radius_basic;
 mod restart;
 mod samba_fixture;
+mod session_release;
 mod sessions;
 mod smtp_stall;

@@ -3,6 +3,7 @@
 mod devices;
 mod import;
 mod profiles;
+mod sessions;
 pub mod token;
 mod users;
 
@@ -26,7 +27,7 @@ use crate::config::Secret;
 use crate::metrics::METRICS;
 use crate::radius::kernel_drops::KernelDrops;
 use crate::radius::listener::Handler;
-use crate::store::{LeaseRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What the handlers share.
 pub struct AdminState {
@@ -65,7 +66,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/devices/{name}/reset-serial", post(devices::reset_serial))
         .route("/assignments", post(devices::assign))
         .route("/assignments/{user}/{device}", delete(devices::unassign))
-        .route("/sessions", get(sessions))
+        .route(
+            "/sessions",
+            get(sessions::list).delete(sessions::release_nas),
+        )
+        .route("/sessions/{addr}", delete(sessions::release))
         .route("/profiles", get(profiles::list))
         .route("/profiles/send", post(profiles::send))
         .route(
@@ -118,11 +123,6 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
     }
     "ready\n".into_response()
-}
-
-/// Live leases: who holds which address, and their accounting session.
-async fn sessions(State(s): State<Arc<AdminState>>) -> Json<Vec<LeaseRecord>> {
-    Json(s.handler.policy().ipam().sessions())
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {

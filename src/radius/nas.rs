@@ -57,6 +57,11 @@ impl NasTable {
             .find(|(net, _)| net.contains(&addr))
             .map(|(_, nas)| nas)
     }
+
+    /// Whether a client of this name is configured.
+    pub fn has_client(&self, name: &str) -> bool {
+        self.entries.iter().any(|(_, nas)| nas.name == name)
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +92,6 @@ mod tests {
         assert_eq!(name("10.9.9.9").as_deref(), Some("wide"));
         assert_eq!(name("::ffff:10.1.2.3").as_deref(), Some("narrow"));
         assert_eq!(name("192.0.2.1"), None);
+        assert!(t.has_client("mid") && !t.has_client("10.1.0.0/16") && !t.has_client(""));
     }
 }
