@@ -124,6 +124,9 @@ pub struct AdVerifier {
     policies: lockout::Policies,
     /// Set while the health-check task runs: down servers then wait for its probes.
     probing: AtomicBool,
+    /// Whether probes bind as the admin (cleared when the directory refuses the admin's
+    /// credentials: probing with them every interval would lock the admin account out).
+    probe_binds: AtomicBool,
     /// The domain's NetBIOS name as the directory has it (users bind as `NETBIOS\\sam`).
     netbios: tokio::sync::OnceCell<String>,
     /// When reading it last failed.
@@ -170,6 +173,7 @@ impl AdVerifier {
             tls,
             policies: lockout::Policies::default(),
             probing: AtomicBool::new(false),
+            probe_binds: AtomicBool::new(true),
             netbios: tokio::sync::OnceCell::new(),
             netbios_failed: Mutex::default(),
             wake: tokio::sync::Notify::new(),
@@ -561,6 +565,131 @@ mod tests {
             }
         });
         port
+    }
+
+    /// A stand-in DC that answers searches (the root DSE: no entries, success) and answers
+    /// binds with `rc`, or never when `rc` is `None`; it counts the binds naming `alice` and
+    /// the others (the admin's).
+    struct ReadOnlyDc {
+        port: u16,
+        user_binds: Arc<std::sync::atomic::AtomicUsize>,
+        admin_binds: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl ReadOnlyDc {
+        async fn start(addr: &str, rc: Option<u8>) -> Self {
+            use std::sync::atomic::AtomicUsize;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let (user_binds, admin_binds) =
+                (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let counts = (user_binds.clone(), admin_binds.clone());
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    let (users, admins) = counts.clone();
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 512];
+                        // SEQUENCE, short length, INTEGER message id (one byte), then the op.
+                        while let Ok(n @ 7..) = s.read(&mut buf).await {
+                            let (id, op) = (buf[4], buf[5]);
+                            let done = match op {
+                                0x60 => {
+                                    let alice = buf[..n].windows(5).any(|w| w == b"alice");
+                                    let count = if alice { &users } else { &admins };
+                                    count.fetch_add(1, Ordering::SeqCst);
+                                    match rc {
+                                        Some(rc) => 0x61_00 | u16::from(rc),
+                                        None => continue, // never answered
+                                    }
+                                }
+                                0x63 => 0x65_00, // SearchResultDone, success
+                                _ => return,     // an unbind: done
+                            };
+                            let [op, rc] = u16::to_be_bytes(done);
+                            let resp = [
+                                0x30, 0x0c, 0x02, 0x01, id, op, 0x07, 0x0a, 0x01, rc, 0x04, 0x00,
+                                0x04, 0x00,
+                            ];
+                            if s.write_all(&resp).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            Self {
+                port,
+                user_binds,
+                admin_binds,
+            }
+        }
+    }
+
+    fn probed_config(port: u16, secondary: bool) -> ActiveDirectoryConfig {
+        let second = if secondary {
+            "secondary_host = \"dc2.corp.example.com\"\nsecondary_address = \"127.0.0.2\"\n"
+        } else {
+            ""
+        };
+        toml::from_str(&format!(
+            "primary_host = \"dc1.corp.example.com\"\nprimary_address = \"127.0.0.1\"\n{second}\
+             domain = \"corp.example.com\"\nnetbios_domain = \"CORP\"\nadmin_password = \"x\"\n\
+             tls = \"none\"\nport = {port}\ntimeout = \"300ms\"\nhealth_check_interval = \"100ms\"\n\
+             lockout_precheck = false"
+        ))
+        .unwrap()
+    }
+
+    /// Waits (up to 10 s) until `cond` holds.
+    async fn eventually(cond: impl Fn() -> bool) -> bool {
+        for _ in 0..200 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// A DC answering reads but not binds (its authentication backend stuck) fails its
+    /// probe, so requests go to the other DC without waiting out `timeout` on it first. (The
+    /// probe read only the root DSE: such a DC passed it, and every request bound there first.)
+    #[tokio::test]
+    async fn a_dc_whose_binds_hang_fails_its_probe() {
+        let hung = ReadOnlyDc::start("127.0.0.1:0", None).await;
+        let _ok = ReadOnlyDc::start(&format!("127.0.0.2:{}", hung.port), Some(0)).await;
+        let v = Arc::new(AdVerifier::new(&probed_config(hung.port, true)).unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(v.clone().health_check(stop.clone()));
+        assert!(
+            eventually(|| !v.servers[0].health.usable(v.now_ms())).await,
+            "the probe finds the primary unusable"
+        );
+        for _ in 0..3 {
+            assert!(v.bind_user("alice", b"pw").await.is_ok());
+            tokio::time::sleep(Duration::from_millis(250)).await; // probe rounds in between
+        }
+        assert_eq!(hung.user_binds.load(Ordering::SeqCst), 0);
+        assert!(!v.servers[0].health.usable(v.now_ms()), "still skipped");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// Probes bind as the admin; refused (a wrong admin password), they stop binding rather
+    /// than lock the admin account out, and the DC, which answered, stays in use.
+    #[tokio::test]
+    async fn a_refused_admin_bind_ends_probe_binds() {
+        let dc = ReadOnlyDc::start("127.0.0.1:0", Some(49)).await;
+        let v = Arc::new(AdVerifier::new(&probed_config(dc.port, false)).unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(v.clone().health_check(stop.clone()));
+        assert!(eventually(|| !v.probe_binds.load(Ordering::Relaxed)).await);
+        tokio::time::sleep(Duration::from_millis(500)).await; // more probe rounds
+        assert_eq!(dc.admin_binds.load(Ordering::SeqCst), 1);
+        assert!(v.servers[0].health.usable(v.now_ms()));
+        stop.cancel();
+        task.await.unwrap();
     }
 
     /// A DC that declines to check (busy, unavailable, unwilling) is not the verdict: the

@@ -29,7 +29,7 @@ pub(super) enum OpError {
 pub(super) type OpFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, OpError>> + Send + 'c>>;
 
 impl AdVerifier {
-    fn admin_upn(&self) -> String {
+    pub(super) fn admin_upn(&self) -> String {
         let admin = self
             .config
             .admin_user

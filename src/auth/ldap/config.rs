@@ -65,7 +65,8 @@ pub struct ActiveDirectoryConfig {
     /// (`health_check_interval = "0s"`) exactly this long.
     #[serde(default = "default_retry", with = "humantime_serde")]
     pub retry_primary_after: Duration,
-    /// How often every DC is probed (TCP + TLS + a root DSE read, within `timeout`). A
+    /// How often every DC is probed (TCP + TLS + an admin bind + a root DSE read, each within
+    /// `timeout`; any answer to the bind counts, a refused admin password ends probe binds). A
     /// server that fails a probe or a request is skipped until a probe succeeds, so traffic
     /// returns to the primary within one interval of its return. `0s`: no probes.
     #[serde(default = "default_health", with = "humantime_serde")]

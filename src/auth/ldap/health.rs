@@ -1,6 +1,7 @@
 //! Which DCs request traffic may use. A server that fails a request or a probe is skipped;
 //! the health-check task probes every server each `health_check_interval` (and at once when
-//! a request found one unusable) with a new connection (TCP, TLS) and a root DSE read, and
+//! a request found one unusable) with a new connection (TCP, TLS), a bind as the admin and a
+//! root DSE read, and
 //! a server that answers is used again at once — so traffic returns to the primary within one
 //! interval of its return. Without the task (`health_check_interval = "0s"`) a server that
 //! failed a request is skipped for `retry_primary_after`.
@@ -142,9 +143,42 @@ impl AdVerifier {
         }
     }
 
-    /// A new connection (TCP, TLS as configured) and an anonymous root DSE read.
+    /// A new connection (TCP, TLS as configured), a bind as the admin, and a root DSE read.
+    /// The bind because a DC can go on answering reads while its binds hang (its
+    /// authentication backend stuck): without it, such a DC passed every probe and each
+    /// request waited out `timeout` on it before failing over. Any answer to the bind counts —
+    /// only silence, or a DC declining to check, is down.
     async fn probe(&self, server: &Server) -> Result<(), String> {
         let mut ldap = self.connect(server).await?;
+        if self.probe_binds.load(Ordering::Relaxed) {
+            let r = tokio::time::timeout(
+                self.config.timeout,
+                ldap.simple_bind(&self.admin_upn(), self.config.admin_password.expose()),
+            )
+            .await
+            .map_err(|_| format!("admin bind on {} timed out", server.addr))?
+            .map_err(|e| format!("admin bind on {}: {e}", server.addr))?;
+            match r.rc {
+                0 => {}
+                51..=53 => {
+                    return Err(format!(
+                        "{} declined the admin bind: rc={} {}",
+                        server.addr, r.rc, r.text
+                    ))
+                }
+                rc => {
+                    if self.probe_binds.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            server = server.label,
+                            rc,
+                            text = %r.text,
+                            "admin bind refused: probes no longer bind (a DC whose binds hang now \
+                             passes them); check admin_user/admin_password"
+                        );
+                    }
+                }
+            }
+        }
         let res = tokio::time::timeout(
             self.config.timeout,
             ldap.search("", Scope::Base, "(objectClass=*)", vec!["dnsHostName"]),
