@@ -263,12 +263,14 @@ impl Leases {
             .map(|(a, _)| a)
     }
 
-    /// The lease of `addr`, now held through `nas` (a renewal), and whether that NAS is a
-    /// different one than before: one lookup on the renewal path.
-    pub fn held_by(&mut self, addr: Ipv4Addr, nas: &str) -> Option<(&mut Lease, bool)> {
+    /// The lease of `addr`, now held through `nas` (a renewal), and the NAS it was held
+    /// through before if that is another (to move it back if the renewal fails): one lookup on
+    /// the renewal path.
+    pub fn held_by(&mut self, addr: Ipv4Addr, nas: &str) -> Option<(&mut Lease, Option<Arc<str>>)> {
         let lease = self.by_addr.get_mut(&addr)?;
-        let moved = self.nas.name(lease.nas) != nas;
-        if moved {
+        let before = &self.nas.names[lease.nas as usize];
+        let moved = (**before != *nas).then(|| before.clone());
+        if moved.is_some() {
             lease.nas = self.nas.intern(nas);
             // Its session is indexed per NAS: filed again under the new one (rare: a
             // gateway moved or renamed).
@@ -492,8 +494,8 @@ mod tests {
         t.insert(addr(2), lease("b", "gw1", None, 1));
         assert_eq!(t.get(addr(1)).unwrap().nas, t.get(addr(2)).unwrap().nas);
         assert_eq!(t.nas.names.len(), 1, "one copy of the name");
-        assert!(!t.held_by(addr(1), "gw1").unwrap().1);
-        assert!(t.held_by(addr(1), "gw2").unwrap().1);
+        assert!(t.held_by(addr(1), "gw1").unwrap().1.is_none());
+        assert_eq!(t.held_by(addr(1), "gw2").unwrap().1.as_deref(), Some("gw1"));
         assert_eq!(t.nas_of(t.get(addr(1)).unwrap()), "gw2");
         assert_eq!(t.held_through("gw1"), vec![addr(2)]);
         assert!(t.held_through("gw3").is_empty());
@@ -600,6 +602,7 @@ mod tests {
                 }
                 7 => {
                     if let Some((l, moved)) = t.held_by(a, &nas) {
+                        let moved = moved.is_some();
                         assert_eq!(l.device(), "dev");
                         let l = m.leases.get_mut(&a).unwrap();
                         assert_eq!(moved, l.1 != nas);

@@ -533,18 +533,19 @@ impl Ipam {
                     },
                 );
             }
-            // A new lease was just inserted from this NAS, so `moved` is false for it.
-            let (lease, moved) = st
+            // A new lease was just inserted from this NAS, so it did not move.
+            let (lease, moved_from) = st
                 .leases
                 .held_by(addr, req.nas)
                 .expect("a renewal holds its lease; a new one was just inserted");
+            let expires_before = lease.expires();
             if !new {
                 // Stored only when it moves (once a second at most): a renewal then leaves
                 // the lease's cache line unwritten for the other worker thread.
                 if expires > lease.expires() {
                     lease.set_expires(expires);
                 }
-                if moved {
+                if moved_from.is_some() {
                     lease.set_stored_expires(0); // force the write below
                 }
             }
@@ -578,11 +579,19 @@ impl Ipam {
                         st.free.insert(u32::from(addr));
                         forget_leases(&self.store, &[addr]);
                         pool.publish(&st);
-                    } else if let Some(l) = st.leases.get_mut(addr) {
-                        // Not written: the next renewal tries again.
-                        l.set_stored_expires(stored_before);
-                        if marked {
-                            l.clear_renewed();
+                    } else {
+                        // Not written, and the request fails: the lease is as it was (held
+                        // through its NAS: that one's Stop still ends it), and the next
+                        // renewal tries again.
+                        if let Some(prev) = moved_from {
+                            st.leases.held_by(addr, &prev);
+                        }
+                        if let Some(l) = st.leases.get_mut(addr) {
+                            l.set_expires(expires_before);
+                            l.set_stored_expires(stored_before);
+                            if marked {
+                                l.clear_renewed();
+                            }
                         }
                     }
                     return Err(e.into());
@@ -824,7 +833,7 @@ impl Ipam {
             device = device.as_deref().unwrap_or(""),
             nas,
             session_id,
-            "lease taken back for a session whose lease had expired"
+            "lease taken back for a live session that held none (its lease expired or was released)"
         );
         Ok(true)
     }

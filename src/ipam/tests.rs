@@ -862,3 +862,34 @@ async fn a_late_update_after_its_stop_does_not_bring_the_lease_back() {
     assert!(account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", later).await);
     assert_eq!(ipam.sessions().len(), 1);
 }
+
+/// A renewal through another NAS whose write fails leaves the lease as it was: held through
+/// its NAS (whose Stop still ends it) with its expiry. (It stayed moved and extended: the
+/// session's own gateway's Stop was then ignored as another NAS's.)
+#[tokio::test]
+async fn a_failed_renewal_leaves_the_lease_as_it_was() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
+    store
+        .fail_refreshes
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let through_gw2 = LeaseRequest {
+        nas: "gw2",
+        ..req("d1", 30)
+    };
+    assert!(ipam.lease(&through_gw2).await.is_err());
+    let l = &ipam.sessions()[0];
+    assert_eq!(
+        (
+            l.nas.as_str(),
+            l.expires,
+            l.renewed,
+            l.session_id.as_deref()
+        ),
+        ("gw", 61, false, Some("S1"))
+    );
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 31).await);
+    assert!(ipam.sessions().is_empty());
+}

@@ -112,6 +112,14 @@ impl Store {
     /// Rewrites a renewed lease's record (expiry) without waiting for durability: one sled
     /// insert, no transaction, since the sticky address is unchanged.
     pub fn refresh_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self
+            .fail_refreshes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "test: disk full");
+            return Err(StoreError::Sled(sled::Error::Io(full)));
+        }
         self.leases.insert(lease.addr.octets(), encode(lease))?;
         Ok(())
     }
