@@ -167,6 +167,9 @@ struct PoolState {
     leases: Leases,
     /// Next-fit cursor.
     next: u32,
+    /// Addresses whose lease record could not be read at start: neither leased nor free
+    /// (possibly still someone's) until an admin releases them.
+    unreadable: Vec<Ipv4Addr>,
 }
 
 struct Pool {
@@ -403,6 +406,7 @@ impl Ipam {
             free,
             leases: Leases::default(),
             next: 0,
+            unreadable: Vec::new(),
         };
         let net = cfg.network;
         for l in self.store.leases_in(net.network(), net.broadcast()) {
@@ -412,7 +416,8 @@ impl Ipam {
                     Some(addr) => {
                         // Possibly still someone's: never handed out, and said at each start.
                         state.free.take(u32::from(addr));
-                        tracing::error!(%addr, error = %e, "unreadable lease record: its address is kept out of the pool");
+                        state.unreadable.push(addr);
+                        tracing::error!(%addr, error = %e, "unreadable lease record: its address is kept out of the pool until `ravpnd session release` frees it");
                         continue;
                     }
                     None => return Err(e.into()),
@@ -883,14 +888,33 @@ impl Ipam {
     }
 
     /// Ends the lease of `addr` and frees the address, durably (an admin's release of a
-    /// session the gateway will not report ended). `Ok(None)`: no lease there.
+    /// session the gateway will not report ended). `Ok(None)`: no lease there. An address
+    /// kept out for an unreadable lease record is freed too (its record deleted), answered
+    /// as a lease of no one.
     pub async fn release_address(&self, addr: Ipv4Addr) -> Result<Option<LeaseRecord>, IpamError> {
         let pools: Vec<Arc<Pool>> = self.pools.read().clone();
         for pool in &pools {
             let record = {
                 let mut st = pool.state.lock();
                 match st.leases.get(addr) {
-                    None => continue,
+                    None => {
+                        let Some(i) = st.unreadable.iter().position(|a| *a == addr) else {
+                            continue;
+                        };
+                        st.unreadable.swap_remove(i);
+                        tracing::warn!(%addr, "unreadable lease record removed: the address is free again");
+                        LeaseRecord {
+                            addr,
+                            pool: pool.config.name.clone(),
+                            user: String::new(),
+                            device: String::new(),
+                            nas: String::new(),
+                            session_id: None,
+                            granted: 0,
+                            expires: 0,
+                            renewed: false,
+                        }
+                    }
                     Some(l) if l.pending => return Err(IpamError::BeingGranted(addr)),
                     Some(l) => {
                         let record = l.record(addr, &pool.config.name, st.leases.nas_of(l));

@@ -705,14 +705,25 @@ async fn a_sweep_never_deletes_a_lease_granted_meanwhile() {
 #[tokio::test]
 async fn an_unreadable_lease_record_keeps_only_its_address_out() {
     let (_d, store) = temp();
-    store.put_raw_lease(Ipv4Addr::new(10, 0, 0, 1), &[0x7f]);
-    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
+    let unreadable = Ipv4Addr::new(10, 0, 0, 1);
+    store.put_raw_lease(unreadable, &[0x7f]);
+    let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
     let a = ipam.lease(&req("d1", 0)).await.unwrap().unwrap();
     assert_eq!(a.addr, Ipv4Addr::new(10, 0, 0, 2));
     assert!(matches!(
         ipam.lease(&req("d2", 0)).await,
         Err(IpamError::Exhausted(_))
     ));
+    // An admin's release frees it (the record goes), answered as a lease of no one.
+    let gone = ipam.release_address(unreadable).await.unwrap().unwrap();
+    assert_eq!((gone.addr, gone.user.as_str()), (unreadable, ""));
+    assert!(ipam.release_address(unreadable).await.unwrap().is_none());
+    assert_eq!(
+        ipam.lease(&req("d2", 1)).await.unwrap().unwrap().addr,
+        unreadable
+    );
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 2).unwrap();
+    assert_eq!(ipam.sessions().len(), 2, "both readable after a restart");
 }
 
 /// Where the gateway gives no device identity (ocserv), a second login of the user's device
