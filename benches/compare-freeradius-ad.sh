@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The Active Directory workload of compare-freeradius.sh (WORKLOAD=ad): sourced by it after
 # the common setup (ravpnd and the load driver built, free ports picked, cleanup trap set).
 #
@@ -93,7 +94,7 @@ samba -F -s "$SD/etc/smb.conf" > "$SD/samba.log" 2>&1 &
 SAMBA_PID=$!
 PIDS+=("$SAMBA_PID")
 dc_bind() { # a simple bind as user0 and a root DSE read
-  ldapsearch -x -H "ldap://$DC_ADDR" -D "user0@$AD_DOMAIN" -w "$PASSWORD" -b "" -s base dnsHostName >/dev/null "$@"
+  ldapsearch -x -H "ldap://$DC_ADDR" -D "user0@$AD_DOMAIN" -w "$PASSWORD" -b "" -s base dnsHostName >/dev/null
 }
 for _ in $(seq 300); do
   dc_bind 2>/dev/null && break
@@ -375,11 +376,17 @@ say "warming up: 3 s on each server (connection pools opened, caches of the DC f
 drive "prime-ravpnd" "$RAVPND_PORT" "$RAVPND_PID" --concurrency "$CONCURRENCY" --duration 3s --warmup 0s
 drive "prime-freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration 3s --warmup 0s
 
-say "throughput: $ROUNDS rounds x (ravpnd, FreeRADIUS rlm_ldap, DC ceiling), closed loop, $CONCURRENCY in flight"
-for _ in $(seq "$ROUNDS"); do
-  drive "ravpnd" "$RAVPND_PORT" "$RAVPND_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-  drive "freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-  ceiling
+say "throughput: $ROUNDS rounds x (ravpnd, FreeRADIUS rlm_ldap, DC ceiling; reversed every other round), closed loop, $CONCURRENCY in flight"
+for round in $(seq "$ROUNDS"); do
+  mapfile -t order < <(in_round_order "$round" ravpnd freeradius dc-ceiling)
+  echo "round $round of $ROUNDS, in this order: ${order[*]}" >&2
+  for s in "${order[@]}"; do
+    case $s in
+      ravpnd) drive "ravpnd" "$RAVPND_PORT" "$RAVPND_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" ;;
+      freeradius) drive "freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" ;;
+      dc-ceiling) ceiling ;;
+    esac
+  done
 done
 say "latency: one request in flight"
 drive "ravpnd-c1" "$RAVPND_PORT" "$RAVPND_PID" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
@@ -404,6 +411,7 @@ python3 - "$RESULTS" "$FR_VERSION" "$CONCURRENCY" "$THREADS" "$(nproc)" "$USERS"
   "$CEILING_CONNS" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(samba --version)" \
   "$(grep -c WARN "$WORK/ravpnd/log" || true)" <<'EOF'
 import json, statistics, sys
+from results import Results, rejected
 path, fr_version, conc, threads, cpus, users, dur, warm, cconns, loadavg, samba, warns = sys.argv[1:]
 secs = float(dur.rstrip("s")) + float(warm.rstrip("s"))
 rs = [json.loads(l) for l in open(path) if l.strip()]
@@ -427,10 +435,17 @@ for label in ("ravpnd", "freeradius"):
 runs = " ".join(f"{r['throughput_rps']:.0f}" for r in by.get("dc-ceiling", []))
 print(f"  DC ceiling  {med('dc-ceiling', lambda r: r['throughput_rps']):>7.0f} binds/s ({cconns} connections, raw LDAP, no RADIUS; runs: {runs})  "
       f"DC CPU {med('dc-ceiling', dc_us):.0f} µs/bind")
+for i, rnd in enumerate(Results(path).rounds(("ravpnd", "freeradius", "dc-ceiling")), 1):
+    print(f"  round {i}: " + " → ".join(f"{r['label']} {r['throughput_rps']:.0f}" for r in rnd))
 t = {l: med(l, lambda r: r["throughput_rps"]) for l in ("ravpnd", "freeradius", "dc-ceiling")}
-print(f"  ratio ravpnd/FreeRADIUS      {t['ravpnd'] / t['freeradius']:.2f}")
-print(f"  ratio ravpnd/DC ceiling      {t['ravpnd'] / t['dc-ceiling']:.2f}")
-print(f"  ratio FreeRADIUS/DC ceiling  {t['freeradius'] / t['dc-ceiling']:.2f}")
+# req/s are accepts per second: a reject (a wrong password, an unknown user) is no throughput,
+# and a ratio with rejects on either side is refused.
+def ratio(a, b):
+    why = rejected(by.get(a, []) + by.get(b, []))
+    return f"INVALID, no ratio ({why})" if why else f"{t[a] / t[b]:.2f}"
+print(f"  ratio ravpnd/FreeRADIUS      {ratio('ravpnd', 'freeradius')}")
+print(f"  ratio ravpnd/DC ceiling      {ratio('ravpnd', 'dc-ceiling')}")
+print(f"  ratio FreeRADIUS/DC ceiling  {ratio('freeradius', 'dc-ceiling')}")
 print("one request in flight:")
 for label in ("ravpnd-c1", "freeradius-c1"):
     print(f"  {label:<15} p50 {med(label, lambda r: r['latency_us']['p50']):>6.0f} µs  p99 {med(label, lambda r: r['latency_us']['p99']):>6.0f} µs"

@@ -13,7 +13,8 @@
 #       USERS defaults to 200 there, PASSWORD to one AD's complexity rules accept)
 #
 # Output: each run's report, then a summary with the ratios ravpnd/FreeRADIUS and
-# ravpnd/null-responder; the raw JSON lines are kept in $RESULTS if set.
+# ravpnd/null-responder (of accepts per second; refused when a measured run had rejects); the
+# raw JSON lines, in the order run, are kept in $RESULTS if set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -221,12 +222,21 @@ drive prime-ravpnd "$RAVPND_PORT" "$RAVPND_PID" --prime --requests 1 --warmup 0s
 drive prime-freeradius "$FR_PORT" "$FR_PID" --prime --requests 1 --warmup 0s --concurrency 16
 RSS_PRIMED=$(rss "$RAVPND_PID")
 
-say "throughput: $ROUNDS rounds x (ravpnd, FreeRADIUS, null responder), closed loop, $CONCURRENCY in flight"
-for _ in $(seq "$ROUNDS"); do
-  drive "ravpnd" "$RAVPND_PORT" "$RAVPND_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-  drive "freeradius" "$FR_PORT" "$FR_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-  drive "null" "$NULL_PORT" "$NULL_PID" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-done
+SERVERS=("ravpnd:$RAVPND_PORT:$RAVPND_PID" "freeradius:$FR_PORT:$FR_PID" "null:$NULL_PORT:$NULL_PID")
+rounds() { # SUFFIX: ROUNDS closed-loop rounds of the three servers, labelled NAME$SUFFIX, in
+  # alternating order (lib.sh, in_round_order); DRIVE_CPU passes through to `load`.
+  local round order s name port pid
+  for round in $(seq "$ROUNDS"); do
+    mapfile -t order < <(in_round_order "$round" "${SERVERS[@]}")
+    echo "round $round of $ROUNDS${1:+ ($1)}, in this order: ${order[*]%%:*}" >&2
+    for s in "${order[@]}"; do
+      IFS=: read -r name port pid <<< "$s"
+      drive "$name$1" "$port" "$pid" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+    done
+  done
+}
+say "throughput: $ROUNDS rounds x (ravpnd, FreeRADIUS, null responder; reversed every other round), closed loop, $CONCURRENCY in flight"
+rounds ""
 
 # The same with the load driver kept off the servers' CPU (lib.sh, `load`): above, the driver
 # and the server share both CPUs, so each request's driver work (~5 µs, as much as ravpnd's)
@@ -236,12 +246,7 @@ done
 if [ "$SPLIT" = 1 ]; then
   say "throughput, split: servers on CPU 1, the driver on CPU 0; $ROUNDS rounds, $CONCURRENCY in flight"
   pin 1 "$RAVPND_PID" "$FR_PID" "$NULL_PID"
-  for _ in $(seq "$ROUNDS"); do
-    for s in "ravpnd:$RAVPND_PORT:$RAVPND_PID" "freeradius:$FR_PORT:$FR_PID" "null:$NULL_PORT:$NULL_PID"; do
-      IFS=: read -r name port pid <<< "$s"
-      DRIVE_CPU=0 drive "$name-split" "$port" "$pid" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-    done
-  done
+  DRIVE_CPU=0 rounds -split
   pin all "$RAVPND_PID" "$FR_PID" "$NULL_PID"
 fi
 
@@ -251,7 +256,7 @@ drive "freeradius-c1" "$FR_PORT" "$FR_PID" --concurrency 1 --duration "$LATENCY_
 drive "null-c1" "$NULL_PORT" "$NULL_PID" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s
 # The same with a polling driver: without the driver's own wake-up for each answer (50-100 µs
 # on an idle vCPU of this host), what is left is the server's part of the round trip.
-for s in "ravpnd:$RAVPND_PORT:$RAVPND_PID" "freeradius:$FR_PORT:$FR_PID" "null:$NULL_PORT:$NULL_PID"; do
+for s in "${SERVERS[@]}"; do
   IFS=: read -r name port pid <<< "$s"
   drive "$name-c1-poll" "$port" "$pid" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s --spin
 done
@@ -260,7 +265,9 @@ say "latency at half of each server's peak rate (open loop)"
 half() { python3 - "$RESULTS" "$1" <<'EOF'
 import sys
 from results import Results
-print(int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps") / 2))
+# Accepts per second: a server that rejected everything still gets a (minimal) open loop,
+# and the summary says why its figures do not count.
+print(max(1, int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps") / 2)))
 EOF
 }
 with_daemon_view "$RCONF" "$ADMIN_PORT" "$WORK/daemon-half" \
@@ -279,13 +286,15 @@ python3 - "$RESULTS" "$FEATURES" "$FR_VERSION" "$CONCURRENCY" "$THREADS" "$(npro
   "$RSS_START" "$RSS_IMPORTED" "$RSS_PRIMED" "$RSS_END" "$(cut -d' ' -f1-3 /proc/loadavg)" \
   "$DAEMON_HALF" <<'EOF'
 import sys
-from results import Results
+from results import Results, ratio_text
 path, features, fr_version, conc, threads, cpus, r0, r1, r2, r3, loadavg, daemon_half = sys.argv[1:]
 res = Results(path)
 rs, by, med, lat = res.runs, res.by, res.med, res.lat
 bad = [r for r in rs if r["invalid"] or r["timeouts"] or r.get("skipped") or r.get("stray") or r.get("send_errors")
        or (r["reject"] and not r["label"].startswith("prime"))]
 print(f"machine: {cpus} CPUs, load driver {threads} thread(s); FreeRADIUS {fr_version}; ravpnd features: {features}")
+print("req/s: accepts per second (rejects are answered faster and are no throughput); a ratio is "
+      "refused when a run it compares had rejects")
 def closed(suffix, heading):
     """The closed-loop rounds whose labels end in `suffix`: medians and ratios."""
     print(f"{heading}, {conc} in flight, median of {len(by.get('ravpnd' + suffix, []))} rounds:")
@@ -296,14 +305,19 @@ def closed(suffix, heading):
               f"server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req  driver CPU {med(label, 'driver_cpu_us_per_req'):.1f} µs/req  "
               f"busy: server {med(label, 'server_cores'):.2f}, driver {med(label, 'driver_cores'):.2f} cores  "
               f"other load {med(label, 'other_busy_cores'):.2f} cores")
-    t = {l: med(l + suffix, "throughput_rps") for l in ("ravpnd", "freeradius", "null")}
-    print(f"  ratio ravpnd/FreeRADIUS     {t['ravpnd'] / t['freeradius']:.2f}")
-    print(f"  ratio ravpnd/null responder {t['ravpnd'] / t['null']:.2f}")
+    ratio = lambda a, b, key="throughput_rps": res.ratio(a + suffix, b + suffix, key)
+    # Each round's runs in the order they ran (reversed every other round), and its ratio.
+    for i, rnd in enumerate(res.rounds([l + suffix for l in ("ravpnd", "freeradius", "null")]), 1):
+        r = {x["label"][:len(x["label"]) - len(suffix)]: [x] for x in rnd}
+        order = " → ".join(f"{x['label']} {x['throughput_rps']:.0f}" for x in rnd)
+        print(f"  round {i}: {order}; ravpnd/FreeRADIUS "
+              f"{ratio_text(r.get('ravpnd', []), r.get('freeradius', [])) if len(r) == 3 else 'incomplete'}")
+    print(f"  ratio ravpnd/FreeRADIUS     {ratio('ravpnd', 'freeradius')}")
+    print(f"  ratio ravpnd/null responder {ratio('ravpnd', 'null')}")
     # The most any server doing the protocol's work could show against FreeRADIUS in this
     # harness on this machine, in this placement.
-    print(f"  ratio null responder/FreeRADIUS {t['null'] / t['freeradius']:.2f} (the harness's ceiling for the first ratio)")
-    c = {l: med(l + suffix, "server_cpu_us_per_req") for l in ("ravpnd", "freeradius")}
-    print(f"  server CPU per request ravpnd/FreeRADIUS {c['ravpnd'] / c['freeradius']:.2f}")
+    print(f"  ratio null responder/FreeRADIUS {ratio('null', 'freeradius')} (the harness's ceiling for the first ratio)")
+    print(f"  server CPU per request ravpnd/FreeRADIUS {ratio('ravpnd', 'freeradius', 'server_cpu_us_per_req')}")
     # A driver that used its whole CPU sets the rate: the ratio is then a lower bound, and the
     # CPU per request says more.
     full = [l for l in ("ravpnd", "null") if suffix and med(l + suffix, "driver_cores") >= 0.95]

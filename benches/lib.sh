@@ -80,6 +80,21 @@ load() {
   fi
 }
 
+# ROUND ITEM...: the items one per line in the order round ROUND (from 1) runs them: as given
+# in odd rounds, reversed in even ones (A B C, C B A, A B C, ...). Run in a fixed order, a
+# drift of the machine during a round (other load, clock and heat, caches warming) would fall
+# on the same item every time; alternated, each pair of rounds gives every item the same mean
+# position. The scripts print each round's order; the JSON lines are in the order run.
+in_round_order() {
+  local round=$1 i
+  shift
+  if (( round % 2 )); then
+    printf '%s\n' "$@"
+  else
+    for (( i = $#; i >= 1; i-- )); do printf '%s\n' "${!i}"; done
+  fi
+}
+
 # CPUS PID...: moves every thread of each process to CPUS (e.g. `1`); `pin all PID...` gives
 # them every CPU back.
 pin() {
@@ -212,14 +227,16 @@ wait_udp() { # PORT: until something listens there
   echo "nothing listens on udp $1" >&2; return 1
 }
 
-# BEFORE AFTER (two /metrics scrapes): the daemon's own view of the requests between them, from
-# its histograms — the socket wait (`ravpnd_request_queue_seconds`) and arrival to response
-# (`ravpnd_request_duration_seconds`): count, the bucket bounds holding p50 / p99 / p99.9, and
-# the share answered within 1 ms. One line; says what the driver's figures cannot: how much of
-# a tail is in the daemon.
+# BEFORE AFTER [RESULTS] (two /metrics scrapes): the daemon's own view of the requests between
+# them, from its histograms — the socket wait (`ravpnd_request_queue_seconds`) and arrival to
+# response (`ravpnd_request_duration_seconds`): count, the bucket bounds holding p50 / p99 /
+# p99.9, and the share answered within 1 ms. One line; says what the driver's figures cannot:
+# how much of a tail is in the daemon. With RESULTS, the driver's report on its last line
+# (`received_total`: every answer it got, warm-up included) is set against the daemon's count
+# of responses made: equal when the window holds the whole run.
 daemon_latency() {
-  python3 - "$1" "$2" <<'PY'
-import re, sys
+  python3 - "$@" <<'PY'
+import json, re, sys
 def buckets(path):
     b = {}
     for line in open(path):
@@ -240,17 +257,33 @@ for name, text in (("queue", "socket wait"), ("duration", "arrival to response")
     q = lambda p: bound(min(le for le, n in h.items() if n >= p * total))
     parts.append(f"{text} ({total:.0f}): p50 ≤ {q(0.5)}, p99 ≤ {q(0.99)}, p99.9 ≤ {q(0.999)}, "
                  f"{100 * h.get(0.001, 0) / total:.2f} % within 1 ms")
+if len(sys.argv) > 3:
+    lines = [l for l in open(sys.argv[3]) if l.strip()]
+    got = json.loads(lines[-1]).get("received_total") if lines else None
+    made = after.get("duration", {}).get(float("inf"), 0) - before.get("duration", {}).get(float("inf"), 0)
+    if got is None:
+        parts.append("the driver did not report its answers received")
+    elif made >= got:
+        parts.append(f"the driver received {got} answers (warm-up included): all in the daemon's window")
+    else:
+        parts.append(f"the driver received {got} answers (warm-up included): {got - made:.0f} NOT in the "
+                     "daemon's window (scraped before they were recorded)")
 print("; ".join(parts))
 PY
 }
 
 # CONF ADMIN_PORT OUT COMMAND...: runs COMMAND between two scrapes of that daemon's /metrics
-# and writes daemon_latency's line for the requests in between to OUT.
+# and writes daemon_latency's line for the requests in between to OUT. COMMAND runs in the
+# foreground: the "after" scrape waits for it, and the driver exits only once every request
+# it sent is answered or timed out (benches/load/client.rs), while the daemon records a
+# request's duration before it sends the answer — so every answer the driver got is in the
+# window. Where COMMAND is the scripts' `drive`, its report is the last line of $RESULTS and
+# the daemon's count is checked against the driver's.
 with_daemon_view() {
   local conf=$1 admin=$2 out=$3
   shift 3
   metrics "$conf" "$admin" > "$WORK/metrics-view-before"
   "$@"
   metrics "$conf" "$admin" > "$WORK/metrics-view-after"
-  daemon_latency "$WORK/metrics-view-before" "$WORK/metrics-view-after" > "$out"
+  daemon_latency "$WORK/metrics-view-before" "$WORK/metrics-view-after" ${RESULTS:+"$RESULTS"} > "$out"
 }

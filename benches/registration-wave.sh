@@ -4,11 +4,13 @@
 # features of benches/compare-freeradius.sh (local users, a registered Windows device each,
 # an address pool, DNS) holding STEADY users whose devices are registered and, for the wave,
 # users whose assigned device has no serial yet. In each round:
-#   1. the closed loop over the STEADY users alone (the steady rate);
-#   2. the same closed loop while a second driver sends first connections of new users at
-#      WAVE_RATE per second (each one a registration: "device registered" reject);
-# and prints both rates and their ratio (1.00: registrations cost the others nothing beyond
-# the CPU they use themselves).
+#   - the closed loop over the STEADY users alone (the steady rate);
+#   - the same closed loop while a second driver sends first connections of new users at
+#     WAVE_RATE per second (each one a registration: "device registered" reject);
+# in that order in odd rounds and the other way round in even ones (so that a drift of the
+# machine does not fall on one side), and prints both rates (accepts per second) and their
+# ratio (1.00: registrations cost the others nothing beyond the CPU they use themselves).
+# A ratio is refused when a steady-user run had rejects.
 # Loopback only; every process it starts is stopped by PID and the temp dir removed, even on
 # error. About 1 minute once built.
 #
@@ -88,25 +90,39 @@ say "priming the $STEADY steady users (argon2 once each, a lease each)"
 drive --users "$STEADY" --prime --requests 1 --warmup 0s --concurrency 64 >/dev/null
 
 RESULTS=$WORK/results.jsonl
-for round in $(seq "$ROUNDS"); do
-  say "round $round: steady alone, then during a wave of $WAVE_RATE first connections/s"
+steady() {
   drive --users "$STEADY" --threads "$THREADS" --concurrency "$CONCURRENCY" --duration "$DURATION" \
     --warmup 1s --server-pid "$PID" --label steady >> "$RESULTS"
+}
+during_wave() { # ROUND: the steady users' closed loop during that round's wave (its own users)
+  local before wave_pid
   before=$(registrations)
-  drive --first-user $((STEADY + (round - 1) * PER_ROUND)) --users "$PER_ROUND" --rate "$WAVE_RATE" \
+  drive --first-user $((STEADY + ($1 - 1) * PER_ROUND)) --users "$PER_ROUND" --rate "$WAVE_RATE" \
     --threads 1 --duration "$DURATION" --warmup 1s --label wave-driver >> "$RESULTS" &
-  WAVE_PID=$!
-  PIDS+=("$WAVE_PID")
+  wave_pid=$!
+  PIDS+=("$wave_pid")
   sleep 1
   drive --users "$STEADY" --threads "$THREADS" --concurrency "$CONCURRENCY" --duration "$DURATION" \
     --warmup 0s --server-pid "$PID" --label during-wave >> "$RESULTS"
-  wait "$WAVE_PID"
+  wait "$wave_pid"
   echo "{\"label\": \"registrations\", \"count\": $(( $(registrations) - before ))}" >> "$RESULTS"
+}
+for round in $(seq "$ROUNDS"); do
+  mapfile -t order < <(in_round_order "$round" steady during_wave)
+  say "round $round: ${order[0]//_/ } then ${order[1]//_/ } (a wave of $WAVE_RATE first connections/s)"
+  for phase in "${order[@]}"; do
+    case $phase in
+      steady) steady ;;
+      during_wave) during_wave "$round" ;;
+    esac
+  done
 done
 
 python3 - "$RESULTS" "$WAVE_RATE" <<'EOF'
 import json, statistics, sys
-rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+from results import Results, ratio_text, rejected
+res = Results(sys.argv[1])
+rs = res.runs
 steady = [r for r in rs if r["label"] == "steady"]
 wave = [r for r in rs if r["label"] == "during-wave"]
 regs = [r["count"] for r in rs if r["label"] == "registrations"]
@@ -115,13 +131,23 @@ for r in bad:
     print(f"{r['label']}: {r['reject']} rejects ({r['first_reject']!r}), {r['invalid']} invalid, "
           f"{r['timeouts']} timeouts", file=sys.stderr)
 print(f"\nregistration wave at {sys.argv[2]}/s (registrations per round: {regs})")
+# req/s: accepts per second (rejects, cheaper than accepts, are no throughput); a ratio with a
+# steady-user run that had rejects is refused. The rounds alternate their order.
 ratios = []
-for i, (s, w) in enumerate(zip(steady, wave), 1):
-    ratio = w["throughput_rps"] / s["throughput_rps"]
-    ratios.append(ratio)
-    print(f"  round {i}: steady {s['throughput_rps']:,.0f} req/s, during the wave "
-          f"{w['throughput_rps']:,.0f} req/s (p99 {s['latency_us']['p99']:,.0f} -> "
-          f"{w['latency_us']['p99']:,.0f} us): {ratio:.2f}")
-print(f"  median ratio {statistics.median(ratios):.2f}")
+for i, rnd in enumerate(res.rounds(("steady", "during-wave")), 1):
+    r = {x["label"]: x for x in rnd}
+    s, w = r.get("steady"), r.get("during-wave")
+    if not (s and w):
+        continue
+    if s["throughput_rps"]:
+        ratios.append(w["throughput_rps"] / s["throughput_rps"])
+    print(f"  round {i} ({' then '.join(x['label'] for x in rnd)}): steady {s['throughput_rps']:,.0f} req/s, "
+          f"during the wave {w['throughput_rps']:,.0f} req/s (p99 {s['latency_us']['p99']:,.0f} -> "
+          f"{w['latency_us']['p99']:,.0f} us): {ratio_text([w], [s])}")
+why = rejected(steady + wave)
+if why:
+    print(f"  median ratio: INVALID, no ratio ({why})")
+else:
+    print(f"  median ratio {statistics.median(ratios):.2f}" if ratios else "  median ratio: n/a")
 sys.exit(1 if bad else 0)
 EOF

@@ -7,8 +7,9 @@
 #      CONNECTED (10,000) of the big store's users connected (a first connection and a
 #      reconnection each, then 5 s at 1,000 req/s over them: during, and 3 s after), after
 #      priming every user, after the runs and after overload;
-#   2. throughput (closed loop) with BIG distinct users in the load against SMALL, in
-#      alternating rounds: big store/BIG users, big store/SMALL users, small store/SMALL users;
+#   2. throughput (closed loop, accepts per second) with BIG distinct users in the load against
+#      SMALL, in rounds of big store/BIG users, big store/SMALL users, small store/SMALL users
+#      (reversed every other round);
 #      then the same with the daemons alone on CPU 1 and the driver on CPU 0 (SPLIT=0 skips it);
 #   3. overload: the daemon held to OVERLOAD_QUOTA (25) % of one CPU (a cgroup CPU quota, so
 #      that the driver can outrun it), its sustained rate under the quota, then an open loop at
@@ -185,7 +186,9 @@ drive() { # LABEL PORT PID USERS ARGS...: one run of the driver, its JSON append
 median_rps() { python3 - "$RESULTS" "$1" <<'EOF'
 import sys
 from results import Results
-print(int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps")))
+# Accepts per second; at least 2, so that half of it is still a rate when nothing was accepted
+# (the summary then says why).
+print(max(2, int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps"))))
 EOF
 }
 
@@ -218,12 +221,21 @@ EOF
 RSS_BIG_PRIMED=$(rss "$BIG_PID")
 RSS_SMALL_PRIMED=$(rss "$SMALL_PID")
 
-say "throughput: $ROUNDS rounds x (big store/$BIG users, big store/$SMALL users, small store/$SMALL users), closed loop, $CONCURRENCY in flight"
-for _ in $(seq "$ROUNDS"); do
-  drive big-big "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-  drive big-small "$BIG_PORT" "$BIG_PID" "$SMALL" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-  drive small-small "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-done
+RUNS=("big-big:$BIG_PORT:$BIG_PID:$BIG" "big-small:$BIG_PORT:$BIG_PID:$SMALL" "small-small:$SMALL_PORT:$SMALL_PID:$SMALL")
+rounds() { # SUFFIX: ROUNDS closed-loop rounds of the three runs, labelled NAME$SUFFIX, in
+  # alternating order (lib.sh, in_round_order); DRIVE_CPU passes through to `load`.
+  local round order r name port pid users
+  for round in $(seq "$ROUNDS"); do
+    mapfile -t order < <(in_round_order "$round" "${RUNS[@]}")
+    echo "round $round of $ROUNDS${1:+ ($1)}, in this order: ${order[*]%%:*}" >&2
+    for r in "${order[@]}"; do
+      IFS=: read -r name port pid users <<< "$r"
+      drive "$name$1" "$port" "$pid" "$users" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+    done
+  done
+}
+say "throughput: $ROUNDS rounds x (big store/$BIG users, big store/$SMALL users, small store/$SMALL users; reversed every other round), closed loop, $CONCURRENCY in flight"
+rounds ""
 PEAK=$(median_rps big-big)
 PEAK_SMALL=$(median_rps small-small)
 # The same with each daemon alone on CPU 1 and the driver on CPU 0 (lib.sh): steadier rounds,
@@ -231,11 +243,7 @@ PEAK_SMALL=$(median_rps small-small)
 if [ "$SPLIT" = 1 ]; then
   say "throughput, split: the daemons on CPU 1, the driver on CPU 0; $ROUNDS rounds"
   pin 1 "$BIG_PID" "$SMALL_PID"
-  for _ in $(seq "$ROUNDS"); do
-    DRIVE_CPU=0 drive big-big-split "$BIG_PORT" "$BIG_PID" "$BIG" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-    DRIVE_CPU=0 drive big-small-split "$BIG_PORT" "$BIG_PID" "$SMALL" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-    DRIVE_CPU=0 drive small-small-split "$SMALL_PORT" "$SMALL_PID" "$SMALL" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-  done
+  DRIVE_CPU=0 rounds -split
   pin all "$BIG_PID" "$SMALL_PID"
 fi
 
@@ -294,7 +302,7 @@ python3 - "$RESULTS" "$WORK" "$BIG" "$SMALL" "$CONCURRENCY" "$THREADS" "$(nproc)
   "$IMPORT_BIG_S $IMPORT_SMALL_S $PRIME_BIG_S" "$DROPS_BEFORE $DROPS_OVERLOAD $DROPS_RECOVERY" \
   "$BIG_ALIVE" "$OVERLOAD_FACTOR" "$(cut -d' ' -f1-3 /proc/loadavg)" "$CONNECTED" "$RSS_CONNECTED" "$QUOTA" <<'EOF'
 import re, sys
-from results import Results
+from results import Results, ratio_text
 (path, work, big, small, conc, threads, cpus, pool, rss_big, rss_small, times, drops,
  alive, factor, loadavg, connected, rss_connected, quota) = sys.argv[1:]
 res = Results(path)
@@ -329,19 +337,22 @@ def throughput(suffix, number, title):
         print(f"   {text:<38} {med(label, 'throughput_rps'):>8.0f} req/s (runs: {runs})  p50 {lat(label, 'p50'):.0f} µs"
               f"  p99 {lat(label, 'p99'):.0f} µs  server CPU {med(label, 'server_cpu_us_per_req'):.1f} µs/req"
               f"  others {med(label, 'other_busy_cores'):.2f} cores")
-    t = {l: med(l + suffix, "throughput_rps") for l in names}
-    c = {l: med(l + suffix, "server_cpu_us_per_req") for l in names}
-    print(f"   ratio {big} users / {small} users (same big store) {t['big-big'] / t['big-small']:.2f};"
-          f" big store {big} users / small store {small} users {t['big-big'] / t['small-small']:.2f}")
-    print(f"   server CPU per request, same ratios: {c['big-big'] / c['big-small']:.2f}, {c['big-big'] / c['small-small']:.2f}")
-    # per-round ratios (each round's three runs are adjacent in time)
-    bb, bs, ss = (by.get(l + suffix, []) for l in names)
-    print("   per-round ratios big-big/big-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, bs))
-          + "; big-big/small-small: " + " ".join(f"{a['throughput_rps'] / b['throughput_rps']:.2f}" for a, b in zip(bb, ss)))
+    # Accepts per second; a ratio with rejects on either side is refused (results.py).
+    ratio = lambda a, b, key="throughput_rps": res.ratio(a + suffix, b + suffix, key)
+    print(f"   ratio {big} users / {small} users (same big store) {ratio('big-big', 'big-small')};"
+          f" big store {big} users / small store {small} users {ratio('big-big', 'small-small')}")
+    print(f"   server CPU per request, same ratios: {ratio('big-big', 'big-small', 'server_cpu_us_per_req')}, "
+          f"{ratio('big-big', 'small-small', 'server_cpu_us_per_req')}")
+    # Each round's runs in the order they ran (reversed every other round), and its ratios.
+    for i, rnd in enumerate(res.rounds([l + suffix for l in names]), 1):
+        r = {x["label"][:len(x["label"]) - len(suffix)]: [x] for x in rnd}
+        order = " → ".join(f"{x['label']} {x['throughput_rps']:.0f}" for x in rnd)
+        print(f"   round {i}: {order}; big-big/big-small {ratio_text(r.get('big-big', []), r.get('big-small', []))},"
+              f" big-big/small-small {ratio_text(r.get('big-big', []), r.get('small-small', []))}")
     # A driver that used its whole CPU sets the rate: then only the CPU per request compares.
     if suffix and any(med(l + suffix, "driver_cores") >= 0.95 for l in names):
         print("   the driver's CPU was full (≥ 0.95 cores): the rates are the driver's; compare the CPU per request")
-    return t["big-big"]
+    return med("big-big" + suffix, "throughput_rps")
 peak_big = throughput("", "2", "")
 if by.get("big-big-split"):
     throughput("-split", "2b", "each daemon alone on CPU 1, the driver (1 thread) on CPU 0, ")
@@ -368,7 +379,7 @@ def line(label, text):
     # `requests` counts every scheduled send; `skipped` ones found no free identifier.
     sent = r.get("requests", 0) - r.get("skipped", 0)
     print(f"   {text:<34} offered {r.get('requests', 0) / w:>7.0f} req/s, sent {sent / w:>7.0f} req/s ({sent / w / base:.1f}x the base),"
-          f" answered {r.get('throughput_rps', 0):>7.0f} req/s, timeouts {r.get('timeouts', 0)}, stray {r.get('stray', 0)},"
+          f" accepted {r.get('throughput_rps', 0):>7.0f} req/s, rejects {r.get('reject', 0)}, timeouts {r.get('timeouts', 0)}, stray {r.get('stray', 0)},"
           f" invalid {r.get('invalid', 0)}; p50 {r['latency_us']['p50']:.0f} µs p99 {r['latency_us']['p99']:.0f} µs"
           f" p99.9 {r['latency_us']['p999']:.0f} µs; kernel UDP rcvbuf drops (machine) {r.get('udp_rcvbuf_drops')};"
           f" server CPU {r.get('server_cores') or float('nan'):.2f} cores, others {r.get('other_busy_cores') or float('nan'):.2f} cores")

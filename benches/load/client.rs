@@ -192,6 +192,7 @@ pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<Work
                     Err(_) => break,
                 };
                 let at = Instant::now();
+                stats.received += 1;
                 handle_response(conn, &buf[..n], &plan, &mut stats, at);
             }
         }

@@ -61,6 +61,10 @@ struct NullArgs {
     /// Stop after this long (humantime, "60s"); default: run until killed.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Answer every Nth valid request (per thread) with an Access-Reject instead: a test of
+    /// what the driver and the scripts make of rejects. 0: never.
+    #[arg(long, default_value_t = 0)]
+    reject_every: u64,
 }
 
 #[derive(Debug, Args)]
@@ -162,12 +166,20 @@ fn main() -> ExitCode {
 fn run_null_responder(a: NullArgs) -> std::io::Result<ExitCode> {
     let socket = UdpSocket::bind(a.listen)?;
     eprintln!(
-        "null responder on {} ({} threads){}",
+        "null responder on {} ({} threads){}{}",
         socket.local_addr()?,
         a.threads,
         a.duration
             .map(|d| format!(", for {}", humantime::format_duration(d)))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if a.reject_every > 0 {
+            format!(
+                ", rejecting one valid request in {} per thread",
+                a.reject_every
+            )
+        } else {
+            String::new()
+        }
     );
     let counters = Arc::new(null::Counters::default());
     let until = a.duration.map(|d| Instant::now() + d);
@@ -176,6 +188,7 @@ fn run_null_responder(a: NullArgs) -> std::io::Result<ExitCode> {
         socket,
         a.secret.into_bytes(),
         a.threads,
+        a.reject_every,
         until,
         stop,
         counters.clone(),
@@ -199,7 +212,8 @@ struct InProcess {
 }
 
 impl InProcess {
-    fn start(secret: &str, threads: usize) -> std::io::Result<Self> {
+    /// `reject_every`: see [`null::serve`] (0: accept everything).
+    fn start(secret: &str, threads: usize, reject_every: u64) -> std::io::Result<Self> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         let addr = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -207,6 +221,7 @@ impl InProcess {
             socket,
             secret.as_bytes().to_vec(),
             threads,
+            reject_every,
             // Bounded even if the driver panicked.
             Some(Instant::now() + Duration::from_secs(15 * 60)),
             stop.clone(),
@@ -236,7 +251,7 @@ fn run_client(a: ClientArgs) -> std::io::Result<ExitCode> {
     let (target, _responder) = match a.target {
         Some(t) => (t, None),
         None => {
-            let r = InProcess::start(&a.secret, 1)?;
+            let r = InProcess::start(&a.secret, 1, 0)?;
             eprintln!("no --target: using an in-process null responder (1 thread)");
             (r.addr, Some(r))
         }
@@ -508,7 +523,7 @@ fn run_workers(
 fn self_test() -> ExitCode {
     let check = || -> Result<(), String> {
         let secret = "self-test-secret-42";
-        let responder = InProcess::start(secret, 1).map_err(|e| e.to_string())?;
+        let responder = InProcess::start(secret, 1, 0).map_err(|e| e.to_string())?;
         let builder = Arc::new(RequestBuilder::new(0, 50, "pw-self-test", secret));
         let args = |requests: u64| ClientArgs {
             target: Some(responder.addr),
@@ -542,12 +557,70 @@ fn self_test() -> ExitCode {
             || st.invalid_total() != 0
             || st.reject != 0
             || st.accept + st.timeouts != 400
+            // The warm-up's answers are received too.
+            || st.received < st.accept
         {
             return Err(format!(
-                "closed loop: expected 400 accepts, got accept {} reject {} invalid {:?} timeouts {}",
-                st.accept, st.reject, st.invalid, st.timeouts
+                "closed loop: expected 400 accepts, got accept {} reject {} invalid {:?} timeouts {} received {}",
+                st.accept, st.reject, st.invalid, st.timeouts, st.received
             ));
         }
+        // Rejects are answers, not throughput: against a responder that rejects every 4th
+        // request the reported rate is the accepts' alone, and the rejects are reported apart.
+        let rejecting = InProcess::start(secret, 1, 4).map_err(|e| e.to_string())?;
+        let (st, window, sockets, _) =
+            run_measured(&a, rejecting.addr, &builder, 2, 16, Pace::Closed, None)
+                .map_err(|e| e.to_string())?;
+        // About a quarter of 400 (which 400 of the responder's count are measured depends on
+        // the warm-up's end); a datagram may be lost.
+        if !(60..=140).contains(&st.reject)
+            || st.accept < 240
+            || st.invalid_total() != 0
+            || st.accept + st.reject + st.timeouts != 400
+            || st.first_reject.as_deref() != Some(wire::NULL_REJECT_MESSAGE)
+        {
+            return Err(format!(
+                "rejects: expected ~100 of 400, got accept {} reject {} invalid {:?} timeouts {} first reject {:?}",
+                st.accept, st.reject, st.invalid, st.timeouts, st.first_reject
+            ));
+        }
+        let report = Report {
+            label: "self-test",
+            target: rejecting.addr.to_string(),
+            mode: "closed loop".into(),
+            threads: 2,
+            sockets,
+            users: 50,
+            window,
+            stats: &st,
+            driver_cpu_us: None,
+            server_cpu_us: None,
+            driver_cores: None,
+            server_cores: None,
+            machine_cores: None,
+            cpus: 0,
+            server_rss_kb: None,
+            udp_drops: None,
+        };
+        let secs = window.as_secs_f64();
+        let json = report.json();
+        let near = |x: Option<f64>, want: f64| x.is_some_and(|x| (x - want).abs() <= 1e-9 * want);
+        if secs <= 0.0
+            || !near(Some(report.throughput()), st.accept as f64 / secs)
+            || !near(json["throughput_rps"].as_f64(), st.accept as f64 / secs)
+            || !near(json["answered_rps"].as_f64(), st.answered() as f64 / secs)
+            || json["throughput_counts"] != "accept"
+            || json["reject"] != st.reject
+            || json["first_reject"] != wire::NULL_REJECT_MESSAGE
+            || !report.text().contains("WARNING")
+        {
+            return Err(format!(
+                "rejects: the throughput must count accepts only ({} in {secs:.3}s), got {:.1}/s; JSON {json}",
+                st.accept,
+                report.throughput()
+            ));
+        }
+        drop(rejecting);
         let (st, _, _, _) = run_measured(
             &a,
             responder.addr,
@@ -597,10 +670,10 @@ fn self_test() -> ExitCode {
         b.timeout = Duration::from_millis(200);
         let (st, _, _, _) = run_measured(&b, responder.addr, &wrong, 1, 4, Pace::Closed, None)
             .map_err(|e| e.to_string())?;
-        if st.timeouts != 20 || st.accept != 0 {
+        if st.timeouts != 20 || st.accept != 0 || st.received != 0 {
             return Err(format!(
-                "wrong secret: expected 20 timeouts, got {} (accept {})",
-                st.timeouts, st.accept
+                "wrong secret: expected 20 timeouts, got {} (accept {}, received {})",
+                st.timeouts, st.accept, st.received
             ));
         }
         Ok(())

@@ -22,10 +22,13 @@ pub struct Counters {
 /// blocks on a clone of the socket and moves datagrams as ravpnd does (`radius::batch`, a
 /// batch per receive; `radius::outbox`, a batch's replies in one send, segmented per
 /// destination), so that the ceiling is the protocol's work on the daemon's own I/O.
+/// `reject_every` N > 0: each thread answers its every Nth valid request with an
+/// Access-Reject instead (to test what the driver and the scripts make of rejects).
 pub fn serve(
     socket: UdpSocket,
     secret: Vec<u8>,
     threads: usize,
+    reject_every: u64,
     until: Option<Instant>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -48,6 +51,7 @@ pub fn serve(
                 .spawn(move || {
                     let (mut inbox, mut outbox) = (Inbox::new(Duration::ZERO), Outbox::new(&sock));
                     let mut out = Vec::with_capacity(64);
+                    let mut valid = 0u64;
                     while !stop.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u)
                     {
                         let Ok(received) = inbox.receive(&sock) else {
@@ -55,7 +59,10 @@ pub fn serve(
                         };
                         for i in 0..received {
                             let (datagram, from) = inbox.get(i);
-                            if wire::null_answer(datagram, &secret, &mut out).is_some() {
+                            let reject =
+                                reject_every > 0 && (valid + 1).is_multiple_of(reject_every);
+                            if wire::null_answer(datagram, &secret, reject, &mut out).is_some() {
+                                valid += 1;
                                 outbox.push(out.clone(), from);
                                 counters.answered.fetch_add(1, Ordering::Relaxed);
                             } else {

@@ -23,6 +23,9 @@ pub struct Stats {
     pub skipped: u64,
     /// The first Reply-Message of a reject, to say why.
     pub first_reject: Option<String>,
+    /// Every datagram received from the server in the run, the warm-up's and strays included:
+    /// what the server sent, to set against its own counters (its `/metrics`).
+    pub received: u64,
     /// Round-trip time of every measured request, nanoseconds: answered ones as measured,
     /// unanswered ones (timed out, or skipped for want of an identifier) at the timeout —
     /// the least they waited — so that the tail they make is not left out.
@@ -41,6 +44,7 @@ impl Stats {
             send_errors: 0,
             skipped: 0,
             first_reject: None,
+            received: 0,
             // 1 µs .. 100 s, 3 significant digits.
             latency: Histogram::new_with_bounds(1_000, 100_000_000_000, 3)
                 .expect("valid histogram bounds"),
@@ -80,6 +84,7 @@ impl Stats {
         if self.first_reject.is_none() {
             self.first_reject.clone_from(&o.first_reject);
         }
+        self.received += o.received;
         self.latency.add(&o.latency).expect("same bounds");
     }
 
@@ -102,9 +107,9 @@ pub struct Report<'a> {
     pub users: u32,
     pub window: Duration,
     pub stats: &'a Stats,
-    /// CPU the driver used per answered request, µs.
+    /// CPU the driver used per answered request (accept or reject), µs.
     pub driver_cpu_us: Option<f64>,
-    /// CPU the server (`--server-pid`) used per answered request, µs.
+    /// CPU the server (`--server-pid`) used per answered request (accept or reject), µs.
     pub server_cpu_us: Option<f64>,
     /// Cores busy on average during the window: the driver, the server, the whole machine.
     pub driver_cores: Option<f64>,
@@ -124,13 +129,26 @@ impl Report<'_> {
         Some((self.machine_cores? - self.driver_cores? - self.server_cores.unwrap_or(0.0)).max(0.0))
     }
 
-    pub fn throughput(&self) -> f64 {
+    /// Per second of the measured window.
+    fn rate(&self, n: u64) -> f64 {
         let secs = self.window.as_secs_f64();
         if secs > 0.0 {
-            self.stats.answered() as f64 / secs
+            n as f64 / secs
         } else {
             0.0
         }
+    }
+
+    /// The throughput: *accepted* requests per second. An Access-Reject costs a server less
+    /// than an Accept (no lease, no device check), so a run that rejects would look faster if
+    /// its rejects counted; they are reported apart ([`Self::answered_rate`], `reject`).
+    pub fn throughput(&self) -> f64 {
+        self.rate(self.stats.accept)
+    }
+
+    /// Accepts and rejects per second.
+    pub fn answered_rate(&self) -> f64 {
+        self.rate(self.stats.answered())
     }
 
     pub fn text(&self) -> String {
@@ -162,7 +180,18 @@ impl Report<'_> {
         if let Some(m) = &s.first_reject {
             out += &format!("  first reject said: {m:?}\n");
         }
-        out += &format!("  throughput {:.0} req/s\n", self.throughput());
+        out += &format!(
+            "  throughput {:.0} req/s (accepts only)\n",
+            self.throughput()
+        );
+        if s.reject > 0 {
+            out += &format!(
+                "  WARNING: {} rejects ({:.0} answers/s with them) are not throughput: a reject is \
+                 cheaper than an accept, so this run does not compare with runs without rejects\n",
+                s.reject,
+                self.answered_rate()
+            );
+        }
         out += &format!(
             "  latency µs: p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0} | mean {:.1}\n",
             s.us(0.50),
@@ -218,7 +247,11 @@ impl Report<'_> {
             "send_errors": s.send_errors,
             "skipped": s.skipped,
             "first_reject": s.first_reject,
+            // Accepts per second (rejects excluded since the harness audit; before, answers).
             "throughput_rps": self.throughput(),
+            "throughput_counts": "accept",
+            "answered_rps": self.answered_rate(),
+            "received_total": s.received,
             "latency_us": {
                 "p50": s.us(0.50),
                 "p90": s.us(0.90),

@@ -170,10 +170,14 @@ pub fn reply_message(resp: &[u8]) -> Option<String> {
     None
 }
 
+/// The Reply-Message of the null responder's rejects (`--reject-every`).
+pub const NULL_REJECT_MESSAGE: &str = "null responder: rejected (--reject-every)";
+
 /// The null responder's whole job for one datagram: frame check, Message-Authenticator
 /// verification, PAP decode, and a signed Access-Accept with the Message-Authenticator first
-/// and a Reply-Message (the shape of ravpnd's answer). `None`: drop it.
-pub fn null_answer(req: &[u8], secret: &[u8], out: &mut Vec<u8>) -> Option<()> {
+/// and a Reply-Message (the shape of ravpnd's answer) — or, with `reject`, the same as an
+/// Access-Reject with [`NULL_REJECT_MESSAGE`]. `None`: drop it.
+pub fn null_answer(req: &[u8], secret: &[u8], reject: bool, out: &mut Vec<u8>) -> Option<()> {
     let frame = Frame::parse(req).ok()?;
     if frame.code() != ACCESS_REQUEST {
         return None;
@@ -198,11 +202,16 @@ pub fn null_answer(req: &[u8], secret: &[u8], out: &mut Vec<u8>) -> Option<()> {
         return None;
     }
     out.clear();
-    out.extend_from_slice(&[ACCESS_ACCEPT, frame.identifier(), 0, 0]);
+    let (code, message) = if reject {
+        (ACCESS_REJECT, NULL_REJECT_MESSAGE.as_bytes())
+    } else {
+        (ACCESS_ACCEPT, &b"accepted"[..])
+    };
+    out.extend_from_slice(&[code, frame.identifier(), 0, 0]);
     out.extend_from_slice(&[0; 16]);
     out.extend_from_slice(&[MESSAGE_AUTHENTICATOR, 18]);
     out.extend_from_slice(&[0; 16]);
-    attr(out, REPLY_MESSAGE, b"accepted");
+    attr(out, REPLY_MESSAGE, message);
     let len = out.len() as u16;
     out[2..4].copy_from_slice(&len.to_be_bytes());
     crypto::sign_response(out, &authenticator, Some(HEADER_LEN + 2), secret);
