@@ -19,7 +19,6 @@ impl FreeSet {
         self.len == 0
     }
 
-    #[cfg(test)]
     pub fn contains(&self, a: u32) -> bool {
         self.ranges
             .range(..=a)

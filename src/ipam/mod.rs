@@ -167,9 +167,10 @@ struct PoolState {
     leases: Leases,
     /// Next-fit cursor.
     next: u32,
-    /// Addresses whose lease record could not be read at start: neither leased nor free
+    /// Addresses whose lease record could not be read at start, and whether the pool hands
+    /// them out (an excluded or network address is never freed): neither leased nor free
     /// (possibly still someone's) until an admin releases them.
-    unreadable: Vec<Ipv4Addr>,
+    unreadable: Vec<(Ipv4Addr, bool)>,
 }
 
 struct Pool {
@@ -284,7 +285,8 @@ pub struct Ipam {
     /// longer configured (a client renamed) is adopted by the NAS whose accounting names it.
     /// Empty: not told, every name counts as configured.
     clients: RwLock<std::collections::HashSet<String>>,
-    /// Sessions stopped moments ago: their late updates must not bring a lease back.
+    /// Sessions stopped moments ago: their late updates must not bring a lease back. Taken
+    /// alone or under a pool's lock, never the other way round.
     stopped: Mutex<RecentStops>,
 }
 
@@ -415,8 +417,8 @@ impl Ipam {
                 Err(e) => match at_start.then(|| corrupt_lease_addr(&e)).flatten() {
                     Some(addr) => {
                         // Possibly still someone's: never handed out, and said at each start.
-                        state.free.take(u32::from(addr));
-                        state.unreadable.push(addr);
+                        let handed_out = state.free.take(u32::from(addr));
+                        state.unreadable.push((addr, handed_out));
                         tracing::error!(%addr, error = %e, "unreadable lease record: its address is kept out of the pool until `ravpnd session release` frees it");
                         continue;
                     }
@@ -489,7 +491,8 @@ impl Ipam {
             };
             // A hint naming the device's live lease makes a renewal without the sticky map;
             // without one, or a stale one, the map says which address was the device's.
-            // (The only place both locks are held, always in this order.)
+            // (The only place a pool's lock and the sticky map's are held together, always in
+            // this order.)
             let hinted = hint.filter(|a| alive(&st, a));
             let sticky = hinted.or_else(|| self.sticky.lock().get(req.device));
             let own = sticky.filter(|a| pool.config.network.contains(a));
@@ -646,6 +649,8 @@ impl Ipam {
     ) -> Result<bool, IpamError> {
         let pools: Vec<Arc<Pool>> = self.pools.read().clone();
         if status == AcctStatus::NasRestart {
+            // Updates still in flight from before the restart take nothing back.
+            self.stopped.lock().record_restart(nas, now);
             return Ok(!self.release_nas(nas).await?.is_empty());
         }
         if status == AcctStatus::Stop && !session_id.is_empty() {
@@ -698,8 +703,15 @@ impl Ipam {
                 if !ours(&addr) {
                     return Ok(false);
                 }
-                if matches!(status, AcctStatus::Start | AcctStatus::Interim)
-                    && !Self::may_bind(status, lease, session_id, user)
+                // A late Interim of a session stopped moments ago (its Stop unbound the lease:
+                // the device had reconnected) must not bind it again: a repeated Stop would
+                // then free the address the device uses.
+                let late = status == AcctStatus::Interim
+                    && lease.session_id().is_none()
+                    && self.stopped.lock().refuses(nas, session_id, now);
+                if late
+                    || matches!(status, AcctStatus::Start | AcctStatus::Interim)
+                        && !Self::may_bind(status, lease, session_id, user)
                 {
                     tracing::debug!(%addr, session_id, user, "accounting about another session's lease ignored");
                     return Ok(false);
@@ -792,24 +804,32 @@ impl Ipam {
         let Some(pool) = pools.iter().find(|p| p.config.network.contains(&addr)) else {
             return Ok(false);
         };
-        if self.stopped.lock().stopped(nas, session_id, now) {
+        let free = |st: &PoolState| !st.leases.contains(addr) && st.free.contains(u32::from(addr));
+        // Cheap refusals first: an address leased or never handed out (an excluded gateway's,
+        // say) costs no store read.
+        if !free(&pool.state.lock()) || self.stopped.lock().refuses(nas, session_id, now) {
             return Ok(false);
         }
-        // The device that had the address last, among the user's: its reconnect then renews
-        // this lease. Unknown (another device of theirs, a user no longer stored): none — the
-        // lease then only keeps the address until the session's Stop or expiry.
-        let device = self.device_that_had(addr, user);
+        // Only for the user's device that had the address last (the sticky map): then its
+        // reconnect renews this lease, and a NAS cannot reserve addresses no device of the
+        // named user held (any free address of any pool, under made-up sessions).
+        let Some(device) = self.device_that_had(addr, user) else {
+            tracing::debug!(%addr, user, nas, session_id, "accounting names a free address no device of the user had last: not taken");
+            return Ok(false);
+        };
         let written = {
             let mut st = pool.state.lock();
-            if st.leases.contains(addr) || !st.free.take(u32::from(addr)) {
-                // Granted meanwhile, or not an address this pool hands out.
+            // Checked again under the lock: a grant, or the session's Stop (it records itself
+            // before it looks for the lease), may have come in between.
+            if !free(&st) || self.stopped.lock().refuses(nas, session_id, now) {
                 return Ok(false);
             }
+            st.free.take(u32::from(addr));
             st.leases.insert(
                 addr,
                 NewLease {
                     user,
-                    device: device.as_deref().unwrap_or(""),
+                    device: &device,
                     nas,
                     session_id: Some(session_id),
                     granted: now,
@@ -835,7 +855,7 @@ impl Ipam {
         tracing::info!(
             %addr,
             user,
-            device = device.as_deref().unwrap_or(""),
+            device,
             nas,
             session_id,
             "lease taken back for a live session that held none (its lease expired or was released)"
@@ -869,18 +889,24 @@ impl Ipam {
         let pools: Vec<Arc<Pool>> = self.pools.read().clone();
         let mut released = Vec::new();
         for pool in &pools {
-            let gone: Vec<Ipv4Addr> = {
+            let (gone, leases): (Vec<Ipv4Addr>, Vec<leases::Lease>) = {
                 let mut st = pool.state.lock();
                 // Rare: a scan, not an index.
                 let mut gone = st.leases.held_through(nas);
                 gone.retain(|a| st.leases.get(*a).is_some_and(|l| !l.pending));
-                for a in &gone {
-                    let lease = st.leases.remove(*a).expect("found above");
-                    released.push(lease.record(*a, &pool.config.name, nas));
-                }
-                gone
+                let leases = gone
+                    .iter()
+                    .map(|a| st.leases.remove(*a).expect("found above"))
+                    .collect();
+                (gone, leases)
             };
             pool.release(&self.store, &gone);
+            // Outside the lock: up to one record per address of the pool.
+            released.extend(
+                gone.iter()
+                    .zip(&leases)
+                    .map(|(a, l)| l.record(*a, &pool.config.name, nas)),
+            );
         }
         self.store.flush().await?;
         released.sort_by_key(|l| l.addr);
@@ -894,16 +920,22 @@ impl Ipam {
     pub async fn release_address(&self, addr: Ipv4Addr) -> Result<Option<LeaseRecord>, IpamError> {
         let pools: Vec<Arc<Pool>> = self.pools.read().clone();
         for pool in &pools {
-            let record = {
+            let (record, handed_out) = {
                 let mut st = pool.state.lock();
                 match st.leases.get(addr) {
+                    Some(l) if l.pending => return Err(IpamError::BeingGranted(addr)),
+                    Some(l) => {
+                        let record = l.record(addr, &pool.config.name, st.leases.nas_of(l));
+                        st.leases.remove(addr);
+                        (record, true)
+                    }
                     None => {
-                        let Some(i) = st.unreadable.iter().position(|a| *a == addr) else {
+                        let Some(i) = st.unreadable.iter().position(|(a, _)| *a == addr) else {
                             continue;
                         };
-                        st.unreadable.swap_remove(i);
-                        tracing::warn!(%addr, "unreadable lease record removed: the address is free again");
-                        LeaseRecord {
+                        let (_, handed_out) = st.unreadable.swap_remove(i);
+                        tracing::warn!(%addr, "unreadable lease record removed");
+                        let record = LeaseRecord {
                             addr,
                             pool: pool.config.name.clone(),
                             user: String::new(),
@@ -913,17 +945,16 @@ impl Ipam {
                             granted: 0,
                             expires: 0,
                             renewed: false,
-                        }
-                    }
-                    Some(l) if l.pending => return Err(IpamError::BeingGranted(addr)),
-                    Some(l) => {
-                        let record = l.record(addr, &pool.config.name, st.leases.nas_of(l));
-                        st.leases.remove(addr);
-                        record
+                        };
+                        (record, handed_out)
                     }
                 }
             };
-            pool.release(&self.store, &[addr]);
+            if handed_out {
+                pool.release(&self.store, &[addr]);
+            } else {
+                forget_leases(&self.store, &[addr]);
+            }
             self.store.flush().await?;
             return Ok(Some(record));
         }

@@ -1,6 +1,6 @@
-//! Accounting sessions that stopped moments ago, so that a late update of one (a gateway's
-//! retransmission overtaken by the Stop) does not bring its lease back after the Stop freed
-//! the address.
+//! Accounting sessions that stopped moments ago, and NASes that just restarted, so that a late
+//! update (a gateway's retransmission overtaken by the Stop or the Accounting-On/Off) does not
+//! bring a lease back after the address was freed.
 //!
 //! Only for a short window: gateways reuse session ids after a reboot (an ASA numbers from
 //! its boot), and a new session must not be taken for a stopped one minutes later.
@@ -9,27 +9,33 @@ use std::hash::{BuildHasher, RandomState};
 
 use rustc_hash::FxHashMap;
 
-/// How long a stopped session is remembered, in seconds: longer than a gateway retries an
-/// unanswered Accounting-Request (an ASA: 3 tries of up to 10 s by default).
+/// How long a stop is remembered, in seconds: longer than a gateway retries an unanswered
+/// Accounting-Request (an ASA: 3 tries of up to 10 s by default).
 pub(super) const WINDOW: u64 = 120;
 
 /// More than this many remembered stops are pruned to those within the window; with more
-/// still (a flood of Stops), the oldest half of the memory is given up.
+/// still (a flood of Stops), the older half of them is given up.
 const MAX: usize = 65_536;
 
 pub(super) struct RecentStops {
     /// Keyed per process: session ids come from the gateways, not chosen to collide, and
     /// must not be choosable to.
     keys: RandomState,
-    /// Hash of (NAS, session id) → when it stopped (seconds since the epoch).
-    at: FxHashMap<u64, u64>,
+    /// Hash of (NAS, session id) → when it stopped (seconds since the epoch) and the how
+    /// manyth stop it was (many share a second: the order to prune by).
+    sessions: FxHashMap<u64, (u64, u64)>,
+    /// Hash of a NAS → when it last sent Accounting-On/Off.
+    restarts: FxHashMap<u64, u64>,
+    count: u64,
 }
 
 impl RecentStops {
     pub fn new() -> Self {
         Self {
             keys: RandomState::new(),
-            at: FxHashMap::default(),
+            sessions: FxHashMap::default(),
+            restarts: FxHashMap::default(),
+            count: 0,
         }
     }
 
@@ -38,24 +44,36 @@ impl RecentStops {
     }
 
     pub fn record(&mut self, nas: &str, session_id: &str, now: u64) {
-        if self.at.len() >= MAX {
-            self.at.retain(|_, t| now.saturating_sub(*t) < WINDOW);
-            if self.at.len() >= MAX {
-                let mut times: Vec<u64> = self.at.values().copied().collect();
-                let (_, median, _) = times.select_nth_unstable(MAX / 2);
-                let median = *median;
-                self.at.retain(|_, t| *t > median);
+        if self.sessions.len() >= MAX {
+            self.sessions
+                .retain(|_, (t, _)| now.saturating_sub(*t) < WINDOW);
+            if self.sessions.len() >= MAX {
+                let older_than = self.count - MAX as u64 / 2;
+                self.sessions.retain(|_, (_, n)| *n >= older_than);
             }
         }
         let key = self.key(nas, session_id);
-        self.at.insert(key, now);
+        self.sessions.insert(key, (now, self.count));
+        self.count += 1;
     }
 
-    /// Whether `nas` stopped `session_id` within the window before `now`.
-    pub fn stopped(&self, nas: &str, session_id: &str, now: u64) -> bool {
-        self.at
+    /// `nas` sent Accounting-On/Off: every session it had is gone.
+    pub fn record_restart(&mut self, nas: &str, now: u64) {
+        // A handful of NASes: no bound needed beyond their number.
+        self.restarts.insert(self.keys.hash_one(nas), now);
+    }
+
+    /// Whether an update of `session_id` from `nas` at `now` may concern a session that ended
+    /// within the window: `nas` stopped it, or restarted.
+    pub fn refuses(&self, nas: &str, session_id: &str, now: u64) -> bool {
+        let recent = |t: &u64| now.saturating_sub(*t) < WINDOW;
+        self.sessions
             .get(&self.key(nas, session_id))
-            .is_some_and(|t| now.saturating_sub(*t) < WINDOW)
+            .is_some_and(|(t, _)| recent(t))
+            || self
+                .restarts
+                .get(&self.keys.hash_one(nas))
+                .is_some_and(recent)
     }
 }
 
@@ -67,21 +85,38 @@ mod tests {
     fn remembers_a_stop_per_nas_for_the_window_only() {
         let mut s = RecentStops::new();
         s.record("gw", "S1", 1000);
-        assert!(s.stopped("gw", "S1", 1000));
-        assert!(s.stopped("gw", "S1", 1000 + WINDOW - 1));
-        assert!(!s.stopped("gw", "S1", 1000 + WINDOW), "past the window");
-        assert!(!s.stopped("other", "S1", 1000), "another NAS's session");
-        assert!(!s.stopped("gw", "S2", 1000));
+        assert!(s.refuses("gw", "S1", 1000));
+        assert!(s.refuses("gw", "S1", 1000 + WINDOW - 1));
+        assert!(!s.refuses("gw", "S1", 1000 + WINDOW), "past the window");
+        assert!(!s.refuses("other", "S1", 1000), "another NAS's session");
+        assert!(!s.refuses("gw", "S2", 1000));
     }
 
     #[test]
-    fn a_flood_of_stops_stays_bounded_and_keeps_the_newest() {
+    fn a_restart_covers_all_of_the_nas_sessions_for_the_window() {
         let mut s = RecentStops::new();
-        for i in 0..3 * MAX as u64 {
-            s.record("gw", &i.to_string(), 1000 + i / 1000);
+        s.record_restart("gw", 1000);
+        assert!(s.refuses("gw", "any", 1000 + WINDOW - 1));
+        assert!(!s.refuses("gw", "any", 1000 + WINDOW));
+        assert!(!s.refuses("other", "any", 1000));
+    }
+
+    #[test]
+    fn a_flood_of_stops_in_one_second_stays_bounded_and_keeps_the_newer_half() {
+        let mut s = RecentStops::new();
+        let n = 3 * MAX as u64;
+        for i in 0..n {
+            s.record("gw", &i.to_string(), 1000);
         }
-        assert!(s.at.len() <= MAX, "{}", s.at.len());
-        let last = 3 * MAX as u64 - 1;
-        assert!(s.stopped("gw", &last.to_string(), 1000 + last / 1000));
+        assert!(s.sessions.len() <= MAX, "{}", s.sessions.len());
+        // The last prune (at the last multiple of MAX/2 past MAX) kept the newer half; every
+        // stop since is kept too.
+        let kept = (0..n).filter(|i| s.refuses("gw", &i.to_string(), 1000));
+        let oldest_kept = kept.clone().next().unwrap();
+        assert!(
+            kept.count() as u64 == n - oldest_kept,
+            "a contiguous newest run"
+        );
+        assert!(n - oldest_kept >= MAX as u64 / 2, "at least half kept");
     }
 }

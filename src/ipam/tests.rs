@@ -46,6 +46,31 @@ fn temp() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// Stores `user` with `device` assigned (a lease taken back needs the user's device).
+async fn user_with_device(store: &Store, user: &str, device: &str) {
+    if store.user(user).unwrap().is_none() {
+        store
+            .insert_user(&crate::store::UserRecord::new(user, None))
+            .await
+            .unwrap();
+    }
+    let record = crate::store::DeviceRecord {
+        name: device.into(),
+        device_type: crate::store::DeviceType::Windows,
+        enabled: true,
+        device_auth: true,
+        method: crate::store::AuthMethod::Serial,
+        serial: None,
+        mac: None,
+        owner: None,
+        registered_at: None,
+        created: 0,
+        updated: 0,
+    };
+    store.insert_device(&record).await.unwrap();
+    store.assign(user, device, 2).await.unwrap();
+}
+
 #[tokio::test]
 async fn sticky_renewal_exhaustion_and_expiry() {
     let (_d, store) = temp();
@@ -792,25 +817,7 @@ async fn a_start_of_another_user_does_not_take_the_lease() {
 #[tokio::test]
 async fn an_update_for_an_expired_lease_takes_the_address_back() {
     let (_d, store) = temp();
-    store
-        .insert_user(&crate::store::UserRecord::new("u", None))
-        .await
-        .unwrap();
-    let device = crate::store::DeviceRecord {
-        name: "d1".into(),
-        device_type: crate::store::DeviceType::Windows,
-        enabled: true,
-        device_auth: true,
-        method: crate::store::AuthMethod::Serial,
-        serial: None,
-        mac: None,
-        owner: None,
-        registered_at: None,
-        created: 0,
-        updated: 0,
-    };
-    store.insert_device(&device).await.unwrap();
-    store.assign("u", "d1", 2).await.unwrap();
+    user_with_device(&store, "u", "d1").await;
     let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
     let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
     assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
@@ -860,6 +867,7 @@ async fn an_update_for_an_expired_lease_takes_the_address_back() {
 #[tokio::test]
 async fn a_late_update_after_its_stop_does_not_bring_the_lease_back() {
     let (_d, store) = temp();
+    user_with_device(&store, "u", "d1").await;
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 600)], 0).unwrap();
     let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
     assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
@@ -903,4 +911,103 @@ async fn a_failed_renewal_leaves_the_lease_as_it_was() {
     );
     assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 31).await);
     assert!(ipam.sessions().is_empty());
+}
+
+/// An unreadable record at an address the pool never hands out (an excluded gateway's, the
+/// network address) is deleted by a release, and the address stays out of the pool.
+#[tokio::test]
+async fn releasing_an_unreadable_record_never_hands_out_an_excluded_address() {
+    let (_d, store) = temp();
+    let (net, gw) = (Ipv4Addr::new(10, 0, 0, 0), Ipv4Addr::new(10, 0, 0, 1));
+    store.put_raw_lease(net, &[0x7f]);
+    store.put_raw_lease(gw, &[0x7f]);
+    let ipam = Ipam::new(
+        store.clone(),
+        &[pool("p", "10.0.0.0/29", &["10.0.0.1"], 60)],
+        0,
+    )
+    .unwrap();
+    assert!(ipam.release_address(net).await.unwrap().is_some());
+    assert!(ipam.release_address(gw).await.unwrap().is_some());
+    let mut got = Vec::new();
+    while let Ok(Some(a)) = ipam.lease(&req(&format!("d{}", got.len()), 0)).await {
+        got.push(a.addr);
+    }
+    assert_eq!(got.len(), 5, "10.0.0.2-6 only: {got:?}");
+    assert!(!got.contains(&net) && !got.contains(&gw), "{got:?}");
+    assert!(store.leases_in(net, gw).next().is_none(), "records deleted");
+}
+
+/// A NAS cannot reserve free addresses by naming them in updates of made-up sessions: only
+/// the user's device that had the address last takes it back.
+#[tokio::test]
+async fn an_update_takes_back_only_an_address_the_users_device_had() {
+    let (_d, store) = temp();
+    user_with_device(&store, "u", "d1").await;
+    let ipam = Ipam::new(
+        store,
+        &[
+            pool("a", "10.0.0.0/30", &[], 60),
+            pool("b", "10.1.0.0/30", &[], 60),
+        ],
+        0,
+    )
+    .unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert_eq!(ipam.sweep(100), 1);
+    for (user, a) in [
+        ("", x),
+        ("nobody", x),
+        ("u", Ipv4Addr::new(10, 0, 0, 2)),
+        ("u", Ipv4Addr::new(10, 1, 0, 1)),
+    ] {
+        assert!(
+            !account(
+                &ipam,
+                AcctStatus::Interim,
+                "made-up",
+                Some(a),
+                user,
+                "evil",
+                101
+            )
+            .await,
+            "{user:?} {a}"
+        );
+    }
+    assert!(ipam.sessions().is_empty());
+    assert!(account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", 102).await);
+}
+
+/// After Accounting-On/Off a NAS's updates still in flight from before take nothing back;
+/// after the window its sessions are new ones.
+#[tokio::test]
+async fn updates_from_before_a_nas_restart_take_nothing_back() {
+    let (_d, store) = temp();
+    user_with_device(&store, "u", "d1").await;
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 600)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
+    assert!(account(&ipam, AcctStatus::NasRestart, "", None, "", "gw", 2).await);
+    assert!(!account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", 3).await);
+    assert!(ipam.sessions().is_empty());
+    let later = 2 + stopped::WINDOW;
+    assert!(account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", later).await);
+}
+
+/// The device reconnected, so its old session's Stop unbound the lease; a late Interim of
+/// that session must not bind it again (a retransmitted Stop would then free the address
+/// the device uses).
+#[tokio::test]
+async fn a_late_update_of_a_stopped_session_does_not_bind_the_lease_again() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 600)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
+    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 3).await);
+    assert!(!account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", 4).await);
+    assert!(!account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 5).await);
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].session_id.as_deref()), (1, None));
 }
