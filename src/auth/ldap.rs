@@ -124,9 +124,10 @@ pub struct AdVerifier {
     policies: lockout::Policies,
     /// Set while the health-check task runs: down servers then wait for its probes.
     probing: AtomicBool,
-    /// Whether probes bind as the admin (cleared when the directory refuses the admin's
-    /// credentials: probing with them every interval would lock the admin account out).
-    probe_binds: AtomicBool,
+    /// Until when (ms since `epoch`) probes leave the admin's bind out: set when the
+    /// directory refuses the admin's credentials (binding with them every interval would lock
+    /// the admin account out). 0: they bind.
+    probe_binds_after: std::sync::atomic::AtomicU64,
     /// The domain's NetBIOS name as the directory has it (users bind as `NETBIOS\\sam`).
     netbios: tokio::sync::OnceCell<String>,
     /// When reading it last failed.
@@ -173,7 +174,7 @@ impl AdVerifier {
             tls,
             policies: lockout::Policies::default(),
             probing: AtomicBool::new(false),
-            probe_binds: AtomicBool::new(true),
+            probe_binds_after: std::sync::atomic::AtomicU64::new(0),
             netbios: tokio::sync::OnceCell::new(),
             netbios_failed: Mutex::default(),
             wake: tokio::sync::Notify::new(),
@@ -185,15 +186,17 @@ impl AdVerifier {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Servers in the order to try them now: the usable ones, primary first. When none is
-    /// usable and no health check runs, all of them (nothing else would bring one back).
+    /// Servers in the order to try them now: the usable ones, primary first — but one whose
+    /// binds went unanswered at its last probe after the others. When none is usable and no
+    /// health check runs, all of them (nothing else would bring one back).
     fn order(&self) -> Vec<&Server> {
         let now = self.now_ms();
-        let up: Vec<&Server> = self
+        let mut up: Vec<&Server> = self
             .servers
             .iter()
             .filter(|s| s.health.usable(now))
             .collect();
+        up.sort_by_key(|s| s.health.binds_unanswered());
         if up.is_empty() && !self.probing.load(Ordering::Relaxed) {
             return self.servers.iter().collect();
         }
@@ -567,9 +570,9 @@ mod tests {
         port
     }
 
-    /// A stand-in DC that answers searches (the root DSE: no entries, success) and answers
-    /// binds with `rc`, or never when `rc` is `None`; it counts the binds naming `alice` and
-    /// the others (the admin's).
+    /// A stand-in DC that answers searches (the root DSE: no entries, success), the admin's
+    /// binds with `admin_rc` and the others (naming `alice`) with `user_rc` — never when
+    /// `None`; it counts both kinds of bind.
     struct ReadOnlyDc {
         port: u16,
         user_binds: Arc<std::sync::atomic::AtomicUsize>,
@@ -577,7 +580,7 @@ mod tests {
     }
 
     impl ReadOnlyDc {
-        async fn start(addr: &str, rc: Option<u8>) -> Self {
+        async fn start(addr: &str, admin_rc: Option<u8>, user_rc: Option<u8>) -> Self {
             use std::sync::atomic::AtomicUsize;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let l = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -598,7 +601,7 @@ mod tests {
                                     let alice = buf[..n].windows(5).any(|w| w == b"alice");
                                     let count = if alice { &users } else { &admins };
                                     count.fetch_add(1, Ordering::SeqCst);
-                                    match rc {
+                                    match if alice { user_rc } else { admin_rc } {
                                         Some(rc) => 0x61_00 | u16::from(rc),
                                         None => continue, // never answered
                                     }
@@ -652,42 +655,80 @@ mod tests {
         false
     }
 
-    /// A DC answering reads but not binds (its authentication backend stuck) fails its
-    /// probe, so requests go to the other DC without waiting out `timeout` on it first. (The
-    /// probe read only the root DSE: such a DC passed it, and every request bound there first.)
-    #[tokio::test]
-    async fn a_dc_whose_binds_hang_fails_its_probe() {
-        let hung = ReadOnlyDc::start("127.0.0.1:0", None).await;
-        let _ok = ReadOnlyDc::start(&format!("127.0.0.2:{}", hung.port), Some(0)).await;
-        let v = Arc::new(AdVerifier::new(&probed_config(hung.port, true)).unwrap());
+    /// Probes every server of `v` until `stop`.
+    fn probing(
+        v: &Arc<AdVerifier>,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(v.clone().health_check(stop.clone()));
+        (stop.clone(), tokio::spawn(v.clone().health_check(stop)))
+    }
+
+    /// A DC answering reads but not binds (its authentication backend stuck) is tried after
+    /// the other: requests no longer wait out `timeout` on it first. (The probe read only the
+    /// root DSE: such a DC passed it, and every request bound there first.)
+    #[tokio::test]
+    async fn a_dc_whose_binds_hang_is_tried_after_the_other() {
+        let hung = ReadOnlyDc::start("127.0.0.1:0", None, None).await;
+        let _ok = ReadOnlyDc::start(&format!("127.0.0.2:{}", hung.port), Some(0), Some(0)).await;
+        let v = Arc::new(AdVerifier::new(&probed_config(hung.port, true)).unwrap());
+        let (stop, task) = probing(&v);
         assert!(
-            eventually(|| !v.servers[0].health.usable(v.now_ms())).await,
-            "the probe finds the primary unusable"
+            eventually(|| v.servers[0].health.binds_unanswered()).await,
+            "the probe finds the primary's binds unanswered"
         );
         for _ in 0..3 {
             assert!(v.bind_user("alice", b"pw").await.is_ok());
             tokio::time::sleep(Duration::from_millis(250)).await; // probe rounds in between
         }
         assert_eq!(hung.user_binds.load(Ordering::SeqCst), 0);
-        assert!(!v.servers[0].health.usable(v.now_ms()), "still skipped");
+        assert!(v.servers[0].health.binds_unanswered(), "still tried last");
         stop.cancel();
         task.await.unwrap();
     }
 
-    /// Probes bind as the admin; refused (a wrong admin password), they stop binding rather
-    /// than lock the admin account out, and the DC, which answered, stays in use.
+    /// The admin's bind alone going unanswered (say the admin is another domain's, across a
+    /// slow trust) must not shut logins out: a lone DC is still tried, and answers them.
     #[tokio::test]
-    async fn a_refused_admin_bind_ends_probe_binds() {
-        let dc = ReadOnlyDc::start("127.0.0.1:0", Some(49)).await;
+    async fn a_lone_dc_whose_admin_bind_hangs_still_serves_logins() {
+        let dc = ReadOnlyDc::start("127.0.0.1:0", None, Some(0)).await;
         let v = Arc::new(AdVerifier::new(&probed_config(dc.port, false)).unwrap());
-        let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(v.clone().health_check(stop.clone()));
-        assert!(eventually(|| !v.probe_binds.load(Ordering::Relaxed)).await);
+        let (stop, task) = probing(&v);
+        assert!(eventually(|| v.servers[0].health.binds_unanswered()).await);
+        tokio::time::sleep(Duration::from_millis(400)).await; // a probe round more
+        assert!(v.bind_user("alice", b"pw").await.is_ok());
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// Probes bind as the admin; refused (a wrong admin password), they leave the bind out
+    /// for a while rather than lock the admin account out, and the DC, which answered, stays
+    /// in use. A server error (rc 80) is an answer, and suspends nothing.
+    #[tokio::test]
+    async fn a_refused_admin_bind_suspends_probe_binds_and_other_answers_count() {
+        let dc = ReadOnlyDc::start("127.0.0.1:0", Some(49), Some(0)).await;
+        let v = Arc::new(AdVerifier::new(&probed_config(dc.port, false)).unwrap());
+        let (stop, task) = probing(&v);
+        assert!(eventually(|| v.probe_binds_after.load(Ordering::Relaxed) > 0).await);
         tokio::time::sleep(Duration::from_millis(500)).await; // more probe rounds
         assert_eq!(dc.admin_binds.load(Ordering::SeqCst), 1);
         assert!(v.servers[0].health.usable(v.now_ms()));
+        assert!(!v.servers[0].health.binds_unanswered());
+        stop.cancel();
+        task.await.unwrap();
+
+        let dc = ReadOnlyDc::start("127.0.0.1:0", Some(80), Some(0)).await;
+        let v = Arc::new(AdVerifier::new(&probed_config(dc.port, false)).unwrap());
+        let (stop, task) = probing(&v);
+        assert!(
+            eventually(|| dc.admin_binds.load(Ordering::SeqCst) >= 3).await,
+            "binding on"
+        );
+        assert_eq!(v.probe_binds_after.load(Ordering::Relaxed), 0);
+        assert!(v.servers[0].health.usable(v.now_ms()));
+        assert!(!v.servers[0].health.binds_unanswered());
         stop.cancel();
         task.await.unwrap();
     }

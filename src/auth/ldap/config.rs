@@ -66,9 +66,10 @@ pub struct ActiveDirectoryConfig {
     #[serde(default = "default_retry", with = "humantime_serde")]
     pub retry_primary_after: Duration,
     /// How often every DC is probed (TCP + TLS + an admin bind + a root DSE read, each within
-    /// `timeout`; any answer to the bind counts, a refused admin password ends probe binds). A
-    /// server that fails a probe or a request is skipped until a probe succeeds, so traffic
-    /// returns to the primary within one interval of its return. `0s`: no probes.
+    /// `timeout`). A server that fails a probe or a request is skipped until a probe succeeds,
+    /// so traffic returns to the primary within one interval of its return; one that answers
+    /// all but the bind is tried after the other; a refused admin password leaves the probes'
+    /// bind out for an hour. `0s`: no probes.
     #[serde(default = "default_health", with = "humantime_serde")]
     pub health_check_interval: Duration,
     /// Directory calls (binds, pre-check reads) in flight at most; further requests wait

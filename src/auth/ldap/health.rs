@@ -1,12 +1,12 @@
-//! Which DCs request traffic may use. A server that fails a request or a probe is skipped;
-//! the health-check task probes every server each `health_check_interval` (and at once when
-//! a request found one unusable) with a new connection (TCP, TLS), a bind as the admin and a
-//! root DSE read, and
+//! Which DCs request traffic may use, and in which order. A server that fails a request or a
+//! probe is skipped; the health-check task probes every server each `health_check_interval`
+//! (and at once when a request found one unusable) with a new connection (TCP, TLS), a bind
+//! as the admin and a root DSE read, and
 //! a server that answers is used again at once — so traffic returns to the primary within one
 //! interval of its return. Without the task (`health_check_interval = "0s"`) a server that
 //! failed a request is skipped for `retry_primary_after`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,18 @@ const UNTIL_PROBED: u64 = u64::MAX;
 /// Probe rounds are at least this far apart, however often requests wake the task.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
 
+/// How long probes leave the admin's bind out after the directory refused the admin's
+/// credentials: binding every interval would lock the admin account out, and a fixed
+/// password takes effect within this long.
+const BINDS_SUSPENDED: Duration = Duration::from_secs(3600);
+
+/// What a probe found of a server that could be reached.
+enum Probe {
+    Answered,
+    /// It answered the connection and the read, not the bind: `why`.
+    BindsUnanswered(String),
+}
+
 pub(super) struct Health {
     /// Milliseconds since the verifier's epoch until which the server is skipped; 0 = up.
     down_until: AtomicU64,
@@ -31,6 +43,10 @@ pub(super) struct Health {
     last_answer: AtomicU64,
     /// Why it was last found unusable (for `/readyz`).
     last_error: Mutex<Option<String>>,
+    /// Its last probe's bind went unanswered (or was declined) while it answered the rest:
+    /// requests try it after the others, not never (the admin's bind alone may be the slow
+    /// one, and a lone DC is still the only chance).
+    binds_unanswered: AtomicBool,
     up_gauge: prometheus::IntGauge,
 }
 
@@ -42,6 +58,7 @@ impl Health {
             down_until: AtomicU64::new(0),
             last_answer: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            binds_unanswered: AtomicBool::new(false),
             up_gauge,
         }
     }
@@ -54,6 +71,14 @@ impl Health {
     pub(super) fn answered(&self, now_ms: u64) {
         self.last_answer.store(now_ms, Ordering::Relaxed);
         self.mark_up();
+        if self.binds_unanswered.load(Ordering::Relaxed) {
+            self.binds_unanswered.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether requests should try the other servers first.
+    pub(super) fn binds_unanswered(&self) -> bool {
+        self.binds_unanswered.load(Ordering::Relaxed)
     }
 
     /// The server answered. Cheap when it was up already (one load on the request path).
@@ -120,14 +145,27 @@ impl AdVerifier {
         let probe = self.probe(server).await;
         let answering = server.health.last_answer.load(Ordering::Relaxed) >= started.max(1);
         match probe {
-            Err(why) if answering => {
+            Err(why) | Ok(Probe::BindsUnanswered(why)) if answering => {
                 tracing::debug!(server = server.label, %why, "probe failed while requests are answered");
             }
-            Ok(()) => {
+            Ok(found) => {
                 if !server.health.usable(self.now_ms()) {
                     tracing::info!(server = server.label, addr = %server.addr, "directory server answers again");
                 }
                 server.health.mark_up();
+                let unanswered = match found {
+                    Probe::Answered => false,
+                    Probe::BindsUnanswered(why) => {
+                        if !server.health.binds_unanswered() {
+                            tracing::warn!(server = server.label, %why, "directory server answers but not binds: tried after the others");
+                        }
+                        true
+                    }
+                };
+                server
+                    .health
+                    .binds_unanswered
+                    .store(unanswered, Ordering::Relaxed);
             }
             Err(why) => {
                 if server.health.usable(self.now_ms()) {
@@ -146,37 +184,49 @@ impl AdVerifier {
     /// A new connection (TCP, TLS as configured), a bind as the admin, and a root DSE read.
     /// The bind because a DC can go on answering reads while its binds hang (its
     /// authentication backend stuck): without it, such a DC passed every probe and each
-    /// request waited out `timeout` on it before failing over. Any answer to the bind counts —
-    /// only silence, or a DC declining to check, is down.
-    async fn probe(&self, server: &Server) -> Result<(), String> {
+    /// request waited out `timeout` on it before failing over. Any verdict on the bind counts
+    /// as answered; silence, or a DC declining to check (busy, unavailable, unwilling), does
+    /// not. A refusal of the admin's credentials themselves suspends the probes' binds.
+    async fn probe(&self, server: &Server) -> Result<Probe, String> {
         let mut ldap = self.connect(server).await?;
-        if self.probe_binds.load(Ordering::Relaxed) {
-            let r = tokio::time::timeout(
+        if self.now_ms() >= self.probe_binds_after.load(Ordering::Relaxed) {
+            let bound = tokio::time::timeout(
                 self.config.timeout,
                 ldap.simple_bind(&self.admin_upn(), self.config.admin_password.expose()),
             )
-            .await
-            .map_err(|_| format!("admin bind on {} timed out", server.addr))?
-            .map_err(|e| format!("admin bind on {}: {e}", server.addr))?;
+            .await;
+            let r = match bound {
+                Err(_) => {
+                    let why = format!("admin bind on {} timed out", server.addr);
+                    return Ok(Probe::BindsUnanswered(why));
+                }
+                Ok(r) => r.map_err(|e| format!("admin bind on {}: {e}", server.addr))?,
+            };
             match r.rc {
-                0 => {}
                 51..=53 => {
-                    return Err(format!(
+                    let why = format!(
                         "{} declined the admin bind: rc={} {}",
                         server.addr, r.rc, r.text
-                    ))
+                    );
+                    return Ok(Probe::BindsUnanswered(why));
                 }
-                rc => {
-                    if self.probe_binds.swap(false, Ordering::Relaxed) {
+                // Invalid credentials (a wrong or locked admin password), stronger auth or
+                // confidentiality required (`tls = "none"` against a DC requiring signing),
+                // inappropriate authentication: the DC checked, and will refuse again.
+                8 | 13 | 48 | 49 => {
+                    let until = self.now_ms() + BINDS_SUSPENDED.as_millis() as u64;
+                    if self.probe_binds_after.swap(until, Ordering::Relaxed) <= self.now_ms() {
                         tracing::warn!(
                             server = server.label,
-                            rc,
+                            rc = r.rc,
                             text = %r.text,
-                            "admin bind refused: probes no longer bind (a DC whose binds hang now \
-                             passes them); check admin_user/admin_password"
+                            "the directory refused the admin's bind: probes leave it out for an \
+                             hour (a DC whose binds hang then passes them); check admin_user and \
+                             admin_password"
                         );
                     }
                 }
+                _ => {}
             }
         }
         let res = tokio::time::timeout(
@@ -188,7 +238,7 @@ impl AdVerifier {
         .map_err(|e| format!("root DSE read on {}: {e}", server.addr))?;
         let _ = ldap.unbind().await;
         res.success()
-            .map(|_| ())
+            .map(|_| Probe::Answered)
             .map_err(|e| format!("root DSE read on {}: {e}", server.addr))
     }
 
