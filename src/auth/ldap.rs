@@ -629,7 +629,9 @@ mod tests {
         }
     }
 
-    fn probed_config(port: u16, secondary: bool) -> ActiveDirectoryConfig {
+    /// A DC on 127.0.0.1:`port` (and one on 127.0.0.2 with `secondary`), plain LDAP, with
+    /// `extra` settings.
+    fn fake_dc_config(port: u16, secondary: bool, extra: &str) -> ActiveDirectoryConfig {
         let second = if secondary {
             "secondary_host = \"dc2.corp.example.com\"\nsecondary_address = \"127.0.0.2\"\n"
         } else {
@@ -638,10 +640,17 @@ mod tests {
         toml::from_str(&format!(
             "primary_host = \"dc1.corp.example.com\"\nprimary_address = \"127.0.0.1\"\n{second}\
              domain = \"corp.example.com\"\nnetbios_domain = \"CORP\"\nadmin_password = \"x\"\n\
-             tls = \"none\"\nport = {port}\ntimeout = \"300ms\"\nhealth_check_interval = \"100ms\"\n\
-             lockout_precheck = false"
+             tls = \"none\"\nport = {port}\n{extra}"
         ))
         .unwrap()
+    }
+
+    fn probed_config(port: u16, secondary: bool) -> ActiveDirectoryConfig {
+        fake_dc_config(
+            port,
+            secondary,
+            "timeout = \"300ms\"\nhealth_check_interval = \"100ms\"\nlockout_precheck = false",
+        )
     }
 
     /// Waits (up to 10 s) until `cond` holds.
@@ -740,18 +749,12 @@ mod tests {
         let port = fake_dc("127.0.0.1:0", 52).await;
         // The secondary on the same port of another loopback address.
         let _ok = fake_dc(&format!("127.0.0.2:{port}"), 0).await;
-        let c = |secondary: bool| -> ActiveDirectoryConfig {
-            let second = if secondary {
-                "secondary_host = \"dc2.corp.example.com\"\nsecondary_address = \"127.0.0.2\"\n"
-            } else {
-                ""
-            };
-            toml::from_str(&format!(
-                "primary_host = \"dc1.corp.example.com\"\nprimary_address = \"127.0.0.1\"\n{second}\
-                 domain = \"corp.example.com\"\nnetbios_domain = \"CORP\"\nadmin_password = \"x\"\n\
-                 tls = \"none\"\nport = {port}\ntimeout = \"2s\"\nhealth_check_interval = \"0s\""
-            ))
-            .unwrap()
+        let c = |secondary: bool| {
+            fake_dc_config(
+                port,
+                secondary,
+                "timeout = \"2s\"\nhealth_check_interval = \"0s\"",
+            )
         };
         let v = AdVerifier::new(&c(true)).unwrap();
         assert!(v.bind_user("alice", b"pw").await.is_ok());

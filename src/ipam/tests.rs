@@ -54,19 +54,7 @@ async fn user_with_device(store: &Store, user: &str, device: &str) {
             .await
             .unwrap();
     }
-    let record = crate::store::DeviceRecord {
-        name: device.into(),
-        device_type: crate::store::DeviceType::Windows,
-        enabled: true,
-        device_auth: true,
-        method: crate::store::AuthMethod::Serial,
-        serial: None,
-        mac: None,
-        owner: None,
-        registered_at: None,
-        created: 0,
-        updated: 0,
-    };
+    let record = crate::store::DeviceRecord::windows(device);
     store.insert_device(&record).await.unwrap();
     store.assign(user, device, 2).await.unwrap();
 }

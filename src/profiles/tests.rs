@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::*;
-use crate::store::{DeviceType, UserRecord};
+use crate::store::UserRecord;
 
 #[derive(Default)]
 struct FakeClock(AtomicU64);
@@ -47,19 +47,7 @@ async fn fixture() -> Fixture {
     alice.email = Some("alice@example.com".into());
     store.insert_user(&alice).await.unwrap();
     store
-        .insert_device(&DeviceRecord {
-            name: "laptop".into(),
-            device_type: DeviceType::Windows,
-            enabled: true,
-            device_auth: true,
-            method: AuthMethod::Serial,
-            serial: None,
-            mac: None,
-            owner: None,
-            registered_at: None,
-            created: 0,
-            updated: 0,
-        })
+        .insert_device(&DeviceRecord::windows("laptop"))
         .await
         .unwrap();
     store.assign("alice", "laptop", 2).await.unwrap();

@@ -103,6 +103,26 @@ pub struct DeviceRecord {
     pub updated: u64,
 }
 
+impl DeviceRecord {
+    /// Tests: an unassigned Windows device with device authentication by serial, none set.
+    #[cfg(test)]
+    pub(crate) fn windows(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            device_type: DeviceType::Windows,
+            enabled: true,
+            device_auth: true,
+            method: AuthMethod::Serial,
+            serial: None,
+            mac: None,
+            owner: None,
+            registered_at: None,
+            created: 0,
+            updated: 0,
+        }
+    }
+}
+
 impl AsRef<DeviceRecord> for DeviceRecord {
     fn as_ref(&self) -> &DeviceRecord {
         self

@@ -74,19 +74,7 @@ async fn survives_reopen() {
 }
 
 fn device(name: &str) -> DeviceRecord {
-    DeviceRecord {
-        name: name.into(),
-        device_type: DeviceType::Windows,
-        enabled: true,
-        device_auth: true,
-        method: AuthMethod::Serial,
-        serial: None,
-        mac: None,
-        owner: None,
-        registered_at: None,
-        created: 0,
-        updated: 0,
-    }
+    DeviceRecord::windows(name)
 }
 
 #[tokio::test]
