@@ -703,12 +703,12 @@ impl Ipam {
                 if !ours(&addr) {
                     return Ok(false);
                 }
-                // A late Interim of a session stopped moments ago (its Stop unbound the lease:
-                // the device had reconnected) must not bind it again: a repeated Stop would
-                // then free the address the device uses.
-                let late = status == AcctStatus::Interim
-                    && lease.session_id().is_none()
-                    && self.stopped.lock().refuses(nas, session_id, now);
+                // A late Start or Interim of a session stopped moments ago (its Stop unbound
+                // the lease: the device had reconnected) must not bind it again: a repeated
+                // Stop would then free the address the device uses.
+                let late = matches!(status, AcctStatus::Start | AcctStatus::Interim)
+                    && lease.session_id() != Some(session_id)
+                    && self.stopped.lock().stopped(nas, session_id, now);
                 if late
                     || matches!(status, AcctStatus::Start | AcctStatus::Interim)
                         && !Self::may_bind(status, lease, session_id, user)
@@ -769,7 +769,7 @@ impl Ipam {
         }
         match (status, framed_ip) {
             (AcctStatus::Start | AcctStatus::Interim, Some(addr)) if !session_id.is_empty() => {
-                self.readopt(&pools, addr, session_id, user, nas, now).await
+                self.readopt(status, addr, session_id, user, nas, now).await
             }
             _ => Ok(false),
         }
@@ -794,20 +794,32 @@ impl Ipam {
     /// (a late update overtaken by its Stop). Returns whether a lease was made.
     async fn readopt(
         &self,
-        pools: &[Arc<Pool>],
+        status: AcctStatus,
         addr: Ipv4Addr,
         session_id: &str,
         user: &str,
         nas: &str,
         now: u64,
     ) -> Result<bool, IpamError> {
-        let Some(pool) = pools.iter().find(|p| p.config.network.contains(&addr)) else {
+        let pool = self
+            .pools
+            .read()
+            .iter()
+            .find(|p| p.config.network.contains(&addr))
+            .cloned();
+        let Some(pool) = pool else {
             return Ok(false);
         };
         let free = |st: &PoolState| !st.leases.contains(addr) && st.free.contains(u32::from(addr));
         // Cheap refusals first: an address leased or never handed out (an excluded gateway's,
         // say) costs no store read.
-        if !free(&pool.state.lock()) || self.stopped.lock().refuses(nas, session_id, now) {
+        // An Interim from a NAS that restarted moments ago may be of a session from before
+        // (a Start after it is a new session's).
+        let late = |stopped: &RecentStops| {
+            stopped.stopped(nas, session_id, now)
+                || status == AcctStatus::Interim && stopped.restarted(nas, now)
+        };
+        if !free(&pool.state.lock()) || late(&self.stopped.lock()) {
             return Ok(false);
         }
         // Only for the user's device that had the address last (the sticky map): then its
@@ -821,7 +833,7 @@ impl Ipam {
             let mut st = pool.state.lock();
             // Checked again under the lock: a grant, or the session's Stop (it records itself
             // before it looks for the lease), may have come in between.
-            if !free(&st) || self.stopped.lock().refuses(nas, session_id, now) {
+            if !free(&st) || late(&self.stopped.lock()) {
                 return Ok(false);
             }
             st.free.take(u32::from(addr));

@@ -63,17 +63,19 @@ impl RecentStops {
         self.restarts.insert(self.keys.hash_one(nas), now);
     }
 
-    /// Whether an update of `session_id` from `nas` at `now` may concern a session that ended
-    /// within the window: `nas` stopped it, or restarted.
-    pub fn refuses(&self, nas: &str, session_id: &str, now: u64) -> bool {
-        let recent = |t: &u64| now.saturating_sub(*t) < WINDOW;
+    /// Whether `nas` stopped `session_id` within the window before `now`.
+    pub fn stopped(&self, nas: &str, session_id: &str, now: u64) -> bool {
         self.sessions
             .get(&self.key(nas, session_id))
-            .is_some_and(|(t, _)| recent(t))
-            || self
-                .restarts
-                .get(&self.keys.hash_one(nas))
-                .is_some_and(recent)
+            .is_some_and(|(t, _)| now.saturating_sub(*t) < WINDOW)
+    }
+
+    /// Whether `nas` restarted (Accounting-On/Off) within the window before `now`: an update
+    /// of a session begun before may still be on its way.
+    pub fn restarted(&self, nas: &str, now: u64) -> bool {
+        self.restarts
+            .get(&self.keys.hash_one(nas))
+            .is_some_and(|t| now.saturating_sub(*t) < WINDOW)
     }
 }
 
@@ -85,38 +87,42 @@ mod tests {
     fn remembers_a_stop_per_nas_for_the_window_only() {
         let mut s = RecentStops::new();
         s.record("gw", "S1", 1000);
-        assert!(s.refuses("gw", "S1", 1000));
-        assert!(s.refuses("gw", "S1", 1000 + WINDOW - 1));
-        assert!(!s.refuses("gw", "S1", 1000 + WINDOW), "past the window");
-        assert!(!s.refuses("other", "S1", 1000), "another NAS's session");
-        assert!(!s.refuses("gw", "S2", 1000));
+        assert!(s.stopped("gw", "S1", 1000));
+        assert!(s.stopped("gw", "S1", 1000 + WINDOW - 1));
+        assert!(!s.stopped("gw", "S1", 1000 + WINDOW), "past the window");
+        assert!(!s.stopped("other", "S1", 1000), "another NAS's session");
+        assert!(!s.stopped("gw", "S2", 1000));
+        assert!(!s.restarted("gw", 1000));
     }
 
     #[test]
-    fn a_restart_covers_all_of_the_nas_sessions_for_the_window() {
+    fn a_restart_is_remembered_per_nas_for_the_window() {
         let mut s = RecentStops::new();
         s.record_restart("gw", 1000);
-        assert!(s.refuses("gw", "any", 1000 + WINDOW - 1));
-        assert!(!s.refuses("gw", "any", 1000 + WINDOW));
-        assert!(!s.refuses("other", "any", 1000));
+        assert!(s.restarted("gw", 1000 + WINDOW - 1));
+        assert!(!s.restarted("gw", 1000 + WINDOW));
+        assert!(!s.restarted("other", 1000));
+        assert!(!s.stopped("gw", "any", 1000), "no session of it stopped");
     }
 
     #[test]
     fn a_flood_of_stops_in_one_second_stays_bounded_and_keeps_the_newer_half() {
         let mut s = RecentStops::new();
-        let n = 3 * MAX as u64;
+        // One more than the bound: the prune runs once, all of them within the window.
+        let n = MAX as u64 + 1;
         for i in 0..n {
             s.record("gw", &i.to_string(), 1000);
         }
         assert!(s.sessions.len() <= MAX, "{}", s.sessions.len());
-        // The last prune (at the last multiple of MAX/2 past MAX) kept the newer half; every
-        // stop since is kept too.
-        let kept = (0..n).filter(|i| s.refuses("gw", &i.to_string(), 1000));
-        let oldest_kept = kept.clone().next().unwrap();
+        let kept: Vec<u64> = (0..n)
+            .filter(|i| s.stopped("gw", &i.to_string(), 1000))
+            .collect();
         assert!(
-            kept.count() as u64 == n - oldest_kept,
-            "a contiguous newest run"
+            kept.len() > MAX / 2,
+            "at least the newer half: {}",
+            kept.len()
         );
-        assert!(n - oldest_kept >= MAX as u64 / 2, "at least half kept");
+        assert_eq!(kept.last(), Some(&(n - 1)));
+        assert_eq!(kept.len() as u64, n - kept[0], "a contiguous newest run");
     }
 }

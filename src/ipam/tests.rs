@@ -999,3 +999,39 @@ async fn a_late_update_of_a_stopped_session_does_not_bind_the_lease_again() {
     let live = ipam.sessions();
     assert_eq!((live.len(), live[0].session_id.as_deref()), (1, None));
 }
+
+/// After Accounting-On/Off, new sessions are new: a lease granted just before the restart
+/// was processed (and so released by it) is taken back by its session's Start, and a fresh
+/// lease whose Interim-Update comes before its Start is bound by it.
+#[tokio::test]
+async fn sessions_begun_after_a_nas_restart_keep_their_addresses() {
+    let (_d, store) = temp();
+    user_with_device(&store, "u", "d1").await;
+    user_with_device(&store, "u", "d2").await;
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/29", &[], 600)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::NasRestart, "", None, "", "gw", 1).await);
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 2).await);
+    assert_ne!(ipam.lease(&req("d3", 3)).await.unwrap().unwrap().addr, x);
+    let y = ipam.lease(&req("d2", 4)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::Interim, "S2", Some(y), "u", "gw", 5).await);
+    let bound = ipam.sessions().into_iter().find(|l| l.addr == y).unwrap();
+    assert_eq!(bound.session_id.as_deref(), Some("S2"));
+}
+
+/// A late Start of a session stopped moments ago (a retransmission) does not take the lease
+/// from the session that replaced it.
+#[tokio::test]
+async fn a_late_start_of_a_stopped_session_leaves_the_lease_to_the_new_one() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 600)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
+    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 3).await);
+    assert!(account(&ipam, AcctStatus::Start, "S2", Some(x), "u", "gw", 4).await);
+    assert!(!account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 5).await);
+    assert!(!account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 6).await);
+    let live = ipam.sessions();
+    assert_eq!((live.len(), live[0].session_id.as_deref()), (1, Some("S2")));
+}
