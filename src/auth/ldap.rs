@@ -649,7 +649,7 @@ mod tests {
         fake_dc_config(
             port,
             secondary,
-            "timeout = \"300ms\"\nhealth_check_interval = \"100ms\"\nlockout_precheck = false",
+            "timeout = \"1s\"\nhealth_check_interval = \"100ms\"\nlockout_precheck = false",
         )
     }
 
@@ -694,6 +694,20 @@ mod tests {
         }
         assert_eq!(hung.user_binds.load(Ordering::SeqCst), 0);
         assert!(v.servers[0].health.binds_unanswered(), "still tried last");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// A server that accepts connections but answers nothing is down (and `/readyz` says so),
+    /// not a DC whose binds alone hang.
+    #[tokio::test]
+    async fn a_server_answering_nothing_is_down() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let v = Arc::new(AdVerifier::new(&probed_config(port, false)).unwrap());
+        let (stop, task) = probing(&v);
+        assert!(eventually(|| !v.servers[0].health.usable(v.now_ms())).await);
+        assert!(v.unreachable().is_some());
         stop.cancel();
         task.await.unwrap();
     }

@@ -65,7 +65,7 @@ pub struct ActiveDirectoryConfig {
     /// (`health_check_interval = "0s"`) exactly this long.
     #[serde(default = "default_retry", with = "humantime_serde")]
     pub retry_primary_after: Duration,
-    /// How often every DC is probed (TCP + TLS + an admin bind + a root DSE read, each within
+    /// How often every DC is probed (TCP + TLS + a root DSE read + an admin bind, each within
     /// `timeout`). A server that fails a probe or a request is skipped until a probe succeeds,
     /// so traffic returns to the primary within one interval of its return; one that answers
     /// all but the bind is tried after the other; a refused admin password leaves the probes'

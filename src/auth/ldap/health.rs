@@ -1,9 +1,9 @@
 //! Which DCs request traffic may use, and in which order. A server that fails a request or a
 //! probe is skipped; the health-check task probes every server each `health_check_interval`
-//! (and at once when a request found one unusable) with a new connection (TCP, TLS), a bind
-//! as the admin and a root DSE read, and
-//! a server that answers is used again at once — so traffic returns to the primary within one
-//! interval of its return. Without the task (`health_check_interval = "0s"`) a server that
+//! (and at once when a request found one unusable) with a new connection (TCP, TLS), a root
+//! DSE read and a bind as the admin, and a server that answers is used again at once — so
+//! traffic returns to the primary within one interval of its return (one that answers all but
+//! the bind is tried after the other). Without the task (`health_check_interval = "0s"`) a server that
 //! failed a request is skipped for `retry_primary_after`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -162,10 +162,13 @@ impl AdVerifier {
                         true
                     }
                 };
-                server
-                    .health
-                    .binds_unanswered
-                    .store(unanswered, Ordering::Relaxed);
+                let h = &server.health;
+                h.binds_unanswered.store(unanswered, Ordering::Relaxed);
+                // A request answered meanwhile (its `answered` ran before the store above)
+                // has the last word: the DC binds.
+                if unanswered && h.last_answer.load(Ordering::Relaxed) >= started.max(1) {
+                    h.binds_unanswered.store(false, Ordering::Relaxed);
+                }
             }
             Err(why) => {
                 if server.health.usable(self.now_ms()) {
@@ -181,7 +184,7 @@ impl AdVerifier {
         }
     }
 
-    /// A new connection (TCP, TLS as configured), a bind as the admin, and a root DSE read.
+    /// A new connection (TCP, TLS as configured), a root DSE read, and a bind as the admin.
     /// The bind because a DC can go on answering reads while its binds hang (its
     /// authentication backend stuck): without it, such a DC passed every probe and each
     /// request waited out `timeout` on it before failing over. Any verdict on the bind counts
@@ -189,46 +192,8 @@ impl AdVerifier {
     /// not. A refusal of the admin's credentials themselves suspends the probes' binds.
     async fn probe(&self, server: &Server) -> Result<Probe, String> {
         let mut ldap = self.connect(server).await?;
-        if self.now_ms() >= self.probe_binds_after.load(Ordering::Relaxed) {
-            let bound = tokio::time::timeout(
-                self.config.timeout,
-                ldap.simple_bind(&self.admin_upn(), self.config.admin_password.expose()),
-            )
-            .await;
-            let r = match bound {
-                Err(_) => {
-                    let why = format!("admin bind on {} timed out", server.addr);
-                    return Ok(Probe::BindsUnanswered(why));
-                }
-                Ok(r) => r.map_err(|e| format!("admin bind on {}: {e}", server.addr))?,
-            };
-            match r.rc {
-                51..=53 => {
-                    let why = format!(
-                        "{} declined the admin bind: rc={} {}",
-                        server.addr, r.rc, r.text
-                    );
-                    return Ok(Probe::BindsUnanswered(why));
-                }
-                // Invalid credentials (a wrong or locked admin password), stronger auth or
-                // confidentiality required (`tls = "none"` against a DC requiring signing),
-                // inappropriate authentication: the DC checked, and will refuse again.
-                8 | 13 | 48 | 49 => {
-                    let until = self.now_ms() + BINDS_SUSPENDED.as_millis() as u64;
-                    if self.probe_binds_after.swap(until, Ordering::Relaxed) <= self.now_ms() {
-                        tracing::warn!(
-                            server = server.label,
-                            rc = r.rc,
-                            text = %r.text,
-                            "the directory refused the admin's bind: probes leave it out for an \
-                             hour (a DC whose binds hang then passes them); check admin_user and \
-                             admin_password"
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
+        // The read first (anonymous): a server that answers nothing is down, not a DC whose
+        // binds alone hang.
         let res = tokio::time::timeout(
             self.config.timeout,
             ldap.search("", Scope::Base, "(objectClass=*)", vec!["dnsHostName"]),
@@ -236,10 +201,52 @@ impl AdVerifier {
         .await
         .map_err(|_| format!("root DSE read on {} timed out", server.addr))?
         .map_err(|e| format!("root DSE read on {}: {e}", server.addr))?;
-        let _ = ldap.unbind().await;
         res.success()
-            .map(|_| Probe::Answered)
-            .map_err(|e| format!("root DSE read on {}: {e}", server.addr))
+            .map_err(|e| format!("root DSE read on {}: {e}", server.addr))?;
+        if self.now_ms() < self.probe_binds_after.load(Ordering::Relaxed) {
+            let _ = ldap.unbind().await;
+            return Ok(Probe::Answered);
+        }
+        let bound = tokio::time::timeout(
+            self.config.timeout,
+            ldap.simple_bind(&self.admin_upn(), self.config.admin_password.expose()),
+        )
+        .await;
+        let r = match bound {
+            Err(_) => {
+                let why = format!("admin bind on {} timed out", server.addr);
+                return Ok(Probe::BindsUnanswered(why));
+            }
+            Ok(r) => r.map_err(|e| format!("admin bind on {}: {e}", server.addr))?,
+        };
+        let _ = ldap.unbind().await;
+        match r.rc {
+            51..=53 => {
+                let why = format!(
+                    "{} declined the admin bind: rc={} {}",
+                    server.addr, r.rc, r.text
+                );
+                return Ok(Probe::BindsUnanswered(why));
+            }
+            // Invalid credentials (a wrong or locked admin password), stronger auth or
+            // confidentiality required (`tls = "none"` against a DC requiring signing),
+            // inappropriate authentication: the DC checked, and will refuse again.
+            8 | 13 | 48 | 49 => {
+                let until = self.now_ms() + BINDS_SUSPENDED.as_millis() as u64;
+                if self.probe_binds_after.swap(until, Ordering::Relaxed) <= self.now_ms() {
+                    tracing::warn!(
+                        server = server.label,
+                        rc = r.rc,
+                        text = %r.text,
+                        "the directory refused the admin's bind: probes leave it out for an \
+                         hour (a DC whose binds hang then passes them); check admin_user and \
+                         admin_password"
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(Probe::Answered)
     }
 
     /// `None` while some server is usable; else why none is (for `/readyz`).
