@@ -703,18 +703,16 @@ impl Ipam {
                 if !ours(&addr) {
                     return Ok(false);
                 }
-                // A late Start or Interim of a session stopped moments ago (its Stop unbound
-                // the lease: the device had reconnected) must not bind it again: a repeated
-                // Stop would then free the address the device uses.
-                let late = matches!(status, AcctStatus::Start | AcctStatus::Interim)
-                    && lease.session_id() != Some(session_id)
-                    && self.stopped.lock().stopped(nas, session_id, now);
-                if late
-                    || matches!(status, AcctStatus::Start | AcctStatus::Interim)
-                        && !Self::may_bind(status, lease, session_id, user)
-                {
-                    tracing::debug!(%addr, session_id, user, "accounting about another session's lease ignored");
-                    return Ok(false);
+                if matches!(status, AcctStatus::Start | AcctStatus::Interim) {
+                    // A late Start or Interim of a session stopped moments ago (its Stop
+                    // unbound the lease: the device had reconnected) must not bind it again:
+                    // a repeated Stop would then free the address the device uses.
+                    let late = lease.session_id() != Some(session_id)
+                        && self.stopped.lock().stopped(nas, session_id, now);
+                    if late || !Self::may_bind(status, lease, session_id, user) {
+                        tracing::debug!(%addr, session_id, user, "accounting about another session's lease ignored");
+                        return Ok(false);
+                    }
                 }
                 drop(clients);
                 // Taken over from a renamed client, if it was held through one.
@@ -811,14 +809,14 @@ impl Ipam {
             return Ok(false);
         };
         let free = |st: &PoolState| !st.leases.contains(addr) && st.free.contains(u32::from(addr));
-        // Cheap refusals first: an address leased or never handed out (an excluded gateway's,
-        // say) costs no store read.
         // An Interim from a NAS that restarted moments ago may be of a session from before
         // (a Start after it is a new session's).
         let late = |stopped: &RecentStops| {
             stopped.stopped(nas, session_id, now)
                 || status == AcctStatus::Interim && stopped.restarted(nas, now)
         };
+        // Cheap refusals first: an address leased or never handed out (an excluded gateway's,
+        // say) costs no store read.
         if !free(&pool.state.lock()) || late(&self.stopped.lock()) {
             return Ok(false);
         }
