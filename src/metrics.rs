@@ -82,6 +82,7 @@ pub struct Metrics {
     pub pool_size: IntGaugeVec,
     pub pool_used: IntGaugeVec,
     pub sessions: IntGaugeVec,
+    pub leases_taken_back: IntCounterVec,
     pub registrations: IntCounter,
     registration_failures: IntCounterVec,
     pub accounting: IntCounterVec,
@@ -207,6 +208,12 @@ impl Metrics {
             "Leases with an accounting session (Accounting-Start seen, no Stop yet)",
             &["pool"],
         );
+        let leases_taken_back = b.counter_vec(
+            "ravpnd_leases_taken_back_total",
+            "Leases made again for a live session that held none (its lease had expired: \
+             lease_time shorter than the gateway's accounting interval, or ravpnd down longer)",
+            &["pool"],
+        );
         let registrations = b.counter(
             "ravpnd_registrations_total",
             "Devices registered on their first connection",
@@ -297,6 +304,7 @@ impl Metrics {
             pool_size,
             pool_used,
             sessions,
+            leases_taken_back,
             registrations,
             registration_failures,
             accounting,

@@ -107,6 +107,11 @@ fn an_update_after_a_long_outage_takes_the_expired_lease_back() {
     std::thread::sleep(Duration::from_secs(3));
     d.restart();
     assert!(sessions(&d).is_empty(), "expired while ravpnd was down");
+    assert!(
+        d.metrics()
+            .contains("ravpnd_leases_taken_back_total{pool=\"vpn\"} 0"),
+        "the series exists from the start"
+    );
 
     let interim = acct(
         &d,
@@ -130,6 +135,10 @@ fn an_update_after_a_long_outage_takes_the_expired_lease_back() {
         ),
     );
     assert!(d.log().contains("lease taken back"), "{}", d.log());
+    assert_eq!(
+        d.metric("ravpnd_leases_taken_back_total{pool=\"vpn\"}"),
+        1.0
+    );
     let other = login(&d, "bob").attr("Framed-IP-Address").unwrap();
     assert_ne!(other, addr, "the address is alice's session's");
 }

@@ -183,6 +183,7 @@ struct Pool {
     /// gauges on every request would pass their cache lines back and forth for nothing.
     used_gauge: IntGauge,
     sessions_gauge: IntGauge,
+    taken_back: prometheus::IntCounter,
     /// Woken whenever a new lease's write ends (durable, or undone): a renewal of a lease
     /// still pending waits for it.
     granted: tokio::sync::Notify,
@@ -447,6 +448,7 @@ impl Ipam {
             size,
             used_gauge: METRICS.pool_used.with_label_values(&[&cfg.name]),
             sessions_gauge: METRICS.sessions.with_label_values(&[&cfg.name]),
+            taken_back: METRICS.leases_taken_back.with_label_values(&[&cfg.name]),
             granted: tokio::sync::Notify::new(),
         })
     }
@@ -862,6 +864,7 @@ impl Ipam {
         };
         written?;
         self.store.flush().await?;
+        pool.taken_back.inc();
         tracing::info!(
             %addr,
             user,
