@@ -739,6 +739,11 @@ mod tests {
         assert_eq!(dc.admin_binds.load(Ordering::SeqCst), 1);
         assert!(v.servers[0].health.usable(v.now_ms()));
         assert!(!v.servers[0].health.binds_unanswered());
+        // The hour over, probes bind again (and, refused again, suspend again).
+        v.probe_binds_after.store(1, Ordering::Relaxed);
+        assert!(eventually(|| dc.admin_binds.load(Ordering::SeqCst) == 2).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(dc.admin_binds.load(Ordering::SeqCst), 2);
         stop.cancel();
         task.await.unwrap();
 
