@@ -92,6 +92,7 @@ pub struct Metrics {
     pub lockout_guard: IntCounter,
     pub lockout_precheck: IntCounter,
     pub directory_server_up: IntGaugeVec,
+    pub directory_server_binds_answered: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -210,8 +211,9 @@ impl Metrics {
         );
         let leases_taken_back = b.counter_vec(
             "ravpnd_leases_taken_back_total",
-            "Leases made again for a live session that held none (its lease had expired: \
-             lease_time shorter than the gateway's accounting interval, or ravpnd down longer)",
+            "Leases made again for a live session that held none (its lease had expired — \
+             lease_time shorter than the gateway's accounting interval, or ravpnd down longer — \
+             or been released)",
             &["pool"],
         );
         let registrations = b.counter(
@@ -256,6 +258,12 @@ impl Metrics {
         let directory_server_up = b.gauge_vec(
             "ravpnd_directory_server_up",
             "1 when the directory server is used for requests, 0 while it is skipped as down",
+            &["server"],
+        );
+        let directory_server_binds_answered = b.gauge_vec(
+            "ravpnd_directory_server_binds_answered",
+            "0 while the directory server answers probes but not their bind (tried after the \
+             other server), else 1",
             &["server"],
         );
         // Every label a counter can take exists from the start: a series that appears only at
@@ -314,6 +322,7 @@ impl Metrics {
             lockout_guard,
             lockout_precheck,
             directory_server_up,
+            directory_server_binds_answered,
         }
     }
 

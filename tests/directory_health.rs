@@ -66,6 +66,15 @@ fn health_check_moves_traffic_back_to_the_primary_when_it_returns() {
     wait_for(&d, "the primary probed up", || {
         up(&d, "primary") == Some(1.0)
     });
+    // The probes bind as the admin on the real DC, which accepts it (a refusal would suspend
+    // their binds; an unanswered bind would read 0 here).
+    assert!(
+        d.metrics()
+            .contains("ravpnd_directory_server_binds_answered{server=\"primary\"} 1"),
+        "{}",
+        d.metrics()
+    );
+    assert!(!d.log().contains("refused the admin's bind"), "{}", d.log());
     let r = login(&d, &u, PW);
     assert!(r.is("Access-Accept"), "{}\n{}", r.output, d.log());
     assert_eq!(binds(&d, "primary"), 1.0);

@@ -48,18 +48,24 @@ pub(super) struct Health {
     /// one, and a lone DC is still the only chance).
     binds_unanswered: AtomicBool,
     up_gauge: prometheus::IntGauge,
+    binds_gauge: prometheus::IntGauge,
 }
 
 impl Health {
     pub(super) fn new(label: &'static str) -> Self {
         let up_gauge = METRICS.directory_server_up.with_label_values(&[label]);
         up_gauge.set(1);
+        let binds_gauge = METRICS
+            .directory_server_binds_answered
+            .with_label_values(&[label]);
+        binds_gauge.set(1);
         Self {
             down_until: AtomicU64::new(0),
             last_answer: AtomicU64::new(0),
             last_error: Mutex::new(None),
             binds_unanswered: AtomicBool::new(false),
             up_gauge,
+            binds_gauge,
         }
     }
 
@@ -69,16 +75,23 @@ impl Health {
 
     /// A request got the server's answer at `now_ms`.
     pub(super) fn answered(&self, now_ms: u64) {
-        self.last_answer.store(now_ms, Ordering::Relaxed);
+        // SeqCst with the probe's store of the flag and load of this time: one of the two
+        // sees the other, so an answer is never overwritten by a probe that missed it.
+        self.last_answer.store(now_ms, Ordering::SeqCst);
         self.mark_up();
-        if self.binds_unanswered.load(Ordering::Relaxed) {
-            self.binds_unanswered.store(false, Ordering::Relaxed);
+        if self.binds_unanswered.load(Ordering::SeqCst) {
+            self.set_binds_unanswered(false);
         }
     }
 
     /// Whether requests should try the other servers first.
     pub(super) fn binds_unanswered(&self) -> bool {
         self.binds_unanswered.load(Ordering::Relaxed)
+    }
+
+    fn set_binds_unanswered(&self, unanswered: bool) {
+        self.binds_unanswered.store(unanswered, Ordering::SeqCst);
+        self.binds_gauge.set(i64::from(!unanswered));
     }
 
     /// The server answered. Cheap when it was up already (one load on the request path).
@@ -163,11 +176,11 @@ impl AdVerifier {
                     }
                 };
                 let h = &server.health;
-                h.binds_unanswered.store(unanswered, Ordering::Relaxed);
+                h.set_binds_unanswered(unanswered);
                 // A request answered meanwhile (its `answered` ran before the store above)
                 // has the last word: the DC binds.
-                if unanswered && h.last_answer.load(Ordering::Relaxed) >= started.max(1) {
-                    h.binds_unanswered.store(false, Ordering::Relaxed);
+                if unanswered && h.last_answer.load(Ordering::SeqCst) >= started.max(1) {
+                    h.set_binds_unanswered(false);
                 }
             }
             Err(why) => {
@@ -240,7 +253,7 @@ impl AdVerifier {
                         text = %r.text,
                         "the directory refused the admin's bind: probes leave it out for an \
                          hour (a DC whose binds hang then passes them); check admin_user and \
-                         admin_password"
+                         admin_password (rc 8 or 13: the DC wants TLS or signing, see `tls`)"
                     );
                 }
             }
