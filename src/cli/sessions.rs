@@ -87,18 +87,30 @@ fn print_leases(leases: &[LeaseRecord], json: bool) -> anyhow::Result<()> {
         "{:<16} {:<12} {:<20} {:<20} {:<24} {:<16} EXPIRES",
         "ADDRESS", "POOL", "USER", "DEVICE", "ACCT-SESSION", "NAS"
     );
+    // An address freed from an unreadable record has no user, device, NAS or expiry.
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
     for l in leases {
-        let expires = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(l.expires),
-        );
+        let expires = match l.expires {
+            0 => "-".to_owned(),
+            t => humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+            )
+            .to_string(),
+        };
         println!(
             "{:<16} {:<12} {:<20} {:<20} {:<24} {:<16} {}",
             l.addr.to_string(),
             l.pool,
-            l.user,
-            l.device,
+            or_dash(&l.user),
+            or_dash(&l.device),
             l.session_id.as_deref().unwrap_or("-"),
-            l.nas,
+            or_dash(&l.nas),
             expires
         );
     }
