@@ -261,7 +261,7 @@ fn accounting(c: &mut Criterion) {
                 expires: now + 3600,
                 renewed: false,
             };
-            store.put_lease(&lease, false).await.unwrap();
+            store.write_lease(&lease).unwrap();
         }
         store.flush().await.unwrap();
     });

@@ -10,7 +10,6 @@ use crate::ipam::{AcctStatus, IpamError};
 use crate::policy::Policy;
 use crate::radius::dict::{self, acct_status};
 
-/// What an Accounting-Request carried, for the log line.
 /// Every `status` label an Accounting-Request is counted under.
 pub const STATUS_LABELS: [&str; 6] = [
     "start",
@@ -21,6 +20,7 @@ pub const STATUS_LABELS: [&str; 6] = [
     "other",
 ];
 
+/// What an Accounting-Request carried, for the log line.
 #[derive(Debug)]
 pub struct AcctSummary {
     pub status: &'static str,

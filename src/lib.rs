@@ -16,6 +16,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connection_cap;
 pub mod ipam;
 pub mod metrics;
 pub mod notify;

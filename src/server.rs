@@ -19,13 +19,10 @@ use crate::auth::local::LocalVerifier;
 use crate::auth::Source;
 use crate::auth::UserDirectory;
 use crate::config::{AuthSource, Config, Secret};
+use crate::connection_cap::ConnectionCap;
 use crate::ipam::{Ipam, IpamError};
 use crate::notify::{Notifier, SmtpLinkMailer};
 use crate::policy::{Policy, Settings};
-use crate::profiles::listener::{
-    ConnectionCap, MAX_ADMIN_CONNECTIONS, MAX_ADMIN_CONNECTION_LIFETIME, MAX_CONNECTIONS,
-    MAX_CONNECTION_LIFETIME,
-};
 use crate::profiles::{Profiles, ProfilesConfig, SystemClock};
 use crate::radius::kernel_drops::KernelDrops;
 use crate::radius::listener::{self, Handler, Listener, Live, Port};
@@ -315,8 +312,8 @@ pub async fn run(
     let admin_task = tokio::spawn(
         limit_requests(axum_server::Server::from_listener(sockets.admin).acceptor(
             ConnectionCap::new(
-                MAX_ADMIN_CONNECTIONS,
-                MAX_ADMIN_CONNECTION_LIFETIME,
+                admin::MAX_CONNECTIONS,
+                admin::MAX_CONNECTION_LIFETIME,
                 "admin API",
             ),
         ))
@@ -427,7 +424,8 @@ fn limit_requests<A: axum_server::Address, Acc>(
 }
 
 /// Serves `GET /profile/<token>`, over TLS when `[profiles] cert`/`key` are set, with the
-/// request timeouts and at most `MAX_CONNECTIONS` connections (before any TLS handshake).
+/// request timeouts and at most `profiles::MAX_CONNECTIONS` connections (before any TLS
+/// handshake).
 async fn serve_profiles(
     listener: std::net::TcpListener,
     profiles: Arc<Profiles>,
@@ -438,8 +436,8 @@ async fn serve_profiles(
     let app = crate::profiles::http::router(profiles, config.invalid_per_minute)
         .into_make_service_with_connect_info::<SocketAddr>();
     let cap = ConnectionCap::new(
-        MAX_CONNECTIONS,
-        MAX_CONNECTION_LIFETIME,
+        crate::profiles::MAX_CONNECTIONS,
+        crate::profiles::MAX_CONNECTION_LIFETIME,
         "profile downloads",
     );
     match tls {

@@ -403,7 +403,7 @@ fn open_files(pid: u32) -> usize {
 /// as the flood lets go.
 #[test]
 fn half_open_connections_are_capped_and_downloads_keep_working() {
-    const CAP: usize = ravpnd::profiles::listener::MAX_CONNECTIONS;
+    const CAP: usize = ravpnd::profiles::MAX_CONNECTIONS;
     let smtp = SmtpServer::start();
     let web = free_port();
     let d = TestDaemon::with_config(&config(smtp.port, web));
@@ -558,7 +558,7 @@ fn send_all_waits_for_a_slow_relay_and_logs_each_failed_send() {
 /// cannot take the daemon's file descriptors), and it serves again once they are gone.
 #[test]
 fn admin_connections_are_capped() {
-    const CAP: usize = ravpnd::profiles::listener::MAX_ADMIN_CONNECTIONS;
+    const CAP: usize = ravpnd::admin::MAX_CONNECTIONS;
     let d = TestDaemon::start();
     // Connections are accepted concurrently: which ones are over the cap is not fixed, how
     // many is.

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::support::daemon::{default_config, SECRET};
 use ravpnd::radius::packet::Frame;
 
+use crate::support::daemon::{default_config, SECRET};
 use crate::support::packet::{verify, Client, Request};
 use crate::support::radclient;
 use crate::support::TestDaemon;

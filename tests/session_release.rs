@@ -4,26 +4,15 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::support::daemon::{default_config, SECRET};
+use crate::sessions::{config, sessions};
+use crate::support::daemon::SECRET;
 use crate::support::packet::{verify, Client, Request};
 use crate::support::radclient::{self, Reply};
 use crate::support::TestDaemon;
 
-const POOLS: &str = r#"
-[[pools]]
-name = "vpn"
-network = "10.77.0.0/24"
-exclude = ["10.77.0.1"]
-lease_time = "1h"
-"#;
-
 /// A second gateway, `lab-gw` on 127.0.0.7, taking addresses from the same pool.
 fn second_client(name: &str) -> String {
     format!("[[clients]]\nname = \"{name}\"\naddress = \"127.0.0.7\"\nsecret = \"{SECRET}\"\n")
-}
-
-fn config(extra: &str) -> String {
-    default_config(true) + POOLS + extra
 }
 
 /// Logs in through the `loopback` client; returns the address granted.
@@ -42,10 +31,6 @@ fn login_from_lab(d: &TestDaemon, user: &str) {
     c.send(&req.build(SECRET));
     let resp = c.recv().expect("the lab gateway is answered");
     assert_eq!(verify(&resp, &req, SECRET).code, 2, "Access-Accept");
-}
-
-fn sessions(d: &TestDaemon) -> Vec<serde_json::Value> {
-    serde_json::from_str(&d.ok(&["session", "list", "--json"])).unwrap()
 }
 
 fn addrs(leases: &[serde_json::Value]) -> Vec<String> {

@@ -21,7 +21,7 @@ primary = "10.0.0.53"
 secondary = "10.0.0.54"
 "#;
 
-fn config(extra: &str) -> String {
+pub(crate) fn config(extra: &str) -> String {
     default_config(true) + POOLS + extra
 }
 
@@ -34,7 +34,8 @@ fn acct(d: &TestDaemon, attrs: &str) -> Reply {
     radclient::send(d.acct_addr, "acct", SECRET, attrs)
 }
 
-fn sessions(d: &TestDaemon) -> Vec<serde_json::Value> {
+/// `session list --json`.
+pub(crate) fn sessions(d: &TestDaemon) -> Vec<serde_json::Value> {
     serde_json::from_str(&d.ok(&["session", "list", "--json"])).unwrap()
 }
 

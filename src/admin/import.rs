@@ -57,7 +57,7 @@ struct Mode {
     check_only: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Imported {
     pub imported: usize,
     /// Rows imported as given that are likely not what was meant (by line).
@@ -310,17 +310,14 @@ async fn import_devices(
         return Err(rejected(problems));
     }
     if params.check_only {
-        return Ok(Json(Imported {
-            imported: 0,
-            warnings: Vec::new(),
-        }));
+        return Ok(Json(Imported::default()));
     }
     // The transaction re-checks everything (a race with another change).
     s.store.import(&[], &records, max_devices).await?;
     tracing::info!(devices = records.len(), "devices imported");
     Ok(Json(Imported {
         imported: records.len(),
-        warnings: Vec::new(),
+        ..Imported::default()
     }))
 }
 

@@ -29,6 +29,14 @@ use crate::radius::kernel_drops::KernelDrops;
 use crate::radius::listener::Handler;
 use crate::store::{Store, StoreError};
 
+/// The admin API's connections at once: the CLI, a scraper or two. It listens on loopback
+/// by default; the cap keeps a flood from taking the daemon's file descriptors all the same.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The longest an admin connection stays open: an import of 100,000 users with passwords
+/// hashes for minutes (the CLI waits up to an hour), so only a bound against leaks.
+pub const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
 /// What the handlers share.
 pub struct AdminState {
     pub store: Store,
@@ -73,21 +81,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/sessions/{addr}", delete(sessions::release))
         .route("/profiles", get(profiles::list))
         .route("/profiles/send", post(profiles::send))
-        .route(
-            "/import/users",
-            post(import::users).layer(DefaultBodyLimit::max(import::MAX_BODY)),
-        )
-        .route(
-            "/import/devices",
-            post(import::devices).layer(DefaultBodyLimit::max(import::MAX_BODY)),
-        )
-        .route(
-            "/import/users/check",
-            post(import::check_users).layer(DefaultBodyLimit::max(import::MAX_BODY)),
-        )
-        .route(
-            "/import/devices/check",
-            post(import::check_devices).layer(DefaultBodyLimit::max(import::MAX_BODY)),
+        .nest(
+            "/import",
+            Router::new()
+                .route("/users", post(import::users))
+                .route("/devices", post(import::devices))
+                .route("/users/check", post(import::check_users))
+                .route("/devices/check", post(import::check_devices))
+                .layer(DefaultBodyLimit::max(import::MAX_BODY)),
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -6,12 +6,7 @@ use std::path::Path;
 
 use rand::RngCore;
 
-use crate::config::Secret;
-
-/// Shortest token accepted from the file: the same minimum as `[admin] token` (config
-/// validation), so a truncated or emptied file stops the start instead of every request
-/// getting 401.
-pub const MIN_TOKEN_LEN: usize = 16;
+use crate::config::{Secret, MIN_TOKEN_LEN};
 
 /// Reads the token file, creating it (mode 0600, 256 random bits) if it does not exist.
 /// Warns when an existing file is readable by group or others: the token is the admin API.
@@ -47,7 +42,8 @@ pub fn load_or_create(path: &Path) -> std::io::Result<Secret> {
     Ok(Secret::new(token))
 }
 
-/// Reads the token file; one shorter than [`MIN_TOKEN_LEN`] (empty, truncated) is an error.
+/// Reads the token file; one shorter than [`MIN_TOKEN_LEN`] (empty, truncated) is an error,
+/// so a damaged file stops the start instead of every request getting 401.
 pub fn read(path: &Path) -> std::io::Result<Secret> {
     let s = std::fs::read_to_string(path)?;
     let token = s.trim();

@@ -540,46 +540,17 @@ mod tests {
         assert!(v.inflight.lock().is_empty());
     }
 
-    /// A stand-in DC answering every bind with result code `rc` (BER by hand: a
-    /// BindResponse carries only the message id, the code and two empty strings).
-    async fn fake_dc(addr: &str, rc: u8) -> u16 {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 512];
-                    // SEQUENCE, short length, INTEGER message id (one byte), then the op.
-                    while let Ok(n @ 6..) = s.read(&mut buf).await {
-                        if n < 7 || buf[5] != 0x60 {
-                            return; // not a BindRequest (an unbind): done
-                        }
-                        let id = buf[4];
-                        let resp = [
-                            0x30, 0x0c, 0x02, 0x01, id, 0x61, 0x07, 0x0a, 0x01, rc, 0x04, 0x00,
-                            0x04, 0x00,
-                        ];
-                        if s.write_all(&resp).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        port
-    }
-
     /// A stand-in DC that answers searches (the root DSE: no entries, success), the admin's
     /// binds with `admin_rc` and the others (naming `alice`) with `user_rc` — never when
-    /// `None`; it counts both kinds of bind.
-    struct ReadOnlyDc {
+    /// `None`; it counts both kinds of bind. BER by hand: a response carries only the message
+    /// id, the code and two empty strings.
+    struct FakeDc {
         port: u16,
         user_binds: Arc<std::sync::atomic::AtomicUsize>,
         admin_binds: Arc<std::sync::atomic::AtomicUsize>,
     }
 
-    impl ReadOnlyDc {
+    impl FakeDc {
         async fn start(addr: &str, admin_rc: Option<u8>, user_rc: Option<u8>) -> Self {
             use std::sync::atomic::AtomicUsize;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -680,8 +651,8 @@ mod tests {
     /// root DSE: such a DC passed it, and every request bound there first.)
     #[tokio::test]
     async fn a_dc_whose_binds_hang_is_tried_after_the_other() {
-        let hung = ReadOnlyDc::start("127.0.0.1:0", None, None).await;
-        let _ok = ReadOnlyDc::start(&format!("127.0.0.2:{}", hung.port), Some(0), Some(0)).await;
+        let hung = FakeDc::start("127.0.0.1:0", None, None).await;
+        let _ok = FakeDc::start(&format!("127.0.0.2:{}", hung.port), Some(0), Some(0)).await;
         let v = Arc::new(AdVerifier::new(&probed_config(hung.port, true)).unwrap());
         let (stop, task) = probing(&v);
         assert!(
@@ -716,7 +687,7 @@ mod tests {
     /// slow trust) must not shut logins out: a lone DC is still tried, and answers them.
     #[tokio::test]
     async fn a_lone_dc_whose_admin_bind_hangs_still_serves_logins() {
-        let dc = ReadOnlyDc::start("127.0.0.1:0", None, Some(0)).await;
+        let dc = FakeDc::start("127.0.0.1:0", None, Some(0)).await;
         let v = Arc::new(AdVerifier::new(&probed_config(dc.port, false)).unwrap());
         let (stop, task) = probing(&v);
         assert!(eventually(|| v.servers[0].health.binds_unanswered()).await);
@@ -731,7 +702,7 @@ mod tests {
     /// in use. A server error (rc 80) is an answer, and suspends nothing.
     #[tokio::test]
     async fn a_refused_admin_bind_suspends_probe_binds_and_other_answers_count() {
-        let dc = ReadOnlyDc::start("127.0.0.1:0", Some(49), Some(0)).await;
+        let dc = FakeDc::start("127.0.0.1:0", Some(49), Some(0)).await;
         let v = Arc::new(AdVerifier::new(&probed_config(dc.port, false)).unwrap());
         let (stop, task) = probing(&v);
         assert!(eventually(|| v.probe_binds_after.load(Ordering::Relaxed) > 0).await);
@@ -747,7 +718,7 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
 
-        let dc = ReadOnlyDc::start("127.0.0.1:0", Some(80), Some(0)).await;
+        let dc = FakeDc::start("127.0.0.1:0", Some(80), Some(0)).await;
         let v = Arc::new(AdVerifier::new(&probed_config(dc.port, false)).unwrap());
         let (stop, task) = probing(&v);
         assert!(
@@ -765,9 +736,9 @@ mod tests {
     /// other DC answers; with no other, the directory is unavailable (was "internal error").
     #[tokio::test]
     async fn a_dc_declining_the_bind_fails_over() {
-        let port = fake_dc("127.0.0.1:0", 52).await;
+        let port = FakeDc::start("127.0.0.1:0", Some(52), Some(52)).await.port;
         // The secondary on the same port of another loopback address.
-        let _ok = fake_dc(&format!("127.0.0.2:{port}"), 0).await;
+        let _ok = FakeDc::start(&format!("127.0.0.2:{port}"), Some(0), Some(0)).await;
         let c = |secondary: bool| {
             fake_dc_config(
                 port,

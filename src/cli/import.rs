@@ -111,17 +111,11 @@ pub async fn run(client: &AdminClient, cmd: ImportCommand) -> anyhow::Result<()>
         Err(e) => match e.downcast::<ApiFailure>() {
             Ok(f) if f.status == StatusCode::BAD_REQUEST && !f.problems.is_empty() => {
                 problems.extend(f.problems);
-                Imported {
-                    imported: 0,
-                    warnings: Vec::new(),
-                }
+                Imported::default()
             }
             // A daemon older than the check route (not restarted since an upgrade): the
             // CLI's own problems are all there is to report.
-            Ok(f) if check_only && f.status == StatusCode::NOT_FOUND => Imported {
-                imported: 0,
-                warnings: Vec::new(),
-            },
+            Ok(f) if check_only && f.status == StatusCode::NOT_FOUND => Imported::default(),
             Ok(f) => return Err(f.into()),
             Err(e) => return Err(e),
         },

@@ -88,13 +88,13 @@ fn print_leases(leases: &[LeaseRecord], json: bool) -> anyhow::Result<()> {
         "ADDRESS", "POOL", "USER", "DEVICE", "ACCT-SESSION", "NAS"
     );
     // An address freed from an unreadable record has no user, device, NAS or expiry.
-    let or_dash = |s: &str| {
+    fn or_dash(s: &str) -> &str {
         if s.is_empty() {
-            "-".to_owned()
+            "-"
         } else {
-            s.to_owned()
+            s
         }
-    };
+    }
     for l in leases {
         let expires = match l.expires {
             0 => "-".to_owned(),

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use secret::Secret;
-pub use validate::Problem;
+pub use validate::{Problem, MIN_TOKEN_LEN};
 
 use crate::auth::azure::AzureAdConfig;
 use crate::auth::ldap::ActiveDirectoryConfig;
@@ -103,16 +103,11 @@ impl RadiusConfig {
             n => n,
         }
     }
-
-    /// How long after its arrival a request's directory check is given up on ("directory
-    /// unavailable"): `request_timeout` less a tenth of it (at most 1 s), which leaves time
-    /// for the rest of the decision and the reply.
-    pub fn directory_deadline(&self) -> Duration {
-        directory_deadline(self.request_timeout)
-    }
 }
 
-/// See [`RadiusConfig::directory_deadline`].
+/// How long after its arrival a request's directory check is given up on ("directory
+/// unavailable"): `request_timeout` less a tenth of it (at most 1 s), which leaves time for
+/// the rest of the decision and the reply.
 pub fn directory_deadline(request_timeout: Duration) -> Duration {
     let margin = (request_timeout / 10).min(Duration::from_secs(1));
     request_timeout.saturating_sub(margin)

@@ -43,7 +43,8 @@ pub(super) fn render(problems: &[Problem]) -> String {
 /// Shortest shared secret accepted; RFC 2865 §3 asks for at least 16 octets, we refuse the
 /// trivially guessable ones and leave the rest to operator judgement.
 const MIN_SECRET_LEN: usize = 8;
-const MIN_TOKEN_LEN: usize = 16;
+/// Shortest admin token accepted, in the config or in the generated token file.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Config {
     /// All semantic problems of this configuration; empty means it can be served.
@@ -125,7 +126,7 @@ impl Config {
             problems.extend(ad.validate("auth.active_directory"));
             // A DC is found unusable when a call to it times out; a request that gives up
             // on the directory first never finds out, and keeps trying the silent one.
-            let budget = self.radius.directory_deadline();
+            let budget = super::directory_deadline(self.radius.request_timeout);
             if ad.timeout >= budget {
                 problems.push(Problem::new(
                     "auth.active_directory.timeout",

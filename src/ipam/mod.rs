@@ -203,10 +203,7 @@ impl Pool {
         {
             let mut st = self.state.lock();
             if written.is_err() {
-                st.leases.remove(addr);
-                st.free.insert(u32::from(addr));
-                forget_leases(store, &[addr]);
-                self.publish(&st);
+                self.undo_new_lease(&mut st, store, addr);
             } else if let Some(l) = st.leases.get_mut(addr) {
                 l.pending = false;
             }
@@ -230,6 +227,15 @@ impl Pool {
             }
             notified.await;
         }
+    }
+
+    /// Undoes a new lease that could not be made durable: its record goes, then (under the
+    /// same lock, so no grant comes in between) its address is free again.
+    fn undo_new_lease(&self, st: &mut PoolState, store: &Store, addr: Ipv4Addr) {
+        st.leases.remove(addr);
+        forget_leases(store, &[addr]);
+        st.free.insert(u32::from(addr));
+        self.publish(st);
     }
 
     /// Takes expired leases out of memory, but not yet back into the free set: see `release`.
@@ -585,10 +591,7 @@ impl Ipam {
                 };
                 if let Err(e) = written {
                     if new {
-                        st.leases.remove(addr);
-                        st.free.insert(u32::from(addr));
-                        forget_leases(&self.store, &[addr]);
-                        pool.publish(&st);
+                        pool.undo_new_lease(&mut st, &self.store, addr);
                     } else {
                         // Not written, and the request fails: the lease is as it was (held
                         // through its NAS: that one's Stop still ends it), and the next
@@ -854,12 +857,10 @@ impl Ipam {
             let written = self
                 .store
                 .write_lease(&lease.record(addr, &pool.config.name, nas));
-            if written.is_err() {
-                st.leases.remove(addr);
-                st.free.insert(u32::from(addr));
-                forget_leases(&self.store, &[addr]);
+            match &written {
+                Err(_) => pool.undo_new_lease(&mut st, &self.store, addr),
+                Ok(()) => pool.publish(&st),
             }
-            pool.publish(&st);
             written
         };
         written?;

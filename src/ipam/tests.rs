@@ -217,7 +217,8 @@ async fn each_pool_restores_its_own_range_of_leases() {
         expires: 10_000,
         renewed: false,
     };
-    store.put_lease(&orphan, true).await.unwrap();
+    store.write_lease(&orphan).unwrap();
+    store.flush().await.unwrap();
     let before = ipam.sessions();
     assert_eq!(before.len(), 4);
     drop(ipam);
@@ -654,9 +655,7 @@ async fn a_renewal_is_remembered_across_a_restart() {
     let (_d, store) = temp();
     let pools = [pool("p", "10.0.0.0/30", &[], 60)];
     let ipam = Ipam::new(store.clone(), &pools, 0).unwrap();
-    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
-    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
-    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    let x = reconnected(&ipam).await;
     drop(ipam);
     let ipam = Ipam::new(store.clone(), &pools, 3).unwrap();
     assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 3).await);
@@ -766,6 +765,15 @@ async fn a_second_login_without_device_identity_gets_its_own_address() {
     assert_eq!(live[0].session_id.as_deref(), Some("S2"));
 }
 
+/// d1's lease with session S1 started (at 1), then renewed by the device reconnecting (at 2):
+/// its address.
+async fn reconnected(ipam: &Ipam) -> Ipv4Addr {
+    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
+    assert!(account(ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
+    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    x
+}
+
 /// A reconnect renewed the lease and its new session's Start bound it; the old session's
 /// late Interim-Update must not take it back, or that session's Stop frees the new one's
 /// address.
@@ -773,9 +781,7 @@ async fn a_second_login_without_device_identity_gets_its_own_address() {
 async fn a_late_update_of_a_replaced_session_leaves_the_lease_to_the_new_one() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 60)], 0).unwrap();
-    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
-    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
-    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    let x = reconnected(&ipam).await;
     assert!(account(&ipam, AcctStatus::Start, "S2", Some(x), "u", "gw", 3).await);
     assert!(!account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", 4).await);
     assert!(!account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 5).await);
@@ -990,9 +996,7 @@ async fn updates_from_before_a_nas_restart_take_nothing_back() {
 async fn a_late_update_of_a_stopped_session_does_not_bind_the_lease_again() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 600)], 0).unwrap();
-    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
-    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
-    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    let x = reconnected(&ipam).await;
     assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 3).await);
     assert!(!account(&ipam, AcctStatus::Interim, "S1", Some(x), "u", "gw", 4).await);
     assert!(!account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 5).await);
@@ -1025,9 +1029,7 @@ async fn sessions_begun_after_a_nas_restart_keep_their_addresses() {
 async fn a_late_start_of_a_stopped_session_leaves_the_lease_to_the_new_one() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/30", &[], 600)], 0).unwrap();
-    let x = ipam.lease(&req("d1", 0)).await.unwrap().unwrap().addr;
-    assert!(account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 1).await);
-    assert!(!ipam.lease(&req("d1", 2)).await.unwrap().unwrap().new);
+    let x = reconnected(&ipam).await;
     assert!(account(&ipam, AcctStatus::Stop, "S1", Some(x), "u", "gw", 3).await);
     assert!(account(&ipam, AcctStatus::Start, "S2", Some(x), "u", "gw", 4).await);
     assert!(!account(&ipam, AcctStatus::Start, "S1", Some(x), "u", "gw", 5).await);

@@ -61,10 +61,6 @@ pub fn verify_request_message_authenticator(
     expected.ct_eq(&packet[ma_offset..ma_offset + 16]).into()
 }
 
-/// Verifies an Accounting-Request's Request Authenticator in constant time.
-///
-/// RFC 2866 §3: "Request Authenticator = MD5(Code + Identifier + Length + 16 zero octets +
-/// request attributes + shared secret)".
 /// Verifies an Accounting-Request's Message-Authenticator in constant time: computed with
 /// the Request Authenticator field zeroed, since that field is itself a hash over the
 /// packet (as FreeRADIUS computes and checks it).
@@ -77,6 +73,10 @@ pub fn verify_accounting_message_authenticator(
     expected.ct_eq(&packet[ma_offset..ma_offset + 16]).into()
 }
 
+/// Verifies an Accounting-Request's Request Authenticator in constant time.
+///
+/// RFC 2866 §3: "Request Authenticator = MD5(Code + Identifier + Length + 16 zero octets +
+/// request attributes + shared secret)".
 pub fn verify_accounting_request(packet: &[u8], secret: &[u8]) -> bool {
     let digest = accounting_authenticator(packet, secret);
     digest.ct_eq(&packet[4..HEADER_LEN]).into()

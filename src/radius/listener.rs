@@ -309,7 +309,7 @@ impl Handler {
         started: Instant,
     ) -> Vec<u8> {
         // A directory check that would outlast the request is given up on first, so the
-        // gateway gets an answer (`RadiusConfig::directory_deadline`).
+        // gateway gets an answer (`config::directory_deadline`).
         let deadline = started + self.directory_deadline;
         let (user, decision) = self
             .decide(packet, original, nas, &live.settings, deadline)

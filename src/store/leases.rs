@@ -82,15 +82,6 @@ impl Store {
             .collect()
     }
 
-    /// Writes a lease and the device's sticky address; durable when `durable`.
-    pub async fn put_lease(&self, lease: &LeaseRecord, durable: bool) -> Result<(), StoreError> {
-        self.write_lease(lease)?;
-        if durable {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
     /// Writes a lease and its device's sticky address, not durably (`flush` makes it so).
     /// Synchronous, so a pool can write under its lock: the store then changes in the order
     /// the pool's memory does.

@@ -1,9 +1,10 @@
-//! Limits of the public download listener, which anyone can reach: a flood of connections
-//! that never finish a request (slowloris) must not hold the daemon's file descriptors — the
-//! admin API, the store and the RADIUS side share them. At most [`MAX_CONNECTIONS`] are open
-//! at once (the others are closed as soon as they are accepted), and none lives longer than
-//! [`MAX_CONNECTION_LIFETIME`], so a slot always comes free again. (The header-read timeout
-//! that cuts off a half-sent request is set on the HTTP builder, in `server.rs`.)
+//! A cap on an HTTP listener's connections (the profile downloads, which anyone can reach,
+//! and the admin API): a flood of connections that never finish a request (slowloris) must
+//! not hold the daemon's file descriptors — the listeners, the store and the RADIUS side
+//! share them. At most a set number are open at once (the others are closed as soon as they
+//! are accepted), and none lives longer than a set lifetime, so a slot always comes free
+//! again. (The header-read timeout that cuts off a half-sent request is set on the HTTP
+//! builder, in `server.rs`.)
 
 use std::future::Future;
 use std::io;
@@ -17,22 +18,6 @@ use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
-
-/// Connections open at once. Downloads are rare and small: this is far more than real use
-/// needs, and far below a service's usual open-files limit (1024 at the least).
-pub const MAX_CONNECTIONS: usize = 256;
-
-/// The longest a connection stays open, whatever it does: bounds a slow request or response
-/// and HTTP/2 connections, which the HTTP/1 header-read timeout does not cover.
-pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-
-/// The admin API's connections at once: the CLI, a scraper or two. It listens on loopback
-/// by default; the cap keeps a flood from taking the daemon's file descriptors all the same.
-pub const MAX_ADMIN_CONNECTIONS: usize = 64;
-
-/// The longest an admin connection stays open: an import of 100,000 users with passwords
-/// hashes for minutes (the CLI waits up to an hour), so only a bound against leaks.
-pub const MAX_ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 
 /// An acceptor (wrapped by TLS, when configured) that holds a permit for each connection.
 #[derive(Clone)]
