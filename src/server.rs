@@ -244,6 +244,7 @@ pub async fn run(
     ));
     let background = TaskTracker::new();
     background.spawn(sweep_leases(ipam.clone(), shutdown.clone()));
+    background.spawn(sweep_duplicates(handler.clone(), shutdown.clone()));
     let (links, mail_tasks, mail_stop) =
         (mail.links.clone(), mail.tasks.clone(), mail.stop.clone());
     background.spawn(reload::reload_on_sighup(
@@ -403,6 +404,18 @@ async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
             0 => {}
             n => info!(expired = n, "expired leases released"),
         }
+    }
+}
+
+/// Frees expired duplicate-cache answers every second: at most a second late whatever the
+/// window, and a sweep of an idle cache is eight uncontended locks.
+async fn sweep_duplicates(handler: Arc<Handler>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        handler.sweep_duplicates();
     }
 }
 

@@ -20,6 +20,10 @@ use rustc_hash::FxBuildHasher;
 /// Independent locks; a key always lands in the same shard.
 const SHARDS: usize = 8;
 
+/// A shard's storage is shrunk only above this many entries' room: below it the memory is
+/// small, and shrinking and regrowing would cost more than it returns.
+const SHRINK_FLOOR: usize = 64;
+
 /// "the source IP address, source UDP port, Code, Identifier and Request Authenticator".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -84,6 +88,12 @@ fn entry(entries: &VecDeque<Entry>, first: u64, seq: u64) -> Option<&Entry> {
     entries.get(position(first, seq)?)
 }
 
+/// The hash of the key a sequence number's entry holds: the index rehashes by it when it
+/// grows or shrinks (it keeps no keys itself).
+fn rehash(entries: &VecDeque<Entry>, first: u64) -> impl Fn(&u64) -> u64 + '_ {
+    move |&seq| entry(entries, first, seq).map_or(0, |e| HASHER.hash_one(e.key))
+}
+
 impl Shard {
     fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
         self.entries.get_mut(position(self.first, seq)?)
@@ -101,10 +111,8 @@ impl Shard {
 
     /// Maps `key` to `seq` (whose entry is already in `entries`).
     fn map(&mut self, key: &Key, seq: u64) {
-        let (entries, first) = (&self.entries, self.first);
-        self.seqs.insert_unique(HASHER.hash_one(key), seq, |&s| {
-            entry(entries, first, s).map_or(0, |e| HASHER.hash_one(e.key))
-        });
+        self.seqs
+            .insert_unique(HASHER.hash_one(key), seq, rehash(&self.entries, self.first));
     }
 
     /// Removes the mapping of `key` if it is to `seq` (a newer entry may hold the key now).
@@ -112,6 +120,19 @@ impl Shard {
         if let Ok(slot) = self.seqs.find_entry(HASHER.hash_one(key), |&s| s == seq) {
             slot.remove();
         }
+    }
+
+    /// Gives back the memory of a burst that is over: storage four times what is held is cut to
+    /// twice, so that a steady load (which never falls to a quarter) is never shrunk again.
+    /// The index grew with the entries; its own `capacity` undercounts after removals.
+    fn shrink(&mut self) {
+        let (len, capacity) = (self.entries.len(), self.entries.capacity());
+        if capacity <= SHRINK_FLOOR || len > capacity / 4 {
+            return;
+        }
+        let room = (2 * len).max(SHRINK_FLOOR);
+        self.entries.shrink_to(room);
+        self.seqs.shrink_to(room, rehash(&self.entries, self.first));
     }
 }
 
@@ -150,12 +171,13 @@ impl DedupCache {
         self
     }
 
-    pub fn begin(&self, key: Key, now: Instant) -> Seen {
-        let shard = (HASHER.hash_one(key) >> 32) as usize % SHARDS;
-        let mut s = self.shards[shard].lock();
-        // Expire by age — a request still in progress only once it was lost: its
-        // retransmissions must find it however long it takes (the window may be shorter than
-        // the request timeout) —, then by size: memory stays bounded under any load.
+    /// Drops entries from the front while the front is expired or there are more than
+    /// `max_len`; returns the last one's response buffer, for reuse.
+    ///
+    /// Expired by age: a request still in progress only once it was lost — its
+    /// retransmissions must find it however long it takes (the window may be shorter than
+    /// the request timeout).
+    fn expire(&self, s: &mut Shard, now: Instant, max_len: usize) -> Option<Vec<u8>> {
         let mut spare = None;
         while let Some(oldest) = s.entries.front() {
             let kept_for = match oldest.state {
@@ -163,7 +185,7 @@ impl DedupCache {
                 State::Done | State::Abandoned => self.window,
             };
             let expired = now.duration_since(oldest.at) >= kept_for;
-            if !expired && s.entries.len() < self.per_shard {
+            if !expired && s.entries.len() <= max_len {
                 break;
             }
             let old = s.entries.pop_front().expect("front exists");
@@ -174,6 +196,14 @@ impl DedupCache {
             s.unmap(&old.key, seq);
             spare = Some(old.response);
         }
+        spare
+    }
+
+    pub fn begin(&self, key: Key, now: Instant) -> Seen {
+        let shard = (HASHER.hash_one(key) >> 32) as usize % SHARDS;
+        let mut s = self.shards[shard].lock();
+        // Expire by age, then by size (room for one more): memory stays bounded under any load.
+        let spare = self.expire(&mut s, now, self.per_shard - 1);
         if let Some(seq) = s.mapped(&key) {
             let e = s.get_mut(seq).expect("a mapped key has its entry");
             return match e.state {
@@ -221,9 +251,33 @@ impl DedupCache {
         s.unmap(&key, ticket.seq);
     }
 
+    /// Expires what `begin` would in every shard, and frees the memory that held it: `begin`
+    /// expires only in the shard a request arrives in, so after a burst the answers would
+    /// stay, unread, until the next one.
+    pub fn sweep(&self, now: Instant) {
+        for shard in &self.shards {
+            let mut s = shard.lock();
+            // Not kept as spares: no request is coming to reuse them.
+            drop(self.expire(&mut s, now, usize::MAX));
+            s.shrink();
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().entries.len()).sum()
+    }
+
+    /// Bytes allocated for the entries and the index (the responses aside).
+    #[cfg(test)]
+    fn allocated(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.entries.capacity() * std::mem::size_of::<Entry>() + s.seqs.allocation_size()
+            })
+            .sum()
     }
 }
 
@@ -396,5 +450,106 @@ mod tests {
             evicted > n as usize * 9 / 10,
             "{evicted} of the first generation evicted"
         );
+    }
+
+    /// With no request to come, a sweep expires a burst's answers and gives back their
+    /// storage; a load that falls by less than three quarters is not shrunk again.
+    #[test]
+    fn sweep_frees_a_burst_past_the_window_once() {
+        let c = DedupCache::new(Duration::from_secs(5), 65_536);
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let burst = |range: std::ops::Range<u32>, t| {
+            for i in range {
+                let tk = ticket(c.begin(key_n(i), t));
+                c.complete(tk, &i.to_le_bytes(), t);
+            }
+        };
+        burst(0..20_000, at(0));
+        burst(20_000..20_800, at(3));
+        burst(20_800..22_000, at(4));
+        let full = c.allocated();
+        c.sweep(at(4));
+        assert_eq!(c.len(), 22_000, "nothing is past the window yet");
+        assert_eq!(c.allocated(), full, "nothing to shrink yet");
+        c.sweep(at(5));
+        assert_eq!(c.len(), 2_000, "the first burst is past the window");
+        let kept = c.allocated();
+        assert!(kept * 4 < full, "{kept} of {full} bytes kept");
+        for i in 20_000..22_000 {
+            assert_eq!(
+                c.begin(key_n(i), at(5)),
+                Seen::Answered(i.to_le_bytes().to_vec())
+            );
+        }
+        c.sweep(at(8));
+        assert_eq!(c.len(), 1_200);
+        assert_eq!(c.allocated(), kept, "not shrunk again");
+        c.sweep(at(9));
+        assert_eq!(c.len(), 0);
+        let idle = c.allocated();
+        assert!(idle * 20 < full, "{idle} of {full} bytes kept at idle");
+        assert!(idle >= SHARDS * SHRINK_FLOOR * std::mem::size_of::<Entry>());
+        c.sweep(at(10));
+        assert_eq!(c.allocated(), idle, "left alone at the floor");
+    }
+
+    /// A sweep expires by `begin`'s rule: an answer a window after its completion (not its
+    /// arrival), a request in progress only once lost.
+    #[test]
+    fn sweep_keeps_answers_within_the_window_and_requests_in_progress() {
+        let c = DedupCache::new(Duration::from_secs(5), 100)
+            .with_request_timeout(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let slow = ticket(c.begin(key(1), at(0)));
+        let quick = ticket(c.begin(key(2), at(1)));
+        c.complete(quick, b"quick", at(2));
+        c.sweep(at(6));
+        assert_eq!(c.len(), 2, "both kept");
+        assert_eq!(c.begin(key(2), at(6)), Seen::Answered(b"quick".to_vec()));
+        assert_eq!(c.begin(key(1), at(6)), Seen::InProgress);
+        c.sweep(at(14));
+        assert_eq!(c.begin(key(1), at(14)), Seen::InProgress, "not lost yet");
+        c.complete(slow, b"slow", at(14));
+        assert_eq!(c.begin(key(1), at(15)), Seen::Answered(b"slow".to_vec()));
+    }
+
+    /// After a sweep (and a shrink), sequence numbers go on: new requests get working tickets,
+    /// their retransmissions their answers, and a swept entry's late completion is a no-op.
+    #[test]
+    fn requests_after_a_sweep_work_as_before() {
+        let c = DedupCache::new(Duration::from_secs(5), 65_536)
+            .with_request_timeout(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let lost = ticket(c.begin(key(1), at(0)));
+        for i in 0..4_000 {
+            let t = ticket(c.begin(key_n(i), at(0)));
+            c.complete(t, b"old", at(0));
+        }
+        let full = c.allocated();
+        c.sweep(at(15));
+        assert_eq!(c.len(), 0);
+        assert!(c.allocated() < full, "shrunk");
+        let retry = ticket(c.begin(key(1), at(16)));
+        c.complete(lost, b"stale", at(16));
+        assert_eq!(
+            c.begin(key(1), at(16)),
+            Seen::InProgress,
+            "the retry is untouched"
+        );
+        c.complete(retry, b"retry", at(16));
+        assert_eq!(c.begin(key(1), at(17)), Seen::Answered(b"retry".to_vec()));
+        for i in 0..4_000 {
+            let t = ticket(c.begin(key_n(i), at(16)));
+            c.complete(t, &i.to_le_bytes(), at(16));
+        }
+        for i in 0..4_000 {
+            assert_eq!(
+                c.begin(key_n(i), at(17)),
+                Seen::Answered(i.to_le_bytes().to_vec())
+            );
+        }
     }
 }

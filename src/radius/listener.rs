@@ -112,6 +112,11 @@ impl Handler {
         &self.policy
     }
 
+    /// Frees the duplicate cache's expired answers: else kept after a burst until the next.
+    pub fn sweep_duplicates(&self) {
+        self.dedup.sweep(Instant::now());
+    }
+
     /// Handles one datagram from a known NAS; `None` means drop silently. The worker threads
     /// run the same three steps, but poll `process` inline first (see `receive`).
     pub async fn handle_datagram(
