@@ -119,7 +119,10 @@ impl Fixture {
         let ipam = Ipam::new(self.store.clone(), &self.config.pools, unix_now()).unwrap();
         Policy::new(
             self.store.clone(),
-            Source::Local(Arc::new(LocalVerifier::new(&self.config.auth.local))),
+            Source::Local(Arc::new(LocalVerifier::new(
+                &self.config.auth.local,
+                self.store.clone(),
+            ))),
             Arc::new(ipam),
             Notifier::disabled(),
         )

@@ -187,7 +187,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let token = admin_token(&config)?;
-    let local = Arc::new(LocalVerifier::new(&config.auth.local));
+    let local = Arc::new(LocalVerifier::new(&config.auth.local, store.clone()));
     let mail = Mail {
         notifier: Notifier::kept_in(store.clone()),
         links: Arc::new(SmtpLinkMailer::default()),

@@ -129,7 +129,7 @@ pub async fn build(secret: &str, user: &str, password: &str, serial: &str, mac: 
         store.assign(user, name, 3).await.expect("assign device");
     }
 
-    let local = Arc::new(LocalVerifier::new(&config.auth.local));
+    let local = Arc::new(LocalVerifier::new(&config.auth.local, store.clone()));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -1,11 +1,12 @@
 //! The local user directory: argon2id hashes in the store, with a bounded cache of recently
 //! verified credentials so reconnect storms do not pay argon2 each time.
 //!
-//! A cache entry is an HMAC (random per-process key) over the password *and* the stored hash,
-//! so a changed password or a removed user can never be served from the cache, even if an
-//! invalidation races a verification. The user's decoded entry (`Access`) also keeps the
-//! credential last verified for it, tagged over the password alone: the entry holds the hash
-//! and is built again when it changes. A request checks there first, with no lookup by name.
+//! A cache entry is an HMAC (random per-process key) over the password *and* the stored hash
+//! (its fingerprint), so a changed password or a removed user can never be served from the
+//! cache, even if an invalidation races a verification. The user's decoded entry (`Access`)
+//! also keeps the credential last verified for it, tagged over the password alone: the entry
+//! is built again when the hash changes. A request checks there first, with no lookup by name.
+//! The hash itself is read from the user's record only when argon2 runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::credential_cache::{CredentialCache, Tag as CacheTag};
 use super::{AuthError, PasswordVerifier, RemoveOnDrop};
 use crate::config::Problem;
-use crate::store::{Access, Verified};
+use crate::store::{Access, HashFingerprint, Store, Verified};
 
 /// The first 128 bits of an HMAC-SHA-256.
 fn truncated(full: &[u8]) -> [u8; 16] {
@@ -72,7 +73,18 @@ impl LocalAuthConfig {
 type EntryTag = [u8; 16];
 
 /// One argon2 verification that concurrent identical requests wait on.
-type InFlight = OnceCell<Result<bool, String>>;
+type InFlight = OnceCell<Result<Checked, String>>;
+
+/// What argon2 said of a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Verified against the hash the user's entry was built from.
+    Verified,
+    /// Verified against a newer hash than the entry's (a password change raced the request):
+    /// the answer stands, but the old entry must not keep it.
+    VerifiedNewer,
+    Refused,
+}
 
 pub struct LocalVerifier {
     /// Shared with the argon2 computations, which fill it themselves (see `run_argon2`).
@@ -82,6 +94,8 @@ pub struct LocalVerifier {
     hash_permits: Arc<Semaphore>,
     /// Verifications under way, by credential tag.
     inflight: Mutex<HashMap<CacheTag, Arc<InFlight>>>,
+    /// Where argon2 reads the hash: the user's record.
+    store: Store,
     /// Credentials argon2 refused, by tag. Exact, not a guess: a tag is over the password and
     /// the hash it was checked against, and a new hash makes new tags. A device retrying a
     /// stale password (or a NAS replaying one) costs a lookup instead of an argon2 run each.
@@ -94,7 +108,7 @@ const REFUSED_CAPACITY: u64 = 8_192;
 const REFUSED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl LocalVerifier {
-    pub fn new(config: &LocalAuthConfig) -> Self {
+    pub fn new(config: &LocalAuthConfig, store: Store) -> Self {
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         let permits = match config.max_concurrent_hashes {
@@ -109,6 +123,7 @@ impl LocalVerifier {
             mac: Hmac::new_from_slice(&key).expect("any key length"),
             hash_permits: Arc::new(Semaphore::new(permits)),
             inflight: Mutex::default(),
+            store,
             refused: moka::sync::Cache::builder()
                 .max_capacity(REFUSED_CAPACITY)
                 .time_to_live(REFUSED_TTL)
@@ -118,11 +133,11 @@ impl LocalVerifier {
 
     /// The credential cache's tag: over the password and the hash it was verified against,
     /// truncated to 128 bits (RFC 2104 §5) as the entry's is.
-    fn tag(&self, password: &[u8], hash: &str) -> CacheTag {
+    fn tag(&self, password: &[u8], hash: HashFingerprint) -> CacheTag {
         let mut mac = self.mac.clone();
         mac.update(&(password.len() as u64).to_be_bytes());
         mac.update(password);
-        mac.update(hash.as_bytes());
+        mac.update(&hash.0);
         truncated(&mac.finalize().into_bytes())
     }
 
@@ -153,14 +168,15 @@ impl LocalVerifier {
     /// against `max_concurrent_hashes` — else a storm of timed-out requests would run any
     /// number at once (19 MiB and a core each). For the same reason the computation caches
     /// a verified credential itself: the gateway's retry after that timeout then finds it,
-    /// instead of paying argon2 again.
+    /// instead of paying argon2 again. It reads the hash from the user's record: a user
+    /// removed since their entry was built is refused.
     async fn run_argon2(
         &self,
         user: &str,
+        fingerprint: HashFingerprint,
         tag: CacheTag,
         password: &[u8],
-        hash: String,
-    ) -> Result<bool, String> {
+    ) -> Result<Checked, String> {
         let permit = self
             .hash_permits
             .clone()
@@ -169,16 +185,23 @@ impl LocalVerifier {
             .map_err(|_| "shutting down".to_owned())?;
         // A computation for a request given up on may have verified it while this one queued.
         if self.cached(user, &tag) {
-            return Ok(true);
+            return Ok(Checked::Verified);
         }
-        let (cache, user, password) = (self.cache.clone(), user.to_owned(), password.to_vec());
+        let (cache, store) = (self.cache.clone(), self.store.clone());
+        let (user, password) = (user.to_owned(), password.to_vec());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let verified = verify_hash(&password, &hash)?;
-            if verified {
-                cache.insert(&user, tag);
+            let Some(hash) = store.user(&user)?.and_then(|u| u.password_hash) else {
+                return Ok(Checked::Refused);
+            };
+            if !verify_hash(&password, &hash)? {
+                return Ok(Checked::Refused);
             }
-            Ok::<_, AuthError>(verified)
+            if HashFingerprint::of(&hash) != fingerprint {
+                return Ok(Checked::VerifiedNewer);
+            }
+            cache.insert(&user, tag);
+            Ok::<_, AuthError>(Checked::Verified)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -198,14 +221,14 @@ impl PasswordVerifier for LocalVerifier {
         _sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {
-        let hash = user.password_hash().ok_or(AuthError::NoPassword)?;
+        let fingerprint = user.password().ok_or(AuthError::NoPassword)?;
         let entry_tag = self.entry_tag(password);
         if let Some(v) = user.credential.get() {
             if self.cache.fresh(v.at, self.cache.now()) && bool::from(v.tag.ct_eq(&entry_tag)) {
                 return Ok(());
             }
         }
-        let tag = self.tag(password, hash);
+        let tag = self.tag(password, fingerprint);
         if let Some(at) = self.cache.verified(user.name(), &tag) {
             self.keep(user, entry_tag, at);
             return Ok(());
@@ -221,17 +244,21 @@ impl PasswordVerifier for LocalVerifier {
                 // Removed also when the request is given up on: each wrong password has its
                 // own tag, and entries must not pile up.
                 let _forget = RemoveOnDrop(&self.inflight, tag);
-                self.run_argon2(user.name(), tag, password, hash.to_owned())
+                self.run_argon2(user.name(), fingerprint, tag, password)
                     .await
             })
             .await
             .clone();
-        if outcome.map_err(AuthError::Internal)? {
-            self.keep(user, entry_tag, self.cache.now());
-            Ok(())
-        } else {
-            self.refused.insert(tag, ());
-            Err(AuthError::BadPassword)
+        match outcome.map_err(AuthError::Internal)? {
+            Checked::Verified => {
+                self.keep(user, entry_tag, self.cache.now());
+                Ok(())
+            }
+            Checked::VerifiedNewer => Ok(()),
+            Checked::Refused => {
+                self.refused.insert(tag, ());
+                Err(AuthError::BadPassword)
+            }
         }
     }
 }
@@ -301,16 +328,35 @@ mod tests {
         }
     }
 
-    fn user(name: &str, hash: Option<String>) -> Access {
-        Access::new(&crate::store::UserRecord::new(name, hash), &[])
+    /// A verifier over a scratch store, where argon2 reads the hashes; keep the directory.
+    fn verifier(config: LocalAuthConfig) -> (tempfile::TempDir, LocalVerifier) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, LocalVerifier::new(&config, store))
+    }
+
+    /// `name`'s entry after their record was written with `hash` (a new entry each time, as
+    /// after any write).
+    async fn user(v: &LocalVerifier, name: &str, hash: Option<String>) -> Arc<Access> {
+        let store = &v.store;
+        if store.user(name).unwrap().is_some() {
+            store
+                .update_user(name, |u| u.password_hash = hash.clone())
+                .await
+                .unwrap();
+        } else {
+            let record = crate::store::UserRecord::new(name, hash);
+            store.insert_user(&record).await.unwrap();
+        }
+        store.access(name).unwrap().unwrap()
     }
 
     #[tokio::test]
     async fn verifies_caches_and_notices_changes() {
-        let v = LocalVerifier::new(&LocalAuthConfig::default());
+        let (_dir, v) = verifier(LocalAuthConfig::default());
         let h = hash_password(b"pw1").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        let alice = user("alice", Some(h));
+        let alice = user(&v, "alice", Some(h)).await;
 
         assert!(matches!(
             v.verify(&alice, "", b"nope").await,
@@ -322,17 +368,49 @@ mod tests {
 
         // Password changed without calling `forget`: the store builds the user's entry again,
         // and the cached tag, bound to the old hash, no longer matches.
-        let alice = user("alice", Some(hash_password(b"pw2").unwrap()));
+        let alice = user(&v, "alice", Some(hash_password(b"pw2").unwrap())).await;
         assert!(matches!(
             v.verify(&alice, "", b"pw1").await,
             Err(AuthError::BadPassword)
         ));
         v.verify(&alice, "", b"pw2").await.unwrap();
 
-        let directory_user = user("bob", None);
+        let directory_user = user(&v, "bob", None).await;
         assert!(matches!(
             v.verify(&directory_user, "", b"x").await,
             Err(AuthError::NoPassword)
+        ));
+    }
+
+    /// argon2 checks the hash in the user's record, not the one the entry was built from: a
+    /// password changed while a request held the old entry is answered by the new hash, and the
+    /// old entry keeps nothing; a user removed meanwhile is refused.
+    #[tokio::test]
+    async fn argon2_checks_the_hash_in_the_record_now() {
+        let (_dir, v) = verifier(LocalAuthConfig::default());
+        let old = user(&v, "alice", Some(hash_password(b"pw1").unwrap())).await;
+        let new = user(&v, "alice", Some(hash_password(b"pw2").unwrap())).await;
+        assert!(matches!(
+            v.verify(&old, "", b"pw1").await,
+            Err(AuthError::BadPassword)
+        ));
+        v.verify(&old, "", b"pw2").await.unwrap();
+        assert!(
+            old.credential.get().is_none(),
+            "the old entry keeps nothing"
+        );
+        assert!(
+            v.cache.get("alice").is_none(),
+            "nor the cache, under the old hash"
+        );
+        v.verify(&new, "", b"pw2").await.unwrap();
+        assert!(new.credential.get().is_some());
+
+        let bob = user(&v, "bob", Some(hash_password(b"pw").unwrap())).await;
+        v.store.remove_user("bob").await.unwrap();
+        assert!(matches!(
+            v.verify(&bob, "", b"pw").await,
+            Err(AuthError::BadPassword)
         ));
     }
 
@@ -340,8 +418,8 @@ mod tests {
     /// the right one, or the same one against a new hash, is still checked.
     #[tokio::test]
     async fn a_refused_password_costs_no_second_argon2_run() {
-        let v = LocalVerifier::new(&LocalAuthConfig::default());
-        let alice = user("alice", Some(hash_password(b"pw1").unwrap()));
+        let (_dir, v) = verifier(LocalAuthConfig::default());
+        let alice = user(&v, "alice", Some(hash_password(b"pw1").unwrap())).await;
         assert!(matches!(
             v.verify(&alice, "", b"stale").await,
             Err(AuthError::BadPassword)
@@ -358,7 +436,7 @@ mod tests {
             ),
             "not refused: it needs argon2"
         );
-        let changed = user("alice", Some(hash_password(b"stale").unwrap()));
+        let changed = user(&v, "alice", Some(hash_password(b"stale").unwrap())).await;
         assert!(
             matches!(
                 v.verify(&changed, "", b"stale").await,
@@ -372,11 +450,11 @@ mod tests {
     /// finishes, leaves nothing in the in-flight map, and caches what it verified.
     #[tokio::test]
     async fn a_cancelled_verification_still_holds_its_permit() {
-        let v = LocalVerifier::new(&LocalAuthConfig {
+        let (_dir, v) = verifier(LocalAuthConfig {
             max_concurrent_hashes: 1,
             ..LocalAuthConfig::default()
         });
-        let alice = user("alice", Some(hash_password(b"pw").unwrap()));
+        let alice = user(&v, "alice", Some(hash_password(b"pw").unwrap())).await;
         // Gives up long before argon2 (19 MiB, t=2) can finish.
         let gave_up =
             tokio::time::timeout(Duration::from_micros(1), v.verify(&alice, "", b"wrong")).await;
@@ -420,8 +498,8 @@ mod tests {
             .ok()
     }
 
-    fn one_hash_at_a_time(ttl: Duration, capacity: u64) -> LocalVerifier {
-        LocalVerifier::new(&LocalAuthConfig {
+    fn one_hash_at_a_time(ttl: Duration, capacity: u64) -> (tempfile::TempDir, LocalVerifier) {
+        verifier(LocalAuthConfig {
             max_concurrent_hashes: 1,
             cache_ttl: ttl,
             cache_capacity: capacity,
@@ -430,9 +508,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_verified_credential_is_kept_in_the_users_entry() {
-        let v = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let (_dir, v) = one_hash_at_a_time(Duration::from_secs(60), 100);
         let hash = hash_password(b"pw").unwrap();
-        let alice = user("alice", Some(hash.clone()));
+        let alice = user(&v, "alice", Some(hash.clone())).await;
         v.verify(&alice, "", b"pw").await.unwrap();
         v.forget("alice");
         assert!(
@@ -446,13 +524,13 @@ mod tests {
 
         // The entry built again after a write starts empty; a hit in the credential cache
         // fills it.
-        let rebuilt = user("alice", Some(hash.clone()));
+        let rebuilt = user(&v, "alice", Some(hash.clone())).await;
         assert!(
             answer_without_argon2(&v, &rebuilt, b"pw").await.is_none(),
             "neither the new entry nor the cache knows it"
         );
         v.verify(&rebuilt, "", b"pw").await.unwrap();
-        let again = user("alice", Some(hash));
+        let again = user(&v, "alice", Some(hash)).await;
         assert!(matches!(
             answer_without_argon2(&v, &again, b"pw").await,
             Some(Ok(()))
@@ -466,8 +544,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_entrys_credential_expires_and_obeys_a_disabled_cache() {
-        let mut v = one_hash_at_a_time(Duration::from_secs(60), 100);
-        let alice = user("alice", Some(hash_password(b"pw").unwrap()));
+        let (_dir, mut v) = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let alice = user(&v, "alice", Some(hash_password(b"pw").unwrap())).await;
         v.verify(&alice, "", b"pw").await.unwrap();
         v.forget("alice");
         Arc::get_mut(&mut v.cache)
@@ -486,8 +564,8 @@ mod tests {
         );
 
         for (ttl, capacity) in [(60, 0), (0, 100)] {
-            let v = one_hash_at_a_time(Duration::from_secs(ttl), capacity);
-            let alice = user("alice", Some(hash_password(b"pw").unwrap()));
+            let (_dir, v) = one_hash_at_a_time(Duration::from_secs(ttl), capacity);
+            let alice = user(&v, "alice", Some(hash_password(b"pw").unwrap())).await;
             v.verify(&alice, "", b"pw").await.unwrap();
             assert!(
                 answer_without_argon2(&v, &alice, b"pw").await.is_none(),

@@ -14,14 +14,31 @@ use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord}
 /// A user as the request path sees them.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Access {
-    /// The user's name, then their PHC-format argon2id hash (empty for users whose password
-    /// lives in a directory): one allocation for both.
-    texts: Box<str>,
-    name_len: u32,
+    name: Box<str>,
+    /// A fingerprint of the user's argon2id hash; `None` for users whose password lives in a
+    /// directory. The hash itself (~100 bytes, most of an entry) is read from the user's record
+    /// only when argon2 runs; a verified credential is kept tagged without it.
+    password: Option<HashFingerprint>,
     /// The devices assigned to the user (those whose record names them as owner).
     pub devices: Box<[AccessDevice]>,
     /// The password last verified against the hash, for the local directory.
     pub credential: VerifiedCredential,
+}
+
+/// The first 128 bits of SHA-256 over a PHC-format hash: which hash an entry was built from,
+/// without keeping it. Two hashes of one user sharing it (2^-128) would share cached
+/// credentials, never argon2's verdict on a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashFingerprint(pub [u8; 16]);
+
+impl HashFingerprint {
+    pub fn of(phc: &str) -> Self {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(phc.as_bytes());
+        let mut f = [0; 16];
+        f.copy_from_slice(&digest[..16]);
+        Self(f)
+    }
 }
 
 /// A credential verified for this entry, kept in it so that a request checks it without a
@@ -197,27 +214,28 @@ impl Access {
         Self::with_devices(&user.name, user.password_hash.as_deref(), devices)
     }
 
-    /// The entry of a user named `name` with these devices.
+    /// The entry of a user named `name`, with this hash (its fingerprint) and these devices.
     pub fn with_devices(
         name: &str,
         password_hash: Option<&str>,
         devices: impl IntoIterator<Item = AccessDevice>,
     ) -> Self {
         Self {
-            texts: [name, password_hash.unwrap_or("")].concat().into(),
-            name_len: u32::try_from(name.len()).expect("a user name under 4 GiB"),
+            name: name.into(),
+            password: password_hash.map(HashFingerprint::of),
             devices: devices.into_iter().collect(),
             credential: VerifiedCredential::default(),
         }
     }
 
     pub fn name(&self) -> &str {
-        &self.texts[..self.name_len as usize]
+        &self.name
     }
 
-    /// PHC-format argon2id hash; `None` for users whose password lives in a directory.
-    pub fn password_hash(&self) -> Option<&str> {
-        Some(&self.texts[self.name_len as usize..]).filter(|h| !h.is_empty())
+    /// Which argon2id hash the user had when the entry was built; `None` for users whose
+    /// password lives in a directory.
+    pub fn password(&self) -> Option<HashFingerprint> {
+        self.password
     }
 }
 
@@ -271,20 +289,20 @@ mod tests {
     }
 
     #[test]
-    fn a_user_keeps_name_and_hash_apart() {
+    fn a_user_keeps_only_a_fingerprint_of_their_hash() {
         let a = Access::with_devices("alice", Some("$argon2id$v=19$x"), []);
-        assert_eq!(
-            (a.name(), a.password_hash()),
-            ("alice", Some("$argon2id$v=19$x"))
-        );
+        assert_eq!(a.name(), "alice");
+        assert_eq!(a.password(), Some(HashFingerprint::of("$argon2id$v=19$x")));
+        assert_ne!(a.password(), Some(HashFingerprint::of("$argon2id$v=19$y")));
         let d = Access::with_devices("bob", None, []);
-        assert_eq!((d.name(), d.password_hash()), ("bob", None));
+        assert_eq!((d.name(), d.password()), ("bob", None));
     }
 
     /// What 100,000 users cost: an entry is read on every request and kept for each user.
     #[test]
     fn entries_stay_compact() {
         assert!(std::mem::size_of::<AccessDevice>() <= 32);
-        assert!(std::mem::size_of::<Access>() <= 64);
+        // 80: the hash's fingerprint inline instead of the hash (~100 bytes) behind the name.
+        assert!(std::mem::size_of::<Access>() <= 80);
     }
 }

@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use access::{Access, AccessDevice, AddressHint, Verified, VerifiedCredential};
+pub use access::{
+    Access, AccessDevice, AddressHint, HashFingerprint, Verified, VerifiedCredential,
+};
 use codec::{decode, encode, Record};
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
 pub use leases::{corrupt_lease_addr, LeaseRecord};
