@@ -11,8 +11,8 @@
 //! An entry is found by a keyed 64-bit hash of the user name, not by the name: no copy of
 //! every name (at 100,000 users the names and wider slots were 5 MiB). Two names with the
 //! same hash share a slot, which costs the one not cached an argon2 run and serves nothing
-//! wrong: a tag is over the password and the user's stored hash, whose salt is the user's
-//! own, so one user's tag never matches another's.
+//! wrong: a tag is over the password and (a fingerprint of) the user's stored hash, so it
+//! matches only a user with that very hash, for whom that password is right.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};

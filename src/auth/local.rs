@@ -75,15 +75,16 @@ type EntryTag = [u8; 16];
 /// One argon2 verification that concurrent identical requests wait on.
 type InFlight = OnceCell<Result<Checked, String>>;
 
-/// What argon2 said of a password.
+/// What argon2 said of a password against the hash of a fingerprint: a function of the two
+/// alone, so that concurrent checks of other users with the same hash (imported with one PHC
+/// string) may share it, and `refused` may keep it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checked {
-    /// Verified against the hash the user's entry was built from.
     Verified,
-    /// Verified against a newer hash than the entry's (a password change raced the request):
-    /// the answer stands, but the old entry must not keep it.
-    VerifiedNewer,
     Refused,
+    /// The user's record no longer has the entry's hash (changed or removed since the entry
+    /// was read): nothing was checked; the caller reads the user again.
+    Stale,
 }
 
 pub struct LocalVerifier {
@@ -97,7 +98,7 @@ pub struct LocalVerifier {
     /// Where argon2 reads the hash: the user's record.
     store: Store,
     /// Credentials argon2 refused, by tag. Exact, not a guess: a tag is over the password and
-    /// the hash it was checked against, and a new hash makes new tags. A device retrying a
+    /// (the fingerprint of) the hash it was checked against, and a new hash makes new tags. A device retrying a
     /// stale password (or a NAS replaying one) costs a lookup instead of an argon2 run each.
     refused: moka::sync::Cache<CacheTag, ()>,
 }
@@ -141,7 +142,8 @@ impl LocalVerifier {
         truncated(&mac.finalize().into_bytes())
     }
 
-    /// The tag kept in a user's entry: over the password alone (the entry binds the hash),
+    /// The tag kept in a user's entry: over the password alone (the entry is built again when
+    /// the hash changes),
     /// truncated to 128 bits (RFC 2104 §5) to keep the entry small. Its length prefix differs
     /// from `tag`'s for any password, so the two never coincide.
     fn entry_tag(&self, password: &[u8]) -> EntryTag {
@@ -168,8 +170,8 @@ impl LocalVerifier {
     /// against `max_concurrent_hashes` — else a storm of timed-out requests would run any
     /// number at once (19 MiB and a core each). For the same reason the computation caches
     /// a verified credential itself: the gateway's retry after that timeout then finds it,
-    /// instead of paying argon2 again. It reads the hash from the user's record: a user
-    /// removed since their entry was built is refused.
+    /// instead of paying argon2 again. It reads the hash from the user's record, and checks
+    /// nothing if that is no longer the entry's.
     async fn run_argon2(
         &self,
         user: &str,
@@ -191,14 +193,12 @@ impl LocalVerifier {
         let (user, password) = (user.to_owned(), password.to_vec());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let Some(hash) = store.user(&user)?.and_then(|u| u.password_hash) else {
-                return Ok(Checked::Refused);
+            let hash = store.user(&user)?.and_then(|u| u.password_hash);
+            let Some(hash) = hash.filter(|h| HashFingerprint::of(h) == fingerprint) else {
+                return Ok(Checked::Stale);
             };
             if !verify_hash(&password, &hash)? {
                 return Ok(Checked::Refused);
-            }
-            if HashFingerprint::of(&hash) != fingerprint {
-                return Ok(Checked::VerifiedNewer);
             }
             cache.insert(&user, tag);
             Ok::<_, AuthError>(Checked::Verified)
@@ -254,11 +254,11 @@ impl PasswordVerifier for LocalVerifier {
                 self.keep(user, entry_tag, self.cache.now());
                 Ok(())
             }
-            Checked::VerifiedNewer => Ok(()),
             Checked::Refused => {
                 self.refused.insert(tag, ());
                 Err(AuthError::BadPassword)
             }
+            Checked::Stale => Err(AuthError::Stale),
         }
     }
 }
@@ -382,36 +382,66 @@ mod tests {
         ));
     }
 
-    /// argon2 checks the hash in the user's record, not the one the entry was built from: a
-    /// password changed while a request held the old entry is answered by the new hash, and the
-    /// old entry keeps nothing; a user removed meanwhile is refused.
+    /// argon2 runs only against the hash the entry was built from, read from the user's
+    /// record: an entry read before a password change or a removal gets `Stale` (the policy
+    /// reads the user again), whatever the password, and leaves nothing in the caches.
     #[tokio::test]
-    async fn argon2_checks_the_hash_in_the_record_now() {
+    async fn a_check_for_a_changed_or_removed_user_is_stale() {
         let (_dir, v) = verifier(LocalAuthConfig::default());
         let old = user(&v, "alice", Some(hash_password(b"pw1").unwrap())).await;
         let new = user(&v, "alice", Some(hash_password(b"pw2").unwrap())).await;
-        assert!(matches!(
-            v.verify(&old, "", b"pw1").await,
-            Err(AuthError::BadPassword)
-        ));
-        v.verify(&old, "", b"pw2").await.unwrap();
+        for pw in [&b"pw1"[..], b"pw2"] {
+            assert!(matches!(
+                v.verify(&old, "", pw).await,
+                Err(AuthError::Stale)
+            ));
+        }
         assert!(
             old.credential.get().is_none(),
             "the old entry keeps nothing"
         );
-        assert!(
-            v.cache.get("alice").is_none(),
-            "nor the cache, under the old hash"
-        );
+        assert!(v.cache.get("alice").is_none());
         v.verify(&new, "", b"pw2").await.unwrap();
         assert!(new.credential.get().is_some());
 
-        let bob = user(&v, "bob", Some(hash_password(b"pw").unwrap())).await;
+        // Removed, then created again with the same hash: the right password still passes
+        // (a stale check refused nothing).
+        let hash = hash_password(b"pw").unwrap();
+        let bob = user(&v, "bob", Some(hash.clone())).await;
         v.store.remove_user("bob").await.unwrap();
         assert!(matches!(
             v.verify(&bob, "", b"pw").await,
+            Err(AuthError::Stale)
+        ));
+        let bob = user(&v, "bob", Some(hash)).await;
+        v.verify(&bob, "", b"pw").await.unwrap();
+    }
+
+    /// Users imported with one PHC string share tags. A check for one of them whose password
+    /// changed meanwhile decides nothing for the others: not another's acceptance of the new
+    /// password, nor a refusal of the old one.
+    #[tokio::test]
+    async fn users_sharing_a_hash_share_no_stale_verdict() {
+        let (_dir, v) = verifier(LocalAuthConfig::default());
+        let h = hash_password(b"init").unwrap();
+        let a_old = user(&v, "a", Some(h.clone())).await;
+        let b = user(&v, "b", Some(h)).await;
+        v.store
+            .set_user_password("a", hash_password(b"p2").unwrap())
+            .await
+            .unwrap();
+        let (ra, rb) = tokio::join!(v.verify(&a_old, "", b"p2"), v.verify(&b, "", b"p2"));
+        assert!(matches!(ra, Err(AuthError::Stale)), "{ra:?}");
+        assert!(rb.is_err(), "b accepted with a's new password: {rb:?}");
+        assert!(matches!(
+            v.verify(&b, "", b"p2").await,
             Err(AuthError::BadPassword)
         ));
+        assert!(matches!(
+            v.verify(&a_old, "", b"init").await,
+            Err(AuthError::Stale)
+        ));
+        v.verify(&b, "", b"init").await.unwrap();
     }
 
     /// A refused password is refused again without argon2 (here: with no argon2 to be had);

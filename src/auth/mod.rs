@@ -41,6 +41,9 @@ pub enum AuthError {
     LockoutPrevented,
     #[error("multi-factor authentication required")]
     MfaRequired,
+    /// The user changed while their password was checked: read them again and retry.
+    #[error("the user changed during the password check")]
+    Stale,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("password check failed: {0}")]

@@ -138,18 +138,22 @@ impl Policy {
             return Decision::Reject(Reason::NoAuthSource);
         }
         let key = self.user_key(req.user_name);
-        let user = match self.store.access(&key) {
+        let mut user = match self.store.access(&key) {
             Ok(Some(u)) => u,
             Ok(None) => return Decision::Reject(Reason::UnknownUser),
             Err(e) => return internal("reading the user", &e),
         };
-        let verify = self.source.verify(&user, req.user_name, req.password);
-        let verified = match req.directory_deadline {
-            Some(by) if self.source.is_directory() => tokio::time::timeout_at(by.into(), verify)
-                .await
-                .unwrap_or(Err(AuthError::DirectoryUnavailable)),
-            _ => verify.await,
-        };
+        let mut verified = self.check_password(&user, req).await;
+        if matches!(verified, Err(AuthError::Stale)) {
+            // The user changed (or went) while their password was checked: once more, as
+            // they are now.
+            user = match self.store.access(&key) {
+                Ok(Some(u)) => u,
+                Ok(None) => return Decision::Reject(Reason::UnknownUser),
+                Err(e) => return internal("reading the user", &e),
+            };
+            verified = self.check_password(&user, req).await;
+        }
         if let Err(e) = verified {
             return Decision::Reject(Reason::from_auth(&e));
         }
@@ -193,6 +197,22 @@ impl Policy {
             address,
             proxy,
         })
+    }
+
+    /// The password check of the configured source, a directory's bounded by the request's
+    /// directory deadline.
+    async fn check_password(
+        &self,
+        user: &Access,
+        req: &AccessRequest<'_>,
+    ) -> Result<(), AuthError> {
+        let verify = self.source.verify(user, req.user_name, req.password);
+        match req.directory_deadline {
+            Some(by) if self.source.is_directory() => tokio::time::timeout_at(by.into(), verify)
+                .await
+                .unwrap_or(Err(AuthError::DirectoryUnavailable)),
+            _ => verify.await,
+        }
     }
 
     /// The device this request comes from (after matching), or why not. Registers the
@@ -317,6 +337,10 @@ impl Reason {
             AuthError::DirectoryUnavailable => Reason::DirectoryUnavailable,
             AuthError::LockoutPrevented => Reason::LockoutPrevented,
             AuthError::MfaRequired => Reason::MfaRequired,
+            AuthError::Stale => {
+                error!("the user changed twice during one password check");
+                Reason::InternalError
+            }
             AuthError::Store(err) => {
                 error!(error = %err, "store failure during password check");
                 Reason::InternalError
