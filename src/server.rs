@@ -407,8 +407,9 @@ async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
     }
 }
 
-/// Frees expired duplicate-cache answers every second: at most a second late whatever the
-/// window, and a sweep of an idle cache is eight uncontended locks.
+/// Frees expired duplicate-cache answers every second (those arrived after a request still
+/// in progress wait for it, as in `begin`); a sweep of an idle cache is eight uncontended
+/// locks.
 async fn sweep_duplicates(handler: Arc<Handler>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
