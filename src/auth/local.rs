@@ -75,11 +75,14 @@ type EntryTag = [u8; 16];
 /// One argon2 verification that concurrent identical requests wait on.
 type InFlight = OnceCell<Result<Checked, String>>;
 
-/// What argon2 said of a password against the hash of a fingerprint: a function of the two
-/// alone, so that concurrent checks of other users with the same hash (imported with one PHC
-/// string) may share it, and `refused` may keep it.
+/// A check under way: the user's name and the credential's tag.
+type Flight = (Box<str>, CacheTag);
+
+/// What a check of one user's password found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checked {
+    /// argon2's verdict on the password against the hash of the entry's fingerprint: a
+    /// function of the two alone, which `refused` may keep for any user with that hash.
     Verified,
     Refused,
     /// The user's record no longer has the entry's hash (changed or removed since the entry
@@ -93,8 +96,10 @@ pub struct LocalVerifier {
     /// HMAC-SHA256 under a random per-process key, its key schedule computed once.
     mac: Hmac<Sha256>,
     hash_permits: Arc<Semaphore>,
-    /// Verifications under way, by credential tag.
-    inflight: Mutex<HashMap<CacheTag, Arc<InFlight>>>,
+    /// Verifications under way, by user and credential tag: concurrent checks of one user's
+    /// credential share one argon2 run. Not across users with the same hash (imported with one
+    /// PHC string): a run is `Stale` for its own user's record only.
+    inflight: Mutex<HashMap<Flight, Arc<InFlight>>>,
     /// Where argon2 reads the hash: the user's record.
     store: Store,
     /// Credentials argon2 refused, by tag. Exact, not a guess: a tag is over the password and
@@ -238,12 +243,18 @@ impl PasswordVerifier for LocalVerifier {
         }
         // Single flight: concurrent checks of the same credential (a reconnect storm after a
         // restart, with a cold cache) share one argon2 run instead of queueing one each.
-        let cell = self.inflight.lock().entry(tag).or_default().clone();
+        let flight: Flight = (user.name().into(), tag);
+        let cell = self
+            .inflight
+            .lock()
+            .entry(flight.clone())
+            .or_default()
+            .clone();
         let outcome = cell
             .get_or_init(|| async {
                 // Removed also when the request is given up on: each wrong password has its
                 // own tag, and entries must not pile up.
-                let _forget = RemoveOnDrop(&self.inflight, tag);
+                let _forget = RemoveOnDrop(&self.inflight, flight);
                 self.run_argon2(user.name(), fingerprint, tag, password)
                     .await
             })
@@ -419,7 +430,7 @@ mod tests {
 
     /// Users imported with one PHC string share tags. A check for one of them whose password
     /// changed meanwhile decides nothing for the others: not another's acceptance of the new
-    /// password, nor a refusal of the old one.
+    /// password, nor a refusal of the old one (nor its `Stale`: each checks its own record).
     #[tokio::test]
     async fn users_sharing_a_hash_share_no_stale_verdict() {
         let (_dir, v) = verifier(LocalAuthConfig::default());
@@ -432,7 +443,10 @@ mod tests {
             .unwrap();
         let (ra, rb) = tokio::join!(v.verify(&a_old, "", b"p2"), v.verify(&b, "", b"p2"));
         assert!(matches!(ra, Err(AuthError::Stale)), "{ra:?}");
-        assert!(rb.is_err(), "b accepted with a's new password: {rb:?}");
+        assert!(
+            matches!(rb, Err(AuthError::BadPassword)),
+            "b checked on its own: {rb:?}"
+        );
         assert!(matches!(
             v.verify(&b, "", b"p2").await,
             Err(AuthError::BadPassword)
@@ -602,5 +616,99 @@ mod tests {
                 "ttl {ttl} s, capacity {capacity}: nothing kept"
             );
         }
+    }
+
+    /// Polls `f` once.
+    fn poll_once<F: std::future::Future>(
+        mut f: std::pin::Pin<&mut F>,
+    ) -> impl std::future::Future<Output = std::task::Poll<F::Output>> + '_ {
+        std::future::poll_fn(move |cx| std::task::Poll::Ready(f.as_mut().poll(cx)))
+    }
+
+    /// A policy over `store` checking passwords with `v`, a gateway at 127.0.0.1, and a
+    /// request of `user` with `password` from it.
+    fn policy_over(store: &Store, v: Arc<LocalVerifier>) -> crate::policy::Policy {
+        let ipam = Arc::new(crate::ipam::Ipam::new(store.clone(), &[], 0).unwrap());
+        crate::policy::Policy::new(
+            store.clone(),
+            crate::auth::Source::Local(v),
+            ipam,
+            crate::notify::Notifier::disabled(),
+        )
+    }
+
+    fn gateway() -> crate::radius::nas::NasTable {
+        crate::radius::nas::NasTable::new(&[crate::config::ClientConfig {
+            name: "gw".into(),
+            address: "127.0.0.1/32".parse().unwrap(),
+            secret: crate::config::Secret::new("secret123"),
+            require_message_authenticator: true,
+            kind: crate::config::GatewayKind::Asa,
+            pool: None,
+        }])
+    }
+
+    /// Whether the policy got past `user`'s password check (a reject for another reason
+    /// counts: the test users have no device).
+    async fn password_passes(
+        policy: &crate::policy::Policy,
+        user: &str,
+        password: &[u8],
+    ) -> crate::policy::Decision {
+        use crate::policy::{AccessRequest, Settings};
+        let nas = gateway();
+        let req = AccessRequest {
+            user_name: user,
+            password,
+            avpairs: &[],
+            nas: nas.lookup([127, 0, 0, 1].into()).unwrap(),
+            now: 0,
+            directory_deadline: None,
+        };
+        let settings = Settings::from_config(&crate::config::Config::default());
+        policy.authorize(&req, &settings).await
+    }
+
+    /// b's right password while a's check (same PHC string, a's password changed) is under
+    /// way: b's check is its own, not a's `Stale`.
+    #[tokio::test]
+    async fn another_users_stale_check_is_not_shared() {
+        let (_dir, v) = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let h = hash_password(b"init").unwrap();
+        let a_old = user(&v, "a", Some(h.clone())).await;
+        let b = user(&v, "b", Some(h)).await;
+        let hash = hash_password(b"x").unwrap();
+        v.store.set_user_password("a", hash).await.unwrap();
+        // Both wait for the one argon2 permit, a first.
+        let permit = v.hash_permits.clone().acquire_owned().await.unwrap();
+        let mut fa = std::pin::pin!(v.verify(&a_old, "", b"init"));
+        let mut fb = std::pin::pin!(v.verify(&b, "", b"init"));
+        assert!(poll_once(fa.as_mut()).await.is_pending());
+        assert!(poll_once(fb.as_mut()).await.is_pending());
+        assert_eq!(v.inflight.lock().len(), 2, "one check each");
+        drop(permit);
+        let (ra, rb) = tokio::join!(fa, fb);
+        assert!(matches!(ra, Err(AuthError::Stale)), "{ra:?}");
+        assert!(rb.is_ok(), "b's password is right: {rb:?}");
+    }
+
+    /// A write commits, then drops the user's cached entry: a request in between finds the
+    /// record newer than its entry, and its retry reads the store, not the cache.
+    #[tokio::test]
+    async fn the_retry_after_a_stale_check_reads_the_store() {
+        use crate::policy::{Decision, Reason};
+        let (_dir, v) = verifier(LocalAuthConfig::default());
+        let v = Arc::new(v);
+        user(&v, "b", Some(hash_password(b"old").unwrap())).await;
+        let mut record = v.store.user("b").unwrap().unwrap();
+        record.password_hash = Some(hash_password(b"new").unwrap());
+        v.store.commit_user_without_invalidating(&record);
+        let policy = policy_over(&v.store, v.clone());
+        let r = password_passes(&policy, "b", b"new").await;
+        for bad in [Reason::InternalError, Reason::BadPassword] {
+            assert_ne!(r, Decision::Reject(bad), "the new password is right");
+        }
+        let r = password_passes(&policy, "b", b"old").await;
+        assert_eq!(r, Decision::Reject(Reason::BadPassword));
     }
 }

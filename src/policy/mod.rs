@@ -146,8 +146,9 @@ impl Policy {
         let mut verified = self.check_password(&user, req).await;
         if matches!(verified, Err(AuthError::Stale)) {
             // The user changed (or went) while their password was checked: once more, as
-            // they are now.
-            user = match self.store.access(&key) {
+            // they are now (read from the store: the write may not have dropped the cached
+            // entry yet).
+            user = match self.store.access_fresh(&key) {
                 Ok(Some(u)) => u,
                 Ok(None) => return Decision::Reject(Reason::UnknownUser),
                 Err(e) => return internal("reading the user", &e),
@@ -338,7 +339,7 @@ impl Reason {
             AuthError::LockoutPrevented => Reason::LockoutPrevented,
             AuthError::MfaRequired => Reason::MfaRequired,
             AuthError::Stale => {
-                error!("the user changed twice during one password check");
+                error!("the user changed again during the password check's retry");
                 Reason::InternalError
             }
             AuthError::Store(err) => {

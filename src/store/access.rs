@@ -240,6 +240,14 @@ impl Access {
 }
 
 impl Store {
+    /// The user `name` as the store has them now: the cached entry dropped first (a write
+    /// drops it only after it commits; a reader that found the record newer than its entry
+    /// must not be handed that entry again).
+    pub fn access_fresh(&self, name: &str) -> Result<Option<Arc<Access>>, StoreError> {
+        self.written([name]);
+        self.access(name)
+    }
+
     /// The user `name` with their devices, decoded once and shared until a write changes the
     /// user or one of their devices.
     pub fn access(&self, name: &str) -> Result<Option<Arc<Access>>, StoreError> {

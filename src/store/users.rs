@@ -97,6 +97,15 @@ impl Store {
         self.flush().await
     }
 
+    /// Writes a user's record as a write does before it drops their cached entry (tests: a
+    /// reader in between).
+    #[cfg(test)]
+    pub(crate) fn commit_user_without_invalidating(&self, user: &UserRecord) {
+        self.users
+            .insert(user.name.as_bytes(), encode(user))
+            .expect("written");
+    }
+
     /// Replaces a user's password hash durably.
     pub async fn set_user_password(&self, name: &str, hash: String) -> Result<(), StoreError> {
         self.update_user(name, |u| u.password_hash = Some(hash.clone()))
