@@ -103,8 +103,9 @@ pub struct LocalVerifier {
     /// Where argon2 reads the hash: the user's record.
     store: Store,
     /// Credentials argon2 refused, by tag. Exact, not a guess: a tag is over the password and
-    /// (the fingerprint of) the hash it was checked against, and a new hash makes new tags. A device retrying a
-    /// stale password (or a NAS replaying one) costs a lookup instead of an argon2 run each.
+    /// (the fingerprint of) the hash it was checked against, and a new hash makes new tags.
+    /// A device retrying a stale password (or a NAS replaying one) costs a lookup instead of
+    /// an argon2 run each.
     refused: moka::sync::Cache<CacheTag, ()>,
 }
 
@@ -625,8 +626,7 @@ mod tests {
         std::future::poll_fn(move |cx| std::task::Poll::Ready(f.as_mut().poll(cx)))
     }
 
-    /// A policy over `store` checking passwords with `v`, a gateway at 127.0.0.1, and a
-    /// request of `user` with `password` from it.
+    /// A policy over `store` checking passwords with `v`.
     fn policy_over(store: &Store, v: Arc<LocalVerifier>) -> crate::policy::Policy {
         let ipam = Arc::new(crate::ipam::Ipam::new(store.clone(), &[], 0).unwrap());
         crate::policy::Policy::new(
@@ -637,6 +637,7 @@ mod tests {
         )
     }
 
+    /// One gateway, at 127.0.0.1.
     fn gateway() -> crate::radius::nas::NasTable {
         crate::radius::nas::NasTable::new(&[crate::config::ClientConfig {
             name: "gw".into(),
@@ -648,8 +649,8 @@ mod tests {
         }])
     }
 
-    /// Whether the policy got past `user`'s password check (a reject for another reason
-    /// counts: the test users have no device).
+    /// The policy's decision on `user` with `password` from the gateway: past the password
+    /// check unless it rejects for the password (the test users have no device).
     async fn password_passes(
         policy: &crate::policy::Policy,
         user: &str,
