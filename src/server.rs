@@ -389,35 +389,40 @@ pub async fn run(
     Ok(())
 }
 
-/// Frees expired leases, paced by the shortest lease time.
-async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
-    let every = ipam
-        .shortest_lease()
-        .map_or(Duration::from_secs(30), |t| t / 4)
-        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+/// Runs `tick` every `period` until `shutdown`.
+async fn every(period: Duration, shutdown: CancellationToken, mut tick: impl FnMut()) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(period) => {}
         }
+        tick();
+    }
+}
+
+/// Frees expired leases, paced by the shortest lease time.
+async fn sweep_leases(ipam: Arc<Ipam>, shutdown: CancellationToken) {
+    let period = ipam
+        .shortest_lease()
+        .map_or(Duration::from_secs(30), |t| t / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    every(period, shutdown, || {
         match ipam.sweep(crate::store::now_secs()) {
             0 => {}
             n => info!(expired = n, "expired leases released"),
         }
-    }
+    })
+    .await
 }
 
 /// Frees expired duplicate-cache answers every second (those arrived after a request still
 /// in progress wait for it, as in `begin`); a sweep of an idle cache is eight uncontended
 /// locks.
 async fn sweep_duplicates(handler: Arc<Handler>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        handler.sweep_duplicates();
-    }
+    every(Duration::from_secs(1), shutdown, || {
+        handler.sweep_duplicates()
+    })
+    .await
 }
 
 /// How long a client may take to send a request's headers, and an idle keep-alive

@@ -138,20 +138,19 @@ impl LocalVerifier {
         }
     }
 
-    /// The credential cache's tag: over the password and the hash it was verified against,
-    /// truncated to 128 bits (RFC 2104 §5) as the entry's is.
-    fn tag(&self, password: &[u8], hash: HashFingerprint) -> CacheTag {
+    /// The credential cache's tag: over the password and (the fingerprint of) the hash it was
+    /// verified against, truncated to 128 bits (RFC 2104 §5) as the entry's is.
+    fn tag(&self, password: &[u8], fingerprint: HashFingerprint) -> CacheTag {
         let mut mac = self.mac.clone();
         mac.update(&(password.len() as u64).to_be_bytes());
         mac.update(password);
-        mac.update(&hash.0);
+        mac.update(&fingerprint.0);
         truncated(&mac.finalize().into_bytes())
     }
 
     /// The tag kept in a user's entry: over the password alone (the entry is built again when
-    /// the hash changes),
-    /// truncated to 128 bits (RFC 2104 §5) to keep the entry small. Its length prefix differs
-    /// from `tag`'s for any password, so the two never coincide.
+    /// the hash changes), truncated to 128 bits (RFC 2104 §5) to keep the entry small. Its
+    /// length prefix differs from `tag`'s for any password, so the two never coincide.
     fn entry_tag(&self, password: &[u8]) -> EntryTag {
         let mut mac = self.mac.clone();
         mac.update(&(password.len() as u64 | 1 << 63).to_be_bytes());

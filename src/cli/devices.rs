@@ -271,12 +271,7 @@ fn print_one(d: &DeviceRecord) {
     println!("serial:      {}", d.serial.as_deref().unwrap_or("-"));
     println!("mac:         {}", d.mac.as_deref().unwrap_or("-"));
     println!("user:        {}", d.owner.as_deref().unwrap_or("-"));
-    if let Some(at) = d.registered_at {
-        println!(
-            "registered:  {}",
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(at)
-            )
-        );
+    if d.registered_at.is_some() {
+        println!("registered:  {}", super::when(d.registered_at));
     }
 }

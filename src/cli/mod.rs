@@ -125,6 +125,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A time the admin API gives as Unix seconds, for a table: RFC 3339, or "-" for none.
+fn when(t: Option<u64>) -> String {
+    t.map_or("-".into(), |s| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+            .to_string()
+    })
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

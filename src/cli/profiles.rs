@@ -5,6 +5,7 @@ use clap::Subcommand;
 use reqwest::Method;
 
 use super::client::AdminClient;
+use super::when;
 use crate::admin::{SendBody, SendOutcome};
 use crate::profiles::{ProfileView, SendRequest};
 
@@ -38,13 +39,6 @@ pub enum ProfileCommand {
         #[arg(long, default_value = "1")]
         downloads: String,
     },
-}
-
-fn when(t: Option<u64>) -> String {
-    t.map_or("-".into(), |s| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
-            .to_string()
-    })
 }
 
 pub async fn run(client: &AdminClient, cmd: ProfileCommand) -> anyhow::Result<()> {

@@ -96,13 +96,7 @@ fn print_leases(leases: &[LeaseRecord], json: bool) -> anyhow::Result<()> {
         }
     }
     for l in leases {
-        let expires = match l.expires {
-            0 => "-".to_owned(),
-            t => humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
-            )
-            .to_string(),
-        };
+        let expires = super::when((l.expires != 0).then_some(l.expires));
         println!(
             "{:<16} {:<12} {:<20} {:<20} {:<24} {:<16} {}",
             l.addr.to_string(),

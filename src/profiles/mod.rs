@@ -6,14 +6,6 @@
 //! link mail without a relay.
 
 pub mod http;
-
-/// Download connections open at once. Downloads are rare and small: this is far more than
-/// real use needs, and far below a service's usual open-files limit (1024 at the least).
-pub const MAX_CONNECTIONS: usize = 256;
-
-/// The longest a download connection stays open, whatever it does: bounds a slow request or
-/// response and HTTP/2 connections, which the HTTP/1 header-read timeout does not cover.
-pub const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 mod xml;
 
 use std::future::Future;
@@ -28,6 +20,14 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Problem;
 use crate::store::{AuthMethod, DeviceRecord, DownloadRefusal, ProfileRecord, Store, StoreError};
+
+/// Download connections open at once. Downloads are rare and small: this is far more than
+/// real use needs, and far below a service's usual open-files limit (1024 at the least).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The longest a download connection stays open, whatever it does: bounds a slow request or
+/// response and HTTP/2 connections, which the HTTP/1 header-read timeout does not cover.
+pub const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `[profiles]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

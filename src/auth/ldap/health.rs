@@ -3,8 +3,8 @@
 //! (and at once when a request found one unusable) with a new connection (TCP, TLS), a root
 //! DSE read and a bind as the admin, and a server that answers is used again at once — so
 //! traffic returns to the primary within one interval of its return (one that answers all but
-//! the bind is tried after the other). Without the task (`health_check_interval = "0s"`) a server that
-//! failed a request is skipped for `retry_primary_after`.
+//! the bind is tried after the other). Without the task (`health_check_interval = "0s"`) a
+//! server that failed a request is skipped for `retry_primary_after`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
