@@ -7,6 +7,10 @@
 //! also keeps the credential last verified for it, tagged over the password alone: the entry
 //! is built again when the hash changes. A request checks there first, with no lookup by name.
 //! The hash itself is read from the user's record only when argon2 runs.
+//!
+//! A name with no hash (not in the store, or without a password) is checked against a decoy
+//! hash all the same, and its refusal kept like a wrong password's: an attacker timing the
+//! replies through a gateway (ocserv shows no Reply-Message) cannot tell who exists.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +82,15 @@ type InFlight = OnceCell<Result<Checked, String>>;
 /// A check under way: the user's name and the credential's tag.
 type Flight = (Box<str>, CacheTag);
 
+/// What argon2 checks a password against.
+#[derive(Debug, Clone, Copy)]
+enum Against {
+    /// The hash in the user's record, if it is still the one of this fingerprint.
+    Record(HashFingerprint),
+    /// The decoy, for a name with no hash: always `Refused`.
+    Decoy,
+}
+
 /// What a check of one user's password found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checked {
@@ -107,6 +120,9 @@ pub struct LocalVerifier {
     /// A device retrying a stale password (or a NAS replaying one) costs a lookup instead of
     /// an argon2 run each.
     refused: moka::sync::Cache<CacheTag, ()>,
+    /// A hash no password matches (random salt and output, `hash_password`'s parameters),
+    /// which argon2 checks the password of a name with no hash against.
+    decoy: Arc<str>,
 }
 
 /// Refused credentials kept (moka's ~400 bytes an entry: ~3 MiB when full), each for at
@@ -135,6 +151,7 @@ impl LocalVerifier {
                 .max_capacity(REFUSED_CAPACITY)
                 .time_to_live(REFUSED_TTL)
                 .build(),
+            decoy: decoy_hash().into(),
         }
     }
 
@@ -180,7 +197,7 @@ impl LocalVerifier {
     async fn run_argon2(
         &self,
         user: &str,
-        fingerprint: HashFingerprint,
+        against: Against,
         tag: CacheTag,
         password: &[u8],
     ) -> Result<Checked, String> {
@@ -194,11 +211,18 @@ impl LocalVerifier {
         if self.cached(user, &tag) {
             return Ok(Checked::Verified);
         }
-        let (cache, store) = (self.cache.clone(), self.store.clone());
+        let (cache, store, decoy) = (self.cache.clone(), self.store.clone(), self.decoy.clone());
         let (user, password) = (user.to_owned(), password.to_vec());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let hash = store.user(&user)?.and_then(|u| u.password_hash);
+            let fingerprint = match against {
+                Against::Record(fingerprint) => fingerprint,
+                Against::Decoy => {
+                    verify_hash(&password, &decoy)?;
+                    return Ok(Checked::Refused);
+                }
+            };
             let Some(hash) = hash.filter(|h| HashFingerprint::of(h) == fingerprint) else {
                 return Ok(Checked::Stale);
             };
@@ -211,6 +235,54 @@ impl LocalVerifier {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+    }
+
+    /// argon2's verdict on `password` for `user`, run once for concurrent identical checks
+    /// and a refusal kept: a device retrying a stale password costs a lookup, not a run.
+    async fn check(
+        &self,
+        user: &str,
+        against: Against,
+        tag: CacheTag,
+        password: &[u8],
+    ) -> Result<Checked, AuthError> {
+        if self.refused.contains_key(&tag) {
+            return Ok(Checked::Refused);
+        }
+        // Single flight: concurrent checks of the same credential (a reconnect storm after a
+        // restart, with a cold cache) share one argon2 run instead of queueing one each.
+        let flight: Flight = (user.into(), tag);
+        let cell = self
+            .inflight
+            .lock()
+            .entry(flight.clone())
+            .or_default()
+            .clone();
+        let outcome = cell
+            .get_or_init(|| async {
+                // Removed also when the request is given up on: each wrong password has its
+                // own tag, and entries must not pile up.
+                let _forget = RemoveOnDrop(&self.inflight, flight);
+                self.run_argon2(user, against, tag, password).await
+            })
+            .await
+            .clone();
+        let checked = outcome.map_err(AuthError::Internal)?;
+        if checked == Checked::Refused {
+            self.refused.insert(tag, ());
+        }
+        Ok(checked)
+    }
+
+    /// Refuses `password` for `name`, which has no hash (no such user, or none set), after
+    /// the same work as a wrong password's: an argon2 run against the decoy, or a lookup of
+    /// the refusal kept from one. Its tag is over the name, so that a repeat is answered as
+    /// fast as a known user's repeated wrong password, and no sooner.
+    pub async fn refuse_without_hash(&self, name: &str, password: &[u8]) {
+        let tag = self.tag(password, HashFingerprint::of_decoy(name));
+        if let Err(e) = self.check(name, Against::Decoy, tag, password).await {
+            tracing::debug!(error = %e, "the decoy check did not run");
+        }
     }
 
     /// Drops a user's cached credential (after a password change or removal).
@@ -226,7 +298,10 @@ impl PasswordVerifier for LocalVerifier {
         _sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {
-        let fingerprint = user.password().ok_or(AuthError::NoPassword)?;
+        let Some(fingerprint) = user.password() else {
+            self.refuse_without_hash(user.name(), password).await;
+            return Err(AuthError::NoPassword);
+        };
         let entry_tag = self.entry_tag(password);
         if let Some(v) = user.credential.get() {
             if self.cache.fresh(v.at, self.cache.now()) && bool::from(v.tag.ct_eq(&entry_tag)) {
@@ -238,37 +313,15 @@ impl PasswordVerifier for LocalVerifier {
             self.keep(user, entry_tag, at);
             return Ok(());
         }
-        if self.refused.contains_key(&tag) {
-            return Err(AuthError::BadPassword);
-        }
-        // Single flight: concurrent checks of the same credential (a reconnect storm after a
-        // restart, with a cold cache) share one argon2 run instead of queueing one each.
-        let flight: Flight = (user.name().into(), tag);
-        let cell = self
-            .inflight
-            .lock()
-            .entry(flight.clone())
-            .or_default()
-            .clone();
-        let outcome = cell
-            .get_or_init(|| async {
-                // Removed also when the request is given up on: each wrong password has its
-                // own tag, and entries must not pile up.
-                let _forget = RemoveOnDrop(&self.inflight, flight);
-                self.run_argon2(user.name(), fingerprint, tag, password)
-                    .await
-            })
-            .await
-            .clone();
-        match outcome.map_err(AuthError::Internal)? {
+        match self
+            .check(user.name(), Against::Record(fingerprint), tag, password)
+            .await?
+        {
             Checked::Verified => {
                 self.keep(user, entry_tag, self.cache.now());
                 Ok(())
             }
-            Checked::Refused => {
-                self.refused.insert(tag, ());
-                Err(AuthError::BadPassword)
-            }
+            Checked::Refused => Err(AuthError::BadPassword),
             Checked::Stale => Err(AuthError::Stale),
         }
     }
@@ -310,6 +363,27 @@ pub fn check_password_hash(hash: &str) -> Result<(), String> {
 
 /// Most memory (KiB) an imported hash may ask for per verification: 256 MiB.
 const MAX_IMPORTED_M_COST: u32 = 256 * 1024;
+
+/// A PHC string of `hash_password`'s algorithm and parameters with a random salt and a
+/// random output: verifying any password against it costs what a real hash's check does,
+/// and fails (but for a 2^-256 chance).
+fn decoy_hash() -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    let mut output = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut output);
+    let output = argon2::password_hash::Output::new(&output).expect("32 bytes is a valid length");
+    let params = argon2::Params::default();
+    format!(
+        "${}$v={}$m={},t={},p={}${}${}",
+        argon2::ARGON2ID_IDENT,
+        argon2::Version::default() as u32,
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        salt.as_str(),
+        output
+    )
+}
 
 /// Hashes a new password with argon2id (default parameters: 19 MiB, t=2, p=1). Blocking.
 pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
@@ -536,10 +610,99 @@ mod tests {
         user: &Access,
         password: &[u8],
     ) -> Option<Result<(), AuthError>> {
+        without_argon2(v, v.verify(user, "", password)).await
+    }
+
+    /// `f`'s output while the one argon2 permit is held by the test, or `None` if it waits.
+    async fn without_argon2<F: std::future::Future>(v: &LocalVerifier, f: F) -> Option<F::Output> {
         let _held = v.hash_permits.try_acquire().expect("no argon2 running");
-        tokio::time::timeout(Duration::from_millis(500), v.verify(user, "", password))
+        tokio::time::timeout(Duration::from_millis(500), f)
             .await
             .ok()
+    }
+
+    #[test]
+    fn the_decoy_costs_what_a_real_hash_does_and_matches_nothing() {
+        let (decoy, real) = (decoy_hash(), hash_password(b"pw").unwrap());
+        assert_eq!(check_password_hash(&decoy), Ok(()));
+        let (d, r) = (
+            PasswordHash::new(&decoy).unwrap(),
+            PasswordHash::new(&real).unwrap(),
+        );
+        assert_eq!(
+            (d.algorithm, d.version, d.params.to_string()),
+            (r.algorithm, r.version, r.params.to_string())
+        );
+        assert_eq!(d.hash.unwrap().len(), r.hash.unwrap().len());
+        assert!(!verify_hash(b"pw", &decoy).unwrap());
+        assert!(!verify_hash(b"", &decoy).unwrap());
+        assert_ne!(decoy, decoy_hash(), "random salt and output");
+    }
+
+    /// A name with no hash — no such user, or one without a password — is refused after an
+    /// argon2 run, and its refusal kept, exactly as a known user's wrong password: first
+    /// both wait for argon2, then both are answered without it; another password, or
+    /// another name, waits again.
+    #[tokio::test]
+    async fn a_name_without_a_hash_is_refused_as_slowly_as_a_wrong_password() {
+        let (_dir, v) = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let alice = user(&v, "alice", Some(hash_password(b"pw").unwrap())).await;
+        let bob = user(&v, "bob", None).await;
+        for pw in [&b"guess"[..], b"guess2"] {
+            assert!(answer_without_argon2(&v, &alice, pw).await.is_none());
+            assert!(without_argon2(&v, v.refuse_without_hash("mallory", pw))
+                .await
+                .is_none());
+            assert!(answer_without_argon2(&v, &bob, pw).await.is_none());
+            assert!(matches!(
+                v.verify(&alice, "", pw).await,
+                Err(AuthError::BadPassword)
+            ));
+            v.refuse_without_hash("mallory", pw).await;
+            assert!(matches!(
+                v.verify(&bob, "", pw).await,
+                Err(AuthError::NoPassword)
+            ));
+            assert!(matches!(
+                answer_without_argon2(&v, &alice, pw).await,
+                Some(Err(AuthError::BadPassword))
+            ));
+            assert!(without_argon2(&v, v.refuse_without_hash("mallory", pw))
+                .await
+                .is_some());
+            assert!(matches!(
+                answer_without_argon2(&v, &bob, pw).await,
+                Some(Err(AuthError::NoPassword))
+            ));
+        }
+        assert!(
+            without_argon2(&v, v.refuse_without_hash("trudy", b"guess"))
+                .await
+                .is_none(),
+            "the refusal is kept for its name alone"
+        );
+        assert!(v.inflight.lock().is_empty());
+        assert!(v.cache.get("mallory").is_none());
+    }
+
+    /// The policy's reject of a name the store does not have waits for argon2 as a wrong
+    /// password does.
+    #[tokio::test]
+    async fn the_policy_refuses_an_unknown_user_after_argon2() {
+        use crate::policy::{Decision, Reason};
+        let (_dir, v) = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let v = Arc::new(v);
+        let policy = policy_over(&v.store, v.clone());
+        assert!(
+            without_argon2(&v, password_passes(&policy, "nobody", b"pw"))
+                .await
+                .is_none(),
+            "waits for argon2"
+        );
+        assert_eq!(
+            password_passes(&policy, "nobody", b"pw").await,
+            Decision::Reject(Reason::UnknownUser)
+        );
     }
 
     fn one_hash_at_a_time(ttl: Duration, capacity: u64) -> (tempfile::TempDir, LocalVerifier) {

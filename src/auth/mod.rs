@@ -129,6 +129,15 @@ impl Source {
     pub fn is_directory(&self) -> bool {
         matches!(self, Source::ActiveDirectory(_) | Source::AzureAd(_))
     }
+
+    /// Before refusing `name`, which the store does not have: the local directory does the
+    /// work of a wrong password's check (argon2 against a decoy), so that the reply's timing
+    /// does not tell who exists. A directory's unknown names are refused at once (no bind).
+    pub async fn refuse_unknown(&self, name: &str, password: &[u8]) {
+        if let Source::Local(v) = self {
+            v.refuse_without_hash(name, password).await;
+        }
+    }
 }
 
 impl PasswordVerifier for Source {

@@ -140,7 +140,10 @@ impl Policy {
         let key = self.user_key(req.user_name);
         let mut user = match self.store.access(&key) {
             Ok(Some(u)) => u,
-            Ok(None) => return Decision::Reject(Reason::UnknownUser),
+            Ok(None) => {
+                self.source.refuse_unknown(&key, req.password).await;
+                return Decision::Reject(Reason::UnknownUser);
+            }
             Err(e) => return internal("reading the user", &e),
         };
         let mut verified = self.check_password(&user, req).await;

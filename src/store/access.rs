@@ -39,6 +39,12 @@ impl HashFingerprint {
         f.copy_from_slice(&digest[..16]);
         Self(f)
     }
+
+    /// The fingerprint standing for a hash that `name` does not have (a decoy's check, see
+    /// `auth::local`): over no PHC string (which starts with `$`), so never a real one's.
+    pub fn of_decoy(name: &str) -> Self {
+        Self::of(&format!("\0decoy\0{name}"))
+    }
 }
 
 /// A credential verified for this entry, kept in it so that a request checks it without a
