@@ -708,6 +708,11 @@ mod tests {
         assert!(eventually(|| v.probe_binds_after.load(Ordering::Relaxed) > 0).await);
         tokio::time::sleep(Duration::from_millis(500)).await; // more probe rounds
         assert_eq!(dc.admin_binds.load(Ordering::SeqCst), 1);
+        let left = v.probe_binds_after.load(Ordering::Relaxed) - v.now_ms();
+        assert!(
+            (3_590_000..=3_600_000).contains(&left),
+            "suspended for an hour: {left} ms left"
+        );
         assert!(v.servers[0].health.usable(v.now_ms()));
         assert!(!v.servers[0].health.binds_unanswered());
         // The hour over, probes bind again (and, refused again, suspend again).
