@@ -1,5 +1,5 @@
-//! One pool's leases in memory, found by address, by accounting session, and (while no
-//! session is bound yet) by user.
+//! One pool's leases in memory, found by address, by device, by accounting session, and
+//! (while no session is bound yet) by user.
 //!
 //! Accounting-Requests without Framed-IP-Address (ocserv's Accounting-Start among them) name
 //! their lease by Acct-Session-Id or only by user: with 100,000 leases a scan for those took
@@ -7,9 +7,9 @@
 //! session goes through this table, which keeps the indexes in step.
 //!
 //! Sized for 100,000 sessions: a lease is a 64-byte slot (its names in one allocation, times
-//! in 32-bit seconds, the NAS as a number), and the two indexes hold addresses alone, hashed
-//! by the session id or user they are found by, compared against the lease itself (with
-//! boxed-string keys they held 5 MiB at 100,000 leases; now 0.6).
+//! in 32-bit seconds, the NAS as a number), and the indexes hold addresses alone, hashed by
+//! the device, session id or user they are found by, compared against the lease itself (with
+//! boxed-string keys the two by session and user held 5 MiB at 100,000 leases; now 0.6).
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -52,6 +52,11 @@ impl Lease {
 
     pub fn device(&self) -> &str {
         &self.names[..self.device_len as usize]
+    }
+
+    /// When it was granted (seconds, as `secs` keeps them).
+    pub fn granted(&self) -> u32 {
+        self.granted
     }
 
     pub fn session_id(&self) -> Option<&str> {
@@ -141,6 +146,9 @@ pub(super) struct Leases {
     by_session: AddrIndex<BySession>,
     /// Leases no session is bound to yet, by user.
     unbound: AddrIndex<Unbound>,
+    /// Every lease, by device: a request from a device whose entry has no address hint (its
+    /// first since a restart) finds its lease without a copy of every device's last address.
+    by_device: AddrIndex<ByDevice>,
     nas: NasNames,
 }
 
@@ -199,6 +207,7 @@ impl Leases {
             renewed: new.renewed,
         };
         self.by_addr.insert(addr, lease);
+        self.by_device.add(hash(new.device), addr, &self.by_addr);
         match new.session_id {
             Some(s) => self.by_session.set(s, addr, &self.by_addr),
             None => self.unbound.add(hash(new.user), addr, &self.by_addr),
@@ -207,6 +216,7 @@ impl Leases {
 
     pub fn remove(&mut self, addr: Ipv4Addr) -> Option<Lease> {
         let lease = self.by_addr.remove(&addr)?;
+        self.by_device.forget(lease.device(), addr);
         match lease.session_id() {
             Some(s) => self.by_session.forget(s, addr),
             None => self.unbound.forget(lease.user(), addr),
@@ -251,6 +261,14 @@ impl Leases {
         session_id: &'a str,
     ) -> impl Iterator<Item = (Ipv4Addr, &'a Lease)> + 'a {
         self.by_session.find(session_id, &self.by_addr)
+    }
+
+    /// The leases of `device`.
+    pub fn of_device<'a>(
+        &'a self,
+        device: &'a str,
+    ) -> impl Iterator<Item = (Ipv4Addr, &'a Lease)> + 'a {
+        self.by_device.find(device, &self.by_addr)
     }
 
     /// The user's newest lease from this NAS with no session bound yet.
@@ -333,6 +351,15 @@ struct Unbound;
 impl IndexKey for Unbound {
     fn of(lease: &Lease) -> Option<&str> {
         lease.session_id.is_none().then(|| lease.user())
+    }
+}
+
+/// Leases by their device.
+struct ByDevice;
+
+impl IndexKey for ByDevice {
+    fn of(lease: &Lease) -> Option<&str> {
+        Some(lease.device())
     }
 }
 
@@ -431,6 +458,32 @@ mod tests {
         let mut v: Vec<_> = t.by_session(session_id).map(|(a, _)| a).collect();
         v.sort();
         v
+    }
+
+    /// The device index follows inserts, replacements and removals, whatever the session.
+    #[test]
+    fn leases_are_found_by_device() {
+        let mut t = Leases::default();
+        let of = |t: &Leases, d| {
+            let mut v: Vec<_> = t.of_device(d).map(|(a, _)| a).collect();
+            v.sort();
+            v
+        };
+        let on = |device, session| NewLease {
+            device,
+            ..lease("alice", "gw1", session, 10)
+        };
+        t.insert(addr(1), on("d1", None));
+        t.insert(addr(2), on("d1", Some("S2")));
+        t.insert(addr(3), on("d2", None));
+        assert_eq!((of(&t, "d1"), of(&t, "d2")), (vec![addr(1), addr(2)], vec![addr(3)]));
+        t.bind(addr(1), "S1");
+        t.insert(addr(2), on("d2", None));
+        assert_eq!((of(&t, "d1"), of(&t, "d2")), (vec![addr(1)], vec![addr(2), addr(3)]));
+        t.remove(addr(1));
+        t.remove(addr(3));
+        assert_eq!((of(&t, "d1"), of(&t, "d2")), (vec![], vec![addr(2)]));
+        assert!(of(&t, "d3").is_empty());
     }
 
     /// The indexes follow every change: insert, bind, rebind, replace, remove.

@@ -8,7 +8,6 @@
 
 mod free;
 mod leases;
-mod sticky;
 mod stopped;
 
 use std::net::Ipv4Addr;
@@ -25,7 +24,6 @@ use crate::metrics::METRICS;
 use crate::store::{corrupt_lease_addr, AddressHint, LeaseRecord, Store, StoreError};
 use free::FreeSet;
 use leases::{Leases, NewLease};
-use sticky::Sticky;
 use stopped::RecentStops;
 
 /// `[[pools]]`: one address pool.
@@ -286,8 +284,6 @@ fn forget_leases(store: &Store, addrs: &[Ipv4Addr]) {
 pub struct Ipam {
     store: Store,
     pools: RwLock<Vec<Arc<Pool>>>,
-    /// Device → the address it had last (any pool).
-    sticky: Mutex<Sticky>,
     /// The configured NAS clients' names (`set_clients`): a lease held through a name no
     /// longer configured (a client renamed) is adopted by the NAS whose accounting names it.
     /// Empty: not told, every name counts as configured.
@@ -328,7 +324,6 @@ impl Ipam {
     /// Builds the pools and restores leases that have not expired.
     pub fn new(store: Store, pools: &[PoolConfig], now: u64) -> Result<Self, IpamError> {
         let ipam = Self {
-            sticky: Mutex::new(Sticky::new(store.sticky_addresses()?)),
             store,
             pools: RwLock::new(Vec::new()),
             clients: RwLock::default(),
@@ -481,7 +476,7 @@ impl Ipam {
         let netmask = pool.config.network.netmask();
         let expires = req.now + pool.config.lease_time.as_secs().max(1);
         let hint = req.hint.and_then(AddressHint::get);
-        let (addr, new, pending, sticky) = {
+        let (addr, new, pending) = {
             let mut st = pool.state.lock();
             let alive = |st: &PoolState, a: &Ipv4Addr| {
                 pool.config.network.contains(a)
@@ -497,17 +492,25 @@ impl Ipam {
                                 && (req.renew_bound || l.session_id().is_none())
                         })
             };
-            // A hint naming the device's live lease makes a renewal without the sticky map;
-            // without one, or a stale one, the map says which address was the device's.
-            // (The only place a pool's lock and the sticky map's are held together, always in
-            // this order.)
-            let hinted = hint.filter(|a| alive(&st, a));
-            let sticky = hinted.or_else(|| self.sticky.lock().get(req.device));
-            let own = sticky.filter(|a| pool.config.network.contains(a));
-            let renew = hinted.or_else(|| own.filter(|a| alive(&st, a)));
+            // A hint naming the device's live lease makes a renewal with one lookup; without
+            // one (the device's first request since its entry was built, e.g. after a
+            // restart), or a stale one, the device's leases here are found by its name.
+            let renew = hint.filter(|a| alive(&st, a)).or_else(|| {
+                st.leases
+                    .of_device(req.device)
+                    .filter(|(a, _)| alive(&st, a))
+                    .max_by_key(|(_, l)| l.granted())
+                    .map(|(a, _)| a)
+            });
+            // A new lease: the address the device had last (in any pool), if free here. Read
+            // from the store under the lock, as the lease's write that follows is.
+            let own = || {
+                self.last_address(req.device)
+                    .filter(|a| pool.config.network.contains(a))
+            };
             let (addr, new) = if let Some(a) = renew {
                 (a, false)
-            } else if let Some(a) = own.filter(|a| st.free.take(u32::from(*a))) {
+            } else if let Some(a) = own().filter(|a| st.free.take(u32::from(*a))) {
                 (a, true)
             } else {
                 let cursor = st.next;
@@ -613,17 +616,12 @@ impl Ipam {
             if new {
                 pool.publish(&st);
             }
-            (addr, new, pending, sticky)
+            (addr, new, pending)
         };
         if hint != Some(addr) {
             if let Some(h) = req.hint {
                 h.set(addr);
             }
-        }
-        // A renewal found its address by hint or in the sticky map: no second lock to say
-        // so again.
-        if sticky != Some(addr) {
-            self.sticky.lock().insert(req.device, addr);
         }
         if new {
             // A task of its own: a request given up on at its timeout drops this future, and
@@ -825,9 +823,9 @@ impl Ipam {
         if !free(&pool.state.lock()) || late(&self.stopped.lock()) {
             return Ok(false);
         }
-        // Only for the user's device that had the address last (the sticky map): then its
-        // reconnect renews this lease, and a NAS cannot reserve addresses no device of the
-        // named user held (any free address of any pool, under made-up sessions).
+        // Only for the user's device that had the address last (as the store says): then
+        // its reconnect renews this lease, and a NAS cannot reserve addresses no device of
+        // the named user held (any free address of any pool, under made-up sessions).
         let Some(device) = self.device_that_had(addr, user) else {
             tracing::debug!(%addr, user, nas, session_id, "accounting names a free address no device of the user had last: not taken");
             return Ok(false);
@@ -877,7 +875,16 @@ impl Ipam {
         Ok(true)
     }
 
-    /// Which of `user`'s devices had `addr` last (the sticky map), if any.
+    /// The address `device` had last (any pool), from the store; `None` when unreadable
+    /// (logged: it is only a preference).
+    fn last_address(&self, device: &str) -> Option<Ipv4Addr> {
+        self.store.sticky_address(device).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, device, "reading the device's last address");
+            None
+        })
+    }
+
+    /// Which of `user`'s devices had `addr` last, if any.
     fn device_that_had(&self, addr: Ipv4Addr, user: &str) -> Option<String> {
         let entry = match self.store.access(user) {
             Ok(Some(e)) => e,
@@ -887,11 +894,10 @@ impl Ipam {
                 return None;
             }
         };
-        let sticky = self.sticky.lock();
         entry
             .devices
             .iter()
-            .find(|d| sticky.get(d.name()) == Some(addr))
+            .find(|d| self.last_address(d.name()) == Some(addr))
             .map(|d| d.name().to_owned())
     }
 

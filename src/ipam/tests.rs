@@ -1037,3 +1037,36 @@ async fn a_late_start_of_a_stopped_session_leaves_the_lease_to_the_new_one() {
     let live = ipam.sessions();
     assert_eq!((live.len(), live[0].session_id.as_deref()), (1, Some("S2")));
 }
+
+/// After a restart nothing is in memory of which address each device had: a device with no
+/// hint renews its live lease, or gets back its expired one's address while free, from the
+/// store; its hint is set then.
+#[tokio::test]
+async fn after_a_restart_a_device_finds_its_address_in_the_store() {
+    let (_d, store) = temp();
+    let pools = [pool("p", "10.1.0.0/24", &[], 60)];
+    let ipam = Ipam::new(store.clone(), &pools, 0).unwrap();
+    ipam.lease(&req("d0", 1)).await.unwrap().unwrap(); // the lowest address, until 61
+    let (d2, d1) = (ipam.lease(&req("d2", 1)).await, ipam.lease(&req("d1", 1)).await);
+    let (d1, d2) = (d1.unwrap().unwrap().addr, d2.unwrap().unwrap().addr);
+    ipam.lease(&req("d1", 50)).await.unwrap().unwrap(); // until 110; d2's until 61
+    ipam.lease(&req("d3", 50)).await.unwrap().unwrap();
+    drop(ipam);
+
+    let again = Ipam::new(store, &pools, 70).unwrap();
+    let hint = AddressHint::default();
+    let renewed = again
+        .lease(&LeaseRequest {
+            hint: Some(&hint),
+            ..req("d1", 70)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((renewed.addr, renewed.new), (d1, false));
+    assert_eq!(hint.get(), Some(d1));
+    // d0's and d2's leases expired before the restart: both addresses are free, and d2 gets
+    // its own back, not the lowest.
+    let back = again.lease(&req("d2", 71)).await.unwrap().unwrap();
+    assert_eq!((back.addr, back.new), (d2, true));
+}

@@ -65,21 +65,13 @@ impl Store {
         })
     }
 
-    /// Device → the address it had last.
-    pub fn sticky_addresses(&self) -> Result<Vec<(String, Ipv4Addr)>, StoreError> {
-        self.sticky
-            .iter()
-            .filter_map(|kv| match kv {
-                Ok((k, v)) => {
-                    let octets: [u8; 4] = v.as_ref().try_into().ok()?;
-                    Some(Ok((
-                        String::from_utf8_lossy(&k).into_owned(),
-                        octets.into(),
-                    )))
-                }
-                Err(e) => Some(Err(e.into())),
-            })
-            .collect()
+    /// The address `device` had last (any pool), if any. A read of one key: the pools look
+    /// a device up only when it asks for an address its entry does not know.
+    pub fn sticky_address(&self, device: &str) -> Result<Option<Ipv4Addr>, StoreError> {
+        Ok(self.sticky.get(device.as_bytes())?.and_then(|v| {
+            let octets: [u8; 4] = v.as_ref().try_into().ok()?;
+            Some(octets.into())
+        }))
     }
 
     /// Writes a lease and its device's sticky address, not durably (`flush` makes it so).
