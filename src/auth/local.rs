@@ -48,7 +48,8 @@ pub struct LocalAuthConfig {
     pub cache_ttl: Duration,
     /// Most credentials kept in the credential cache (0: none are kept). Each user's decoded
     /// entry (`[store] cache_records`) also keeps the one last verified for it; the cache
-    /// serves entries built again after a write, e.g. the reconnect after a registration.
+    /// serves entries built again after a write, e.g. the reconnect after a registration: the
+    /// most recent verifications, not one per user (at 100,000 users that was 4 MiB).
     pub cache_capacity: u64,
     /// Argon2 computations at once (each takes ~19 MiB); 0 = number of CPUs.
     pub max_concurrent_hashes: usize,
@@ -58,7 +59,7 @@ impl Default for LocalAuthConfig {
     fn default() -> Self {
         Self {
             cache_ttl: Duration::from_secs(15 * 60),
-            cache_capacity: 100_000,
+            cache_capacity: 16_384,
             max_concurrent_hashes: 0,
         }
     }

@@ -476,10 +476,16 @@ mod tests {
         t.insert(addr(1), on("d1", None));
         t.insert(addr(2), on("d1", Some("S2")));
         t.insert(addr(3), on("d2", None));
-        assert_eq!((of(&t, "d1"), of(&t, "d2")), (vec![addr(1), addr(2)], vec![addr(3)]));
+        assert_eq!(
+            (of(&t, "d1"), of(&t, "d2")),
+            (vec![addr(1), addr(2)], vec![addr(3)])
+        );
         t.bind(addr(1), "S1");
         t.insert(addr(2), on("d2", None));
-        assert_eq!((of(&t, "d1"), of(&t, "d2")), (vec![addr(1)], vec![addr(2), addr(3)]));
+        assert_eq!(
+            (of(&t, "d1"), of(&t, "d2")),
+            (vec![addr(1)], vec![addr(2), addr(3)])
+        );
         t.remove(addr(1));
         t.remove(addr(3));
         assert_eq!((of(&t, "d1"), of(&t, "d2")), (vec![], vec![addr(2)]));

@@ -1047,7 +1047,10 @@ async fn after_a_restart_a_device_finds_its_address_in_the_store() {
     let pools = [pool("p", "10.1.0.0/24", &[], 60)];
     let ipam = Ipam::new(store.clone(), &pools, 0).unwrap();
     ipam.lease(&req("d0", 1)).await.unwrap().unwrap(); // the lowest address, until 61
-    let (d2, d1) = (ipam.lease(&req("d2", 1)).await, ipam.lease(&req("d1", 1)).await);
+    let (d2, d1) = (
+        ipam.lease(&req("d2", 1)).await,
+        ipam.lease(&req("d1", 1)).await,
+    );
     let (d1, d2) = (d1.unwrap().unwrap().addr, d2.unwrap().unwrap().addr);
     ipam.lease(&req("d1", 50)).await.unwrap().unwrap(); // until 110; d2's until 61
     ipam.lease(&req("d3", 50)).await.unwrap().unwrap();
