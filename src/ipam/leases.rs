@@ -6,7 +6,7 @@
 //! milliseconds under the pool's lock, so both are indexed. Every change to a lease's user or
 //! session goes through this table, which keeps the indexes in step.
 //!
-//! Sized for 100,000 sessions: a lease is a 64-byte slot (its names in one allocation, times
+//! Sized for 100,000 sessions: a lease is a 48-byte slot (its names in one allocation, times
 //! in 32-bit seconds, the NAS as a number), and the indexes hold addresses alone, hashed by
 //! the device, session id or user they are found by, compared against the lease itself (with
 //! boxed-string keys the two by session and user held 5 MiB at 100,000 leases; now 0.6).
@@ -23,16 +23,20 @@ use crate::store::LeaseRecord;
 /// A lease in memory: its record without the address (the table's key) and the pool (the
 /// table's owner); the NAS is a number in the table's list of NAS names.
 pub(super) struct Lease {
-    /// The device's name, then the user's: one allocation for both.
+    /// The device's name, the user's, then the session's id if one is bound: one allocation
+    /// for the three (the id in a box of its own cost 16 bytes a slot and an allocation).
     names: Box<str>,
-    session_id: Option<Box<str>>,
     /// Seconds since the Unix epoch (saturating: past 2106 a time reads as 2106).
     granted: u32,
     expires: u32,
     /// The expiry last written to the store; renewals write only when memory is well ahead.
     stored_expires: u32,
     device_len: u32,
-    nas: u32,
+    nas: u16,
+    /// The bound session id's length (an Acct-Session-Id: at most 253 bytes).
+    session_len: u16,
+    /// A session is bound (its id may be empty).
+    bound: bool,
     /// The durable write of a new lease is still under way.
     pub pending: bool,
     /// The device was accepted again on this lease (an Access-Request renewal) since a
@@ -46,8 +50,26 @@ fn secs(t: u64) -> u32 {
 }
 
 impl Lease {
+    /// The names of a lease of `device` for `user`, bound to `session_id` if any.
+    fn names(device: &str, user: &str, session_id: Option<&str>) -> (Box<str>, u32, u16) {
+        let session = session_id.unwrap_or("");
+        (
+            [device, user, session].concat().into(),
+            u32::try_from(device.len()).expect("a device name under 4 GiB"),
+            u16::try_from(session.len()).expect("a session id is one RADIUS attribute"),
+        )
+    }
+
+    /// Binds the lease to `session_id`, or unbinds it.
+    fn set_session(&mut self, session_id: Option<&str>) {
+        let (names, _, session_len) = Self::names(self.device(), self.user(), session_id);
+        self.names = names;
+        self.session_len = session_len;
+        self.bound = session_id.is_some();
+    }
+
     pub fn user(&self) -> &str {
-        &self.names[self.device_len as usize..]
+        &self.names[self.device_len as usize..self.names.len() - usize::from(self.session_len)]
     }
 
     pub fn device(&self) -> &str {
@@ -60,7 +82,8 @@ impl Lease {
     }
 
     pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
+        self.bound
+            .then(|| &self.names[self.names.len() - usize::from(self.session_len)..])
     }
 
     pub fn expires(&self) -> u64 {
@@ -195,14 +218,16 @@ impl Leases {
     /// Adds the lease of `addr`, replacing any it had.
     pub fn insert(&mut self, addr: Ipv4Addr, new: NewLease<'_>) {
         self.remove(addr);
+        let (names, device_len, session_len) = Lease::names(new.device, new.user, new.session_id);
         let lease = Lease {
-            names: [new.device, new.user].concat().into(),
-            session_id: new.session_id.map(Into::into),
+            names,
             granted: secs(new.granted),
             expires: secs(new.expires),
             stored_expires: secs(new.expires),
-            device_len: u32::try_from(new.device.len()).expect("a device name under 4 GiB"),
+            device_len,
             nas: self.nas.intern(new.nas),
+            session_len,
+            bound: new.session_id.is_some(),
             pending: new.pending,
             renewed: new.renewed,
         };
@@ -230,10 +255,11 @@ impl Leases {
         let lease = self.by_addr.get_mut(&addr)?;
         if lease.session_id() != Some(session_id) {
             lease.renewed = false;
-            match lease.session_id.replace(session_id.into()) {
-                Some(old) => self.by_session.forget(&old, addr),
+            match lease.session_id() {
+                Some(old) => self.by_session.forget(old, addr),
                 None => self.unbound.forget(lease.user(), addr),
             }
+            lease.set_session(Some(session_id));
             self.by_session.set(session_id, addr, &self.by_addr);
         }
         self.by_addr.get_mut(&addr)
@@ -245,11 +271,12 @@ impl Leases {
         let Some(lease) = self.by_addr.get_mut(&addr) else {
             return false;
         };
-        let Some(old) = lease.session_id.take() else {
+        let Some(old) = lease.session_id() else {
             return false;
         };
+        self.by_session.forget(old, addr);
         let user = hash(lease.user());
-        self.by_session.forget(&old, addr);
+        lease.set_session(None);
         self.unbound.add(user, addr, &self.by_addr);
         true
     }
@@ -292,7 +319,7 @@ impl Leases {
             lease.nas = self.nas.intern(nas);
             // Its session is indexed per NAS: filed again under the new one (rare: a
             // gateway moved or renamed).
-            if let Some(s) = lease.session_id.clone() {
+            if let Some(s) = lease.session_id().map(str::to_owned) {
                 self.by_session.forget(&s, addr);
                 self.by_session.set(&s, addr, &self.by_addr);
             }
@@ -306,26 +333,28 @@ impl Leases {
 #[derive(Default)]
 struct NasNames {
     names: Vec<Arc<str>>,
-    ids: FxHashMap<Arc<str>, u32>,
+    ids: FxHashMap<Arc<str>, u16>,
 }
 
 impl NasNames {
-    fn find(&self, nas: &str) -> Option<u32> {
+    fn find(&self, nas: &str) -> Option<u16> {
         self.ids.get(nas).copied()
     }
 
-    fn intern(&mut self, nas: &str) -> u32 {
+    /// A name's number. Names come from the configured clients (and the leases stored
+    /// through them), so a table of 65,536 would take that many clients renamed.
+    fn intern(&mut self, nas: &str) -> u16 {
         if let Some(id) = self.find(nas) {
             return id;
         }
-        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 NAS names");
+        let id = u16::try_from(self.names.len()).expect("fewer than 65,536 NAS names");
         let name: Arc<str> = nas.into();
         self.names.push(name.clone());
         self.ids.insert(name, id);
         id
     }
 
-    fn name(&self, id: u32) -> &str {
+    fn name(&self, id: u16) -> &str {
         &self.names[id as usize]
     }
 }
@@ -350,7 +379,7 @@ struct Unbound;
 
 impl IndexKey for Unbound {
     fn of(lease: &Lease) -> Option<&str> {
-        lease.session_id.is_none().then(|| lease.user())
+        (!lease.bound).then(|| lease.user())
     }
 }
 
@@ -460,6 +489,59 @@ mod tests {
         v
     }
 
+    /// Device, user and bound session share one allocation; each reads back whole through
+    /// binds and unbinds (an empty session id is bound all the same).
+    #[test]
+    fn a_lease_keeps_its_names_through_binds() {
+        let mut t = Leases::default();
+        t.insert(
+            addr(1),
+            NewLease {
+                device: "dev",
+                ..lease("alice", "gw1", None, 10)
+            },
+        );
+        let names = |t: &Leases, a| {
+            let l: &Lease = t.get(a).unwrap();
+            let r = l.record(a, "p", "gw1");
+            assert_eq!(
+                (r.device.as_str(), r.user.as_str(), r.session_id.as_deref()),
+                (l.device(), l.user(), l.session_id())
+            );
+            (r.device, r.user, r.session_id)
+        };
+        let (dev, alice) = ("dev".to_owned(), "alice".to_owned());
+        assert_eq!(names(&t, addr(1)), (dev.clone(), alice.clone(), None));
+        t.bind(addr(1), "S-1");
+        assert_eq!(
+            names(&t, addr(1)),
+            (dev.clone(), alice.clone(), Some("S-1".into()))
+        );
+        t.bind(addr(1), "");
+        assert_eq!(
+            names(&t, addr(1)),
+            (dev.clone(), alice.clone(), Some(String::new()))
+        );
+        assert_eq!(
+            (t.newest_unbound("alice", "gw1"), bound(&t, "")),
+            (None, vec![addr(1)])
+        );
+        assert!(t.unbind(addr(1)));
+        assert_eq!(names(&t, addr(1)), (dev, alice, None));
+        assert_eq!(t.newest_unbound("alice", "gw1"), Some(addr(1)));
+        t.insert(
+            addr(2),
+            NewLease {
+                device: "d2",
+                ..lease("bob", "gw1", Some("S-2"), 10)
+            },
+        );
+        assert_eq!(
+            names(&t, addr(2)),
+            ("d2".into(), "bob".into(), Some("S-2".into()))
+        );
+    }
+
     /// The device index follows inserts, replacements and removals, whatever the session.
     #[test]
     fn leases_are_found_by_device() {
@@ -543,7 +625,7 @@ mod tests {
     /// What 100,000 sessions cost: a slot of the address table is the address and this.
     #[test]
     fn a_lease_stays_compact() {
-        assert!(std::mem::size_of::<(Ipv4Addr, Lease)>() <= 64);
+        assert!(std::mem::size_of::<(Ipv4Addr, Lease)>() <= 48);
     }
 
     #[test]
