@@ -464,8 +464,8 @@ async fn a_stop_of_another_user_leaves_an_unbound_lease() {
 }
 
 /// While a new lease is being written no Accept has named it: accounting that names its
-/// address concerns an earlier lease there and changes nothing; a renewal of it waits until
-/// the write has ended, so its Accept too names a durable lease.
+/// address concerns an earlier lease there and changes nothing, nor does an admin's release;
+/// a renewal of it waits until the write has ended, so its Accept too names a durable lease.
 #[tokio::test]
 async fn a_lease_being_granted_is_left_to_its_grant() {
     let (_d, store) = temp();
@@ -479,6 +479,13 @@ async fn a_lease_being_granted_is_left_to_its_grant() {
     }
     assert!(!account(&ipam, AcctStatus::NasRestart, "", None, "", "gw", 1).await);
     assert_eq!(ipam.sessions()[0].session_id, None);
+    // Nor does an admin's release take it (the API's 409): neither by address nor by NAS.
+    assert!(matches!(
+        ipam.release_address(x).await,
+        Err(IpamError::BeingGranted(a)) if a == x
+    ));
+    assert!(ipam.release_nas("gw").await.unwrap().is_empty());
+    assert_eq!(pending(), Some(true));
 }
 
 /// A renewal of a lease whose first write is still under way answers only once that write
