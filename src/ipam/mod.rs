@@ -928,7 +928,11 @@ impl Ipam {
                     .map(|(a, l)| l.record(*a, &pool.config.name, nas)),
             );
         }
-        self.store.flush().await?;
+        // Nothing released, nothing to make durable (a NAS restart of a gateway with no
+        // leases is common, and each flush is a disk sync).
+        if !released.is_empty() {
+            self.store.flush().await?;
+        }
         released.sort_by_key(|l| l.addr);
         Ok(released)
     }
