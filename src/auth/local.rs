@@ -95,8 +95,7 @@ enum Against {
 /// What a check of one user's password found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checked {
-    /// argon2's verdict on the password against the hash of the entry's fingerprint: a
-    /// function of the two alone, which `refused` may keep for any user with that hash.
+    /// argon2's verdict on the password against the hash of the entry's fingerprint.
     Verified,
     Refused,
     /// The user's record no longer has the entry's hash (changed or removed since the entry
@@ -116,10 +115,12 @@ pub struct LocalVerifier {
     inflight: Mutex<HashMap<Flight, Arc<InFlight>>>,
     /// Where argon2 reads the hash: the user's record.
     store: Store,
-    /// Credentials argon2 refused, by tag. Exact, not a guess: a tag is over the password and
-    /// (the fingerprint of) the hash it was checked against, and a new hash makes new tags.
-    /// A device retrying a stale password (or a NAS replaying one) costs a lookup instead of
-    /// an argon2 run each.
+    /// Credentials argon2 refused, by user and tag (`refusal`). Exact, not a guess: a tag is
+    /// over the password and (the fingerprint of) the hash it was checked against, and a new
+    /// hash makes new tags. A device retrying a stale password (or a NAS replaying one) costs
+    /// a lookup instead of an argon2 run each. Per user even where users share a hash
+    /// (imported with one PHC string): another's refusal answered at once would show that a
+    /// name exists, where an unknown name waits for argon2.
     refused: moka::sync::Cache<CacheTag, ()>,
     /// A hash no password matches (random salt and output, `hash_password`'s parameters),
     /// which argon2 checks the password of a name with no hash against.
@@ -173,6 +174,16 @@ impl LocalVerifier {
         let mut mac = self.mac.clone();
         mac.update(&(password.len() as u64 | 1 << 63).to_be_bytes());
         mac.update(password);
+        truncated(&mac.finalize().into_bytes())
+    }
+
+    /// The key of `user`'s refusal of the credential of `tag`; its first length prefix has
+    /// the top two bits set, so it coincides with neither kind of tag.
+    fn refusal(&self, user: &str, tag: &CacheTag) -> CacheTag {
+        let mut mac = self.mac.clone();
+        mac.update(&(user.len() as u64 | 3 << 62).to_be_bytes());
+        mac.update(user.as_bytes());
+        mac.update(tag);
         truncated(&mac.finalize().into_bytes())
     }
 
@@ -247,7 +258,8 @@ impl LocalVerifier {
         tag: CacheTag,
         password: &[u8],
     ) -> Result<Checked, AuthError> {
-        if self.refused.contains_key(&tag) {
+        let refusal = self.refusal(user, &tag);
+        if self.refused.contains_key(&refusal) {
             return Ok(Checked::Refused);
         }
         // Single flight: concurrent checks of the same credential (a reconnect storm after a
@@ -270,7 +282,7 @@ impl LocalVerifier {
             .clone();
         let checked = outcome.map_err(AuthError::Internal)?;
         if checked == Checked::Refused {
-            self.refused.insert(tag, ());
+            self.refused.insert(refusal, ());
         }
         Ok(checked)
     }
@@ -684,6 +696,36 @@ mod tests {
         );
         assert!(v.inflight.lock().is_empty());
         assert!(v.cache.get("mallory").is_none());
+    }
+
+    /// Users sharing a hash (imported with one PHC string) each pay argon2 for a wrong
+    /// password, as unknown names do: one's refusal answered at once for the other would
+    /// show that the other exists.
+    #[tokio::test]
+    async fn a_user_sharing_a_hash_is_refused_no_sooner_than_an_unknown_name() {
+        let (_dir, v) = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let h = hash_password(b"initial").unwrap();
+        let a = user(&v, "a", Some(h.clone())).await;
+        let b = user(&v, "b", Some(h)).await;
+        assert!(matches!(
+            v.verify(&a, "", b"guess").await,
+            Err(AuthError::BadPassword)
+        ));
+        v.refuse_without_hash("nobody1", b"guess").await;
+        assert!(
+            without_argon2(&v, v.refuse_without_hash("nobody2", b"guess"))
+                .await
+                .is_none(),
+            "an unknown second name waits for argon2"
+        );
+        assert!(
+            answer_without_argon2(&v, &b, b"guess").await.is_none(),
+            "b waits for argon2 too"
+        );
+        assert!(matches!(
+            answer_without_argon2(&v, &a, b"guess").await,
+            Some(Err(AuthError::BadPassword))
+        ));
     }
 
     /// The policy's reject of a name the store does not have waits for argon2 as a wrong
