@@ -165,6 +165,11 @@ addr = "127.0.0.1:$3"
 [auth]
 source = "local"
 
+[auth.local]
+# The users are imported with cheap hashes (need_cheap_hash_tools): kept so, not replaced
+# at their first login by hashes with the daemon's parameters.
+upgrade_imported_hashes = false
+
 [registration]
 auto_register = true
 notify_on_failure = false

@@ -93,7 +93,7 @@ pub async fn build(secret: &str, user: &str, password: &str, serial: &str, mac: 
     // argon2id with tiny parameters: verification reads them from the PHC string, so every
     // request with the known user costs microseconds instead of ~20 ms at the defaults.
     let params = Params::new(8, 1, 1, None).expect("argon2 params");
-    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(
             password.as_bytes(),
             &SaltString::from_b64("ZnV6enNhbHRmdXp6").expect("salt"),
@@ -129,7 +129,9 @@ pub async fn build(secret: &str, user: &str, password: &str, serial: &str, mac: 
         store.assign(user, name, 3).await.expect("assign device");
     }
 
-    let local = Arc::new(LocalVerifier::new(&config.auth.local, store.clone()));
+    // Unknown names are checked against a decoy with the same tiny parameters.
+    let local =
+        Arc::new(LocalVerifier::new(&config.auth.local, store.clone()).with_hash_params(params));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

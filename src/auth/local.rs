@@ -10,7 +10,10 @@
 //!
 //! A name with no hash (not in the store, or without a password) is checked against a decoy
 //! hash all the same, and its refusal kept like a wrong password's: an attacker timing the
-//! replies through a gateway (ocserv shows no Reply-Message) cannot tell who exists.
+//! replies through a gateway (ocserv shows no Reply-Message) cannot tell who exists. For the
+//! same reason a hash imported with other parameters than the decoy's is replaced, at the
+//! user's first successful login, by one with the daemon's own (until then a wrong password
+//! for that user costs what its hash does).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +56,10 @@ pub struct LocalAuthConfig {
     pub cache_capacity: u64,
     /// Argon2 computations at once (each takes ~19 MiB); 0 = number of CPUs.
     pub max_concurrent_hashes: usize,
+    /// Replace an imported hash made with other parameters by one with the daemon's at the
+    /// user's first successful login, so that a wrong password for any user costs what an
+    /// unknown name's does. Off: hashes stay as imported (e.g. shared with another system).
+    pub upgrade_imported_hashes: bool,
 }
 
 impl Default for LocalAuthConfig {
@@ -61,6 +68,7 @@ impl Default for LocalAuthConfig {
             cache_ttl: Duration::from_secs(15 * 60),
             cache_capacity: 16_384,
             max_concurrent_hashes: 0,
+            upgrade_imported_hashes: true,
         }
     }
 }
@@ -122,8 +130,13 @@ pub struct LocalVerifier {
     /// (imported with one PHC string): another's refusal answered at once would show that a
     /// name exists, where an unknown name waits for argon2.
     refused: moka::sync::Cache<CacheTag, ()>,
-    /// A hash no password matches (random salt and output, `hash_password`'s parameters),
-    /// which argon2 checks the password of a name with no hash against.
+    /// The parameters of the hashes this verifier makes: the decoy's, and those an imported
+    /// hash is upgraded to (`hash_password`'s unless a test or fuzz target says otherwise).
+    params: argon2::Params,
+    /// `upgrade_imported_hashes`.
+    upgrade: bool,
+    /// A hash no password matches (random salt and output, `params`), which argon2 checks the
+    /// password of a name with no hash against.
     decoy: Arc<str>,
 }
 
@@ -153,8 +166,18 @@ impl LocalVerifier {
                 .max_capacity(REFUSED_CAPACITY)
                 .time_to_live(REFUSED_TTL)
                 .build(),
-            decoy: decoy_hash().into(),
+            params: argon2::Params::default(),
+            upgrade: config.upgrade_imported_hashes,
+            decoy: decoy_hash(&argon2::Params::default()).into(),
         }
+    }
+
+    /// The same verifier making its hashes (the decoy, upgrades) with `params` instead of the
+    /// defaults: for tests and fuzzing, whose users' hashes are cheap.
+    pub fn with_hash_params(mut self, params: argon2::Params) -> Self {
+        self.decoy = decoy_hash(&params).into();
+        self.params = params;
+        self
     }
 
     /// The credential cache's tag: over the password and (the fingerprint of) the hash it was
@@ -224,29 +247,67 @@ impl LocalVerifier {
             return Ok(Checked::Verified);
         }
         let (cache, store, decoy) = (self.cache.clone(), self.store.clone(), self.decoy.clone());
-        let (user, password) = (user.to_owned(), password.to_vec());
-        tokio::task::spawn_blocking(move || {
+        let (name, pw) = (user.to_owned(), password.to_vec());
+        let params = self.upgrade.then(|| self.params.clone());
+        let (checked, upgrade) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let hash = store.user(&user)?.and_then(|u| u.password_hash);
+            let hash = store.user(&name)?.and_then(|u| u.password_hash);
             let fingerprint = match against {
                 Against::Record(fingerprint) => fingerprint,
                 Against::Decoy => {
-                    verify_hash(&password, &decoy)?;
-                    return Ok(Checked::Refused);
+                    verify_hash(&pw, &decoy)?;
+                    return Ok((Checked::Refused, None));
                 }
             };
             let Some(hash) = hash.filter(|h| HashFingerprint::of(h) == fingerprint) else {
-                return Ok(Checked::Stale);
+                return Ok((Checked::Stale, None));
             };
-            if !verify_hash(&password, &hash)? {
-                return Ok(Checked::Refused);
+            if !verify_hash(&pw, &hash)? {
+                return Ok((Checked::Refused, None));
             }
-            cache.insert(&user, tag);
-            Ok::<_, AuthError>(Checked::Verified)
+            cache.insert(&name, tag);
+            // Under the same permit: one more argon2 run, once per imported user.
+            let upgrade = match params {
+                Some(params) if !made_with(&hash, &params) => {
+                    Some((hash, hash_with(&pw, &params)?))
+                }
+                _ => None,
+            };
+            Ok::<_, AuthError>((Checked::Verified, upgrade))
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        if let Some((old, new)) = upgrade {
+            self.upgrade(user, &old, new, password).await;
+        }
+        Ok(checked)
+    }
+
+    /// Replaces `user`'s hash `old` (just verified) by `new`, made with this verifier's
+    /// parameters, unless the hash changed meanwhile; keeps the credential under the new one,
+    /// so the next request (a new entry) needs no argon2 run.
+    async fn upgrade(&self, user: &str, old: &str, new: String, password: &[u8]) {
+        let fingerprint = HashFingerprint::of(&new);
+        let replaced = std::sync::atomic::AtomicBool::new(false);
+        let written = self
+            .store
+            .update_user(user, |u| {
+                let same = u.password_hash.as_deref() == Some(old);
+                if same {
+                    u.password_hash = Some(new.clone());
+                }
+                replaced.store(same, std::sync::atomic::Ordering::Relaxed);
+            })
+            .await;
+        match written {
+            Ok(()) if replaced.load(std::sync::atomic::Ordering::Relaxed) => {
+                self.cache.insert(user, self.tag(password, fingerprint));
+                tracing::info!(%user, "imported password hash replaced by one with this daemon's parameters");
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(%user, error = %e, "replacing an imported password hash"),
+        }
     }
 
     /// argon2's verdict on `password` for `user`, run once for concurrent identical checks
@@ -377,15 +438,14 @@ pub fn check_password_hash(hash: &str) -> Result<(), String> {
 /// Most memory (KiB) an imported hash may ask for per verification: 256 MiB.
 const MAX_IMPORTED_M_COST: u32 = 256 * 1024;
 
-/// A PHC string of `hash_password`'s algorithm and parameters with a random salt and a
-/// random output: verifying any password against it costs what a real hash's check does,
-/// and fails (but for a 2^-256 chance).
-fn decoy_hash() -> String {
+/// A PHC string of argon2id with `params`, a random salt and a random output: verifying any
+/// password against it costs what a real hash's check does, and fails (but for a 2^-256
+/// chance).
+fn decoy_hash(params: &argon2::Params) -> String {
     let salt = SaltString::generate(&mut OsRng);
     let mut output = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut output);
     let output = argon2::password_hash::Output::new(&output).expect("32 bytes is a valid length");
-    let params = argon2::Params::default();
     format!(
         "${}$v={}$m={},t={},p={}${}${}",
         argon2::ARGON2ID_IDENT,
@@ -396,6 +456,34 @@ fn decoy_hash() -> String {
         salt.as_str(),
         output
     )
+}
+
+/// Whether `hash` is argon2id of this version with `params` and a 32-byte output: costs what
+/// the decoy does.
+fn made_with(hash: &str, params: &argon2::Params) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return true; // unreadable: verification refused it already
+    };
+    parsed.algorithm == argon2::ARGON2ID_IDENT
+        && parsed.version == Some(argon2::Version::default() as u32)
+        && argon2::Params::try_from(&parsed).is_ok_and(|p| {
+            (p.m_cost(), p.t_cost(), p.p_cost())
+                == (params.m_cost(), params.t_cost(), params.p_cost())
+        })
+        && parsed.hash.is_some_and(|h| h.len() == 32)
+}
+
+/// Hashes `password` with argon2id and `params`. Blocking.
+fn hash_with(password: &[u8], params: &argon2::Params) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::default(),
+        params.clone(),
+    )
+    .hash_password(password, &salt)
+    .map(|h| h.to_string())
+    .map_err(|e| AuthError::Internal(e.to_string()))
 }
 
 /// Hashes a new password with argon2id (default parameters: 19 MiB, t=2, p=1). Blocking.
@@ -636,7 +724,9 @@ mod tests {
 
     #[test]
     fn the_decoy_costs_what_a_real_hash_does_and_matches_nothing() {
-        let (decoy, real) = (decoy_hash(), hash_password(b"pw").unwrap());
+        let defaults = argon2::Params::default();
+        let (decoy, real) = (decoy_hash(&defaults), hash_password(b"pw").unwrap());
+        assert!(made_with(&decoy, &defaults) && made_with(&real, &defaults));
         assert_eq!(check_password_hash(&decoy), Ok(()));
         let (d, r) = (
             PasswordHash::new(&decoy).unwrap(),
@@ -649,7 +739,7 @@ mod tests {
         assert_eq!(d.hash.unwrap().len(), r.hash.unwrap().len());
         assert!(!verify_hash(b"pw", &decoy).unwrap());
         assert!(!verify_hash(b"", &decoy).unwrap());
-        assert_ne!(decoy, decoy_hash(), "random salt and output");
+        assert_ne!(decoy, decoy_hash(&defaults), "random salt and output");
     }
 
     /// A name with no hash — no such user, or one without a password — is refused after an
@@ -696,6 +786,66 @@ mod tests {
         );
         assert!(v.inflight.lock().is_empty());
         assert!(v.cache.get("mallory").is_none());
+    }
+
+    /// A hash imported with other parameters (or another argon2 variant) is replaced at the
+    /// user's first successful login by one with the verifier's, which the decoy has; a wrong
+    /// password changes nothing, and the entry built again after the write needs no argon2
+    /// run. A hash with the verifier's own parameters is left alone, and an upgrade never
+    /// overwrites a hash changed meanwhile.
+    #[tokio::test]
+    async fn an_imported_hash_is_upgraded_at_the_first_login() {
+        let (_dir, v) = one_hash_at_a_time(Duration::from_secs(60), 100);
+        let defaults = argon2::Params::default();
+        let stored = |name: &str| v.store.user(name).unwrap().unwrap().password_hash.unwrap();
+        let other = argon2::Params::new(1024, 3, 1, None).unwrap();
+        let argon2i = Argon2::new(
+            argon2::Algorithm::Argon2i,
+            argon2::Version::V0x13,
+            defaults.clone(),
+        )
+        .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        for (name, imported) in [
+            ("alice", hash_with(b"pw", &other).unwrap()),
+            ("ann", argon2i),
+        ] {
+            assert_eq!(check_password_hash(&imported), Ok(()));
+            let entry = user(&v, name, Some(imported.clone())).await;
+            assert!(matches!(
+                v.verify(&entry, "", b"wrong").await,
+                Err(AuthError::BadPassword)
+            ));
+            assert_eq!(stored(name), imported, "a wrong password upgrades nothing");
+            v.verify(&entry, "", b"pw").await.unwrap();
+            let now = stored(name);
+            assert!(now != imported && made_with(&now, &defaults), "{now}");
+            assert!(verify_hash(b"pw", &now).unwrap());
+            let rebuilt = v.store.access(name).unwrap().unwrap();
+            assert!(matches!(
+                answer_without_argon2(&v, &rebuilt, b"pw").await,
+                Some(Ok(()))
+            ));
+        }
+
+        let (_dir2, kept) = verifier(LocalAuthConfig {
+            upgrade_imported_hashes: false,
+            ..LocalAuthConfig::default()
+        });
+        let imported = hash_with(b"pw", &other).unwrap();
+        let carol = user(&kept, "carol", Some(imported.clone())).await;
+        kept.verify(&carol, "", b"pw").await.unwrap();
+        let left = kept.store.user("carol").unwrap().unwrap().password_hash;
+        assert_eq!(left, Some(imported), "upgrades turned off");
+
+        let own = hash_password(b"pw2").unwrap();
+        let bob = user(&v, "bob", Some(own.clone())).await;
+        v.verify(&bob, "", b"pw2").await.unwrap();
+        assert_eq!(stored("bob"), own);
+        let upgraded = hash_password(b"pw2").unwrap();
+        v.upgrade("bob", "an older hash", upgraded, b"pw2").await;
+        assert_eq!(stored("bob"), own, "changed meanwhile: left alone");
     }
 
     /// Users sharing a hash (imported with one PHC string) each pay argon2 for a wrong
@@ -753,6 +903,7 @@ mod tests {
             max_concurrent_hashes: 1,
             cache_ttl: ttl,
             cache_capacity: capacity,
+            ..LocalAuthConfig::default()
         })
     }
 
