@@ -134,7 +134,7 @@ pub struct LocalVerifier {
     /// hash is upgraded to (`hash_password`'s unless a test or fuzz target says otherwise).
     params: argon2::Params,
     /// `upgrade_imported_hashes`.
-    upgrade: bool,
+    upgrade_imported: bool,
     /// A hash no password matches (random salt and output, `params`), which argon2 checks the
     /// password of a name with no hash against.
     decoy: Arc<str>,
@@ -167,7 +167,7 @@ impl LocalVerifier {
                 .time_to_live(REFUSED_TTL)
                 .build(),
             params: argon2::Params::default(),
-            upgrade: config.upgrade_imported_hashes,
+            upgrade_imported: config.upgrade_imported_hashes,
             decoy: decoy_hash(&argon2::Params::default()).into(),
         }
     }
@@ -248,7 +248,7 @@ impl LocalVerifier {
         }
         let (cache, store, decoy) = (self.cache.clone(), self.store.clone(), self.decoy.clone());
         let (name, pw) = (user.to_owned(), password.to_vec());
-        let params = self.upgrade.then(|| self.params.clone());
+        let params = self.upgrade_imported.then(|| self.params.clone());
         let (checked, upgrade) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let hash = store.user(&name)?.and_then(|u| u.password_hash);
@@ -266,11 +266,16 @@ impl LocalVerifier {
                 return Ok((Checked::Refused, None));
             }
             cache.insert(&name, tag);
-            // Under the same permit: one more argon2 run, once per imported user.
+            // Under the same permit: one more argon2 run, once per imported user. Best effort:
+            // the password is verified either way.
             let upgrade = match params {
-                Some(params) if !made_with(&hash, &params) => {
-                    Some((hash, hash_with(&pw, &params)?))
-                }
+                Some(params) if !made_with(&hash, &params) => match hash_with(&pw, &params) {
+                    Ok(new) => Some((hash, new)),
+                    Err(e) => {
+                        tracing::warn!(user = %name, error = %e, "hashing for an upgrade");
+                        None
+                    }
+                },
                 _ => None,
             };
             Ok::<_, AuthError>((Checked::Verified, upgrade))
