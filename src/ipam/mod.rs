@@ -476,7 +476,10 @@ impl Ipam {
         let netmask = pool.config.network.netmask();
         let expires = req.now + pool.config.lease_time.as_secs().max(1);
         let hint = req.hint.and_then(AddressHint::get);
-        let (addr, new, pending) = {
+        // The device's last address from the store, once a look under the lock has found no
+        // lease to renew: read outside it (a read may wait for the disk), then look again.
+        let mut last: Option<Option<Ipv4Addr>> = None;
+        let (addr, new, pending) = loop {
             let mut st = pool.state.lock();
             let alive = |st: &PoolState, a: &Ipv4Addr| {
                 pool.config.network.contains(a)
@@ -502,15 +505,18 @@ impl Ipam {
                     .max_by_key(|(_, l)| l.granted())
                     .map(|(a, _)| a)
             });
-            // A new lease: the address the device had last (in any pool), if free here. Read
-            // from the store under the lock, as the lease's write that follows is.
-            let own = || {
-                self.last_address(req.device)
-                    .filter(|a| pool.config.network.contains(a))
+            // A new lease: the address the device had last (in any pool), if free here.
+            let own = match (renew, last) {
+                (None, None) => {
+                    drop(st);
+                    last = Some(self.last_address(req.device));
+                    continue;
+                }
+                (_, last) => last.flatten().filter(|a| pool.config.network.contains(a)),
             };
             let (addr, new) = if let Some(a) = renew {
                 (a, false)
-            } else if let Some(a) = own().filter(|a| st.free.take(u32::from(*a))) {
+            } else if let Some(a) = own.filter(|a| st.free.take(u32::from(*a))) {
                 (a, true)
             } else {
                 let cursor = st.next;
@@ -616,7 +622,7 @@ impl Ipam {
             if new {
                 pool.publish(&st);
             }
-            (addr, new, pending)
+            break (addr, new, pending);
         };
         if hint != Some(addr) {
             if let Some(h) = req.hint {
