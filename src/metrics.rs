@@ -85,6 +85,7 @@ pub struct Metrics {
     pub leases_taken_back: IntCounterVec,
     pub registrations: IntCounter,
     registration_failures: IntCounterVec,
+    pub password_hash_checks: IntCounterVec,
     pub accounting: IntCounterVec,
     pub directory_seconds: HistogramVec,
     pub directory_errors: IntCounterVec,
@@ -225,6 +226,12 @@ impl Metrics {
             "First connections that could not register their device, by reason",
             &["reason"],
         );
+        let password_hash_checks = b.counter_vec(
+            "ravpnd_password_hash_checks_total",
+            "argon2 verifications run for local users (a cached credential or refusal runs \
+             none), by what they checked: a user's hash, or the decoy for a name without one",
+            &["against"],
+        );
         let accounting = b.counter_vec(
             "ravpnd_accounting_total",
             "Accounting-Requests recorded, by status type",
@@ -280,6 +287,9 @@ impl Metrics {
         for s in crate::accounting::STATUS_LABELS {
             accounting.with_label_values(&[s]);
         }
+        for against in ["user", "decoy"] {
+            password_hash_checks.with_label_values(&[against]);
+        }
         let access = Reason::ALL
             .iter()
             .map(|r| {
@@ -315,6 +325,7 @@ impl Metrics {
             leases_taken_back,
             registrations,
             registration_failures,
+            password_hash_checks,
             accounting,
             directory_seconds,
             directory_errors,

@@ -101,6 +101,30 @@ fn wrong_shared_secret_gets_no_valid_answer() {
     );
 }
 
+/// An unknown name costs an argon2 run (against the decoy), as a wrong password does (against
+/// the user's hash), so reply timing does not tell who exists; a repeat of either is refused
+/// from the cache, with none.
+#[test]
+fn an_unknown_name_costs_an_argon2_run_as_a_wrong_password_does() {
+    let d = TestDaemon::start();
+    d.add_vpn_user("alice", "correct horse");
+    let checks = |against: &str| {
+        d.metric(&format!(
+            "ravpnd_password_hash_checks_total{{against=\"{against}\"}}"
+        ))
+    };
+    assert!(d
+        .metrics()
+        .contains("ravpnd_password_hash_checks_total{against=\"decoy\"} 0"));
+    for _ in 0..2 {
+        for user in ["alice", "mallory"] {
+            let r = radclient::auth(d.auth_addr, user, "wrong horse");
+            assert!(r.is("Access-Reject"), "{}", r.output);
+        }
+    }
+    assert_eq!((checks("user"), checks("decoy")), (1.0, 1.0));
+}
+
 #[test]
 fn unknown_source_address_gets_nothing() {
     let d = TestDaemon::start();

@@ -33,6 +33,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::credential_cache::{CredentialCache, Tag as CacheTag};
 use super::{AuthError, PasswordVerifier, RemoveOnDrop};
 use crate::config::Problem;
+use crate::metrics::METRICS;
 use crate::store::{Access, HashFingerprint, Store, Verified};
 
 /// The first 128 bits of an HMAC-SHA-256.
@@ -255,6 +256,10 @@ impl LocalVerifier {
             let fingerprint = match against {
                 Against::Record(fingerprint) => fingerprint,
                 Against::Decoy => {
+                    METRICS
+                        .password_hash_checks
+                        .with_label_values(&["decoy"])
+                        .inc();
                     verify_hash(&pw, &decoy)?;
                     return Ok((Checked::Refused, None));
                 }
@@ -262,6 +267,10 @@ impl LocalVerifier {
             let Some(hash) = hash.filter(|h| HashFingerprint::of(h) == fingerprint) else {
                 return Ok((Checked::Stale, None));
             };
+            METRICS
+                .password_hash_checks
+                .with_label_values(&["user"])
+                .inc();
             if !verify_hash(&pw, &hash)? {
                 return Ok((Checked::Refused, None));
             }
