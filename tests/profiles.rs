@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::daemon::default_config;
@@ -502,24 +504,36 @@ fn send_is_refused_without_a_download_listener() {
 }
 
 /// A relay that accepts connections and never says a word: each delivery attempt lasts the
-/// whole `[smtp] timeout`.
-fn stalled_relay() -> u16 {
+/// whole `[smtp] timeout`. Also returns the most connections it saw open at once (a client
+/// gives one up by closing it).
+fn stalled_relay() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let most = Arc::new(AtomicUsize::new(0));
+    let seen = most.clone();
     std::thread::spawn(move || {
-        let mut held = Vec::new();
+        let mut held: Vec<TcpStream> = Vec::new();
         for s in listener.incoming().map_while(Result::ok) {
+            s.set_nonblocking(true).unwrap();
             held.push(s);
+            // Open: nothing to read yet (WouldBlock); closed: end of stream.
+            let open = held
+                .iter()
+                .filter(|c| matches!(c.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+                .count();
+            seen.fetch_max(open, Ordering::SeqCst);
         }
     });
-    port
+    (port, most)
 }
 
 /// `profile send --all` with a slow relay takes as long as the daemon's sends, beyond the
-/// CLI's usual 30 s; each failed send is reported and logged with its user and device.
+/// CLI's usual 30 s; each failed send is reported and logged with its user and device. The
+/// sends run side by side: the relay sees both connections open at once (one after the
+/// other, the first would be given up on, closed, before the second).
 #[test]
 fn send_all_waits_for_a_slow_relay_and_logs_each_failed_send() {
-    let relay = stalled_relay();
+    let (relay, most_at_once) = stalled_relay();
     let cfg = config(relay, free_port())
         .replace("tls = \"none\"\n", "tls = \"none\"\ntimeout = \"16s\"\n");
     let d = TestDaemon::with_config(&cfg);
@@ -552,6 +566,11 @@ fn send_all_waits_for_a_slow_relay_and_logs_each_failed_send() {
             "{log}"
         );
     }
+    assert_eq!(
+        most_at_once.load(Ordering::SeqCst),
+        2,
+        "both sends under way at once"
+    );
 }
 
 /// The admin API holds at most its cap of connections: more are closed at once (a flood

@@ -29,6 +29,9 @@ impl From<ProfileError> for ApiError {
     }
 }
 
+/// Mails `profile send --all` has under way at once.
+const SEND_CONCURRENCY: usize = 4;
+
 /// `profile send`: one profile, or `all` in "send mail" status that have an address.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SendBody {
@@ -70,10 +73,13 @@ pub async fn send(
             "--all sends to each user's own address; --email cannot go with it",
         ));
     }
+    // What would refuse every profile refuses the request, before any mail.
+    s.profiles.check_request(&body.request)?;
     let mut out = SendOutcome {
         sent: Vec::new(),
         skipped: Vec::new(),
     };
+    let mut due = Vec::new();
     for p in s.profiles.list()? {
         if p.status != Status::SendMail {
             continue;
@@ -84,10 +90,33 @@ pub async fn send(
                 .push(format!("{}/{}: no address", p.user, p.device));
             continue;
         }
-        match s.profiles.send(&p.user, &p.device, &body.request).await {
+        due.push((p.user, p.device));
+    }
+    // A few mails at once: a slow relay then costs its timeout once per few profiles, not
+    // once per profile. Tasks of their own: a request given up on goes on sending unseen,
+    // and each mail that went out is recorded.
+    let permits = Arc::new(tokio::sync::Semaphore::new(SEND_CONCURRENCY));
+    let sends: Vec<_> = due
+        .into_iter()
+        .map(|(user, device)| {
+            let (s, request, permits) = (s.clone(), body.request.clone(), permits.clone());
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let sent = s.profiles.send(&user, &device, &request).await;
+                (user, device, sent)
+            })
+        })
+        .collect();
+    for send in sends {
+        let (user, device, sent) = send.await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("a send failed: {e}"),
+            )
+        })?;
+        match sent {
             Ok(v) => out.sent.push(v),
-            Err(ProfileError::Invalid(m)) => return Err(ApiError::bad_request(m)),
-            Err(e) => out.skipped.push(format!("{}/{}: {e}", p.user, p.device)),
+            Err(e) => out.skipped.push(format!("{user}/{device}: {e}")),
         }
     }
     Ok(Json(out))

@@ -101,7 +101,7 @@ pub async fn run(client: &AdminClient, cmd: ProfileCommand) -> anyhow::Result<()
                     downloads,
                 },
             };
-            // The daemon sends one mail after another, each bounded by [smtp] timeout:
+            // The daemon sends a few mails at a time, each bounded by [smtp] timeout:
             // `--all` (or a slow relay) can take longer than the usual 30 s, and a request
             // given up on goes on sending unseen.
             let out: SendOutcome = client

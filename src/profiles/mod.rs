@@ -243,13 +243,8 @@ impl Profiles {
         Ok(out)
     }
 
-    /// Creates a new link (invalidating the previous one), mails it, and records it.
-    pub async fn send(
-        &self,
-        user: &str,
-        device: &str,
-        req: &SendRequest,
-    ) -> Result<ProfileView, ProfileError> {
+    /// Whether links can be sent as `req` asks, whoever for.
+    pub fn check_request(&self, req: &SendRequest) -> Result<(), ProfileError> {
         // Else the mail would carry a link that nothing serves. (A conflict with the config,
         // not a bad request: 409, as the admin API maps it.)
         if self.config.listen.is_none() {
@@ -272,6 +267,17 @@ impl Profiles {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Creates a new link (invalidating the previous one), mails it, and records it.
+    pub async fn send(
+        &self,
+        user: &str,
+        device: &str,
+        req: &SendRequest,
+    ) -> Result<ProfileView, ProfileError> {
+        self.check_request(req)?;
         let u = self
             .store
             .user(user)?
