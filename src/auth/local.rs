@@ -15,6 +15,7 @@
 //! user's first successful login, by one with the daemon's own (until then a wrong password
 //! for that user costs what its hash does).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -252,6 +253,7 @@ impl LocalVerifier {
         let params = self.upgrade_imported.then(|| self.params.clone());
         let (checked, upgrade) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            // Read for the decoy too: the same work before argon2 either way.
             let hash = store.user(&name)?.and_then(|u| u.password_hash);
             let fingerprint = match against {
                 Against::Record(fingerprint) => fingerprint,
@@ -303,7 +305,7 @@ impl LocalVerifier {
     /// so the next request (a new entry) needs no argon2 run.
     async fn upgrade(&self, user: &str, old: &str, new: String, password: &[u8]) {
         let fingerprint = HashFingerprint::of(&new);
-        let replaced = std::sync::atomic::AtomicBool::new(false);
+        let replaced = AtomicBool::new(false);
         let written = self
             .store
             .update_user(user, |u| {
@@ -311,11 +313,11 @@ impl LocalVerifier {
                 if same {
                     u.password_hash = Some(new.clone());
                 }
-                replaced.store(same, std::sync::atomic::Ordering::Relaxed);
+                replaced.store(same, Ordering::Relaxed);
             })
             .await;
         match written {
-            Ok(()) if replaced.load(std::sync::atomic::Ordering::Relaxed) => {
+            Ok(()) if replaced.load(Ordering::Relaxed) => {
                 self.cache.insert(user, self.tag(password, fingerprint));
                 tracing::info!(%user, "imported password hash replaced by one with this daemon's parameters");
             }
@@ -502,11 +504,7 @@ fn hash_with(password: &[u8], params: &argon2::Params) -> Result<String, AuthErr
 
 /// Hashes a new password with argon2id (default parameters: 19 MiB, t=2, p=1). Blocking.
 pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Internal(e.to_string()))
+    hash_with(password, &argon2::Params::default())
 }
 
 #[cfg(test)]
@@ -526,6 +524,15 @@ mod tests {
         ] {
             assert!(check_password_hash(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Entries of users "a" and "b", imported with one PHC string (of `password`).
+    async fn sharing_a_hash(v: &LocalVerifier, password: &[u8]) -> (Arc<Access>, Arc<Access>) {
+        let h = hash_password(password).unwrap();
+        (
+            user(v, "a", Some(h.clone())).await,
+            user(v, "b", Some(h)).await,
+        )
     }
 
     /// A verifier over a scratch store, where argon2 reads the hashes; keep the directory.
@@ -623,9 +630,7 @@ mod tests {
     #[tokio::test]
     async fn users_sharing_a_hash_share_no_stale_verdict() {
         let (_dir, v) = verifier(LocalAuthConfig::default());
-        let h = hash_password(b"init").unwrap();
-        let a_old = user(&v, "a", Some(h.clone())).await;
-        let b = user(&v, "b", Some(h)).await;
+        let (a_old, b) = sharing_a_hash(&v, b"init").await;
         v.store
             .set_user_password("a", hash_password(b"p2").unwrap())
             .await
@@ -868,9 +873,7 @@ mod tests {
     #[tokio::test]
     async fn a_user_sharing_a_hash_is_refused_no_sooner_than_an_unknown_name() {
         let (_dir, v) = one_hash_at_a_time(Duration::from_secs(60), 100);
-        let h = hash_password(b"initial").unwrap();
-        let a = user(&v, "a", Some(h.clone())).await;
-        let b = user(&v, "b", Some(h)).await;
+        let (a, b) = sharing_a_hash(&v, b"initial").await;
         assert!(matches!(
             v.verify(&a, "", b"guess").await,
             Err(AuthError::BadPassword)
@@ -1045,9 +1048,7 @@ mod tests {
     #[tokio::test]
     async fn another_users_stale_check_is_not_shared() {
         let (_dir, v) = one_hash_at_a_time(Duration::from_secs(60), 100);
-        let h = hash_password(b"init").unwrap();
-        let a_old = user(&v, "a", Some(h.clone())).await;
-        let b = user(&v, "b", Some(h)).await;
+        let (a_old, b) = sharing_a_hash(&v, b"init").await;
         let hash = hash_password(b"x").unwrap();
         v.store.set_user_password("a", hash).await.unwrap();
         // Both wait for the one argon2 permit, a first.
