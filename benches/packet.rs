@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -108,7 +107,7 @@ fn anyconnect(c: &mut Criterion) {
     let laptop = AccessDevice::new("laptop", DeviceType::Windows, Some("SER1"), None).unwrap();
     let user = Access::with_devices("alice", None, [laptop]);
     let accept = Decision::Accept(ReplyPlan {
-        user: Arc::new(user),
+        user,
         device: 0,
         address: None,
         proxy: ProxyPush::Nothing,

@@ -220,7 +220,7 @@ impl LocalVerifier {
     /// Remembers in the user's entry that the password of `entry_tag` was verified at `at`.
     fn keep(&self, user: &Access, entry_tag: EntryTag, at: u32) {
         if self.cache.enabled() {
-            user.credential.set(Verified { tag: entry_tag, at });
+            user.credential().set(Verified { tag: entry_tag, at });
         }
     }
 
@@ -393,7 +393,7 @@ impl PasswordVerifier for LocalVerifier {
             return Err(AuthError::NoPassword);
         };
         let entry_tag = self.entry_tag(password);
-        if let Some(v) = user.credential.get() {
+        if let Some(v) = user.credential().get() {
             if self.cache.fresh(v.at, self.cache.now()) && bool::from(v.tag.ct_eq(&entry_tag)) {
                 return Ok(());
             }
@@ -527,7 +527,7 @@ mod tests {
     }
 
     /// Entries of users "a" and "b", imported with one PHC string (of `password`).
-    async fn sharing_a_hash(v: &LocalVerifier, password: &[u8]) -> (Arc<Access>, Arc<Access>) {
+    async fn sharing_a_hash(v: &LocalVerifier, password: &[u8]) -> (Access, Access) {
         let h = hash_password(password).unwrap();
         (
             user(v, "a", Some(h.clone())).await,
@@ -544,7 +544,7 @@ mod tests {
 
     /// `name`'s entry after their record was written with `hash` (a new entry each time, as
     /// after any write).
-    async fn user(v: &LocalVerifier, name: &str, hash: Option<String>) -> Arc<Access> {
+    async fn user(v: &LocalVerifier, name: &str, hash: Option<String>) -> Access {
         let store = &v.store;
         if store.user(name).unwrap().is_some() {
             store
@@ -604,12 +604,12 @@ mod tests {
             ));
         }
         assert!(
-            old.credential.get().is_none(),
+            old.credential().get().is_none(),
             "the old entry keeps nothing"
         );
         assert!(v.cache.get("alice").is_none());
         v.verify(&new, "", b"pw2").await.unwrap();
-        assert!(new.credential.get().is_some());
+        assert!(new.credential().get().is_some());
 
         // Removed, then created again with the same hash: the right password still passes
         // (a stale check refused nothing).

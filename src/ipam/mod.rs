@@ -900,11 +900,11 @@ impl Ipam {
                 return None;
             }
         };
-        entry
-            .devices
-            .iter()
+        let device = entry
+            .devices()
             .find(|d| self.last_address(d.name()) == Some(addr))
-            .map(|d| d.name().to_owned())
+            .map(|d| d.name().to_owned());
+        device
     }
 
     /// Ends every lease held through `nas` (its sessions are gone: Accounting-On/Off, or an

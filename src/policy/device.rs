@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Reason;
 use crate::config::Problem;
-use crate::store::{AccessDevice, AuthMethod, DeviceType};
+use crate::store::{Access, AuthMethod, Device, DeviceType};
 
 /// `[devices]`: device assignment rules.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -173,16 +173,12 @@ pub fn normalize_mac(s: &str) -> Option<String> {
     )
 }
 
-fn same_serial(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
-}
-
 /// Whether the request proves to be this device, by its method (serial or MAC).
-pub fn proves(d: &AccessDevice, id: &DeviceIdentity) -> bool {
+pub fn proves(d: &Device<'_>, id: &DeviceIdentity) -> bool {
     d.device_auth
         && match d.method {
             AuthMethod::Serial => {
-                matches!((d.serial(), &id.serial), (Some(a), Some(b)) if same_serial(a, b))
+                matches!((d.serial(), &id.serial), (Some(a), Some(b)) if a.matches(b))
             }
             AuthMethod::Mac => d.mac().is_some() && d.mac() == id.mac.as_deref(),
         }
@@ -210,23 +206,23 @@ pub enum DeviceCheck {
 /// holding the presented serial, if any (from the store's serial index).
 #[cfg(test)]
 pub fn check(
-    devices: &[AccessDevice],
+    devices: &[crate::store::AccessDevice],
     id: &DeviceIdentity,
     auto_register: bool,
     serial_owner: Option<&str>,
 ) -> DeviceCheck {
-    assigned(devices, id)
-        .unwrap_or_else(|| first_connection(devices, id, auto_register, serial_owner))
+    let user = Access::with_devices("u", None, devices.iter().cloned());
+    assigned(&user, id).unwrap_or_else(|| first_connection(&user, id, auto_register, serial_owner))
 }
 
 /// The decision when the user's assigned devices settle it (one proves itself, or one needs
 /// no device authentication); `None`: it is a first connection, see `first_connection`.
-pub fn assigned(devices: &[AccessDevice], id: &DeviceIdentity) -> Option<DeviceCheck> {
-    if devices.is_empty() {
+pub fn assigned(user: &Access, id: &DeviceIdentity) -> Option<DeviceCheck> {
+    if user.devices().len() == 0 {
         return Some(DeviceCheck::Reject(Reason::DeviceNotAssigned));
     }
     // 1. A device that proves itself by serial or MAC.
-    let all = || devices.iter();
+    let all = || user.devices();
     let proven = all().enumerate().find(|(_, d)| proves(d, id));
     if let Some((i, d)) = proven {
         return Some(if !d.enabled {
@@ -255,13 +251,13 @@ pub fn assigned(devices: &[AccessDevice], id: &DeviceIdentity) -> Option<DeviceC
 /// Step 3: the first connection of a device none of the user's proves, and
 /// auto-registration. `serial_owner` as for `check`.
 pub fn first_connection(
-    devices: &[AccessDevice],
+    user: &Access,
     id: &DeviceIdentity,
     auto_register: bool,
     serial_owner: Option<&str>,
 ) -> DeviceCheck {
-    let free: Vec<_> = devices
-        .iter()
+    let free: Vec<_> = user
+        .devices()
         .filter(|d| d.device_auth && d.method == AuthMethod::Serial && d.serial().is_none())
         .collect();
     if !auto_register {

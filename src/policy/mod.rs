@@ -77,7 +77,7 @@ pub enum Decision {
 pub struct ReplyPlan {
     /// The user as read for this request, and the index of the device the session runs on
     /// among theirs (shared, not copied: see `device`).
-    pub user: Arc<Access>,
+    pub user: Access,
     pub device: usize,
     /// The session's VPN address, when pools are configured.
     pub address: Option<Allocation>,
@@ -87,7 +87,7 @@ pub struct ReplyPlan {
 impl ReplyPlan {
     /// The name of the device the session runs on.
     pub fn device_name(&self) -> &str {
-        self.user.devices[self.device].name()
+        self.user.device(self.device).name()
     }
 }
 
@@ -170,7 +170,7 @@ impl Policy {
             Ok(found) => found,
             Err(reason) => return Decision::Reject(reason),
         };
-        let device = &user.devices[i];
+        let device = user.device(i);
         let proxy = match settings
             .proxy
             .decide(user.name(), device.name(), device.device_type)
@@ -184,7 +184,7 @@ impl Policy {
             device: device.name(),
             nas: &req.nas.name,
             now: req.now,
-            hint: Some(&device.address),
+            hint: Some(device.address()),
             renew_bound: req.nas.kind != crate::config::GatewayKind::Ocserv,
         };
         let address = match self.ipam.lease(&lease).await {
@@ -224,16 +224,15 @@ impl Policy {
     /// registration race the user is read again) and the device's index among theirs.
     async fn authorize_device(
         &self,
-        mut user: Arc<Access>,
+        mut user: Access,
         id: &DeviceIdentity,
         client: &str,
         settings: &Settings,
-    ) -> Result<(Arc<Access>, usize), Reason> {
+    ) -> Result<(Access, usize), Reason> {
         for _ in 0..REGISTRATION_ATTEMPTS {
-            let devices = &user.devices;
             // The serial index only decides a first connection (which device already holds
             // the serial): a request the user's devices settle does without it.
-            let check = match device::assigned(devices, id) {
+            let check = match device::assigned(&user, id) {
                 Some(check) => check,
                 None => {
                     let serial_owner = match id.serial.as_deref() {
@@ -244,7 +243,7 @@ impl Policy {
                         None => None,
                     };
                     device::first_connection(
-                        devices,
+                        &user,
                         id,
                         settings.registration.auto_register,
                         serial_owner.as_deref(),

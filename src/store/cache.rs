@@ -8,7 +8,6 @@
 //! registration wave (one write per first connection) leaves everyone else's records cached.
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 use parking_lot::RwLock;
@@ -23,7 +22,7 @@ pub(super) trait Keyed {
     fn key(&self) -> &str;
 }
 
-impl Keyed for Arc<super::Access> {
+impl Keyed for super::Access {
     fn key(&self) -> &str {
         self.name()
     }

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use access::{
-    Access, AccessDevice, AddressHint, HashFingerprint, Verified, VerifiedCredential,
+    Access, AccessDevice, AddressHint, Device, DeviceFlags, HashFingerprint, Serial, Verified,
+    VerifiedCredential,
 };
 use codec::{decode, encode, Record};
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
@@ -99,7 +100,7 @@ pub struct Store {
 /// `devices` calls `Store::written` with the users whose entry it changed, after it commits.
 /// The serial and MAC indexes are not cached: a request its device proves does not read them.
 struct Caches {
-    access: cache::RecordCache<Arc<Access>>,
+    access: cache::RecordCache<Access>,
 }
 
 /// Users kept decoded (with their devices) by default: 100,000 fit (at 65,536 such a

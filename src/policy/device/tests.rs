@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::AccessDevice;
 
 fn dev(name: &str, t: DeviceType) -> AccessDevice {
     AccessDevice::new(name, t, None, None).expect("short")
@@ -271,8 +272,9 @@ fn accept_names_the_device_that_matched_among_several() {
     let mut kiosk = dev("kiosk", DeviceType::Mac);
     kiosk.device_auth = false;
     let devices = [laptop, phone, kiosk];
+    let names = ["laptop", "phone", "kiosk"];
     let of = |c| match c {
-        DeviceCheck::Accept { device } => Some(devices[device].name()),
+        DeviceCheck::Accept { device } => Some(names[device]),
         _ => None,
     };
     assert_eq!(
@@ -302,13 +304,16 @@ fn only_a_first_connection_is_left_to_the_serial_index() {
     let mut laptop = dev("laptop", DeviceType::Windows);
     laptop = laptop.with_serial("ser1");
     let free = dev("phone", DeviceType::Android);
-    let devices = [laptop, free];
+    let devices = Access::with_devices("u", None, [laptop, free]);
     assert_eq!(
         assigned(&devices, &id(Some("ser1"), None, "win")),
         Some(DeviceCheck::Accept { device: 0 })
     );
     assert_eq!(
-        assigned(&[], &id(Some("ser1"), None, "win")),
+        assigned(
+            &Access::with_devices("u", None, []),
+            &id(Some("ser1"), None, "win")
+        ),
         Some(DeviceCheck::Reject(Reason::DeviceNotAssigned))
     );
     let first = id(Some("ser9"), None, "android");
