@@ -187,16 +187,22 @@ impl AccessDevice {
 
     /// The same device with `serial` registered (tests).
     #[cfg(test)]
-    pub fn with_serial(mut self, serial: &str) -> Self {
-        self.serial = Some(serial.into());
-        self
+    pub fn with_serial(self, serial: &str) -> Self {
+        self.with_ids(Some(serial), self.mac.as_deref())
     }
 
     /// The same device with `mac` (tests).
     #[cfg(test)]
-    pub fn with_mac(mut self, mac: &str) -> Self {
-        self.mac = Some(mac.into());
-        self
+    pub fn with_mac(self, mac: &str) -> Self {
+        self.with_ids(self.serial.as_deref(), Some(mac))
+    }
+
+    /// The same device, flags kept, with this serial and MAC (through `new`'s checks).
+    #[cfg(test)]
+    fn with_ids(&self, serial: Option<&str>, mac: Option<&str>) -> Self {
+        let mut d = Self::new(&self.name, self.device_type, serial, mac).expect("short");
+        (d.enabled, d.device_auth, d.method) = (self.enabled, self.device_auth, self.method);
+        d
     }
 
     fn from_record(d: &DeviceRecord) -> Option<Self> {
@@ -370,12 +376,14 @@ impl Access {
                 texts.extend_from_slice(kept);
                 let mac = d.mac.as_deref().unwrap_or("");
                 texts.extend_from_slice(mac.as_bytes());
+                // `AccessDevice::new` checked every length (a cut one would shift the texts).
+                let len = |t: &[u8]| u16::try_from(t.len()).expect("checked by AccessDevice::new");
                 DeviceSlot {
                     at,
-                    name_len: d.name.len() as u16,
-                    serial_len: kept.len() as u16,
+                    name_len: len(d.name.as_bytes()),
+                    serial_len: len(kept),
                     serial_hex: packed.is_some(),
-                    mac_len: mac.len() as u16,
+                    mac_len: len(mac.as_bytes()),
                     flags: DeviceFlags {
                         device_type: d.device_type,
                         enabled: d.enabled,
@@ -433,7 +441,8 @@ impl Access {
 }
 
 impl PartialEq for Access {
-    /// The same user, hash and devices (credential and address hints aside).
+    /// The same user, hash and devices (credential and address hints aside; packed serials
+    /// that differ only in ASCII case are equal, as they match the same requests).
     fn eq(&self, other: &Self) -> bool {
         self.header() == other.header() && self.0.slice == other.0.slice
     }
