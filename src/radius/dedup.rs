@@ -3,10 +3,10 @@
 //!
 //! Every request passes through here twice (`begin`, then `complete` or `abandon`), so the
 //! cache is sharded (the worker threads do not queue on one lock), `complete` finds its entry
-//! by the ticket `begin` gave out instead of hashing the key again, and the oldest entry's
-//! response buffer is reused for the newest. The index maps a key's hash to its entry's
-//! sequence number only (8 bytes a slot; the key is read from the entry): a full cache under
-//! load held ~8 MiB of index as a map of key to sequence number, ~1 MiB so.
+//! by the ticket `begin` gave out instead of hashing the key again, and a response is kept in
+//! its entry (`Response`), not in an allocation of its own. The index maps a key's hash to its
+//! entry's sequence number only (8 bytes a slot; the key is read from the entry): a full cache
+//! under load held ~8 MiB of index as a map of key to sequence number, ~1 MiB so.
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
 
 /// Independent locks; a key always lands in the same shard.
 const SHARDS: usize = 8;
@@ -63,8 +64,15 @@ struct Entry {
     at: Instant,
     key: Key,
     state: State,
-    response: Vec<u8>,
+    response: Response,
 }
+
+/// A response as its entry keeps it: inline up to 128 bytes (ravpnd's Accepts and Rejects are
+/// 50–100), so that the entries' one allocation holds them. Kept each in a small allocation
+/// of its own, the ~40,000 answers of a 5 s window in a burst of first connections were spread
+/// over the allocator's blocks among the few long-lived allocations made meanwhile, which
+/// kept ~4 MiB of those blocks in use after the burst (docs/PERFORMANCE.md, "Two more cuts").
+type Response = SmallVec<[u8; 128]>;
 
 /// Fx: keys come only from known clients, so a fast non-keyed hash is safe.
 const HASHER: FxBuildHasher = FxBuildHasher;
@@ -172,13 +180,12 @@ impl DedupCache {
     }
 
     /// Drops entries from the front while the front is expired or there are more than
-    /// `max_len`; returns the last one's response buffer, for reuse.
+    /// `max_len`.
     ///
     /// Expired by age: a request still in progress only once it was lost — its
     /// retransmissions must find it however long it takes (the window may be shorter than
     /// the request timeout).
-    fn expire(&self, s: &mut Shard, now: Instant, max_len: usize) -> Option<Vec<u8>> {
-        let mut spare = None;
+    fn expire(&self, s: &mut Shard, now: Instant, max_len: usize) {
         while let Some(oldest) = s.entries.front() {
             let kept_for = match oldest.state {
                 State::InProgress => self.in_progress,
@@ -194,31 +201,27 @@ impl DedupCache {
             // An abandoned key may be in progress again under a newer entry, which stays
             // mapped. (`unmap` compares sequence numbers only: it reads no entry.)
             s.unmap(&old.key, seq);
-            spare = Some(old.response);
         }
-        spare
     }
 
     pub fn begin(&self, key: Key, now: Instant) -> Seen {
         let shard = (HASHER.hash_one(key) >> 32) as usize % SHARDS;
         let mut s = self.shards[shard].lock();
         // Expire by age, then by size (room for one more): memory stays bounded under any load.
-        let spare = self.expire(&mut s, now, self.per_shard - 1);
+        self.expire(&mut s, now, self.per_shard - 1);
         if let Some(seq) = s.mapped(&key) {
             let e = s.get_mut(seq).expect("a mapped key has its entry");
             return match e.state {
-                State::Done => Seen::Answered(e.response.clone()),
+                State::Done => Seen::Answered(e.response.to_vec()),
                 State::InProgress | State::Abandoned => Seen::InProgress,
             };
         }
         let seq = s.first + s.entries.len() as u64;
-        let mut response = spare.unwrap_or_default();
-        response.clear();
         s.entries.push_back(Entry {
             at: now,
             key,
             state: State::InProgress,
-            response,
+            response: Response::new(),
         });
         s.map(&key, seq);
         Seen::New(Ticket { shard, seq })
@@ -257,8 +260,7 @@ impl DedupCache {
     pub fn sweep(&self, now: Instant) {
         for shard in &self.shards {
             let mut s = shard.lock();
-            // Not kept as spares: no request is coming to reuse them.
-            drop(self.expire(&mut s, now, usize::MAX));
+            self.expire(&mut s, now, usize::MAX);
             s.shrink();
         }
     }
@@ -268,7 +270,7 @@ impl DedupCache {
         self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 
-    /// Bytes allocated for the entries and the index (the responses aside).
+    /// Bytes allocated for the entries and the index (responses over 128 bytes aside).
     #[cfg(test)]
     fn allocated(&self) -> usize {
         self.shards
@@ -327,6 +329,24 @@ mod tests {
             c.begin(key(1), t0 + Duration::from_secs(6)),
             Seen::New(_)
         ));
+    }
+
+    /// A response of up to 128 bytes lives in its entry; a larger one in an allocation of its
+    /// own. Both come back whole to a retransmission.
+    #[test]
+    fn responses_are_kept_in_their_entries_up_to_128_bytes() {
+        let c = DedupCache::new(Duration::from_secs(5), 100);
+        let t0 = Instant::now();
+        let small: Vec<u8> = (0..128).collect();
+        let large: Vec<u8> = (0..=255).cycle().take(4096).collect();
+        for (id, response) in [(1, &small), (2, &large)] {
+            let t = ticket(c.begin(key(id), t0));
+            c.complete(t, response, t0);
+            assert_eq!(c.begin(key(id), t0), Seen::Answered(response.clone()));
+            let s = c.shards[t.shard].lock();
+            let spilled = s.entries[(t.seq - s.first) as usize].response.spilled();
+            assert_eq!(spilled, response.len() > 128, "{} bytes", response.len());
+        }
     }
 
     #[test]
