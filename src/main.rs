@@ -24,7 +24,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// thread's cache is never trimmed, and after a burst of first connections the caches of the
 /// daemon's 16 threads held ~9 MiB of freed sled pages and buffers; the request path's own
 /// allocations are smaller (all 100,000 users active: 75–76 MiB instead of 82–85, throughput
-/// the same; docs/PERFORMANCE.md, "Two more cuts").
+/// the same; docs/PERFORMANCE.md, "Three more cuts").
 #[export_name = "malloc_conf"]
 static MALLOC_CONF: MallocConf =
     MallocConf(c"background_thread:true,dirty_decay_ms:1000,narenas:1,tcache_max:1024".as_ptr());

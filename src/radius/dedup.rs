@@ -71,7 +71,7 @@ struct Entry {
 /// 50–100), so that the entries' one allocation holds them. Kept each in a small allocation
 /// of its own, the ~40,000 answers of a 5 s window in a burst of first connections were spread
 /// over the allocator's blocks among the few long-lived allocations made meanwhile, which
-/// kept ~4 MiB of those blocks in use after the burst (docs/PERFORMANCE.md, "Two more cuts").
+/// kept ~4 MiB of those blocks in use after the burst (docs/PERFORMANCE.md, "Three more cuts").
 type Response = SmallVec<[u8; 128]>;
 
 /// Fx: keys come only from known clients, so a fast non-keyed hash is safe.

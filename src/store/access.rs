@@ -5,7 +5,7 @@
 //! request, and about half the memory (no timestamps, e-mail or owner copies). At 100,000
 //! users with a device each the two record caches held 74 MiB. The entry is one allocation:
 //! the fixed part, then the user's name and each device's texts (four allocations took 224
-//! bytes a user, one 160; see docs/PERFORMANCE.md, "Two more cuts").
+//! bytes a user, one 160; see docs/PERFORMANCE.md, "Three more cuts").
 
 use std::fmt;
 use std::net::Ipv4Addr;
