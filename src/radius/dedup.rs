@@ -67,8 +67,9 @@ struct Entry {
     response: Response,
 }
 
-/// A response as its entry keeps it: inline up to 128 bytes (ravpnd's Accepts and Rejects are
-/// 50–100), so that the entries' one allocation holds them. Kept each in a small allocation
+/// A response as its entry keeps it: inline up to 128 bytes (ravpnd's Rejects and its Accepts
+/// without a proxy push are 50–100; a larger one has an allocation of its own, made per
+/// request), so that the entries' one allocation holds them. Kept each in a small allocation
 /// of its own, the ~40,000 answers of a 5 s window in a burst of first connections were spread
 /// over the allocator's blocks among the few long-lived allocations made meanwhile, which
 /// kept ~4 MiB of those blocks in use after the burst (docs/PERFORMANCE.md, "Three more cuts").
