@@ -900,6 +900,7 @@ impl Ipam {
                 return None;
             }
         };
+        // Bound first: the iterator borrows `entry`, which a tail expression would outlive.
         let device = entry
             .devices()
             .find(|d| self.last_address(d.name()) == Some(addr))

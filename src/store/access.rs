@@ -226,14 +226,18 @@ pub struct Device<'a> {
 }
 
 impl<'a> Device<'a> {
+    /// `len` bytes of the device's texts (its name, serial, then MAC) after the first `skip`.
+    fn part(&self, skip: usize, len: u16) -> &'a [u8] {
+        let at = self.slot.at as usize + skip;
+        &self.texts[at..at + usize::from(len)]
+    }
+
     pub fn name(&self) -> &'a str {
-        let at = self.slot.at as usize;
-        text(&self.texts[at..at + usize::from(self.slot.name_len)])
+        text(self.part(0, self.slot.name_len))
     }
 
     pub fn serial(&self) -> Option<Serial<'a>> {
-        let at = self.slot.at as usize + usize::from(self.slot.name_len);
-        let bytes = &self.texts[at..at + usize::from(self.slot.serial_len)];
+        let bytes = self.part(usize::from(self.slot.name_len), self.slot.serial_len);
         match (bytes.is_empty(), self.slot.serial_hex) {
             (true, _) => None,
             (false, true) => Some(Serial::Hex(bytes)),
@@ -243,11 +247,8 @@ impl<'a> Device<'a> {
 
     /// Canonical `12:34:56:78:90:ab`.
     pub fn mac(&self) -> Option<&'a str> {
-        let at = self.slot.at as usize
-            + usize::from(self.slot.name_len)
-            + usize::from(self.slot.serial_len);
-        let end = at + usize::from(self.slot.mac_len);
-        let mac = text(&self.texts[at..end]);
+        let skip = usize::from(self.slot.name_len) + usize::from(self.slot.serial_len);
+        let mac = text(self.part(skip, self.slot.mac_len));
         (!mac.is_empty()).then_some(mac)
     }
 
