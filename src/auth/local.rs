@@ -188,7 +188,7 @@ impl LocalVerifier {
         let mut mac = self.mac.clone();
         mac.update(&(password.len() as u64).to_be_bytes());
         mac.update(password);
-        mac.update(&fingerprint.0);
+        mac.update(&fingerprint.bytes());
         truncated(&mac.finalize().into_bytes())
     }
 

@@ -5,13 +5,14 @@
 //! request, and about half the memory (no timestamps, e-mail or owner copies). At 100,000
 //! users with a device each the two record caches held 74 MiB. The entry is one allocation:
 //! the fixed part, then the user's name and each device's texts (four allocations took 224
-//! bytes a user, one 160; see docs/PERFORMANCE.md, "Three more cuts").
+//! bytes a user, one 160, and 128 once the fixed part fit 56 bytes; see docs/PERFORMANCE.md,
+//! "Three more cuts" and "A user in two cache lines").
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::num::{NonZeroU32, NonZeroU8};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use smallvec::SmallVec;
 use triomphe::ThinArc;
 
 use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord};
@@ -21,7 +22,10 @@ use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord}
 pub struct Access(ThinArc<Header, u8>);
 
 /// The fixed part of an entry; the bytes after it are the user's name, then each device's
-/// name, serial (packed, see `Serial`) and MAC.
+/// name, serial (packed, see `Serial`) and MAC. 56 bytes, so that with the reference count
+/// and the texts' length a typical user fits 128 (jemalloc's class below 160, and two cache
+/// lines): no field holds what the others tell, and each `Option` has a niche to keep its
+/// tag in (`entries_stay_compact`).
 #[derive(PartialEq, Eq)]
 struct Header {
     /// A fingerprint of the user's argon2id hash; `None` for users whose password lives in a
@@ -30,17 +34,48 @@ struct Header {
     password: Option<HashFingerprint>,
     /// The password last verified against the hash, for the local directory.
     credential: VerifiedCredential,
-    name_len: u16,
-    /// The devices assigned to the user (those whose record names them as owner); one is
-    /// kept inline, as most users have.
-    devices: SmallVec<[DeviceSlot; 1]>,
+    /// The devices assigned to the user (those whose record names them as owner). The user's
+    /// name is the texts before theirs.
+    devices: Slots,
 }
 
-/// An assigned device's fixed part in its user's entry; its texts are in the entry's bytes.
+/// An entry's device slots: most users have one, kept inline; the rare user with several
+/// has them behind one thin pointer, which leaves the enum the size of one slot.
+#[derive(Debug, PartialEq, Eq)]
+enum Slots {
+    None,
+    One(DeviceSlot),
+    #[allow(
+        clippy::box_collection,
+        reason = "a thin pointer: a Vec would double the enum"
+    )]
+    Many(Box<Vec<DeviceSlot>>),
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[DeviceSlot] {
+        match self {
+            Slots::None => &[],
+            Slots::One(slot) => std::slice::from_ref(slot),
+            Slots::Many(slots) => slots,
+        }
+    }
+}
+
+impl From<Vec<DeviceSlot>> for Slots {
+    fn from(mut slots: Vec<DeviceSlot>) -> Self {
+        match slots.len() {
+            0 => Slots::None,
+            1 => Slots::One(slots.pop().expect("one")),
+            _ => Slots::Many(Box::new(slots)),
+        }
+    }
+}
+
+/// An assigned device's fixed part in its user's entry; its texts are in the entry's bytes,
+/// after the user's name and the texts of the devices before it.
 #[derive(Debug, PartialEq, Eq)]
 struct DeviceSlot {
-    /// Where its texts start in the entry's bytes.
-    at: u32,
     name_len: u16,
     /// Bytes kept: half the characters for a serial packed from hex.
     serial_len: u16,
@@ -48,6 +83,13 @@ struct DeviceSlot {
     mac_len: u16,
     flags: DeviceFlags,
     address: AddressHint,
+}
+
+impl DeviceSlot {
+    /// The bytes its texts take in the entry.
+    fn texts_len(&self) -> usize {
+        usize::from(self.name_len) + usize::from(self.serial_len) + usize::from(self.mac_len)
+    }
 }
 
 /// What the policy reads of an assigned device besides its texts.
@@ -61,17 +103,30 @@ pub struct DeviceFlags {
 
 /// The first 128 bits of SHA-256 over a PHC-format hash: which hash an entry was built from,
 /// without keeping it. Two hashes of one user sharing it (2^-128) would share cached
-/// credentials, never argon2's verdict on a new one.
+/// credentials, never argon2's verdict on a new one. Its first byte is never 0 (a 0 is kept
+/// as 1, which leaves 2^-127), so that `None` needs no byte of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HashFingerprint(pub [u8; 16]);
+pub struct HashFingerprint {
+    first: NonZeroU8,
+    rest: [u8; 15],
+}
 
 impl HashFingerprint {
     pub fn of(phc: &str) -> Self {
         use sha2::Digest as _;
         let digest = sha2::Sha256::digest(phc.as_bytes());
-        let mut f = [0; 16];
-        f.copy_from_slice(&digest[..16]);
-        Self(f)
+        let mut rest = [0; 15];
+        rest.copy_from_slice(&digest[1..16]);
+        Self {
+            first: NonZeroU8::new(digest[0]).unwrap_or(NonZeroU8::MIN),
+            rest,
+        }
+    }
+
+    pub fn bytes(&self) -> [u8; 16] {
+        let mut b = [self.first.get(); 16];
+        b[1..].copy_from_slice(&self.rest);
+        b
     }
 
     /// The fingerprint standing for a hash that `name` does not have (a decoy's check, see
@@ -87,7 +142,7 @@ impl HashFingerprint {
 /// devices, and this starts empty then: it never outlives the hash it was verified against.
 /// Equality ignores it.
 #[derive(Default)]
-pub struct VerifiedCredential(parking_lot::Mutex<Option<Verified>>);
+pub struct VerifiedCredential(parking_lot::Mutex<Option<Kept>>);
 
 /// A verifier's tag of a password and when (its own clock) the password was verified.
 #[derive(Clone, Copy)]
@@ -96,13 +151,29 @@ pub struct Verified {
     pub at: u32,
 }
 
+/// `Verified` as an entry keeps it: the time plus one, never 0, holds `None`'s tag.
+#[derive(Clone, Copy)]
+struct Kept {
+    tag: [u8; 16],
+    after: NonZeroU32,
+}
+
 impl VerifiedCredential {
     pub fn get(&self) -> Option<Verified> {
-        *self.0.lock()
+        self.0.lock().map(|k| Verified {
+            tag: k.tag,
+            at: k.after.get() - 1,
+        })
     }
 
+    /// Keeps `verified` (at the clock's last second, 136 years on, it is not kept: the next
+    /// request looks in the credential cache instead).
     pub fn set(&self, verified: Verified) {
-        *self.0.lock() = Some(verified);
+        let after = verified.at.checked_add(1).and_then(NonZeroU32::new);
+        *self.0.lock() = after.map(|after| Kept {
+            tag: verified.tag,
+            after,
+        });
     }
 }
 
@@ -217,18 +288,19 @@ impl AccessDevice {
     }
 }
 
-/// An assigned device as the request path sees it: its slot in the entry and the entry's
-/// texts.
+/// An assigned device as the request path sees it: its slot in the entry, the entry's
+/// texts and where its own start.
 #[derive(Clone, Copy)]
 pub struct Device<'a> {
     slot: &'a DeviceSlot,
     texts: &'a [u8],
+    at: usize,
 }
 
 impl<'a> Device<'a> {
     /// `len` bytes of the device's texts (its name, serial, then MAC) after the first `skip`.
     fn part(&self, skip: usize, len: u16) -> &'a [u8] {
-        let at = self.slot.at as usize + skip;
+        let at = self.at + skip;
         &self.texts[at..at + usize::from(len)]
     }
 
@@ -366,10 +438,9 @@ impl Access {
             cut -= 1;
         }
         let mut texts = name.as_bytes()[..cut].to_vec();
-        let devices = devices
+        let devices: Vec<DeviceSlot> = devices
             .into_iter()
             .map(|d| {
-                let at = u32::try_from(texts.len()).expect("entries are far below 4 GiB");
                 texts.extend_from_slice(d.name.as_bytes());
                 let serial = d.serial.as_deref().unwrap_or("");
                 let packed = Serial::pack(serial);
@@ -380,7 +451,6 @@ impl Access {
                 // `AccessDevice::new` checked every length (a cut one would shift the texts).
                 let len = |t: &[u8]| u16::try_from(t.len()).expect("checked by AccessDevice::new");
                 DeviceSlot {
-                    at,
                     name_len: len(d.name.as_bytes()),
                     serial_len: len(kept),
                     serial_hex: packed.is_some(),
@@ -398,8 +468,7 @@ impl Access {
         let header = Header {
             password: password_hash.map(HashFingerprint::of),
             credential: VerifiedCredential::default(),
-            name_len: cut as u16,
-            devices,
+            devices: devices.into(),
         };
         Self(ThinArc::from_header_and_slice(header, &texts))
     }
@@ -408,8 +477,19 @@ impl Access {
         &self.0.header.header
     }
 
+    /// The slots of the user's devices.
+    fn slots(&self) -> &[DeviceSlot] {
+        self.header().devices.as_slice()
+    }
+
+    /// Where the devices' texts start: after the user's name.
+    fn name_len(&self) -> usize {
+        let devices: usize = self.slots().iter().map(DeviceSlot::texts_len).sum();
+        self.0.slice.len() - devices
+    }
+
     pub fn name(&self) -> &str {
-        text(&self.0.slice[..usize::from(self.header().name_len)])
+        text(&self.0.slice[..self.name_len()])
     }
 
     /// Which argon2id hash the user had when the entry was built; `None` for users whose
@@ -426,17 +506,22 @@ impl Access {
     /// The devices assigned to the user, in the order their record lists them.
     pub fn devices(&self) -> impl ExactSizeIterator<Item = Device<'_>> + Clone {
         let texts = &self.0.slice;
-        self.header()
-            .devices
-            .iter()
-            .map(move |slot| Device { slot, texts })
+        let mut at = self.name_len();
+        self.slots().iter().map(move |slot| {
+            let device = Device { slot, texts, at };
+            at += slot.texts_len();
+            device
+        })
     }
 
     /// The user's `i`th device; panics past the last, as indexing does.
     pub fn device(&self, i: usize) -> Device<'_> {
+        let slots = self.slots();
+        let before: usize = slots[..i].iter().map(DeviceSlot::texts_len).sum();
         Device {
-            slot: &self.header().devices[i],
+            slot: &slots[i],
             texts: &self.0.slice,
+            at: self.name_len() + before,
         }
     }
 }
@@ -606,16 +691,59 @@ mod tests {
         assert_ne!(a, Access::with_devices("u", Some("$h"), [disabled]));
     }
 
+    /// A credential kept at any second of the verifier's clock reads back as it was set,
+    /// the first second too (its `None` is the stored time 0); only the last is not kept.
+    #[test]
+    fn a_kept_credential_reads_back_as_set() {
+        let a = Access::with_devices("u", Some("$h"), []);
+        assert!(a.credential().get().is_none(), "a new entry has none");
+        for at in [0, 1, 7, u32::MAX - 1] {
+            a.credential().set(Verified {
+                tag: [at as u8; 16],
+                at,
+            });
+            let v = a.credential().get().expect("kept");
+            assert_eq!((v.tag, v.at), ([at as u8; 16], at));
+        }
+        a.credential().set(Verified {
+            tag: [1; 16],
+            at: u32::MAX,
+        });
+        assert!(a.credential().get().is_none());
+    }
+
+    /// The fingerprint is SHA-256's first 128 bits, a first byte 0 kept as 1.
+    #[test]
+    fn a_fingerprint_is_the_hash_prefix_without_a_zero_first_byte() {
+        use sha2::Digest as _;
+        let digest = |s: &str| sha2::Sha256::digest(s.as_bytes());
+        let f = HashFingerprint::of("$argon2id$x");
+        assert_eq!(f.bytes()[..], digest("$argon2id$x")[..16]);
+        let zero = (0..10_000)
+            .map(|i| format!("$h{i}"))
+            .find(|s| digest(s)[0] == 0)
+            .expect("one in 256 digests starts with 0");
+        let f = HashFingerprint::of(&zero);
+        assert_eq!(f.bytes()[0], 1);
+        assert_eq!(f.bytes()[1..], digest(&zero)[1..16]);
+        assert_eq!(std::mem::size_of::<Option<HashFingerprint>>(), 16);
+    }
+
     /// What 100,000 users cost: an entry is read on every request and kept for each user.
     #[test]
     fn entries_stay_compact() {
         // One allocation: the reference count, the fixed part and the slice's length, then
         // the texts. A user of 9 characters with one device of 8 and AnyConnect's 64-digit
-        // ID (packed to 32 bytes) fits jemalloc's 160-byte class (the four allocations
-        // before took 224 bytes).
+        // ID (packed to 32 bytes) fits jemalloc's 128-byte class (the four allocations
+        // before took 224 bytes, then one 160).
         let fixed = 8 + std::mem::size_of::<triomphe::HeaderWithLength<Header>>();
-        assert!(fixed + 9 + 8 + 32 <= 160, "{fixed}");
-        assert!(std::mem::size_of::<DeviceSlot>() <= 20);
+        assert!(fixed + 9 + 8 + 32 <= 128, "{fixed}");
+        assert_eq!(std::mem::size_of::<Header>(), 56);
+        assert_eq!(
+            std::mem::size_of::<Slots>(),
+            std::mem::size_of::<DeviceSlot>()
+        );
+        assert_eq!(std::mem::size_of::<DeviceSlot>(), 16);
         assert_eq!(std::mem::size_of::<Access>(), 8);
     }
 }
