@@ -6,8 +6,9 @@
 //! milliseconds under the pool's lock, so both are indexed. Every change to a lease's user or
 //! session goes through this table, which keeps the indexes in step.
 //!
-//! Sized for 100,000 sessions: a lease is a 48-byte slot (its names in one allocation, times
-//! in 32-bit seconds, the NAS as a number), and the indexes hold addresses alone, hashed by
+//! Sized for 100,000 sessions: a lease is a 40-byte slot holding its own address (its names
+//! in one allocation, times in 32-bit seconds, the NAS as a number, the states one byte of
+//! flags; a map from address to a 40-byte lease took 48), and the indexes hold addresses alone, hashed by
 //! the device, session id or user they are found by, compared against the lease itself (with
 //! boxed-string keys the two by session and user held 5 MiB at 100,000 leases; now 0.6).
 
@@ -20,29 +21,36 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::store::LeaseRecord;
 
-/// A lease in memory: its record without the address (the table's key) and the pool (the
-/// table's owner); the NAS is a number in the table's list of NAS names.
+/// A lease in memory: its record without the pool (the table's owner); the NAS is a number
+/// in the table's list of NAS names.
 pub(super) struct Lease {
     /// The device's name, the user's, then the session's id if one is bound: one allocation
     /// for the three (the id in a box of its own cost 16 bytes a slot and an allocation).
     names: Box<str>,
+    /// Its address, the table's key.
+    addr: Ipv4Addr,
     /// Seconds since the Unix epoch (saturating: past 2106 a time reads as 2106).
     granted: u32,
     expires: u32,
     /// The expiry last written to the store; renewals write only when memory is well ahead.
     stored_expires: u32,
-    device_len: u32,
+    /// The device's name's length (at most 64 bytes through the admin API; the store refuses
+    /// a lease record over 64 KiB, and an entry a device).
+    device_len: u16,
     nas: u16,
     /// The bound session id's length (an Acct-Session-Id: at most 253 bytes).
     session_len: u16,
-    /// A session is bound (its id may be empty).
-    bound: bool,
-    /// The durable write of a new lease is still under way.
-    pub pending: bool,
-    /// The device was accepted again on this lease (an Access-Request renewal) since a
-    /// session was last bound to it: a Stop for that session does not end the lease.
-    renewed: bool,
+    /// `BOUND`, `PENDING`, `RENEWED`.
+    flags: u8,
 }
+
+/// A session is bound (its id may be empty).
+const BOUND: u8 = 1;
+/// The durable write of a new lease is still under way.
+const PENDING: u8 = 2;
+/// The device was accepted again on this lease (an Access-Request renewal) since a session
+/// was last bound to it: a Stop for that session does not end the lease.
+const RENEWED: u8 = 4;
 
 /// A time as a lease keeps it.
 fn secs(t: u64) -> u32 {
@@ -51,13 +59,25 @@ fn secs(t: u64) -> u32 {
 
 impl Lease {
     /// The names of a lease of `device` for `user`, bound to `session_id` if any.
-    fn names(device: &str, user: &str, session_id: Option<&str>) -> (Box<str>, u32, u16) {
+    fn names(device: &str, user: &str, session_id: Option<&str>) -> (Box<str>, u16, u16) {
         let session = session_id.unwrap_or("");
         (
             [device, user, session].concat().into(),
-            u32::try_from(device.len()).expect("a device name under 4 GiB"),
+            u16::try_from(device.len()).expect("a device name is cut below 64 KiB"),
             u16::try_from(session.len()).expect("a session id is one RADIUS attribute"),
         )
+    }
+
+    fn flag(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set_flag(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
     }
 
     /// Binds the lease to `session_id`, or unbinds it.
@@ -65,7 +85,17 @@ impl Lease {
         let (names, _, session_len) = Self::names(self.device(), self.user(), session_id);
         self.names = names;
         self.session_len = session_len;
-        self.bound = session_id.is_some();
+        self.set_flag(BOUND, session_id.is_some());
+    }
+
+    /// The durable write of a new lease is still under way.
+    pub fn pending(&self) -> bool {
+        self.flag(PENDING)
+    }
+
+    /// Its first write ended.
+    pub fn written(&mut self) {
+        self.set_flag(PENDING, false);
     }
 
     pub fn user(&self) -> &str {
@@ -82,7 +112,7 @@ impl Lease {
     }
 
     pub fn session_id(&self) -> Option<&str> {
-        self.bound
+        self.flag(BOUND)
             .then(|| &self.names[self.names.len() - usize::from(self.session_len)..])
     }
 
@@ -114,22 +144,22 @@ impl Lease {
     }
 
     pub fn renewed(&self) -> bool {
-        self.renewed
+        self.flag(RENEWED)
     }
 
     /// Records an Access-Request renewal (written once: a renewal otherwise leaves the
     /// lease's cache line to the other worker thread). Returns whether the mark is new.
     pub fn mark_renewed(&mut self) -> bool {
-        if self.renewed {
+        if self.renewed() {
             return false;
         }
-        self.renewed = true;
+        self.set_flag(RENEWED, true);
         true
     }
 
     /// Undoes `mark_renewed` (its write failed: the next renewal marks and writes again).
     pub fn clear_renewed(&mut self) {
-        self.renewed = false;
+        self.set_flag(RENEWED, false);
     }
 
     /// The lease's record, held through `nas` (its NAS name: [`Leases::nas_of`]).
@@ -143,7 +173,7 @@ impl Lease {
             session_id: self.session_id().map(str::to_owned),
             granted: self.granted.into(),
             expires: self.expires.into(),
-            renewed: self.renewed,
+            renewed: self.renewed(),
         }
     }
 }
@@ -160,8 +190,54 @@ pub(super) struct NewLease<'a> {
     pub renewed: bool,
 }
 
-/// Fx: the keys are addresses the pool chose, or sessions and users it recorded.
-type ByAddr = FxHashMap<Ipv4Addr, Lease>;
+/// The leases by address: a table of the leases themselves, each holding its address (a
+/// map from address to lease pads every slot to 48 bytes). Fx: the pool chose the addresses.
+#[derive(Default)]
+struct ByAddr(HashTable<Lease>);
+
+impl ByAddr {
+    fn hash(addr: Ipv4Addr) -> u64 {
+        FxBuildHasher.hash_one(addr)
+    }
+
+    fn get(&self, addr: &Ipv4Addr) -> Option<&Lease> {
+        self.0.find(Self::hash(*addr), |l| l.addr == *addr)
+    }
+
+    fn get_mut(&mut self, addr: &Ipv4Addr) -> Option<&mut Lease> {
+        self.0.find_mut(Self::hash(*addr), |l| l.addr == *addr)
+    }
+
+    fn contains_key(&self, addr: &Ipv4Addr) -> bool {
+        self.get(addr).is_some()
+    }
+
+    /// Adds `lease`, whose address has none.
+    fn insert_new(&mut self, lease: Lease) {
+        debug_assert!(!self.contains_key(&lease.addr));
+        self.0
+            .insert_unique(Self::hash(lease.addr), lease, |l| Self::hash(l.addr));
+    }
+
+    fn remove(&mut self, addr: &Ipv4Addr) -> Option<Lease> {
+        let found = self.0.find_entry(Self::hash(*addr), |l| l.addr == *addr);
+        found.ok().map(|e| e.remove().0)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Lease> {
+        self.0.iter()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Leases {
@@ -201,7 +277,7 @@ impl Leases {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, &Lease)> {
-        self.by_addr.iter().map(|(a, l)| (*a, l))
+        self.by_addr.iter().map(|l| (l.addr, l))
     }
 
     /// The addresses of the leases held through `nas`.
@@ -219,19 +295,26 @@ impl Leases {
     pub fn insert(&mut self, addr: Ipv4Addr, new: NewLease<'_>) {
         self.remove(addr);
         let (names, device_len, session_len) = Lease::names(new.device, new.user, new.session_id);
+        let flags = [
+            (BOUND, new.session_id.is_some()),
+            (PENDING, new.pending),
+            (RENEWED, new.renewed),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .fold(0, |f, (flag, _)| f | flag);
         let lease = Lease {
             names,
+            addr,
             granted: secs(new.granted),
             expires: secs(new.expires),
             stored_expires: secs(new.expires),
             device_len,
             nas: self.nas.intern(new.nas),
             session_len,
-            bound: new.session_id.is_some(),
-            pending: new.pending,
-            renewed: new.renewed,
+            flags,
         };
-        self.by_addr.insert(addr, lease);
+        self.by_addr.insert_new(lease);
         self.by_device.add(hash(new.device), addr, &self.by_addr);
         match new.session_id {
             Some(s) => self.by_session.set(s, addr, &self.by_addr),
@@ -254,7 +337,7 @@ impl Leases {
     pub fn bind(&mut self, addr: Ipv4Addr, session_id: &str) -> Option<&mut Lease> {
         let lease = self.by_addr.get_mut(&addr)?;
         if lease.session_id() != Some(session_id) {
-            lease.renewed = false;
+            lease.clear_renewed();
             match lease.session_id() {
                 Some(old) => self.by_session.forget(old, addr),
                 None => self.unbound.forget(lease.user(), addr),
@@ -379,7 +462,7 @@ struct Unbound;
 
 impl IndexKey for Unbound {
     fn of(lease: &Lease) -> Option<&str> {
-        (!lease.bound).then(|| lease.user())
+        (!lease.flag(BOUND)).then(|| lease.user())
     }
 }
 
@@ -625,7 +708,7 @@ mod tests {
     /// What 100,000 sessions cost: a slot of the address table is the address and this.
     #[test]
     fn a_lease_stays_compact() {
-        assert!(std::mem::size_of::<(Ipv4Addr, Lease)>() <= 48);
+        assert_eq!(std::mem::size_of::<Lease>(), 40);
     }
 
     #[test]

@@ -203,7 +203,7 @@ impl Pool {
             if written.is_err() {
                 self.undo_new_lease(&mut st, store, addr);
             } else if let Some(l) = st.leases.get_mut(addr) {
-                l.pending = false;
+                l.written();
             }
         }
         self.granted.notify_waiters();
@@ -219,7 +219,7 @@ impl Pool {
             // Registered before the check, so a grant ending in between still wakes us.
             notified.as_mut().enable();
             match self.state.lock().leases.get(addr) {
-                Some(l) if l.device() == device && !l.pending => return Ok(()),
+                Some(l) if l.device() == device && !l.pending() => return Ok(()),
                 Some(l) if l.device() == device => {}
                 _ => return Err(IpamError::GrantUndone(addr)),
             }
@@ -241,7 +241,7 @@ impl Pool {
         let expired: Vec<Ipv4Addr> = st
             .leases
             .iter()
-            .filter(|(_, l)| l.expires() <= now && !l.pending)
+            .filter(|(_, l)| l.expires() <= now && !l.pending())
             .map(|(a, _)| a)
             .collect();
         for a in &expired {
@@ -590,7 +590,7 @@ impl Ipam {
             // `held_by` made `req.nas` the lease's NAS. Written under the lock, so the store
             // sees this pool's changes in their order (a sweep's or Stop's delete of an
             // earlier lease here cannot land after it).
-            let pending = lease.pending;
+            let pending = lease.pending();
             if new || write {
                 let record = lease.record(addr, &pool.config.name, req.nas);
                 let written = if new {
@@ -703,7 +703,7 @@ impl Ipam {
                     });
                 let Some(addr) = addr else { continue };
                 let lease = st.leases.get(addr).expect("found above");
-                if lease.pending {
+                if lease.pending() {
                     // Still being granted, so no Accept named it yet: the request concerns
                     // an earlier lease of the address (binding that session here would let
                     // its Stop free this one).
@@ -920,7 +920,7 @@ impl Ipam {
                 let mut st = pool.state.lock();
                 // Rare: a scan, not an index.
                 let mut gone = st.leases.held_through(nas);
-                gone.retain(|a| st.leases.get(*a).is_some_and(|l| !l.pending));
+                gone.retain(|a| st.leases.get(*a).is_some_and(|l| !l.pending()));
                 let leases = gone
                     .iter()
                     .map(|a| st.leases.remove(*a).expect("found above"))
@@ -954,7 +954,7 @@ impl Ipam {
             let (record, handed_out) = {
                 let mut st = pool.state.lock();
                 match st.leases.get(addr) {
-                    Some(l) if l.pending => return Err(IpamError::BeingGranted(addr)),
+                    Some(l) if l.pending() => return Err(IpamError::BeingGranted(addr)),
                     Some(l) => {
                         let record = l.record(addr, &pool.config.name, st.leases.nas_of(l));
                         st.leases.remove(addr);

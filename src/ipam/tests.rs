@@ -281,7 +281,7 @@ async fn grant_under_way(ipam: &Ipam, device: &str, now: u64) {
 fn pending(ipam: &Ipam, addr: Ipv4Addr) -> Option<bool> {
     let p = ipam.pool(None).unwrap().unwrap();
     let st = p.state.lock();
-    st.leases.get(addr).map(|l| l.pending)
+    st.leases.get(addr).map(|l| l.pending())
 }
 
 #[tokio::test]

@@ -73,7 +73,20 @@ impl Record for LeaseRecord {
         postcard::to_extend(self, vec![COMPACT_V2]).expect("records serialize infallibly")
     }
 
+    /// A lease in memory keeps its device's name's and session id's lengths in 16 bits
+    /// (`ipam::leases`): a record with longer ones, which no daemon writes, is corrupt.
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let lease = Self::decode_any(bytes)?;
+        let fits = |t: &str| u16::try_from(t.len()).is_ok();
+        if !fits(&lease.device) || !fits(lease.session_id.as_deref().unwrap_or("")) {
+            return Err("a lease's device name or session id over 64 KiB".into());
+        }
+        Ok(lease)
+    }
+}
+
+impl LeaseRecord {
+    fn decode_any(bytes: &[u8]) -> Result<Self, DecodeError> {
         if let Some((&COMPACT_V2, rest)) = bytes.split_first() {
             return Ok(postcard::from_bytes(rest)?);
         }
@@ -274,6 +287,25 @@ mod tests {
                 matches!(&err, StoreError::Corrupt { key, .. } if key == "alice"),
                 "{err}"
             );
+        }
+    }
+
+    /// A lease in memory keeps 16-bit lengths: a record past them is corrupt, not a panic.
+    #[test]
+    fn a_lease_with_names_over_64_kib_is_corrupt() {
+        let long = "x".repeat(65_536);
+        let fits = "x".repeat(65_535);
+        for (device, session, ok) in [
+            (&long, None, false),
+            (&fits, Some(long.clone()), false),
+            (&fits, Some(fits.clone()), true),
+        ] {
+            let l = LeaseRecord {
+                device: device.clone(),
+                session_id: session,
+                ..lease(true)
+            };
+            assert_eq!(decode::<LeaseRecord>(b"k", &encode(&l)).is_ok(), ok);
         }
     }
 
