@@ -25,8 +25,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// daemon's 16 threads held ~9 MiB of freed sled pages and buffers; the request path's own
 /// allocations are smaller (all 100,000 users active: 75–76 MiB instead of 82–85, throughput
 /// the same; docs/PERFORMANCE.md, "Three more cuts"). `lg_tcache_nslots_mul` -1 instead of 1:
-/// a thread caches half a slab's worth of each size instead of two (after that burst 59–61 MiB
-/// instead of 62–63, CPU per request the same; "A user in two cache lines").
+/// a thread caches half a slab's worth of each size instead of two (within jemalloc's 20–200
+/// per size; after that burst 59–61 MiB instead of 62–63, CPU per request the same; "A user
+/// in two cache lines").
 #[export_name = "malloc_conf"]
 static MALLOC_CONF: MallocConf = MallocConf(
     c"background_thread:true,dirty_decay_ms:1000,narenas:1,tcache_max:1024,lg_tcache_nslots_mul:-1"

@@ -8,9 +8,10 @@
 //!
 //! Sized for 100,000 sessions: a lease is a 40-byte slot holding its own address (its names
 //! in one allocation, times in 32-bit seconds, the NAS as a number, the states one byte of
-//! flags; a map from address to a 40-byte lease took 48), and the indexes hold addresses alone, hashed by
-//! the device, session id or user they are found by, compared against the lease itself (with
-//! boxed-string keys the two by session and user held 5 MiB at 100,000 leases; now 0.6).
+//! flags; a map from address to a 40-byte lease took 48), and the indexes hold addresses
+//! alone, hashed by the device, session id or user they are found by, compared against the
+//! lease itself (with boxed-string keys the two by session and user held 5 MiB at 100,000
+//! leases; now 0.6).
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -34,11 +35,13 @@ pub(super) struct Lease {
     expires: u32,
     /// The expiry last written to the store; renewals write only when memory is well ahead.
     stored_expires: u32,
-    /// The device's name's length (at most 64 bytes through the admin API; the store refuses
-    /// a lease record over 64 KiB, and an entry a device).
+    /// The device's name's length: at most 64 bytes through the admin API; an entry refuses a
+    /// device over 65,535 bytes, and a stored lease with a longer name (or session id) reads
+    /// as corrupt (`LeaseRecord::decode`).
     device_len: u16,
     nas: u16,
-    /// The bound session id's length (an Acct-Session-Id: at most 253 bytes).
+    /// The bound session id's length (one Acct-Session-Id attribute: 253 bytes, at most 759
+    /// once invalid UTF-8 is replaced).
     session_len: u16,
     /// `BOUND`, `PENDING`, `RENEWED`.
     flags: u8,
@@ -63,7 +66,7 @@ impl Lease {
         let session = session_id.unwrap_or("");
         (
             [device, user, session].concat().into(),
-            u16::try_from(device.len()).expect("a device name is cut below 64 KiB"),
+            u16::try_from(device.len()).expect("entries and stored leases refuse longer names"),
             u16::try_from(session.len()).expect("a session id is one RADIUS attribute"),
         )
     }
@@ -705,10 +708,14 @@ mod tests {
         assert!(t.by_addr.is_empty() && t.by_session.len() == 0 && t.unbound.len() == 0);
     }
 
-    /// What 100,000 sessions cost: a slot of the address table is the address and this.
+    /// What 100,000 sessions cost: a slot of the address table is a lease, its address
+    /// included (a map from address to lease took 48 bytes a slot).
     #[test]
     fn a_lease_stays_compact() {
-        assert_eq!(std::mem::size_of::<Lease>(), 40);
+        fn slot<T>(_: &HashTable<T>) -> usize {
+            std::mem::size_of::<T>()
+        }
+        assert_eq!(slot(&Leases::default().by_addr.0), 40);
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub struct DeviceFlags {
 /// The first 128 bits of SHA-256 over a PHC-format hash: which hash an entry was built from,
 /// without keeping it. Two hashes of one user sharing it (2^-128) would share cached
 /// credentials, never argon2's verdict on a new one. Its first byte is never 0 (a 0 is kept
-/// as 1, which leaves 2^-127), so that `None` needs no byte of its own.
+/// as 1: barely more than 2^-128), so that `None` needs no byte of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashFingerprint {
     first: NonZeroU8,
@@ -503,7 +503,9 @@ impl Access {
         &self.header().credential
     }
 
-    /// The devices assigned to the user, in the order their record lists them.
+    /// The devices assigned to the user, in the order their record lists them. Each start is
+    /// the running sum of the slots before it, so the items must be made in order: never make
+    /// this iterator double-ended (`device(i)` sums afresh).
     pub fn devices(&self) -> impl ExactSizeIterator<Item = Device<'_>> + Clone {
         let texts = &self.0.slice;
         let mut at = self.name_len();
