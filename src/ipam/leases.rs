@@ -298,15 +298,7 @@ impl Leases {
     pub fn insert(&mut self, addr: Ipv4Addr, new: NewLease<'_>) {
         self.remove(addr);
         let (names, device_len, session_len) = Lease::names(new.device, new.user, new.session_id);
-        let flags = [
-            (BOUND, new.session_id.is_some()),
-            (PENDING, new.pending),
-            (RENEWED, new.renewed),
-        ]
-        .iter()
-        .filter(|(_, on)| *on)
-        .fold(0, |f, (flag, _)| f | flag);
-        let lease = Lease {
+        let mut lease = Lease {
             names,
             addr,
             granted: secs(new.granted),
@@ -315,8 +307,11 @@ impl Leases {
             device_len,
             nas: self.nas.intern(new.nas),
             session_len,
-            flags,
+            flags: 0,
         };
+        lease.set_flag(BOUND, new.session_id.is_some());
+        lease.set_flag(PENDING, new.pending);
+        lease.set_flag(RENEWED, new.renewed);
         self.by_addr.insert_new(lease);
         self.by_device.add(hash(new.device), addr, &self.by_addr);
         match new.session_id {
