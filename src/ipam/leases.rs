@@ -7,14 +7,15 @@
 //! session goes through this table, which keeps the indexes in step.
 //!
 //! Sized for 100,000 sessions: a lease is a 40-byte slot holding its own address (its names
-//! in one allocation, times in 32-bit seconds, the NAS as a number, the states one byte of
-//! flags; a map from address to a 40-byte lease took 48), and the indexes hold addresses
+//! in one allocation, times in 32-bit seconds, its grant's number, the NAS as a number, the
+//! states one byte of flags; a map from address to a 40-byte lease took 48), and the indexes hold addresses
 //! alone, hashed by the device, session id or user they are found by, compared against the
 //! lease itself (with boxed-string keys the two by session and user held 5 MiB at 100,000
 //! leases; now 0.6).
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -33,8 +34,9 @@ pub(super) struct Lease {
     /// Seconds since the Unix epoch (saturating: past 2106 a time reads as 2106).
     granted: u32,
     expires: u32,
-    /// The expiry last written to the store; renewals write only when memory is well ahead.
-    stored_expires: u32,
+    /// Which grant this is (`Grant`): what a device's address hint names, so that a renewal
+    /// through the hint finds its own lease without reading the names.
+    grant: Grant,
     /// The device's name's length: at most 64 bytes through the admin API; an entry refuses a
     /// device over 65,535 bytes, and a stored lease with a longer name (or session id) reads
     /// as corrupt (`LeaseRecord::decode`).
@@ -58,6 +60,46 @@ const RENEWED: u8 = 4;
 /// A time as a lease keeps it.
 fn secs(t: u64) -> u32 {
     u32::try_from(t).unwrap_or(u32::MAX)
+}
+
+/// A grant's number, unique in the process: leases are numbered as they enter a table (a
+/// restart numbers them afresh, when every hint starts empty). After 2^32 − 2 grants every
+/// lease gets `Grant::SHARED`, which names no lease: renewals through hints then compare
+/// names, as they do for a hint without a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant(u32);
+
+impl Grant {
+    /// No grant (an empty hint's).
+    pub const NONE: Grant = Grant(0);
+    /// Numbers ran out: this lease is not told apart from others by its number.
+    const SHARED: Grant = Grant(u32::MAX);
+
+    fn next() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        Self::take(&NEXT)
+    }
+
+    /// The number `next` holds, counting it on until `SHARED`.
+    fn take(next: &AtomicU32) -> Self {
+        let taken = next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < Self::SHARED.0).then(|| n + 1)
+        });
+        Grant(taken.unwrap_or(Self::SHARED.0))
+    }
+
+    /// Whether this names one lease alone: `other` then is that lease's grant.
+    pub fn names(self, other: Grant) -> bool {
+        self == other && self != Self::NONE && self != Self::SHARED
+    }
+
+    pub fn from_bits(bits: u32) -> Self {
+        Grant(bits)
+    }
+
+    pub fn bits(self) -> u32 {
+        self.0
+    }
 }
 
 impl Lease {
@@ -127,12 +169,9 @@ impl Lease {
         self.expires = secs(at);
     }
 
-    pub fn stored_expires(&self) -> u64 {
-        self.stored_expires.into()
-    }
-
-    pub fn set_stored_expires(&mut self, at: u64) {
-        self.stored_expires = secs(at);
+    /// Its grant's number.
+    pub fn grant(&self) -> Grant {
+        self.grant
     }
 
     /// Whether accounting for `session_id` of `user` (empty: not named) is about this lease:
@@ -303,7 +342,7 @@ impl Leases {
             addr,
             granted: secs(new.granted),
             expires: secs(new.expires),
-            stored_expires: secs(new.expires),
+            grant: Grant::next(),
             device_len,
             nas: self.nas.intern(new.nas),
             session_len,
@@ -705,6 +744,38 @@ mod tests {
 
     /// What 100,000 sessions cost: a slot of the address table is a lease, its address
     /// included (a map from address to lease took 48 bytes a slot).
+    /// Numbers are taken in turn up to the last but one; then every lease shares the last,
+    /// which, like none, names no lease.
+    #[test]
+    fn grants_are_numbered_until_the_numbers_run_out() {
+        let next = AtomicU32::new(u32::MAX - 2);
+        let taken: Vec<_> = (0..4).map(|_| Grant::take(&next)).collect();
+        assert_eq!(
+            taken,
+            [
+                Grant(u32::MAX - 2),
+                Grant(u32::MAX - 1),
+                Grant::SHARED,
+                Grant::SHARED
+            ]
+        );
+        assert!(taken[1].names(Grant(u32::MAX - 1)));
+        assert!(!taken[1].names(taken[0]));
+        assert!(!Grant::SHARED.names(Grant::SHARED));
+        assert!(!Grant::NONE.names(Grant::NONE));
+        let (mut t, a, b) = (Leases::default(), addr(1), addr(2));
+        t.insert(a, lease("a", "gw", None, 1));
+        t.insert(b, lease("b", "gw", None, 1));
+        assert_ne!(t.get(a).unwrap().grant(), t.get(b).unwrap().grant());
+        let before = t.get(a).unwrap().grant();
+        t.insert(a, lease("a", "gw", None, 2));
+        assert_ne!(
+            t.get(a).unwrap().grant(),
+            before,
+            "a new lease, a new number"
+        );
+    }
+
     #[test]
     fn a_lease_stays_compact() {
         fn slot<T>(_: &HashTable<T>) -> usize {

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
 use crate::metrics::METRICS;
-use crate::store::{corrupt_lease_addr, AddressHint, LeaseRecord, Store, StoreError};
+use crate::store::{corrupt_lease_addr, Access, AddressHint, LeaseRecord, Store, StoreError};
 use free::FreeSet;
-use leases::{Leases, NewLease};
+use leases::{Grant, Leases, NewLease};
 use stopped::RecentStops;
 
 /// `[[pools]]`: one address pool.
@@ -296,18 +296,39 @@ pub struct Ipam {
 /// Who the lease is for.
 pub struct LeaseRequest<'a> {
     pub pool: Option<&'a str>,
-    pub user: &'a str,
-    pub device: &'a str,
+    pub holder: Holder<'a>,
     pub nas: &'a str,
     pub now: u64,
-    /// The device's address hint from its directory entry, if the caller has one.
-    pub hint: Option<&'a AddressHint>,
     /// Whether the device's lease may be renewed while a session is bound to it. Yes where
     /// the device proves itself (an ASA's AnyConnect device ID): a new Access-Request is that
     /// device reconnecting, and its old session's Stop follows. No where the gateway gives no
     /// device identity (ocserv): every login maps to the user's same device, so a second one
     /// may be another machine — it gets an address of its own, never a live session's.
     pub renew_bound: bool,
+}
+
+/// The device a lease is for.
+#[derive(Clone, Copy)]
+pub enum Holder<'a> {
+    /// The `i`th device of a user's directory entry: its address hint finds its lease, and
+    /// the grant the hint names is known to be this user's device's, since only requests for
+    /// it ever set the hint (its names are the entry's, which never change).
+    Entry(&'a Access, usize),
+    /// A user's device by name alone: its lease is found by the device's name.
+    Named { user: &'a str, device: &'a str },
+}
+
+impl<'a> Holder<'a> {
+    /// The user's name, the device's, and the device's hint if it has one.
+    fn parts(self) -> (&'a str, &'a str, Option<&'a AddressHint>) {
+        match self {
+            Holder::Entry(user, i) => {
+                let device = user.device(i);
+                (user.name(), device.name(), Some(device.address()))
+            }
+            Holder::Named { user, device } => (user, device, None),
+        }
+    }
 }
 
 /// What an Accounting-Request says.
@@ -475,41 +496,44 @@ impl Ipam {
         };
         let netmask = pool.config.network.netmask();
         let expires = req.now + pool.config.lease_time.as_secs().max(1);
-        let hint = req.hint.and_then(AddressHint::get);
+        let (user, device, hint) = req.holder.parts();
+        let hinted = hint.and_then(AddressHint::get);
         // The device's last address from the store, once a look under the lock has found no
         // lease to renew: read outside it (a read may wait for the disk), then look again.
         let mut last: Option<Option<Ipv4Addr>> = None;
-        let (addr, new, pending) = loop {
+        let (addr, new, pending, grant) = loop {
             let mut st = pool.state.lock();
-            let alive = |st: &PoolState, a: &Ipv4Addr| {
+            // Whether the lease at `a` is the device's to renew: the one its hint's `grant`
+            // names (`Holder::Entry`), or one of its user and name — the user too: a device
+            // name reassigned (or deleted and created again) for another user must not take
+            // the old owner's live lease. The grant spares a renewal the names' cache line.
+            let alive = |st: &PoolState, a: &Ipv4Addr, grant: Grant| {
                 pool.config.network.contains(a)
-                    && st
-                        .leases
-                        .get(*a)
-                        // The user too: a device name reassigned (or deleted and created
-                        // again) for another user must not take the old owner's live lease.
-                        .is_some_and(|l| {
-                            l.device() == req.device
-                                && l.user() == req.user
-                                && l.expires() > req.now
-                                && (req.renew_bound || l.session_id().is_none())
-                        })
+                    && st.leases.get(*a).is_some_and(|l| {
+                        l.expires() > req.now
+                            && (req.renew_bound || l.session_id().is_none())
+                            && (grant.names(l.grant())
+                                || (l.device() == device && l.user() == user))
+                    })
             };
             // A hint naming the device's live lease makes a renewal with one lookup; without
             // one (the device's first request since its entry was built, e.g. after a
             // restart), or a stale one, the device's leases here are found by its name.
-            let renew = hint.filter(|a| alive(&st, a)).or_else(|| {
-                st.leases
-                    .of_device(req.device)
-                    .filter(|(a, _)| alive(&st, a))
-                    .max_by_key(|(_, l)| l.granted())
-                    .map(|(a, _)| a)
-            });
+            let renew = hinted
+                .filter(|(a, g)| alive(&st, a, Grant::from_bits(*g)))
+                .map(|(a, _)| a)
+                .or_else(|| {
+                    st.leases
+                        .of_device(device)
+                        .filter(|(a, _)| alive(&st, a, Grant::NONE))
+                        .max_by_key(|(_, l)| l.granted())
+                        .map(|(a, _)| a)
+                });
             // A new lease: the address the device had last (in any pool), if free here.
             let own = match (renew, last) {
                 (None, None) => {
                     drop(st);
-                    last = Some(self.last_address(req.device));
+                    last = Some(self.last_address(device));
                     continue;
                 }
                 (_, last) => last.flatten().filter(|a| pool.config.network.contains(a)),
@@ -547,8 +571,8 @@ impl Ipam {
                 st.leases.insert(
                     addr,
                     NewLease {
-                        user: req.user,
-                        device: req.device,
+                        user,
+                        device,
                         nas: req.nas,
                         session_id: None,
                         granted: req.now,
@@ -564,29 +588,29 @@ impl Ipam {
                 .held_by(addr, req.nas)
                 .expect("a renewal holds its lease; a new one was just inserted");
             let expires_before = lease.expires();
-            if !new {
-                // Stored only when it moves (once a second at most): a renewal then leaves
-                // the lease's cache line unwritten for the other worker thread.
-                if expires > lease.expires() {
-                    lease.set_expires(expires);
-                }
-                if moved_from.is_some() {
-                    lease.set_stored_expires(0); // force the write below
-                }
+            // Stored only when it moves (once a second at most): a renewal then leaves the
+            // lease's cache line unwritten for the other worker thread.
+            if !new && expires > lease.expires() {
+                lease.set_expires(expires);
             }
             // The device may be starting a new session on this address: a Stop for the one
             // bound now must not free it (see `account`), also after a restart — the mark is
             // written (once per session, not durably).
             let marked = !new && lease.mark_renewed() && lease.session_id().is_some();
-            // A renewal is written only once the stored expiry lags by a quarter lease: in
-            // steady state a reconnecting device costs no store write at all.
-            let slack = pool.config.lease_time.as_secs() / 4;
-            let write =
-                marked || (!new && lease.expires() >= lease.stored_expires() + slack.max(1));
-            let stored_before = lease.stored_expires();
-            if write {
-                lease.set_stored_expires(lease.expires());
-            }
+            // A renewal is written only when its expiry passes a quarter-lease mark (counted
+            // from the grant): the stored expiry, written at the last mark passed or later,
+            // lags by less than a quarter lease, and in steady state a reconnecting device
+            // costs no store write at all. A lease that moved to this NAS is written too.
+            let quarter = {
+                let (from, slack) = (
+                    u64::from(lease.granted()),
+                    (pool.config.lease_time.as_secs() / 4).max(1),
+                );
+                move |t: u64| t.saturating_sub(from) / slack
+            };
+            let write = marked
+                || moved_from.is_some()
+                || (!new && quarter(lease.expires()) > quarter(expires_before));
             // `held_by` made `req.nas` the lease's NAS. Written under the lock, so the store
             // sees this pool's changes in their order (a sweep's or Stop's delete of an
             // earlier lease here cannot land after it).
@@ -610,7 +634,6 @@ impl Ipam {
                         }
                         if let Some(l) = st.leases.get_mut(addr) {
                             l.set_expires(expires_before);
-                            l.set_stored_expires(stored_before);
                             if marked {
                                 l.clear_renewed();
                             }
@@ -622,11 +645,12 @@ impl Ipam {
             if new {
                 pool.publish(&st);
             }
-            break (addr, new, pending);
+            let grant = st.leases.get(addr).expect("held above").grant();
+            break (addr, new, pending, grant);
         };
-        if hint != Some(addr) {
-            if let Some(h) = req.hint {
-                h.set(addr);
+        if hinted != Some((addr, grant.bits())) {
+            if let Some(h) = hint {
+                h.set(addr, grant.bits());
             }
         }
         if new {
@@ -640,7 +664,7 @@ impl Ipam {
             // loses at most a quarter lease of expiry. Only if the first grant is still being
             // written do we wait for it to end, so no Accept names a lease that is not
             // durable (or that its failed write undid).
-            pool.granted(addr, req.device).await?;
+            pool.granted(addr, device).await?;
         }
         Ok(Some(Allocation { addr, netmask, new }))
     }

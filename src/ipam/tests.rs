@@ -16,13 +16,26 @@ fn pool(name: &str, net: &str, exclude: &[&str], secs: u64) -> PoolConfig {
 fn req<'a>(device: &'a str, now: u64) -> LeaseRequest<'a> {
     LeaseRequest {
         pool: None,
-        user: "u",
-        device,
+        holder: named("u", device),
         nas: "gw",
         now,
-        hint: None,
         renew_bound: true,
     }
+}
+
+fn named<'a>(user: &'a str, device: &'a str) -> Holder<'a> {
+    Holder::Named { user, device }
+}
+
+/// A directory entry of `user` with one device, `device`: its slot holds the hint.
+fn entry(user: &str, device: &str) -> Access {
+    let d = crate::store::AccessDevice::new(device, crate::store::DeviceType::Windows, None, None);
+    Access::with_devices(user, None, [d.unwrap()])
+}
+
+/// The hint in `entry`'s device slot.
+fn hint(entry: &Access) -> Option<(Ipv4Addr, u32)> {
+    entry.device(0).address().get()
 }
 
 /// Applies an Accounting-Request; whether it found its lease.
@@ -148,11 +161,9 @@ async fn leases_survive_restart_and_concurrent_requests_never_share() {
             let dev = format!("dev{}", i % 250); // every device asks twice
             ipam.lease(&LeaseRequest {
                 pool: Some("p"),
-                user: "u",
-                device: &dev,
+                holder: named("u", &dev),
                 nas: "gw",
                 now: 1,
-                hint: None,
                 renew_bound: true,
             })
             .await
@@ -193,11 +204,9 @@ async fn each_pool_restores_its_own_range_of_leases() {
     let ipam = Ipam::new(store.clone(), &pools, 100).unwrap();
     let lease = |pool, device, nas, now| LeaseRequest {
         pool: Some(pool),
-        user: "u",
-        device,
+        holder: named("u", device),
         nas,
         now,
-        hint: None,
         renew_bound: true,
     };
     ipam.lease(&lease("a", "d1", "gw1", 100)).await.unwrap();
@@ -304,8 +313,8 @@ async fn a_grant_given_up_on_still_completes() {
     assert_eq!(later.addr, addr);
 }
 
-/// The hint in the device's entry finds its lease; a stale one (another device's lease, an
-/// expired one, another pool's address) is ignored for the sticky map, and corrected.
+/// The hint in the device's entry finds its lease and names its grant; a stale one (another
+/// device's lease, an expired one, another pool's address) is ignored, and corrected.
 #[tokio::test]
 async fn an_address_hint_renews_and_a_stale_one_is_corrected() {
     let (_d, store) = temp();
@@ -314,44 +323,75 @@ async fn an_address_hint_renews_and_a_stale_one_is_corrected() {
         pool("b", "10.2.0.0/24", &[], 60),
     ];
     let ipam = Ipam::new(store, &pools, 100).unwrap();
-    let (h1, h2) = (AddressHint::default(), AddressHint::default());
-    let lease = |device, hint, now| LeaseRequest {
+    let (e1, e2) = (entry("u", "d1"), entry("u", "d2"));
+    let lease = |entry, now| LeaseRequest {
         pool: Some("a"),
-        user: "u",
-        device,
+        holder: Holder::Entry(entry, 0),
         nas: "gw",
         now,
-        hint: Some(hint),
         renew_bound: true,
     };
-    let a1 = ipam.lease(&lease("d1", &h1, 100)).await.unwrap().unwrap();
+    let grant_at = |addr| {
+        let pools = ipam.pools.read();
+        let st = pools[0].state.lock();
+        st.leases.get(addr).unwrap().grant().bits()
+    };
+    let a1 = ipam.lease(&lease(&e1, 100)).await.unwrap().unwrap();
     assert!(a1.new);
-    assert_eq!(h1.get(), Some(a1.addr), "a grant sets the hint");
-    let again = ipam.lease(&lease("d1", &h1, 110)).await.unwrap().unwrap();
+    let g1 = grant_at(a1.addr);
+    assert_eq!(hint(&e1), Some((a1.addr, g1)), "a grant sets the hint");
+    let again = ipam.lease(&lease(&e1, 110)).await.unwrap().unwrap();
     assert_eq!(
-        (again.addr, again.new),
-        (a1.addr, false),
+        (again.addr, again.new, hint(&e1)),
+        (a1.addr, false, Some((a1.addr, g1))),
         "renewed through the hint"
     );
 
-    let a2 = ipam.lease(&lease("d2", &h2, 110)).await.unwrap().unwrap();
+    let a2 = ipam.lease(&lease(&e2, 110)).await.unwrap().unwrap();
     assert_ne!(a2.addr, a1.addr);
-    // d1's hint names d2's lease: d1 still renews its own, and its hint is put right.
-    h1.set(a2.addr);
-    let own = ipam.lease(&lease("d1", &h1, 120)).await.unwrap().unwrap();
-    assert_eq!((own.addr, own.new), (a1.addr, false));
-    assert_eq!(h1.get(), Some(a1.addr));
+    assert_ne!(grant_at(a2.addr), g1, "each grant its own number");
+    // d1's hint names d2's address, with d1's grant or none: d1 still renews its own, and
+    // its hint is put right.
+    for stale in [g1, 0] {
+        e1.device(0).address().set(a2.addr, stale);
+        let own = ipam.lease(&lease(&e1, 120)).await.unwrap().unwrap();
+        assert_eq!((own.addr, own.new), (a1.addr, false));
+        assert_eq!(hint(&e1), Some((a1.addr, g1)));
+    }
     // An address of another pool, or outside every pool: ignored.
     for elsewhere in ["10.2.0.7", "192.0.2.1"] {
-        h1.set(elsewhere.parse().unwrap());
-        let own = ipam.lease(&lease("d1", &h1, 130)).await.unwrap().unwrap();
+        e1.device(0).address().set(elsewhere.parse().unwrap(), g1);
+        let own = ipam.lease(&lease(&e1, 130)).await.unwrap().unwrap();
         assert_eq!((own.addr, own.new), (a1.addr, false), "{elsewhere}");
     }
     // Expired (lease time 60 s): not renewed through the hint but granted anew.
-    h1.set(a1.addr);
-    let later = ipam.lease(&lease("d1", &h1, 1_000)).await.unwrap().unwrap();
+    let later = ipam.lease(&lease(&e1, 1_000)).await.unwrap().unwrap();
     assert!(later.new);
-    assert_eq!(h1.get(), Some(later.addr));
+    assert_eq!(hint(&e1), Some((later.addr, grant_at(later.addr))));
+    assert_ne!(grant_at(later.addr), g1);
+}
+
+/// A renewal is written when its expiry passes a quarter-lease mark counted from the grant,
+/// and only then: the stored expiry lags by less than a quarter lease.
+#[tokio::test]
+async fn a_renewal_is_written_at_each_quarter_lease() {
+    let (_d, store) = temp();
+    let ipam = Ipam::new(store.clone(), &[pool("p", "10.0.0.0/29", &[], 60)], 0).unwrap();
+    let x = ipam.lease(&req("d1", 100)).await.unwrap().unwrap().addr;
+    let stored = || store.leases_in(x, x).next().unwrap().unwrap().expires;
+    assert_eq!(stored(), 160);
+    // Marks (15 s apart from 100): 160, 175, 190, ...
+    for (now, want) in [
+        (110, 160),
+        (114, 160),
+        (115, 175),
+        (120, 175),
+        (129, 175),
+        (131, 191),
+    ] {
+        ipam.lease(&req("d1", now)).await.unwrap().unwrap();
+        assert_eq!(stored(), want, "renewed at {now}");
+    }
 }
 
 /// `ravpnd_pool_addresses`, `ravpnd_pool_leased` and `ravpnd_sessions_active` follow grants,
@@ -421,7 +461,7 @@ async fn a_stop_for_the_session_a_renewal_replaced_keeps_the_address() {
     assert!(store.leases_in(x, x).next().is_some(), "still stored");
     // Another user's devices (the Start below binds the user's newest unbound lease).
     let other = |device, now| LeaseRequest {
-        user: "v",
+        holder: named("v", device),
         ..req(device, now)
     };
     let y = ipam.lease(&other("d2", 4)).await.unwrap().unwrap().addr;
@@ -545,20 +585,25 @@ async fn reloaded_pools_follow_the_file_and_fail_whole() {
 async fn a_device_name_of_another_user_gets_its_own_lease() {
     let (_d, store) = temp();
     let ipam = Ipam::new(store, &[pool("p", "10.0.0.0/29", &[], 60)], 0).unwrap();
-    let hint = AddressHint::default();
-    let alice = LeaseRequest {
-        hint: Some(&hint),
-        renew_bound: true,
-        ..req("laptop", 0)
-    };
-    let x = ipam.lease(&alice).await.unwrap().unwrap().addr;
-    let bob = LeaseRequest {
-        user: "bob",
-        hint: Some(&hint),
-        renew_bound: true,
-        ..req("laptop", 1)
-    };
-    let b = ipam.lease(&bob).await.unwrap().unwrap();
+    let (alice, bob) = (entry("u", "laptop"), entry("bob", "laptop"));
+    let x = ipam
+        .lease(&LeaseRequest {
+            holder: Holder::Entry(&alice, 0),
+            ..req("laptop", 0)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .addr;
+    // Bob's entry has no hint yet (a new entry's is empty); by name, alice's lease is not his.
+    let b = ipam
+        .lease(&LeaseRequest {
+            holder: Holder::Entry(&bob, 0),
+            ..req("laptop", 1)
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert!(b.new && b.addr != x, "{b:?}");
     let held: Vec<_> = ipam
         .sessions()
@@ -1064,17 +1109,17 @@ async fn after_a_restart_a_device_finds_its_address_in_the_store() {
     drop(ipam);
 
     let again = Ipam::new(store, &pools, 70).unwrap();
-    let hint = AddressHint::default();
+    let e1 = entry("u", "d1");
     let renewed = again
         .lease(&LeaseRequest {
-            hint: Some(&hint),
+            holder: Holder::Entry(&e1, 0),
             ..req("d1", 70)
         })
         .await
         .unwrap()
         .unwrap();
     assert_eq!((renewed.addr, renewed.new), (d1, false));
-    assert_eq!(hint.get(), Some(d1));
+    assert_eq!(hint(&e1).map(|(a, _)| a), Some(d1));
     // d0's and d2's leases expired before the restart: both addresses are free, and d2 gets
     // its own back, not the lowest.
     let back = again.lease(&req("d2", 71)).await.unwrap().unwrap();

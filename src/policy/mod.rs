@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::auth::{AuthError, PasswordVerifier, Source};
 use crate::config::Config;
-use crate::ipam::{Allocation, Ipam, IpamError, LeaseRequest};
+use crate::ipam::{Allocation, Holder, Ipam, IpamError, LeaseRequest};
 use crate::metrics::METRICS;
 use crate::notify::{Notifier, RegistrationFailure};
 use crate::radius::nas::Nas;
@@ -180,11 +180,9 @@ impl Policy {
         };
         let lease = LeaseRequest {
             pool: req.nas.pool.as_deref(),
-            user: user.name(),
-            device: device.name(),
+            holder: Holder::Entry(&user, i),
             nas: &req.nas.name,
             now: req.now,
-            hint: Some(device.address()),
             renew_bound: req.nas.kind != crate::config::GatewayKind::Ocserv,
         };
         let address = match self.ipam.lease(&lease).await {

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::num::{NonZeroU32, NonZeroU8};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use triomphe::ThinArc;
 
@@ -76,13 +76,13 @@ impl From<Vec<DeviceSlot>> for Slots {
 /// after the user's name and the texts of the devices before it.
 #[derive(Debug, PartialEq, Eq)]
 struct DeviceSlot {
+    address: AddressHint,
     name_len: u16,
     /// Bytes kept: half the characters for a serial packed from hex.
     serial_len: u16,
-    serial_hex: bool,
     mac_len: u16,
-    flags: DeviceFlags,
-    address: AddressHint,
+    serial_hex: bool,
+    flags: PackedFlags,
 }
 
 impl DeviceSlot {
@@ -99,6 +99,49 @@ pub struct DeviceFlags {
     pub enabled: bool,
     pub device_auth: bool,
     pub method: AuthMethod,
+}
+
+/// `DeviceFlags` in one byte, so that a slot holds its hint's address and grant in 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedFlags(u8);
+
+impl PackedFlags {
+    const ENABLED: u8 = 1 << 2;
+    const DEVICE_AUTH: u8 = 1 << 3;
+    const BY_MAC: u8 = 1 << 4;
+
+    fn pack(f: DeviceFlags) -> Self {
+        let kind = match f.device_type {
+            DeviceType::Windows => 0,
+            DeviceType::Mac => 1,
+            DeviceType::Ios => 2,
+            DeviceType::Android => 3,
+        };
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        Self(
+            kind | bit(f.enabled, Self::ENABLED)
+                | bit(f.device_auth, Self::DEVICE_AUTH)
+                | bit(f.method == AuthMethod::Mac, Self::BY_MAC),
+        )
+    }
+
+    fn unpack(self) -> DeviceFlags {
+        DeviceFlags {
+            device_type: match self.0 & 3 {
+                0 => DeviceType::Windows,
+                1 => DeviceType::Mac,
+                2 => DeviceType::Ios,
+                _ => DeviceType::Android,
+            },
+            enabled: self.0 & Self::ENABLED != 0,
+            device_auth: self.0 & Self::DEVICE_AUTH != 0,
+            method: if self.0 & Self::BY_MAC != 0 {
+                AuthMethod::Mac
+            } else {
+                AuthMethod::Serial
+            },
+        }
+    }
 }
 
 /// The first 128 bits of SHA-256 over a PHC-format hash: which hash an entry was built from,
@@ -192,23 +235,27 @@ impl PartialEq for VerifiedCredential {
 
 impl Eq for VerifiedCredential {}
 
-/// The address a device last leased, kept in its entry so that a renewal finds its lease
-/// without a lookup in the pools' device-to-address map (a large table at 100,000 devices).
-/// Only a hint: the pool checks the lease at that address is this device's; 0 = none. It
-/// starts empty whenever the entry is built again, and equality ignores it.
+/// The address a device last leased and that grant's number (the pools number every grant), kept in its
+/// entry so that a renewal finds its lease without a lookup in the pools' device index (a
+/// large table at 100,000 devices) and knows it for its own without reading its names. Only
+/// a hint: the pool takes the lease at that address only if it carries that grant (or, for
+/// a hint without one, names this user and device); 0 = none. It starts empty whenever the
+/// entry is built again, and equality ignores it. One word, so that the two are read as set.
 #[derive(Debug, Default)]
-pub struct AddressHint(AtomicU32);
+pub struct AddressHint(AtomicU64);
 
 impl AddressHint {
-    pub fn get(&self) -> Option<Ipv4Addr> {
+    /// The address and the grant's number.
+    pub fn get(&self) -> Option<(Ipv4Addr, u32)> {
         match self.0.load(Ordering::Relaxed) {
             0 => None,
-            a => Some(Ipv4Addr::from(a)),
+            v => Some((Ipv4Addr::from(v as u32), (v >> 32) as u32)),
         }
     }
 
-    pub fn set(&self, addr: Ipv4Addr) {
-        self.0.store(u32::from(addr), Ordering::Relaxed);
+    pub fn set(&self, addr: Ipv4Addr, grant: u32) {
+        let v = u64::from(u32::from(addr)) | u64::from(grant) << 32;
+        self.0.store(v, Ordering::Relaxed);
     }
 }
 
@@ -295,9 +342,20 @@ pub struct Device<'a> {
     slot: &'a DeviceSlot,
     texts: &'a [u8],
     at: usize,
+    flags: DeviceFlags,
 }
 
 impl<'a> Device<'a> {
+    fn new(slot: &'a DeviceSlot, texts: &'a [u8], at: usize) -> Self {
+        let flags = slot.flags.unpack();
+        Self {
+            slot,
+            texts,
+            at,
+            flags,
+        }
+    }
+
     /// `len` bytes of the device's texts (its name, serial, then MAC) after the first `skip`.
     fn part(&self, skip: usize, len: u16) -> &'a [u8] {
         let at = self.at + skip;
@@ -324,7 +382,7 @@ impl<'a> Device<'a> {
         (!mac.is_empty()).then_some(mac)
     }
 
-    /// The address the device last leased (a hint, see `AddressHint`).
+    /// The address the device last leased, and its grant (a hint, see `AddressHint`).
     pub fn address(&self) -> &'a AddressHint {
         &self.slot.address
     }
@@ -334,7 +392,7 @@ impl std::ops::Deref for Device<'_> {
     type Target = DeviceFlags;
 
     fn deref(&self) -> &DeviceFlags {
-        &self.slot.flags
+        &self.flags
     }
 }
 
@@ -344,7 +402,7 @@ impl fmt::Debug for Device<'_> {
             .field("name", &self.name())
             .field("serial", &self.serial())
             .field("mac", &self.mac())
-            .field("flags", &self.slot.flags)
+            .field("flags", &self.flags)
             .finish()
     }
 }
@@ -455,12 +513,12 @@ impl Access {
                     serial_len: len(kept),
                     serial_hex: packed.is_some(),
                     mac_len: len(mac.as_bytes()),
-                    flags: DeviceFlags {
+                    flags: PackedFlags::pack(DeviceFlags {
                         device_type: d.device_type,
                         enabled: d.enabled,
                         device_auth: d.device_auth,
                         method: d.method,
-                    },
+                    }),
                     address: AddressHint::default(),
                 }
             })
@@ -510,7 +568,7 @@ impl Access {
         let texts = &self.0.slice;
         let mut at = self.name_len();
         self.slots().iter().map(move |slot| {
-            let device = Device { slot, texts, at };
+            let device = Device::new(slot, texts, at);
             at += slot.texts_len();
             device
         })
@@ -520,11 +578,7 @@ impl Access {
     pub fn device(&self, i: usize) -> Device<'_> {
         let slots = self.slots();
         let before: usize = slots[..i].iter().map(DeviceSlot::texts_len).sum();
-        Device {
-            slot: &slots[i],
-            texts: &self.0.slice,
-            at: self.name_len() + before,
-        }
+        Device::new(&slots[i], &self.0.slice, self.name_len() + before)
     }
 }
 
@@ -683,7 +737,7 @@ mod tests {
     fn entries_compare_by_what_they_hold() {
         let dev = |serial| AccessDevice::new("d", DeviceType::Windows, Some(serial), None).unwrap();
         let a = Access::with_devices("u", Some("$h"), [dev("AB")]);
-        a.device(0).address().set(Ipv4Addr::new(10, 0, 0, 1));
+        a.device(0).address().set(Ipv4Addr::new(10, 0, 0, 1), 7);
         assert_eq!(a, Access::with_devices("u", Some("$h"), [dev("AB")]));
         assert_ne!(a, Access::with_devices("u", Some("$h"), [dev("AC")]));
         assert_ne!(a, Access::with_devices("u", Some("$i"), [dev("AB")]));
@@ -691,6 +745,51 @@ mod tests {
         let mut disabled = dev("AB");
         disabled.enabled = false;
         assert_ne!(a, Access::with_devices("u", Some("$h"), [disabled]));
+    }
+
+    /// Every combination of a device's flags reads back from its one byte, and a hint
+    /// gives back its address and grant, the highest of each too.
+    #[test]
+    fn packed_flags_and_hints_read_back_as_set() {
+        let types = [
+            DeviceType::Windows,
+            DeviceType::Mac,
+            DeviceType::Ios,
+            DeviceType::Android,
+        ];
+        for device_type in types {
+            for (enabled, device_auth, by_mac) in
+                (0..8).map(|b| (b & 1 != 0, b & 2 != 0, b & 4 != 0))
+            {
+                let mut d = AccessDevice::new("d", device_type, Some("s"), None).unwrap();
+                d.enabled = enabled;
+                d.device_auth = device_auth;
+                d.method = if by_mac {
+                    AuthMethod::Mac
+                } else {
+                    AuthMethod::Serial
+                };
+                let a = Access::with_devices("u", None, [d.clone()]);
+                let got = *a.device(0);
+                let want = DeviceFlags {
+                    device_type,
+                    enabled,
+                    device_auth,
+                    method: d.method,
+                };
+                assert_eq!(got, want);
+                assert_eq!(*a.devices().next().unwrap(), want);
+            }
+        }
+        let hint = AddressHint::default();
+        assert_eq!(hint.get(), None);
+        for (addr, grant) in [
+            (Ipv4Addr::new(10, 0, 0, 1), 0),
+            (Ipv4Addr::BROADCAST, u32::MAX),
+        ] {
+            hint.set(addr, grant);
+            assert_eq!(hint.get(), Some((addr, grant)));
+        }
     }
 
     /// A credential kept at any second of the verifier's clock reads back as it was set,
