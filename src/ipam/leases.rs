@@ -8,7 +8,8 @@
 //!
 //! Sized for 100,000 sessions: a lease is a 40-byte slot holding its own address (its names
 //! in one allocation, times in 32-bit seconds, its grant's number, the NAS as a number, the
-//! states one byte of flags; a map from address to a 40-byte lease took 48), and the indexes hold addresses
+//! states one byte of flags; a map from address to a 40-byte lease took 48), and the
+//! indexes hold addresses
 //! alone, hashed by the device, session id or user they are found by, compared against the
 //! lease itself (with boxed-string keys the two by session and user held 5 MiB at 100,000
 //! leases; now 0.6).
@@ -56,6 +57,9 @@ const PENDING: u8 = 2;
 /// The device was accepted again on this lease (an Access-Request renewal) since a session
 /// was last bound to it: a Stop for that session does not end the lease.
 const RENEWED: u8 = 4;
+/// A write of this lease failed (an accounting update's): the store holds an older state, and
+/// the next renewal writes it.
+const UNSTORED: u8 = 8;
 
 /// A time as a lease keeps it.
 fn secs(t: u64) -> u32 {
@@ -93,7 +97,7 @@ impl Grant {
         self == other && self != Self::NONE && self != Self::SHARED
     }
 
-    pub fn from_bits(bits: u32) -> Self {
+    pub(super) fn from_bits(bits: u32) -> Self {
         Grant(bits)
     }
 
@@ -197,6 +201,16 @@ impl Lease {
         }
         self.set_flag(RENEWED, true);
         true
+    }
+
+    /// Whether the store holds an older state of this lease than memory (a write failed).
+    pub fn unstored(&self) -> bool {
+        self.flag(UNSTORED)
+    }
+
+    /// Records whether the last write of this lease failed.
+    pub fn set_unstored(&mut self, unstored: bool) {
+        self.set_flag(UNSTORED, unstored);
     }
 
     /// Undoes `mark_renewed` (its write failed: the next renewal marks and writes again).
@@ -742,8 +756,6 @@ mod tests {
         assert!(t.by_addr.is_empty() && t.by_session.len() == 0 && t.unbound.len() == 0);
     }
 
-    /// What 100,000 sessions cost: a slot of the address table is a lease, its address
-    /// included (a map from address to lease took 48 bytes a slot).
     /// Numbers are taken in turn up to the last but one; then every lease shares the last,
     /// which, like none, names no lease.
     #[test]
@@ -776,6 +788,8 @@ mod tests {
         );
     }
 
+    /// What 100,000 sessions cost: a slot of the address table is a lease, its address
+    /// included (a map from address to lease took 48 bytes a slot).
     #[test]
     fn a_lease_stays_compact() {
         fn slot<T>(_: &HashTable<T>) -> usize {

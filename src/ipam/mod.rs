@@ -331,6 +331,22 @@ impl<'a> Holder<'a> {
     }
 }
 
+/// Writes an accounting update's change of a lease; if that fails, the lease is marked as
+/// not stored, so that its next renewal writes it (its expiry alone would not tell).
+fn write_or_mark(
+    store: &Store,
+    st: &mut PoolState,
+    record: &LeaseRecord,
+) -> Result<(), StoreError> {
+    let written = store.write_lease(record);
+    if written.is_err() {
+        if let Some(l) = st.leases.get_mut(record.addr) {
+            l.set_unstored(true);
+        }
+    }
+    written
+}
+
 /// What an Accounting-Request says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcctStatus {
@@ -601,20 +617,23 @@ impl Ipam {
             // from the grant): the stored expiry, written at the last mark passed or later,
             // lags by less than a quarter lease, and in steady state a reconnecting device
             // costs no store write at all. A lease that moved to this NAS is written too.
+            // Signed: a clock stepped back may have set an expiry before the grant.
             let quarter = {
-                let (from, slack) = (
-                    u64::from(lease.granted()),
-                    (pool.config.lease_time.as_secs() / 4).max(1),
-                );
-                move |t: u64| t.saturating_sub(from) / slack
+                let from = i64::from(lease.granted());
+                let slack = i64::try_from(pool.config.lease_time.as_secs() / 4).unwrap_or(i64::MAX);
+                move |t: u64| (t as i64 - from).div_euclid(slack.max(1))
             };
+            // And a lease an accounting update could not write is written now.
+            let unstored = lease.unstored();
             let write = marked
                 || moved_from.is_some()
+                || unstored
                 || (!new && quarter(lease.expires()) > quarter(expires_before));
+            lease.set_unstored(false);
             // `held_by` made `req.nas` the lease's NAS. Written under the lock, so the store
             // sees this pool's changes in their order (a sweep's or Stop's delete of an
             // earlier lease here cannot land after it).
-            let pending = lease.pending();
+            let (pending, grant) = (lease.pending(), lease.grant());
             if new || write {
                 let record = lease.record(addr, &pool.config.name, req.nas);
                 let written = if new {
@@ -634,6 +653,7 @@ impl Ipam {
                         }
                         if let Some(l) = st.leases.get_mut(addr) {
                             l.set_expires(expires_before);
+                            l.set_unstored(unstored);
                             if marked {
                                 l.clear_renewed();
                             }
@@ -645,7 +665,6 @@ impl Ipam {
             if new {
                 pool.publish(&st);
             }
-            let grant = st.leases.get(addr).expect("held above").grant();
             break (addr, new, pending, grant);
         };
         if hinted != Some((addr, grant.bits())) {
@@ -757,7 +776,7 @@ impl Ipam {
                         let lease = st.leases.get(addr).expect("found above");
                         let record = lease.record(addr, &pool.config.name, st.leases.nas_of(lease));
                         pool.publish(&st);
-                        Some((self.store.write_lease(&record), false))
+                        Some((write_or_mark(&self.store, &mut st, &record), false))
                     }
                     AcctStatus::Stop => {
                         let lease = st.leases.get(addr).expect("found above");
@@ -775,7 +794,7 @@ impl Ipam {
                                 let record =
                                     lease.record(addr, &pool.config.name, st.leases.nas_of(lease));
                                 pool.publish(&st);
-                                (self.store.write_lease(&record), false)
+                                (write_or_mark(&self.store, &mut st, &record), false)
                             })
                         } else {
                             st.leases.remove(addr).expect("present");

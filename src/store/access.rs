@@ -121,7 +121,10 @@ impl PackedFlags {
         Self(
             kind | bit(f.enabled, Self::ENABLED)
                 | bit(f.device_auth, Self::DEVICE_AUTH)
-                | bit(f.method == AuthMethod::Mac, Self::BY_MAC),
+                | match f.method {
+                    AuthMethod::Serial => 0,
+                    AuthMethod::Mac => Self::BY_MAC,
+                },
         )
     }
 
@@ -235,12 +238,13 @@ impl PartialEq for VerifiedCredential {
 
 impl Eq for VerifiedCredential {}
 
-/// The address a device last leased and that grant's number (the pools number every grant), kept in its
-/// entry so that a renewal finds its lease without a lookup in the pools' device index (a
-/// large table at 100,000 devices) and knows it for its own without reading its names. Only
-/// a hint: the pool takes the lease at that address only if it carries that grant (or, for
-/// a hint without one, names this user and device); 0 = none. It starts empty whenever the
-/// entry is built again, and equality ignores it. One word, so that the two are read as set.
+/// The address a device last leased and that grant's number (the pools number every grant),
+/// kept in its entry so that a renewal finds its lease without a lookup in the pools' device
+/// index (a large table at 100,000 devices) and knows it for its own without reading its
+/// names. Only a hint: the pool takes the lease at that address if it carries that grant, or
+/// names this user and device; 0 = none. It starts empty whenever the entry is built again,
+/// and equality ignores it. One word, so that the two are read as they were set. Set only by
+/// the pools, for this entry's device (what lets a grant stand for the names).
 #[derive(Debug, Default)]
 pub struct AddressHint(AtomicU64);
 
@@ -253,7 +257,7 @@ impl AddressHint {
         }
     }
 
-    pub fn set(&self, addr: Ipv4Addr, grant: u32) {
+    pub(crate) fn set(&self, addr: Ipv4Addr, grant: u32) {
         let v = u64::from(u32::from(addr)) | u64::from(grant) << 32;
         self.0.store(v, Ordering::Relaxed);
     }
@@ -346,6 +350,7 @@ pub struct Device<'a> {
 }
 
 impl<'a> Device<'a> {
+    /// The view of `slot`, its flags unpacked once (they are read through `Deref`).
     fn new(slot: &'a DeviceSlot, texts: &'a [u8], at: usize) -> Self {
         let flags = slot.flags.unpack();
         Self {

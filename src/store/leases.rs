@@ -78,12 +78,26 @@ impl Store {
     /// Synchronous, so a pool can write under its lock: the store then changes in the order
     /// the pool's memory does.
     pub fn write_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
+        self.failing_lease_writes()?;
         let r = (&self.leases, &self.sticky).transaction(|(tl, ts)| {
             tl.insert(&lease.addr.octets(), encode(lease))?;
             ts.insert(lease.device.as_bytes(), &lease.addr.octets())?;
             Ok(())
         });
         unwrap_tx(r)
+    }
+
+    /// Tests: lease writes fail while `fail_lease_writes` is set, as on a disk that filled up.
+    fn failing_lease_writes(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self
+            .fail_lease_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "test: disk full");
+            return Err(StoreError::Sled(sled::Error::Io(full)));
+        }
+        Ok(())
     }
 
     /// Stores `bytes` as the record of `addr`, as a damaged store might hold it.
@@ -95,14 +109,7 @@ impl Store {
     /// Rewrites a renewed lease's record (expiry) without waiting for durability: one sled
     /// insert, no transaction, since the sticky address is unchanged.
     pub fn refresh_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
-        #[cfg(test)]
-        if self
-            .fail_refreshes
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "test: disk full");
-            return Err(StoreError::Sled(sled::Error::Io(full)));
-        }
+        self.failing_lease_writes()?;
         self.leases.insert(lease.addr.octets(), encode(lease))?;
         Ok(())
     }

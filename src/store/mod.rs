@@ -91,9 +91,9 @@ pub struct Store {
     /// The first flush failure, kept: see `failure`.
     failed: Arc<parking_lot::Mutex<Option<String>>>,
     cache: Arc<Caches>,
-    /// Tests: lease refreshes fail, as on a disk that filled up.
+    /// Tests: lease writes and refreshes fail, as on a disk that filled up.
     #[cfg(test)]
-    pub(crate) fail_refreshes: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) fail_lease_writes: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Decoded entries for the request path (see `cache` and `access`); every write to `users` or
@@ -179,7 +179,7 @@ impl Store {
             commit: Arc::default(),
             failed: Arc::default(),
             #[cfg(test)]
-            fail_refreshes: Arc::default(),
+            fail_lease_writes: Arc::default(),
             cache: Arc::new(Caches {
                 access: cache::RecordCache::new(cache_records),
             }),
