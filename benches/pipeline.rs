@@ -4,143 +4,30 @@
 //! the socket). Built the way `server::run` builds them, from a TOML configuration.
 
 mod common;
+#[path = "common/fixture.rs"]
+mod fixture;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
-use ravpnd::auth::local::{hash_password, LocalVerifier};
-use ravpnd::auth::Source;
-use ravpnd::config::Config;
+use ravpnd::auth::local::hash_password;
 use ravpnd::ipam::{AcctStatus, Ipam, PoolConfig};
-use ravpnd::notify::Notifier;
-use ravpnd::policy::{AccessRequest, Decision, Policy, Settings};
+use ravpnd::policy::{AccessRequest, Decision};
 use ravpnd::radius::dict;
-use ravpnd::radius::listener::{Handler, Live, Port};
-use ravpnd::radius::nas::{Nas, NasTable};
+use ravpnd::radius::listener::Port;
 use ravpnd::radius::packet::{Attributes, Frame};
 use ravpnd::reply::{Original, ReplyContext};
-use ravpnd::store::{AuthMethod, DeviceRecord, DeviceType, LeaseRecord, Store, UserRecord};
+use ravpnd::store::{LeaseRecord, Store};
+
+use fixture::{nas, unix_now, Fixture};
 
 const USER: &str = "user0";
-const DEVICE: &str = "dev0";
 
-struct Fixture {
-    rt: tokio::runtime::Runtime,
-    // Kept alive for the store's lifetime.
-    _dir: tempfile::TempDir,
-    config: Config,
-    store: Store,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The daemon's configuration for these benches: a pool, DNS, one ASA client.
-fn config(dir: &Path) -> Config {
-    let path = dir.join("ravpnd.toml");
-    let toml = format!(
-        r#"
-[radius]
-auth_addr = "127.0.0.1:0"
-acct_addr = "127.0.0.1:0"
-
-[store]
-path = "{store}"
-
-[auth]
-source = "local"
-
-[registration]
-auto_register = true
-notify_on_failure = false
-
-[[pools]]
-name = "bench"
-network = "10.8.0.0/16"
-
-[dns]
-primary = "10.0.0.53"
-secondary = "10.0.0.54"
-
-[[clients]]
-name = "bench"
-address = "127.0.0.1"
-secret = "{secret}"
-require_message_authenticator = true
-"#,
-        store = dir.join("data").display(),
-        secret = std::str::from_utf8(common::SECRET).unwrap(),
-    );
-    std::fs::write(&path, toml).unwrap();
-    Config::load_valid(&path).unwrap()
-}
-
-/// A temporary store holding `user0` (argon2id hash of the bench password) and `dev0`
-/// (Windows, serial = user 0's device UID, assigned to `user0`).
+/// A store holding `user0` (argon2id hash of the bench password, the daemon's parameters)
+/// and `dev0` (Windows, serial = user 0's device UID, assigned to `user0`).
 fn fixture() -> Fixture {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    let store = Store::open(&config.store.path).unwrap();
-    let user = UserRecord::new(USER, Some(hash_password(common::PASSWORD).unwrap()));
-    let device = DeviceRecord {
-        name: DEVICE.into(),
-        device_type: DeviceType::Windows,
-        enabled: true,
-        device_auth: true,
-        method: AuthMethod::Serial,
-        serial: Some(common::serial_of(0)),
-        mac: None,
-        owner: Some(USER.into()),
-        registered_at: None,
-        created: 0,
-        updated: 0,
-    };
-    rt.block_on(store.import(&[user], &[device], 2)).unwrap();
-    Fixture {
-        rt,
-        _dir: dir,
-        config,
-        store,
-    }
-}
-
-impl Fixture {
-    fn policy(&self) -> Policy {
-        let ipam = Ipam::new(self.store.clone(), &self.config.pools, unix_now()).unwrap();
-        Policy::new(
-            self.store.clone(),
-            Source::Local(Arc::new(LocalVerifier::new(
-                &self.config.auth.local,
-                self.store.clone(),
-            ))),
-            Arc::new(ipam),
-            Notifier::disabled(),
-        )
-    }
-
-    fn live(&self) -> Live {
-        Live {
-            nas: NasTable::new(&self.config.clients),
-            settings: Settings::from_config(&self.config),
-        }
-    }
-}
-
-fn nas(live: &Live) -> Arc<Nas> {
-    live.nas
-        .lookup([127, 0, 0, 1].into())
-        .cloned()
-        .expect("the bench client")
+    Fixture::new(1, &hash_password(common::PASSWORD).unwrap())
 }
 
 fn authorize(c: &mut Criterion) {
@@ -194,12 +81,7 @@ fn handle_datagram(c: &mut Criterion) {
     let f = fixture();
     let live = f.live();
     let nas = nas(&live);
-    let handler = Handler::new(
-        f.live(),
-        f.policy(),
-        Duration::from_secs(5),
-        Duration::from_secs(10),
-    );
+    let handler = f.handler();
     let source: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let serial = common::serial_of(0);
     let mut n = 0u64;
