@@ -620,7 +620,8 @@ impl Ipam {
             // Signed: a clock stepped back may have set an expiry before the grant.
             let quarter = {
                 let from = i64::from(lease.granted());
-                let slack = i64::try_from(pool.config.lease_time.as_secs() / 4).unwrap_or(i64::MAX);
+                let slack = pool.config.lease_time.as_secs() / 4;
+                let slack = i64::try_from(slack).unwrap_or(i64::MAX);
                 move |t: u64| (t as i64 - from).div_euclid(slack.max(1))
             };
             // And a lease an accounting update could not write is written now.
@@ -629,7 +630,9 @@ impl Ipam {
                 || moved_from.is_some()
                 || unstored
                 || (!new && quarter(lease.expires()) > quarter(expires_before));
-            lease.set_unstored(false);
+            if unstored {
+                lease.set_unstored(false); // only then: a renewal leaves the line unwritten
+            }
             // `held_by` made `req.nas` the lease's NAS. Written under the lock, so the store
             // sees this pool's changes in their order (a sweep's or Stop's delete of an
             // earlier lease here cannot land after it).
