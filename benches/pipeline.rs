@@ -3,6 +3,9 @@
 //! renewal), and `Handler::handle_datagram` on a raw datagram (the whole request path minus
 //! the socket). Built the way `server::run` builds them, from a TOML configuration.
 
+// The daemon's allocator and options: what the request path costs depends on them.
+#[path = "../src/allocator.rs"]
+mod allocator;
 mod common;
 #[path = "common/fixture.rs"]
 mod fixture;

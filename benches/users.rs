@@ -2,12 +2,16 @@
 //! 100,000 vs 1,000 users"): `Handler::handle_datagram` (the whole request path minus the
 //! socket) for Access-Requests of users taken in turn from the first 1,000 or from all
 //! 100,000 of one store, every user with a device, a cached credential and a lease to renew.
-//! In process, on one thread, without the load driver: what differs is how much of the users'
-//! entries and leases the caches hold. Blocks of each alternate (the host's drift falls on
+//! In process, on one thread, on the daemon's allocator, without the load driver: what differs
+//! is how much of the users' entries and leases the caches hold (and, 100 times as many
+//! requests per user at 1,000, how many renewals move a lease's expiry: once a second each). Blocks of each alternate (the host's drift falls on
 //! both alike), timed in the thread's CPU time; the figure is the median of the rounds' ratios.
 //!
 //!   cargo bench --bench users            # ROUNDS=20 (blocks of 20,000 requests each)
 
+// The daemon's allocator and options: what the request path costs depends on them.
+#[path = "../src/allocator.rs"]
+mod allocator;
 mod common;
 #[path = "common/fixture.rs"]
 mod fixture;
