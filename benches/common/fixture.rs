@@ -1,7 +1,6 @@
 //! The daemon's request path for the benches that run it in process (`pipeline`, `users`),
 //! built the way `server::run` builds it, from a TOML configuration: local users with an
 //! assigned, registered Windows device each, an address pool and DNS.
-#![allow(dead_code)] // each bench uses its part
 
 use std::path::Path;
 use std::sync::Arc;
@@ -130,6 +129,7 @@ impl Fixture {
 
     /// Gives every user a lease (addresses from 10.8.0.1 on, an hour from now), written
     /// straight to the store as a restarted daemon finds them: `policy` restores them.
+    #[allow(dead_code)] // the users bench's; pipeline leases through its requests
     pub fn lease_all(&self, users: u32) {
         let now = unix_now();
         let first = u32::from(std::net::Ipv4Addr::new(10, 8, 0, 1));
