@@ -21,6 +21,7 @@ pub mod ipam;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+mod prefetch;
 pub mod profiles;
 pub mod radius;
 pub mod reply;

@@ -260,6 +260,13 @@ impl ByAddr {
         self.0.find(Self::hash(*addr), |l| l.addr == *addr)
     }
 
+    /// Asks the CPU for the lease of `addr` without waiting for it (or comparing addresses).
+    fn prefetch(&self, addr: Ipv4Addr) {
+        self.0
+            .iter_hash(Self::hash(addr))
+            .for_each(crate::prefetch::value);
+    }
+
     fn get_mut(&mut self, addr: &Ipv4Addr) -> Option<&mut Lease> {
         self.0.find_mut(Self::hash(*addr), |l| l.addr == *addr)
     }
@@ -310,6 +317,11 @@ pub(super) struct Leases {
 impl Leases {
     pub fn get(&self, addr: Ipv4Addr) -> Option<&Lease> {
         self.by_addr.get(&addr)
+    }
+
+    /// Starts loading the lease of `addr` into the CPU's cache.
+    pub fn prefetch(&self, addr: Ipv4Addr) {
+        self.by_addr.prefetch(addr);
     }
 
     /// The lease of `addr`, to change its expiry or state (its user and session only

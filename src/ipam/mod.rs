@@ -504,6 +504,17 @@ impl Ipam {
         }
     }
 
+    /// Starts loading into the CPU's cache the leases that `user`'s devices' hints name, for
+    /// `lease` to find soon (the password and device checks run meanwhile).
+    pub fn prefetch_leases(&self, user: &Access) {
+        let pools = self.pools.read();
+        for (addr, _) in user.devices().filter_map(|d| d.address().get()) {
+            if let Some(pool) = pools.iter().find(|p| p.config.network.contains(&addr)) {
+                pool.state.lock().leases.prefetch(addr);
+            }
+        }
+    }
+
     /// Leases an address for a session: the device's own live lease, else its previous
     /// address if free, else the lowest free one. `Ok(None)` when no pools are configured.
     pub async fn lease(&self, req: &LeaseRequest<'_>) -> Result<Option<Allocation>, IpamError> {

@@ -186,6 +186,12 @@ impl Handler {
                 }
             }
         } else {
+            if code == dict::code::ACCESS_REQUEST {
+                // Before the MD5 rounds below: the user's entry is on its way meanwhile.
+                if let Some(name) = Attributes::first(frame.bytes, dict::USER_NAME) {
+                    self.policy.prefetch_user(name);
+                }
+            }
             match frame.message_authenticator {
                 Some(off)
                     if !crypto::verify_request_message_authenticator(frame.bytes, off, secret) =>

@@ -540,6 +540,12 @@ impl Access {
         &self.0.header.header
     }
 
+    /// Asks the CPU for the entry's first 128 bytes (a typical entry's all: its header, the
+    /// user's name and a device's texts) without waiting for them.
+    fn prefetch(&self) {
+        crate::prefetch::bytes(self.0.heap_ptr().cast(), 128);
+    }
+
     /// The slots of the user's devices.
     fn slots(&self) -> &[DeviceSlot] {
         self.header().devices.as_slice()
@@ -608,6 +614,14 @@ impl fmt::Debug for Access {
 }
 
 impl Store {
+    /// Starts loading the entry of `name` into the CPU's cache, if one is kept, without
+    /// waiting for it or comparing names: the request path calls it before checking a request's
+    /// Message-Authenticator, whose MD5 rounds then hide the wait the lookup after it would
+    /// have had (among 100,000 users the entries are rarely in cache).
+    pub fn prefetch_access(&self, name: &str) {
+        self.cache.access.for_candidates(name, Access::prefetch);
+    }
+
     /// The user `name` as the store has them now: the cached entry dropped first (a write
     /// drops it only after it commits; a reader that found the record newer than its entry
     /// must not be handed that entry again).

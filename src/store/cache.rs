@@ -96,6 +96,14 @@ impl<V: Clone + Keyed> RecordCache<V> {
         Ok(v)
     }
 
+    /// Calls `f` on the values that may be `key`'s (those its hash's probe finds with the
+    /// same tag, usually one), without comparing keys: reading a key costs what the caller
+    /// wants to avoid, a cache miss.
+    pub(super) fn for_candidates(&self, key: &str, f: impl Fn(&V)) {
+        let hash = self.hash(key);
+        self.shard(hash).read().entries.iter_hash(hash).for_each(f);
+    }
+
     /// Keeps what a load started at `before` invalidations found, if still current.
     fn insert(&self, shard: &RwLock<Shard<V>>, hash: u64, before: u64, value: V) {
         if self.per_shard == 0 {
@@ -208,6 +216,30 @@ mod tests {
         // Without a write in between, it is kept.
         c.get_or_load("k", || Ok::<_, ()>(rec("k", 2))).unwrap();
         assert!(c.contains("k"));
+    }
+
+    #[test]
+    fn a_kept_key_is_among_its_candidates_and_few_others_are() {
+        let c: RecordCache<Rec> = RecordCache::new(10_000);
+        for i in 0..1000u32 {
+            c.get_or_load(&i.to_string(), || Ok::<_, ()>(rec(&i.to_string(), i)))
+                .unwrap();
+        }
+        let candidates = |key: &str| {
+            let found = std::cell::RefCell::new(Vec::new());
+            c.for_candidates(key, |r| found.borrow_mut().push(r.1));
+            found.into_inner()
+        };
+        let mut others = 0;
+        for i in 0..1000u32 {
+            let found = candidates(&i.to_string());
+            assert!(found.contains(&i), "{i}: {found:?}");
+            others += found.len() - 1;
+        }
+        // A candidate shares the key's 7-bit tag in the groups of 16 slots its probe reads:
+        // about one key in eight has another.
+        assert!(others < 250, "{others} other candidates");
+        assert!(candidates("absent").iter().all(|&v| v < 1000));
     }
 
     #[test]
