@@ -190,6 +190,36 @@ fn retransmitted_duplicate_gets_identical_response_and_is_processed_once() {
         d.metric("ravpnd_requests_total{outcome=\"accept\",reason=\"accepted\",type=\"access\"}"),
         2.0
     );
+
+    // The cache keeps what a response cannot be made again from and signs it again: a large
+    // answer (echoed Proxy-States, kept outside its entry) and an Accounting-Response (signed
+    // otherwise) come back the same bytes too.
+    let large = (0..4).fold(
+        Request::access(43)
+            .user(b"alice")
+            .password("pw-alice-1", SECRET),
+        |r, i| r.attr(33, &[i; 200]),
+    );
+    let acct = Request::accounting(44)
+        .attr(40, &3u32.to_be_bytes())
+        .attr(44, b"s1")
+        .user(b"alice")
+        .attr(33, b"state")
+        .with_message_authenticator();
+    for (req, to) in [(&large, d.auth_addr), (&acct, d.acct_addr)] {
+        let c = Client::new(to);
+        let bytes = req.build(SECRET);
+        c.send(&bytes);
+        let first = c.recv().expect("first answer");
+        c.send(&bytes);
+        assert_eq!(c.recv().expect("answer to the retransmission"), first);
+    }
+    assert_eq!(d.metric("ravpnd_duplicates_answered_total"), 3.0);
+    assert_eq!(d.metric("ravpnd_accounting_total{status=\"interim\"}"), 1.0);
+    assert_eq!(
+        d.metric("ravpnd_requests_total{outcome=\"accept\",reason=\"accepted\",type=\"access\"}"),
+        3.0
+    );
 }
 
 #[test]

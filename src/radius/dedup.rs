@@ -6,11 +6,13 @@
 //! by the ticket `begin` gave out instead of hashing the key again, and a response is kept in
 //! its entry (`Response`), not in an allocation of its own. The index maps a key's hash to its
 //! entry's sequence number only (8 bytes a slot; the key is read from the entry): a full cache
-//! under load held ~8 MiB of index as a map of key to sequence number, ~1 MiB so.
+//! under load held ~8 MiB of index as a map of key to sequence number, ~1 MiB so. An entry is
+//! 128 bytes (208 before its key was packed and the listener kept only what a response cannot
+//! be made again from, `reply::kept`): at full rate the cache is full, 8 MiB instead of 13.
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
@@ -34,6 +36,35 @@ pub struct Key {
     pub authenticator: [u8; 16],
 }
 
+/// A `Key` as an entry keeps it: 38 bytes instead of 52 (a `SocketAddr` is 32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PackedKey {
+    /// An IPv4 address as its IPv4-mapped IPv6 form, told apart by `v4`.
+    ip: [u8; 16],
+    port: u16,
+    v4: bool,
+    code: u8,
+    identifier: u8,
+    authenticator: [u8; 16],
+}
+
+impl From<Key> for PackedKey {
+    fn from(k: Key) -> Self {
+        let (ip, v4) = match k.source.ip() {
+            IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), true),
+            IpAddr::V6(a) => (a.octets(), false),
+        };
+        Self {
+            ip,
+            port: k.source.port(),
+            v4,
+            code: k.code,
+            identifier: k.identifier,
+            authenticator: k.authenticator,
+        }
+    }
+}
+
 /// What to do with a request after consulting the cache.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -41,7 +72,7 @@ pub enum Seen {
     New(Ticket),
     /// The original is still being processed; drop this copy.
     InProgress,
-    /// Answered already: send this again.
+    /// Answered already: what `complete` was given, to send again.
     Answered(Vec<u8>),
 }
 
@@ -62,18 +93,19 @@ enum State {
 
 struct Entry {
     at: Instant,
-    key: Key,
+    key: PackedKey,
     state: State,
     response: Response,
 }
 
-/// A response as its entry keeps it: inline up to 128 bytes (ravpnd's Rejects and its Accepts
-/// without a proxy push are 50–100; a larger one has an allocation of its own, made per
-/// request), so that the entries' one allocation holds them. Kept each in a small allocation
-/// of its own, the ~40,000 answers of a 5 s window in a burst of first connections were spread
-/// over the allocator's blocks among the few long-lived allocations made meanwhile, which
-/// kept ~4 MiB of those blocks in use after the burst (docs/PERFORMANCE.md, "Three more cuts").
-type Response = SmallVec<[u8; 128]>;
+/// A response as its entry keeps it: inline up to 64 bytes (what the listener keeps of
+/// ravpnd's Rejects and of its Accepts without a proxy push is 12–60 bytes; a larger one has
+/// an allocation of its own, made per request), so that the entries' one allocation holds
+/// them. Kept each in a small allocation of its own, the ~40,000 answers of a 5 s window in a
+/// burst of first connections were spread over the allocator's blocks among the few long-lived
+/// allocations made meanwhile, which kept ~4 MiB of those blocks in use after the burst
+/// (docs/PERFORMANCE.md, "Three more cuts").
+type Response = SmallVec<[u8; 64]>;
 
 /// Fx: keys come only from known clients, so a fast non-keyed hash is safe.
 const HASHER: FxBuildHasher = FxBuildHasher;
@@ -109,7 +141,7 @@ impl Shard {
     }
 
     /// The sequence number `key` maps to.
-    fn mapped(&self, key: &Key) -> Option<u64> {
+    fn mapped(&self, key: &PackedKey) -> Option<u64> {
         let (entries, first) = (&self.entries, self.first);
         self.seqs
             .find(HASHER.hash_one(key), |&seq| {
@@ -119,13 +151,13 @@ impl Shard {
     }
 
     /// Maps `key` to `seq` (whose entry is already in `entries`).
-    fn map(&mut self, key: &Key, seq: u64) {
+    fn map(&mut self, key: &PackedKey, seq: u64) {
         self.seqs
             .insert_unique(HASHER.hash_one(key), seq, rehash(&self.entries, self.first));
     }
 
     /// Removes the mapping of `key` if it is to `seq` (a newer entry may hold the key now).
-    fn unmap(&mut self, key: &Key, seq: u64) {
+    fn unmap(&mut self, key: &PackedKey, seq: u64) {
         if let Ok(slot) = self.seqs.find_entry(HASHER.hash_one(key), |&s| s == seq) {
             slot.remove();
         }
@@ -206,6 +238,7 @@ impl DedupCache {
     }
 
     pub fn begin(&self, key: Key, now: Instant) -> Seen {
+        let key = PackedKey::from(key);
         let shard = (HASHER.hash_one(key) >> 32) as usize % SHARDS;
         let mut s = self.shards[shard].lock();
         // Expire by age, then by size (room for one more): memory stays bounded under any load.
@@ -228,13 +261,16 @@ impl DedupCache {
         Seen::New(Ticket { shard, seq })
     }
 
-    /// Keeps the response for retransmissions (unless the entry was evicted meanwhile), for a
-    /// window from `now`: a slow request's retransmissions keep coming after it is answered.
-    pub fn complete(&self, ticket: Ticket, response: &[u8], now: Instant) {
+    /// Keeps the response (the concatenation of `parts`) for retransmissions (unless the entry
+    /// was evicted meanwhile), for a window from `now`: a slow request's retransmissions keep
+    /// coming after it is answered.
+    pub fn complete(&self, ticket: Ticket, parts: &[impl AsRef<[u8]>], now: Instant) {
         let mut s = self.shards[ticket.shard].lock();
         if let Some(e) = s.get_mut(ticket.seq) {
             if e.state == State::InProgress {
-                e.response.extend_from_slice(response);
+                for part in parts {
+                    e.response.extend_from_slice(part.as_ref());
+                }
                 e.state = State::Done;
                 e.at = now;
             }
@@ -271,7 +307,7 @@ impl DedupCache {
         self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 
-    /// Bytes allocated for the entries and the index (responses over 128 bytes aside).
+    /// Bytes allocated for the entries and the index (responses over 64 bytes aside).
     #[cfg(test)]
     fn allocated(&self) -> usize {
         self.shards
@@ -321,7 +357,7 @@ mod tests {
         let t0 = Instant::now();
         let t = ticket(c.begin(key(1), t0));
         assert_eq!(c.begin(key(1), t0), Seen::InProgress);
-        c.complete(t, b"resp", t0);
+        c.complete(t, &[b"resp"], t0);
         assert_eq!(
             c.begin(key(1), t0 + Duration::from_secs(4)),
             Seen::Answered(b"resp".to_vec())
@@ -332,22 +368,65 @@ mod tests {
         ));
     }
 
-    /// A response of up to 128 bytes lives in its entry; a larger one in an allocation of its
-    /// own. Both come back whole to a retransmission.
+    /// A response of up to 64 bytes lives in its entry; a larger one in an allocation of its
+    /// own. Both come back whole to a retransmission, made of the parts given.
     #[test]
-    fn responses_are_kept_in_their_entries_up_to_128_bytes() {
+    fn responses_are_kept_in_their_entries_up_to_64_bytes() {
+        assert_eq!(
+            std::mem::size_of::<Entry>(),
+            128,
+            "two cache lines an entry"
+        );
         let c = DedupCache::new(Duration::from_secs(5), 100);
         let t0 = Instant::now();
-        let small: Vec<u8> = (0..128).collect();
+        let small: Vec<u8> = (0..64).collect();
         let large: Vec<u8> = (0..=255).cycle().take(4096).collect();
         for (id, response) in [(1, &small), (2, &large)] {
             let t = ticket(c.begin(key(id), t0));
-            c.complete(t, response, t0);
+            c.complete(t, &[&response[..1], &response[1..]], t0);
             assert_eq!(c.begin(key(id), t0), Seen::Answered(response.clone()));
             let s = c.shards[t.shard].lock();
             let spilled = s.entries[(t.seq - s.first) as usize].response.spilled();
-            assert_eq!(spilled, response.len() > 128, "{} bytes", response.len());
+            assert_eq!(spilled, response.len() > 64, "{} bytes", response.len());
         }
+    }
+
+    /// The packed key tells every field apart, an IPv4 source from its IPv4-mapped IPv6 form
+    /// included.
+    #[test]
+    fn keys_differing_in_any_field_are_different_requests() {
+        let c = DedupCache::new(Duration::from_secs(5), 100);
+        let t0 = Instant::now();
+        let base = key(1);
+        let variants = [
+            Key {
+                source: "[::ffff:127.0.0.1]:5000".parse().unwrap(),
+                ..base
+            },
+            Key {
+                source: "127.0.0.1:5001".parse().unwrap(),
+                ..base
+            },
+            Key {
+                source: "127.0.0.2:5000".parse().unwrap(),
+                ..base
+            },
+            Key { code: 4, ..base },
+            Key {
+                identifier: 2,
+                ..base
+            },
+            Key {
+                authenticator: [2; 16],
+                ..base
+            },
+        ];
+        let t = ticket(c.begin(base, t0));
+        c.complete(t, &[b"base"], t0);
+        for v in variants {
+            assert!(matches!(c.begin(v, t0), Seen::New(_)), "{v:?}");
+        }
+        assert_eq!(c.begin(base, t0), Seen::Answered(b"base".to_vec()));
     }
 
     #[test]
@@ -357,7 +436,7 @@ mod tests {
         let t = ticket(c.begin(key(1), t0));
         c.abandon(t);
         let again = ticket(c.begin(key(1), t0));
-        c.complete(again, b"second", t0);
+        c.complete(again, &[b"second"], t0);
         assert_eq!(c.begin(key(1), t0), Seen::Answered(b"second".to_vec()));
         for id in 0..=255 {
             c.begin(key(id), t0);
@@ -378,7 +457,7 @@ mod tests {
             Seen::InProgress,
             "the retry is still in progress"
         );
-        c.complete(retry, b"r", t0 + Duration::from_secs(6));
+        c.complete(retry, &[b"r"], t0 + Duration::from_secs(6));
         assert_eq!(
             c.begin(key(1), t0 + Duration::from_secs(7)),
             Seen::Answered(b"r".to_vec())
@@ -398,14 +477,14 @@ mod tests {
         let slow = ticket(c.begin(key(1), t0));
         let _other = ticket(c.begin(neighbour, t0));
         let retry = ticket(c.begin(key(1), at(1)));
-        c.complete(slow, b"late", at(1));
+        c.complete(slow, &[b"late"], at(1));
         c.abandon(slow);
         assert_eq!(
             c.begin(key(1), at(2)),
             Seen::InProgress,
             "the retry is untouched"
         );
-        c.complete(retry, b"retry", at(2));
+        c.complete(retry, &[b"retry"], at(2));
         assert_eq!(c.begin(key(1), at(3)), Seen::Answered(b"retry".to_vec()));
     }
 
@@ -419,7 +498,7 @@ mod tests {
         let slow = ticket(c.begin(key(1), t0));
         let at = |s| t0 + Duration::from_secs(s);
         assert_eq!(c.begin(key(1), at(6)), Seen::InProgress);
-        c.complete(slow, b"late", at(8));
+        c.complete(slow, &[b"late"], at(8));
         assert_eq!(c.begin(key(1), at(12)), Seen::Answered(b"late".to_vec()));
         assert!(
             matches!(c.begin(key(1), at(14)), Seen::New(_)),
@@ -445,7 +524,7 @@ mod tests {
         let fill = |generation: u32| {
             for i in generation * n..(generation + 1) * n {
                 let t = ticket(c.begin(key_n(i), t0));
-                c.complete(t, &i.to_le_bytes(), t0);
+                c.complete(t, &[&i.to_le_bytes()], t0);
             }
         };
         let answered = |generation: u32| {
@@ -483,7 +562,7 @@ mod tests {
         let burst = |range: std::ops::Range<u32>, t| {
             for i in range {
                 let tk = ticket(c.begin(key_n(i), t));
-                c.complete(tk, &i.to_le_bytes(), t);
+                c.complete(tk, &[&i.to_le_bytes()], t);
             }
         };
         burst(0..20_000, at(0));
@@ -525,14 +604,14 @@ mod tests {
         let at = |s| t0 + Duration::from_secs(s);
         let slow = ticket(c.begin(key(1), at(0)));
         let quick = ticket(c.begin(key(2), at(1)));
-        c.complete(quick, b"quick", at(2));
+        c.complete(quick, &[b"quick"], at(2));
         c.sweep(at(6));
         assert_eq!(c.len(), 2, "both kept");
         assert_eq!(c.begin(key(2), at(6)), Seen::Answered(b"quick".to_vec()));
         assert_eq!(c.begin(key(1), at(6)), Seen::InProgress);
         c.sweep(at(14));
         assert_eq!(c.begin(key(1), at(14)), Seen::InProgress, "not lost yet");
-        c.complete(slow, b"slow", at(14));
+        c.complete(slow, &[b"slow"], at(14));
         assert_eq!(c.begin(key(1), at(15)), Seen::Answered(b"slow".to_vec()));
     }
 
@@ -547,24 +626,24 @@ mod tests {
         let lost = ticket(c.begin(key(1), at(0)));
         for i in 0..4_000 {
             let t = ticket(c.begin(key_n(i), at(0)));
-            c.complete(t, b"old", at(0));
+            c.complete(t, &[b"old"], at(0));
         }
         let full = c.allocated();
         c.sweep(at(15));
         assert_eq!(c.len(), 0);
         assert!(c.allocated() < full, "shrunk");
         let retry = ticket(c.begin(key(1), at(16)));
-        c.complete(lost, b"stale", at(16));
+        c.complete(lost, &[b"stale"], at(16));
         assert_eq!(
             c.begin(key(1), at(16)),
             Seen::InProgress,
             "the retry is untouched"
         );
-        c.complete(retry, b"retry", at(16));
+        c.complete(retry, &[b"retry"], at(16));
         assert_eq!(c.begin(key(1), at(17)), Seen::Answered(b"retry".to_vec()));
         for i in 0..4_000 {
             let t = ticket(c.begin(key_n(i), at(16)));
-            c.complete(t, &i.to_le_bytes(), at(16));
+            c.complete(t, &[&i.to_le_bytes()], at(16));
         }
         for i in 0..4_000 {
             assert_eq!(

@@ -250,10 +250,11 @@ impl Handler {
                 started,
             }),
             Seen::InProgress => drop_it(DropCause::DuplicateInProgress, source, nas, &""),
-            Seen::Answered(resp) => {
+            Seen::Answered(kept) => {
                 METRICS.duplicates_answered.inc();
                 debug!(client = %nas.name, %source, "duplicate answered from cache");
-                Triage::Answer(Some(resp))
+                let original = Original::of(&frame, secret);
+                Triage::Answer(Some(reply::resigned(&original, &kept)))
             }
         }
     }
@@ -292,7 +293,7 @@ impl Handler {
         match processed {
             Some(Some(response)) => {
                 let now = Instant::now();
-                self.dedup.complete(ticket, &response, now);
+                self.dedup.complete(ticket, &reply::kept(&response), now);
                 nas.requests.inc();
                 METRICS
                     .request_seconds

@@ -187,6 +187,11 @@ impl Builder {
         self.buf.extend_from_slice(value);
     }
 
+    /// Appends attributes already encoded (a response kept by the duplicate cache).
+    pub fn raw(&mut self, attributes: &[u8]) {
+        self.buf.extend_from_slice(attributes);
+    }
+
     /// The encoded packet with its length set; unsigned.
     pub fn finish(mut self) -> Vec<u8> {
         let len = self.buf.len();
