@@ -1,18 +1,21 @@
 //! Software prefetches: the request path asks for memory it will read soon (a user's entry, a
 //! lease) and does other work (MD5 rounds, the password and device checks) while it arrives.
 //! Among 100,000 users these are rarely in the CPU's cache; without prefetching, a request
-//! among them cost 7–10 % more CPU than one among 1,000 (docs/PERFORMANCE.md, "Prefetching").
+//! among them cost ~9 % more CPU than one among 1,000 (docs/PERFORMANCE.md, "Prefetching the
+//! entry and the lease"). x86-64 only: elsewhere these do nothing.
 
-/// The line size of the CPUs the daemon runs on (x86-64 and most arm64 cores).
+/// The cache line size of x86-64 CPUs.
 const LINE: usize = 64;
 
-/// Asks for the cache lines of `bytes` bytes at `start`, without waiting for them.
-pub(crate) fn bytes(start: *const u8, bytes: usize) {
-    let end = start as usize + bytes.max(1);
-    let mut at = start as usize & !(LINE - 1);
+/// Asks for the cache lines of the `len` bytes at `start`, without waiting for them.
+pub(crate) fn bytes(start: *const u8, len: usize) {
+    // From the start of the line `start` is in (wrapping: the address may lie before the
+    // allocation, which a prefetch does not mind).
+    let mut at = start.wrapping_sub(start as usize % LINE);
+    let end = start.wrapping_add(len.max(1));
     while at < end {
-        line(at as *const u8);
-        at += LINE;
+        line(at);
+        at = at.wrapping_add(LINE);
     }
 }
 

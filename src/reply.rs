@@ -177,10 +177,10 @@ pub fn accounting_response(request: &Original<'_>) -> Vec<u8> {
 /// authenticators) follows from the request and the secret: `resigned` makes the same bytes
 /// again. 37 bytes less to keep of every answer, a third of a typical Accept's.
 pub fn kept(response: &[u8]) -> [&[u8]; 2] {
-    debug_assert_eq!(
-        response.get(HEADER_LEN),
-        Some(&dict::MESSAGE_AUTHENTICATOR),
-        "a response of reply.rs"
+    assert_eq!(
+        response.get(HEADER_LEN..FIRST_MA_OFFSET),
+        Some(&[dict::MESSAGE_AUTHENTICATOR, 18][..]),
+        "a response of this module, its Message-Authenticator first"
     );
     [&response[..1], &response[FIRST_MA_OFFSET + 16..]]
 }
@@ -194,6 +194,8 @@ pub fn resigned(request: &Original<'_>, kept: &[u8]) -> Vec<u8> {
     resp.attr(dict::MESSAGE_AUTHENTICATOR, &[0; 16]);
     resp.raw(attributes);
     let mut bytes = resp.finish();
+    // As `access_response` and `accounting_response` sign (Status-Server's answers, signed
+    // otherwise, are never cached).
     let sign = if code == code::ACCOUNTING_RESPONSE {
         crypto::sign_accounting_response
     } else {
@@ -260,12 +262,25 @@ mod tests {
             };
             let again = resigned(&other, &kept);
             assert_eq!(again[1], 10);
-            assert_ne!(
-                again[4..20],
-                response[4..20],
-                "signed for the other request"
-            );
             assert_eq!(again[38..], response[38..], "the same attributes");
+            if response[0] != code::ACCOUNTING_RESPONSE {
+                assert!(crypto::verify_response(
+                    &again,
+                    &other.authenticator,
+                    Some(FIRST_MA_OFFSET),
+                    b"secret"
+                ));
+            } else {
+                let mut expected = again.clone();
+                expected[FIRST_MA_OFFSET..FIRST_MA_OFFSET + 16].fill(0);
+                crypto::sign_accounting_response(
+                    &mut expected,
+                    &other.authenticator,
+                    Some(FIRST_MA_OFFSET),
+                    b"secret",
+                );
+                assert_eq!(again, expected, "signed for the other request");
+            }
         }
     }
 }

@@ -505,12 +505,17 @@ impl Ipam {
     }
 
     /// Starts loading into the CPU's cache the leases that `user`'s devices' hints name, for
-    /// `lease` to find soon (the password and device checks run meanwhile).
+    /// `lease` to find soon (the password and device checks run meanwhile). Only a hint: a
+    /// lock that is taken is not waited for (nor is a request that will be rejected slowed
+    /// by another's long hold).
     pub fn prefetch_leases(&self, user: &Access) {
-        let pools = self.pools.read();
+        let Some(pools) = self.pools.try_read() else {
+            return;
+        };
         for (addr, _) in user.devices().filter_map(|d| d.address().get()) {
-            if let Some(pool) = pools.iter().find(|p| p.config.network.contains(&addr)) {
-                pool.state.lock().leases.prefetch(addr);
+            let pool = pools.iter().find(|p| p.config.network.contains(&addr));
+            if let Some(st) = pool.and_then(|p| p.state.try_lock()) {
+                st.leases.prefetch(addr);
             }
         }
     }

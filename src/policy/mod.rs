@@ -155,7 +155,10 @@ impl Policy {
             }
             Err(e) => return internal("reading the user", &e),
         };
-        self.ipam.prefetch_leases(&user);
+        if matches!(self.source, Source::Local(_)) {
+            // A directory's check takes far longer than the lines would stay cached.
+            self.ipam.prefetch_leases(&user);
+        }
         let mut verified = self.check_password(&user, req).await;
         if matches!(verified, Err(AuthError::Stale)) {
             // The user changed (or went) while their password was checked: once more, as

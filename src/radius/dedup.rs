@@ -36,7 +36,9 @@ pub struct Key {
     pub authenticator: [u8; 16],
 }
 
-/// A `Key` as an entry keeps it: 38 bytes instead of 52 (a `SocketAddr` is 32).
+/// A `Key` as an entry keeps it: 38 bytes instead of 52 (a `SocketAddr` is 32). An IPv6
+/// source's scope and flow label are left out: clients are matched by address alone, and two
+/// requests differing only there would still need the same identifier and authenticator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PackedKey {
     /// An IPv4 address as its IPv4-mapped IPv6 form, told apart by `v4`.
@@ -98,13 +100,12 @@ struct Entry {
     response: Response,
 }
 
-/// A response as its entry keeps it: inline up to 64 bytes (what the listener keeps of
-/// ravpnd's Rejects and of its Accepts without a proxy push is 12–60 bytes; a larger one has
-/// an allocation of its own, made per request), so that the entries' one allocation holds
-/// them. Kept each in a small allocation of its own, the ~40,000 answers of a 5 s window in a
-/// burst of first connections were spread over the allocator's blocks among the few long-lived
-/// allocations made meanwhile, which kept ~4 MiB of those blocks in use after the burst
-/// (docs/PERFORMANCE.md, "Three more cuts").
+/// A response as its entry keeps it: inline up to 64 bytes (what the listener keeps of an
+/// Accounting-Response, of a Reject and of an Accept without a proxy push is 1–60 bytes, of
+/// the directory lockout guard's Reject 69), so that the entries' one allocation holds them; a
+/// larger one has an allocation of its own. Small allocations of their own, made during a
+/// burst, kept ~4 MiB of the allocator's blocks in use after it (docs/PERFORMANCE.md, "Three
+/// more cuts").
 type Response = SmallVec<[u8; 64]>;
 
 /// Fx: keys come only from known clients, so a fast non-keyed hash is safe.

@@ -99,7 +99,7 @@ impl<V: Clone + Keyed> RecordCache<V> {
     /// Calls `f` on the values that may be `key`'s (those its hash's probe finds with the
     /// same tag, usually one), without comparing keys: reading a key costs what the caller
     /// wants to avoid, a cache miss.
-    pub(super) fn for_candidates(&self, key: &str, f: impl Fn(&V)) {
+    pub(super) fn for_candidates(&self, key: &str, f: impl FnMut(&V)) {
         let hash = self.hash(key);
         self.shard(hash).read().entries.iter_hash(hash).for_each(f);
     }
@@ -226,9 +226,9 @@ mod tests {
                 .unwrap();
         }
         let candidates = |key: &str| {
-            let found = std::cell::RefCell::new(Vec::new());
-            c.for_candidates(key, |r| found.borrow_mut().push(r.1));
-            found.into_inner()
+            let mut found = Vec::new();
+            c.for_candidates(key, |r| found.push(r.1));
+            found
         };
         let mut others = 0;
         for i in 0..1000u32 {
@@ -239,7 +239,6 @@ mod tests {
         // A candidate shares the key's 7-bit tag in the groups of 16 slots its probe reads:
         // about one key in eight has another.
         assert!(others < 250, "{others} other candidates");
-        assert!(candidates("absent").iter().all(|&v| v < 1000));
     }
 
     #[test]

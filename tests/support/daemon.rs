@@ -199,6 +199,24 @@ impl TestDaemon {
             .unwrap_or(0.0)
     }
 
+    /// Waits until the sample `series` reads `value`: a counter moved by another task after
+    /// the event the test saw (the mail task counts a mail once the relay's answer is in, after
+    /// the relay has it).
+    pub fn wait_for_metric(&self, series: &str, value: f64, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let now = self.metric(series);
+            if now == value {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{series} is {now}, not {value}, after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Adds a user with one assigned device that needs no device ID, so plain requests
     /// (no Cisco-AVPair) are accepted.
     pub fn add_vpn_user(&self, name: &str, password: &str) {
