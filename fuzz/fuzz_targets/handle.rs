@@ -20,7 +20,8 @@
 //!
 //! Properties: no panic; every response is a well-framed reply of the right code to this
 //! request (same identifier), with the Message-Authenticator first and the authenticators
-//! valid under the client's secret.
+//! valid under the client's secret; the same datagram sent again gets the same bytes (from the
+//! duplicate cache, which keeps part of a response and signs it again).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -92,6 +93,15 @@ fuzz_target!(|data: &[u8]| {
     match response {
         Some(response) => {
             check_response(&datagram, &response, port);
+            let again = w
+                .rt
+                .block_on(w.handler.handle_datagram(&datagram, source, &nas, port, &live));
+            assert_eq!(
+                again.as_deref(),
+                Some(&response[..]),
+                "a retransmission got another answer than {}",
+                hex(&response)
+            );
             if w.trace {
                 eprintln!("outcome: {}", describe(&response));
             }
