@@ -162,14 +162,7 @@ pub fn status_response(request: &Original<'_>, accounting: bool) -> Vec<u8> {
 /// RFC 2866 §4.2: an Accounting-Response (with a Message-Authenticator first, like every
 /// response here).
 pub fn accounting_response(request: &Original<'_>) -> Vec<u8> {
-    let mut bytes = response(request, code::ACCOUNTING_RESPONSE).finish();
-    crypto::sign_accounting_response(
-        &mut bytes,
-        &request.authenticator,
-        Some(FIRST_MA_OFFSET),
-        request.secret,
-    );
-    bytes
+    sign_accounting(request, response(request, code::ACCOUNTING_RESPONSE))
 }
 
 /// What the duplicate cache keeps of a response: its code, then the attributes after its
@@ -190,18 +183,25 @@ pub fn kept(response: &[u8]) -> [&[u8]; 2] {
 /// (unless the client's secret changed meanwhile: then signed as the client now expects).
 pub fn resigned(request: &Original<'_>, kept: &[u8]) -> Vec<u8> {
     let (&code, attributes) = kept.split_first().expect("a kept response has its code");
-    let mut resp = Builder::new(code, request.identifier);
-    resp.attr(dict::MESSAGE_AUTHENTICATOR, &[0; 16]);
+    // The echoed Proxy-States are among the kept attributes.
+    let request = &Original {
+        proxy_state: None,
+        ..*request
+    };
+    let mut resp = response(request, code);
     resp.raw(attributes);
-    let mut bytes = resp.finish();
     // As `access_response` and `accounting_response` sign (Status-Server's answers, signed
     // otherwise, are never cached).
-    let sign = if code == code::ACCOUNTING_RESPONSE {
-        crypto::sign_accounting_response
+    if code == code::ACCOUNTING_RESPONSE {
+        sign_accounting(request, resp)
     } else {
-        crypto::sign_response
-    };
-    sign(
+        sign(request, resp)
+    }
+}
+
+fn sign_accounting(request: &Original<'_>, resp: Builder) -> Vec<u8> {
+    let mut bytes = resp.finish();
+    crypto::sign_accounting_response(
         &mut bytes,
         &request.authenticator,
         Some(FIRST_MA_OFFSET),
