@@ -230,13 +230,7 @@ impl Store {
 
     /// All devices, ordered by name.
     pub fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.devices
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        self.read_all(&self.devices)
     }
 
     /// The device holding `serial`, if any. Read from sled, not cached: only first

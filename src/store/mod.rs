@@ -231,6 +231,16 @@ impl Store {
             None => Ok(None),
         }
     }
+
+    /// Every record of `tree`, decoded, in key order.
+    fn read_all<T: Record>(&self, tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
+        tree.iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
 }
 
 /// Unix seconds now (0 if the clock is before 1970).

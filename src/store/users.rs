@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use super::devices::{abort, tx_get, tx_put, unwrap_tx, DeviceRecord};
-use super::{decode, encode, now_secs, Store, StoreError};
+use super::{encode, now_secs, Store, StoreError};
 
 /// A user as stored (compactly through `codec`'s `UserOut`/`UserIn`, which list the fields
 /// by position: a new field needs a new format byte there).
@@ -53,13 +53,7 @@ impl Store {
 
     /// All users, ordered by name.
     pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        self.users
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        self.read_all(&self.users)
     }
 
     /// Adds a user durably; fails if the name is taken.
