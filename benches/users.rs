@@ -7,7 +7,12 @@
 //! requests per user at 1,000, how many renewals move a lease's expiry: once a second each). Blocks of each alternate (the host's drift falls on
 //! both alike), timed in the thread's CPU time; the figure is the median of the rounds' ratios.
 //!
+//! Each request's entry is prefetched first, as the listener's worker does for a batch it
+//! read (`Handler::prefetch`): one at a time by default, `BATCH=16` for batches of 16 (the most
+//! one `recvmmsg` reads), whose probes then overlap.
+//!
 //!   cargo bench --bench users            # ROUNDS=20 (blocks of 20,000 requests each)
+//!   BATCH=16 cargo bench --bench users
 
 // The daemon's allocator and options: what the request path costs depends on them.
 #[path = "../src/allocator.rs"]
@@ -31,6 +36,8 @@ struct Size {
     rounds: usize,
     /// Requests per block.
     block: usize,
+    /// Requests prefetched together (`Handler::prefetch`) before the first is handled.
+    batch: usize,
 }
 
 /// An argon2id hash of the bench password with the cheapest parameters (8 KiB, one pass), so
@@ -52,6 +59,7 @@ fn among_users(size: &Size) {
         some,
         rounds,
         block,
+        batch,
     } = *size;
     let f = Fixture::new(all, &cheap_hash());
     f.lease_all(all);
@@ -93,10 +101,20 @@ fn among_users(size: &Size) {
                 })
                 .collect();
             let started = thread_cpu();
-            for req in &reqs {
-                let resp =
-                    f.rt.block_on(handler.handle_datagram(req, source, &nas, Port::Auth, &live));
-                assert_eq!(resp.map(|r| r[0]), Some(2));
+            for batch in reqs.chunks(batch) {
+                for req in batch {
+                    handler.prefetch(req);
+                }
+                for req in batch {
+                    let resp = f.rt.block_on(handler.handle_datagram(
+                        req,
+                        source,
+                        &nas,
+                        Port::Auth,
+                        &live,
+                    ));
+                    assert_eq!(resp.map(|r| r[0]), Some(2));
+                }
             }
             per[which].push((thread_cpu() - started).as_secs_f64() * 1e6 / block as f64);
         }
@@ -107,7 +125,7 @@ fn among_users(size: &Size) {
     };
     let mut ratios: Vec<f64> = per[1].iter().zip(&per[0]).map(|(b, s)| b / s).collect();
     println!(
-        "handle_datagram_accept: among {some} users {:.3} µs, among {all} {:.3} µs (medians of {rounds} blocks of {block}); ratio {:.3} (median of the rounds' ratios)",
+        "handle_datagram_accept: among {some} users {:.3} µs, among {all} {:.3} µs (medians of {rounds} blocks of {block}, prefetched by {batch}); ratio {:.3} (median of the rounds' ratios)",
         median(&mut per[0].clone()),
         median(&mut per[1].clone()),
         median(&mut ratios)
@@ -130,6 +148,8 @@ fn thread_cpu() -> Duration {
 
 fn main() {
     let rounds = std::env::var("ROUNDS").map_or(20, |r| r.parse().expect("ROUNDS"));
+    let batch = std::env::var("BATCH").map_or(1, |b| b.parse().expect("BATCH"));
+    assert!(batch > 0, "BATCH: at least 1");
     // `cargo test --benches` runs this without `--bench`: a small run, to show it works.
     let size = if std::env::args().any(|a| a == "--bench") {
         Size {
@@ -137,6 +157,7 @@ fn main() {
             some: 1_000,
             rounds,
             block: 20_000,
+            batch,
         }
     } else {
         Size {
@@ -144,6 +165,7 @@ fn main() {
             some: 100,
             rounds: 2,
             block: 200,
+            batch,
         }
     };
     among_users(&size);

@@ -108,6 +108,19 @@ impl Handler {
         self.live.load_full()
     }
 
+    /// Starts loading the entry of the user an Access-Request names, the datagram unchecked (a
+    /// hint: it reads nothing the request path relies on). The worker calls it for a whole
+    /// batch before handling the first datagram: the batch's table probes then overlap, and
+    /// the MD5 rounds of each request's checks hide what is left of its wait (among 100,000
+    /// users the entries are rarely in cache).
+    pub fn prefetch(&self, datagram: &[u8]) {
+        if datagram.first() == Some(&dict::code::ACCESS_REQUEST) {
+            if let Some(name) = Attributes::first(datagram, dict::USER_NAME) {
+                self.policy.prefetch_user(name);
+            }
+        }
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -186,12 +199,6 @@ impl Handler {
                 }
             }
         } else {
-            if code == dict::code::ACCESS_REQUEST {
-                // Before the MD5 rounds below: the user's entry is on its way meanwhile.
-                if let Some(name) = Attributes::first(frame.bytes, dict::USER_NAME) {
-                    self.policy.prefetch_user(name);
-                }
-            }
             match frame.message_authenticator {
                 Some(off)
                     if !crypto::verify_request_message_authenticator(frame.bytes, off, secret) =>
@@ -519,6 +526,9 @@ fn worker(l: &Arc<Listener>) {
             }
         };
         let (now, read_at) = (SystemTime::now(), Instant::now());
+        for i in 0..received {
+            l.handler.prefetch(inbox.get(i).0);
+        }
         for i in 0..received {
             let (datagram, source) = inbox.get(i);
             let waited = waited(inbox.arrived(i), now);
