@@ -101,11 +101,11 @@ fn among_users(size: &Size) {
                 })
                 .collect();
             let started = thread_cpu();
-            for batch in reqs.chunks(batch) {
-                for req in batch {
+            for chunk in reqs.chunks(batch) {
+                for req in chunk {
                     handler.prefetch(req);
                 }
-                for req in batch {
+                for req in chunk {
                     let resp = f.rt.block_on(handler.handle_datagram(
                         req,
                         source,

@@ -131,7 +131,8 @@ impl Handler {
     }
 
     /// Handles one datagram from a known NAS; `None` means drop silently. The worker threads
-    /// run the same three steps, but poll `process` inline first (see `receive`).
+    /// run the same three steps, but prefetch their batch's entries first (`prefetch`) and poll
+    /// `process` inline (see `receive`).
     pub async fn handle_datagram(
         &self,
         datagram: &[u8],
@@ -526,8 +527,12 @@ fn worker(l: &Arc<Listener>) {
             }
         };
         let (now, read_at) = (SystemTime::now(), Instant::now());
-        for i in 0..received {
-            l.handler.prefetch(inbox.get(i).0);
+        if l.port == Port::Auth {
+            for i in 0..received {
+                if !too_late(waited(inbox.arrived(i), now), l.max_queue_delay) {
+                    l.handler.prefetch(inbox.get(i).0);
+                }
+            }
         }
         for i in 0..received {
             let (datagram, source) = inbox.get(i);

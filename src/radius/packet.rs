@@ -100,7 +100,8 @@ impl<'a> Frame<'a> {
 }
 
 /// The attributes of a framed packet (`Frame::bytes`), in order, as (type, value), read in
-/// place. Stops at the first broken attribute, which `Frame::parse` has already refused.
+/// place. Stops at the first broken attribute, which `Frame::parse` refuses; on a datagram not
+/// yet framed (`Handler::prefetch`) it reads what is well-formed up to the Length field.
 #[derive(Debug, Clone)]
 pub struct Attributes<'a> {
     rest: &'a [u8],

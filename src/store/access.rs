@@ -615,9 +615,10 @@ impl fmt::Debug for Access {
 
 impl Store {
     /// Starts loading the entry of `name` into the CPU's cache, if one is kept, without
-    /// waiting for it or comparing names: the request path calls it before checking a request's
-    /// Message-Authenticator, whose MD5 rounds then hide the wait the lookup after it would
-    /// have had (among 100,000 users the entries are rarely in cache).
+    /// waiting for it or comparing names: the listener calls it for a whole batch of requests
+    /// before checking the first one's Message-Authenticator (`Handler::prefetch`), so that
+    /// the probes overlap and the MD5 rounds hide the wait the lookup would have had (among
+    /// 100,000 users the entries are rarely in cache).
     pub fn prefetch_access(&self, name: &str) {
         self.cache.access.for_candidates(name, Access::prefetch);
     }
