@@ -4,8 +4,9 @@
 //! 100,000 of one store, every user with a device, a cached credential and a lease to renew.
 //! In process, on one thread, on the daemon's allocator, without the load driver: what differs
 //! is how much of the users' entries and leases the caches hold (and, 100 times as many
-//! requests per user at 1,000, how many renewals move a lease's expiry: once a second each). Blocks of each alternate (the host's drift falls on
-//! both alike), timed in the thread's CPU time; the figure is the median of the rounds' ratios.
+//! requests per user at 1,000, how many renewals move a lease's expiry: once a second each).
+//! Blocks of each alternate (the host's drift falls on both alike), timed in the thread's CPU
+//! time; the figure is the median of the rounds' ratios.
 //!
 //! Each request's entry is prefetched first, as the listener's worker does for a batch it
 //! read (`Handler::prefetch`): one at a time by default, `BATCH=16` for batches of 16 (the most

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::batch::Inbox;
+use super::batch::{Inbox, BATCH};
 use super::dedup::{DedupCache, Key, Seen, Ticket};
 use super::nas::{Nas, NasTable};
 use super::outbox::Outbox;
@@ -527,16 +527,20 @@ fn worker(l: &Arc<Listener>) {
             }
         };
         let (now, read_at) = (SystemTime::now(), Instant::now());
+        let waits: [Option<Duration>; BATCH] = std::array::from_fn(|i| {
+            (i < received)
+                .then(|| waited(inbox.arrived(i), now))
+                .flatten()
+        });
         if l.port == Port::Auth {
-            for i in 0..received {
-                if !too_late(waited(inbox.arrived(i), now), l.max_queue_delay) {
+            for (i, &waited) in waits.iter().enumerate().take(received) {
+                if !too_late(waited, l.max_queue_delay) {
                     l.handler.prefetch(inbox.get(i).0);
                 }
             }
         }
-        for i in 0..received {
+        for (i, &waited) in waits.iter().enumerate().take(received) {
             let (datagram, source) = inbox.get(i);
-            let waited = waited(inbox.arrived(i), now);
             if let Some(w) = waited {
                 METRICS.queue_seconds.observe(w.as_secs_f64());
             }

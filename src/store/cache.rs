@@ -162,6 +162,14 @@ mod tests {
         }
     }
 
+    /// Loads the keys "0", "1", … up to `n`, each with its number.
+    fn load_numbered(c: &RecordCache<Rec>, n: u32) {
+        for i in 0..n {
+            c.get_or_load(&i.to_string(), || Ok::<_, ()>(rec(&i.to_string(), i)))
+                .unwrap();
+        }
+    }
+
     fn rec(key: &str, v: u32) -> Option<Rec> {
         Some(Rec(key.into(), v))
     }
@@ -221,10 +229,7 @@ mod tests {
     #[test]
     fn a_kept_key_is_among_its_candidates_and_few_others_are() {
         let c: RecordCache<Rec> = RecordCache::new(10_000);
-        for i in 0..1000u32 {
-            c.get_or_load(&i.to_string(), || Ok::<_, ()>(rec(&i.to_string(), i)))
-                .unwrap();
-        }
+        load_numbered(&c, 1000);
         let candidates = |key: &str| {
             let mut found = Vec::new();
             c.for_candidates(key, |r| found.push(r.1));
@@ -244,10 +249,7 @@ mod tests {
     #[test]
     fn capacity_bounds_the_entries() {
         let c: RecordCache<Rec> = RecordCache::new(32);
-        for i in 0..10_000u32 {
-            c.get_or_load(&i.to_string(), || Ok::<_, ()>(rec(&i.to_string(), i)))
-                .unwrap();
-        }
+        load_numbered(&c, 10_000);
         assert!(c.len() <= 32, "{} entries", c.len());
     }
 
