@@ -4,21 +4,22 @@
 //! Every request passes through here twice (`begin`, then `complete` or `abandon`), so the
 //! cache is sharded (the worker threads do not queue on one lock), `complete` finds its entry
 //! by the ticket `begin` gave out instead of hashing the key again, and a response is kept in
-//! its entry (`Response`), not in an allocation of its own. The index maps a key's hash to its
-//! entry's sequence number only (8 bytes a slot; the key is read from the entry): a full cache
-//! under load held ~8 MiB of index as a map of key to sequence number, ~1 MiB so. An entry is
-//! 128 bytes (208 before its key was packed and the listener kept only what a response cannot
-//! be made again from, `reply::kept`): at full rate the cache is full, 8 MiB instead of 13.
+//! its entry (`Answer`), not in an allocation of its own. The index maps a key's hash to its
+//! entry's sequence number only (8 bytes a slot; the key's fingerprint is read from the
+//! entry): a full cache under load held ~8 MiB of index as a map of key to sequence number,
+//! ~1 MiB so. An entry is 88 bytes (208 before the listener kept only what a response cannot be
+//! made again from, `reply::kept`; 128 before the key became a fingerprint and the time 64
+//! bits): at full rate the cache is full, 5.5 MiB instead of 13.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
+use std::hash::Hasher as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use rustc_hash::FxBuildHasher;
-use smallvec::SmallVec;
+use rand::RngCore;
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 /// Independent locks; a key always lands in the same shard.
 const SHARDS: usize = 8;
@@ -36,34 +37,56 @@ pub struct Key {
     pub authenticator: [u8; 16],
 }
 
-/// A `Key` as an entry keeps it: 38 bytes instead of 52 (a `SocketAddr` is 32). An IPv6
-/// source's scope and flow label are left out: clients are matched by address alone, and two
-/// requests differing only there would still need the same identifier and authenticator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PackedKey {
-    /// An IPv4 address as its IPv4-mapped IPv6 form, told apart by `v4`.
-    ip: [u8; 16],
-    port: u16,
-    v4: bool,
-    code: u8,
-    identifier: u8,
-    authenticator: [u8; 16],
+/// A `Key` as an entry keeps it: its 128-bit SipHash-1-3 under the cache's random key (16
+/// bytes instead of the 38 of its fields). Two requests are told apart by their fingerprints
+/// alone, so a collision would answer one request with the other's response: among the ≤ 2^16
+/// entries of a window that is a chance of ~2^-97, and no one can aim for one, since neither
+/// the key nor any fingerprint leaves the process. An IPv6 source's scope and flow label are
+/// left out: clients are matched by address alone, and two requests differing only there
+/// would still need the same identifier and authenticator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint([u64; 2]);
+
+impl Fingerprint {
+    /// The hash the index places the entry by (the whole fingerprint is uniformly random).
+    fn hash(self) -> u64 {
+        self.0[0]
+    }
+
+    /// Its shard: from the other half, so that the keys of a shard do not share the bits the
+    /// index places them by.
+    fn shard(self) -> usize {
+        (self.0[1] % SHARDS as u64) as usize
+    }
 }
 
-impl From<Key> for PackedKey {
-    fn from(k: Key) -> Self {
+/// The fingerprints' SipHash key, random per cache.
+struct FingerprintKey(u64, u64);
+
+impl FingerprintKey {
+    fn random() -> Self {
+        let mut rng = rand::rngs::OsRng;
+        Self(rng.next_u64(), rng.next_u64())
+    }
+
+    fn of(&self, k: Key) -> Fingerprint {
+        // One write of the fields, packed: an IPv4 address as its IPv4-mapped IPv6 form, told
+        // apart by a flag.
         let (ip, v4) = match k.source.ip() {
-            IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), true),
-            IpAddr::V6(a) => (a.octets(), false),
+            IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), 1),
+            IpAddr::V6(a) => (a.octets(), 0),
         };
-        Self {
-            ip,
-            port: k.source.port(),
-            v4,
-            code: k.code,
-            identifier: k.identifier,
-            authenticator: k.authenticator,
-        }
+        let mut bytes = [0u8; 37];
+        bytes[..16].copy_from_slice(&ip);
+        bytes[16..18].copy_from_slice(&k.source.port().to_le_bytes());
+        bytes[18] = v4;
+        bytes[19] = k.code;
+        bytes[20] = k.identifier;
+        bytes[21..].copy_from_slice(&k.authenticator);
+        let mut h = SipHasher13::new_with_keys(self.0, self.1);
+        h.write(&bytes);
+        let h = h.finish128();
+        Fingerprint([h.h1, h.h2])
     }
 }
 
@@ -85,31 +108,71 @@ pub struct Ticket {
     seq: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+struct Entry {
+    key: Fingerprint,
+    /// Nanoseconds since the cache's epoch (584 years' room): when the request arrived, then
+    /// when it was answered.
+    at: u64,
+    answer: Answer,
+}
+
+/// How far an entry got, with the response once there is one: inline up to 62 bytes (what the
+/// listener keeps of an Accounting-Response, of a Reject and of an Accept without a proxy push
+/// is 1–60 bytes, of the directory lockout guard's Reject 69), so that the entries' one
+/// allocation holds it; a larger one has an allocation of its own. Small allocations of their
+/// own, made during a burst, kept ~4 MiB of the allocator's blocks in use after it
+/// (docs/PERFORMANCE.md, "Three more cuts").
+enum Answer {
     InProgress,
-    Done,
     /// No response: a retransmission may try again (its key is no longer mapped here).
     Abandoned,
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE],
+    },
+    Spilled(Box<[u8]>),
 }
 
-struct Entry {
-    at: Instant,
-    key: PackedKey,
-    state: State,
-    response: Response,
+/// The inline room: the tag and the length take the other two bytes of the answer's 64.
+const INLINE: usize = 62;
+
+impl Answer {
+    /// The concatenation of `parts`.
+    fn of(parts: &[impl AsRef<[u8]>]) -> Self {
+        let len: usize = parts.iter().map(|p| p.as_ref().len()).sum();
+        if len > INLINE {
+            return Answer::Spilled(parts.iter().flat_map(|p| p.as_ref()).copied().collect());
+        }
+        let mut bytes = [0; INLINE];
+        let mut at = 0;
+        for part in parts {
+            let part = part.as_ref();
+            bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        Answer::Inline {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    fn response(&self) -> Option<&[u8]> {
+        match self {
+            Answer::Inline { len, bytes } => Some(&bytes[..usize::from(*len)]),
+            Answer::Spilled(bytes) => Some(bytes),
+            Answer::InProgress | Answer::Abandoned => None,
+        }
+    }
+
+    fn in_progress(&self) -> bool {
+        matches!(self, Answer::InProgress)
+    }
+
+    #[cfg(test)]
+    fn spilled(&self) -> bool {
+        matches!(self, Answer::Spilled(_))
+    }
 }
-
-/// A response as its entry keeps it: inline up to 64 bytes (what the listener keeps of an
-/// Accounting-Response, of a Reject and of an Accept without a proxy push is 1–60 bytes, of
-/// the directory lockout guard's Reject 69), so that the entries' one allocation holds them; a
-/// larger one has an allocation of its own. Small allocations of their own, made during a
-/// burst, kept ~4 MiB of the allocator's blocks in use after it (docs/PERFORMANCE.md, "Three
-/// more cuts").
-type Response = SmallVec<[u8; 64]>;
-
-/// Fx: keys come only from known clients, so a fast non-keyed hash is safe.
-const HASHER: FxBuildHasher = FxBuildHasher;
 
 struct Shard {
     /// The sequence numbers of the entries a key maps to, by the key's hash. Every number
@@ -133,7 +196,7 @@ fn entry(entries: &VecDeque<Entry>, first: u64, seq: u64) -> Option<&Entry> {
 /// The hash of the key a sequence number's entry holds: the index rehashes by it when it
 /// grows or shrinks (it keeps no keys itself).
 fn rehash(entries: &VecDeque<Entry>, first: u64) -> impl Fn(&u64) -> u64 + '_ {
-    move |&seq| entry(entries, first, seq).map_or(0, |e| HASHER.hash_one(e.key))
+    move |&seq| entry(entries, first, seq).map_or(0, |e| e.key.hash())
 }
 
 impl Shard {
@@ -142,24 +205,24 @@ impl Shard {
     }
 
     /// The sequence number `key` maps to.
-    fn mapped(&self, key: &PackedKey) -> Option<u64> {
+    fn mapped(&self, key: Fingerprint) -> Option<u64> {
         let (entries, first) = (&self.entries, self.first);
         self.seqs
-            .find(HASHER.hash_one(key), |&seq| {
-                entry(entries, first, seq).is_some_and(|e| e.key == *key)
+            .find(key.hash(), |&seq| {
+                entry(entries, first, seq).is_some_and(|e| e.key == key)
             })
             .copied()
     }
 
     /// Maps `key` to `seq` (whose entry is already in `entries`).
-    fn map(&mut self, key: &PackedKey, seq: u64) {
+    fn map(&mut self, key: Fingerprint, seq: u64) {
         self.seqs
-            .insert_unique(HASHER.hash_one(key), seq, rehash(&self.entries, self.first));
+            .insert_unique(key.hash(), seq, rehash(&self.entries, self.first));
     }
 
     /// Removes the mapping of `key` if it is to `seq` (a newer entry may hold the key now).
-    fn unmap(&mut self, key: &PackedKey, seq: u64) {
-        if let Ok(slot) = self.seqs.find_entry(HASHER.hash_one(key), |&s| s == seq) {
+    fn unmap(&mut self, key: Fingerprint, seq: u64) {
+        if let Ok(slot) = self.seqs.find_entry(key.hash(), |&s| s == seq) {
             slot.remove();
         }
     }
@@ -185,6 +248,9 @@ pub struct DedupCache {
     /// `abandon` (a panic), and the entry ages out like an answered one.
     in_progress: Duration,
     per_shard: usize,
+    fingerprints: FingerprintKey,
+    /// What entries' times count from.
+    epoch: Instant,
     shards: [Mutex<Shard>; SHARDS],
 }
 
@@ -195,6 +261,8 @@ impl DedupCache {
             window,
             in_progress: Duration::MAX,
             per_shard: capacity.div_ceil(SHARDS).max(1),
+            fingerprints: FingerprintKey::random(),
+            epoch: Instant::now(),
             shards: std::array::from_fn(|_| {
                 Mutex::new(Shard {
                     seqs: HashTable::new(),
@@ -213,20 +281,27 @@ impl DedupCache {
         self
     }
 
+    /// `t` as entries keep it (an instant before the epoch, a datagram's kernel arrival
+    /// time, counts as the epoch).
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Drops entries from the front while the front is expired or there are more than
     /// `max_len`.
     ///
     /// Expired by age: a request still in progress only once it was lost — its
     /// retransmissions must find it however long it takes (the window may be shorter than
     /// the request timeout).
-    fn expire(&self, s: &mut Shard, now: Instant, max_len: usize) {
+    fn expire(&self, s: &mut Shard, now: u64, max_len: usize) {
         while let Some(oldest) = s.entries.front() {
-            let kept_for = match oldest.state {
-                State::InProgress => self.in_progress,
-                State::Done | State::Abandoned => self.window,
+            let kept_for = if oldest.answer.in_progress() {
+                self.in_progress
+            } else {
+                self.window
             };
-            let expired = now.duration_since(oldest.at) >= kept_for;
-            if !expired && s.entries.len() <= max_len {
+            let age = Duration::from_nanos(now.saturating_sub(oldest.at));
+            if age < kept_for && s.entries.len() <= max_len {
                 break;
             }
             let old = s.entries.pop_front().expect("front exists");
@@ -234,31 +309,31 @@ impl DedupCache {
             s.first += 1;
             // An abandoned key may be in progress again under a newer entry, which stays
             // mapped. (`unmap` compares sequence numbers only: it reads no entry.)
-            s.unmap(&old.key, seq);
+            s.unmap(old.key, seq);
         }
     }
 
     pub fn begin(&self, key: Key, now: Instant) -> Seen {
-        let key = PackedKey::from(key);
-        let shard = (HASHER.hash_one(key) >> 32) as usize % SHARDS;
+        let key = self.fingerprints.of(key);
+        let now = self.nanos(now);
+        let shard = key.shard();
         let mut s = self.shards[shard].lock();
         // Expire by age, then by size (room for one more): memory stays bounded under any load.
         self.expire(&mut s, now, self.per_shard - 1);
-        if let Some(seq) = s.mapped(&key) {
+        if let Some(seq) = s.mapped(key) {
             let e = s.get_mut(seq).expect("a mapped key has its entry");
-            return match e.state {
-                State::Done => Seen::Answered(e.response.to_vec()),
-                State::InProgress | State::Abandoned => Seen::InProgress,
+            return match e.answer.response() {
+                Some(response) => Seen::Answered(response.to_vec()),
+                None => Seen::InProgress,
             };
         }
         let seq = s.first + s.entries.len() as u64;
         s.entries.push_back(Entry {
-            at: now,
             key,
-            state: State::InProgress,
-            response: Response::new(),
+            at: now,
+            answer: Answer::InProgress,
         });
-        s.map(&key, seq);
+        s.map(key, seq);
         Seen::New(Ticket { shard, seq })
     }
 
@@ -266,13 +341,11 @@ impl DedupCache {
     /// was evicted meanwhile), for a window from `now`: a slow request's retransmissions keep
     /// coming after it is answered.
     pub fn complete(&self, ticket: Ticket, parts: &[impl AsRef<[u8]>], now: Instant) {
+        let now = self.nanos(now);
         let mut s = self.shards[ticket.shard].lock();
         if let Some(e) = s.get_mut(ticket.seq) {
-            if e.state == State::InProgress {
-                for part in parts {
-                    e.response.extend_from_slice(part.as_ref());
-                }
-                e.state = State::Done;
+            if e.answer.in_progress() {
+                e.answer = Answer::of(parts);
                 e.at = now;
             }
         }
@@ -284,18 +357,19 @@ impl DedupCache {
         let Some(e) = s.get_mut(ticket.seq) else {
             return;
         };
-        if e.state != State::InProgress {
+        if !e.answer.in_progress() {
             return;
         }
-        e.state = State::Abandoned;
+        e.answer = Answer::Abandoned;
         let key = e.key;
-        s.unmap(&key, ticket.seq);
+        s.unmap(key, ticket.seq);
     }
 
     /// Expires what `begin` would in every shard, and frees the memory that held it: `begin`
     /// expires only in the shard a request arrives in, so after a burst the answers would
     /// stay, unread, until the next one.
     pub fn sweep(&self, now: Instant) {
+        let now = self.nanos(now);
         for shard in &self.shards {
             let mut s = shard.lock();
             self.expire(&mut s, now, usize::MAX);
@@ -308,7 +382,7 @@ impl DedupCache {
         self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 
-    /// Bytes allocated for the entries and the index (responses over 64 bytes aside).
+    /// Bytes allocated for the entries and the index (responses over 62 bytes aside).
     #[cfg(test)]
     fn allocated(&self) -> usize {
         self.shards
@@ -369,31 +443,40 @@ mod tests {
         ));
     }
 
-    /// A response of up to 64 bytes lives in its entry; a larger one in an allocation of its
+    /// A response of up to 62 bytes lives in its entry; a larger one in an allocation of its
     /// own. Both come back whole to a retransmission, made of the parts given.
     #[test]
-    fn responses_are_kept_in_their_entries_up_to_64_bytes() {
+    fn responses_are_kept_in_their_entries_up_to_62_bytes() {
         assert_eq!(
-            std::mem::size_of::<Entry>(),
-            128,
-            "two cache lines an entry"
+            std::mem::size_of::<Answer>(),
+            64,
+            "the tag, the length, 62 bytes"
         );
+        assert_eq!(std::mem::size_of::<Entry>(), 88);
         let c = DedupCache::new(Duration::from_secs(5), 100);
         let t0 = Instant::now();
-        let small: Vec<u8> = (0..64).collect();
+        let fits: Vec<u8> = (0..62).collect();
+        let over: Vec<u8> = (0..63).collect();
         let large: Vec<u8> = (0..=255).cycle().take(4096).collect();
-        for (id, response) in [(1, &small), (2, &large)] {
+        for (id, response) in [(1, &fits), (2, &over), (3, &large), (4, &vec![])] {
             let t = ticket(c.begin(key(id), t0));
-            c.complete(t, &[&response[..1], &response[1..]], t0);
+            c.complete(
+                t,
+                &[
+                    &response[..response.len().min(1)],
+                    &response[response.len().min(1)..],
+                ],
+                t0,
+            );
             assert_eq!(c.begin(key(id), t0), Seen::Answered(response.clone()));
             let s = c.shards[t.shard].lock();
-            let spilled = s.entries[(t.seq - s.first) as usize].response.spilled();
-            assert_eq!(spilled, response.len() > 64, "{} bytes", response.len());
+            let spilled = s.entries[(t.seq - s.first) as usize].answer.spilled();
+            assert_eq!(spilled, response.len() > 62, "{} bytes", response.len());
         }
     }
 
-    /// The packed key tells every field apart, an IPv4 source from its IPv4-mapped IPv6 form
-    /// included.
+    /// The fingerprint tells every field apart, an IPv4 source from its IPv4-mapped IPv6 form
+    /// included; another cache's fingerprints differ (a random key each).
     #[test]
     fn keys_differing_in_any_field_are_different_requests() {
         let c = DedupCache::new(Duration::from_secs(5), 100);
@@ -428,6 +511,8 @@ mod tests {
             assert!(matches!(c.begin(v, t0), Seen::New(_)), "{v:?}");
         }
         assert_eq!(c.begin(base, t0), Seen::Answered(b"base".to_vec()));
+        let other = DedupCache::new(Duration::from_secs(5), 100);
+        assert_ne!(c.fingerprints.of(base), other.fingerprints.of(base));
     }
 
     #[test]
@@ -473,7 +558,7 @@ mod tests {
         let c = DedupCache::new(Duration::from_secs(5), 2 * SHARDS);
         let t0 = Instant::now();
         let at = |s| t0 + Duration::from_secs(s);
-        let shard = |k| ticket(DedupCache::new(Duration::ZERO, 1).begin(k, t0)).shard;
+        let shard = |k| c.fingerprints.of(k).shard();
         let neighbour = (2..).map(key).find(|k| shard(*k) == shard(key(1))).unwrap();
         let slow = ticket(c.begin(key(1), t0));
         let _other = ticket(c.begin(neighbour, t0));
@@ -495,6 +580,9 @@ mod tests {
     #[test]
     fn a_request_in_progress_outlives_the_window() {
         let c = DedupCache::new(Duration::from_secs(5), 100);
+        // Made before `t0`: an instant before a cache's epoch counts as the epoch.
+        let with_timeout = DedupCache::new(Duration::from_secs(5), 100)
+            .with_request_timeout(Duration::from_secs(10));
         let t0 = Instant::now();
         let slow = ticket(c.begin(key(1), t0));
         let at = |s| t0 + Duration::from_secs(s);
@@ -507,8 +595,7 @@ mod tests {
         );
         // A request lost without an answer or an abandon (a panic) is forgotten once past the
         // request timeout.
-        let c = DedupCache::new(Duration::from_secs(5), 100)
-            .with_request_timeout(Duration::from_secs(10));
+        let c = with_timeout;
         let _lost = ticket(c.begin(key(1), t0));
         assert_eq!(c.begin(key(1), at(14)), Seen::InProgress);
         assert!(matches!(c.begin(key(1), at(15)), Seen::New(_)));
