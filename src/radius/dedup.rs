@@ -5,9 +5,9 @@
 //! cache is sharded (the worker threads do not queue on one lock), `complete` finds its entry
 //! by the ticket `begin` gave out instead of hashing the key again, and a response is kept in
 //! its entry (`Answer`), not in an allocation of its own. The index maps a key's hash to its
-//! entry's sequence number only (8 bytes a slot; the key's fingerprint is read from the
-//! entry): a full cache under load held ~8 MiB of index as a map of key to sequence number,
-//! ~1 MiB so. An entry is 88 bytes (208 before the listener kept only what a response cannot be
+//! entry's sequence number only (its low 32 bits: 4 bytes a slot; the key's fingerprint is
+//! read from the entry): a full cache under load held ~8 MiB of index as a map of key to
+//! sequence number, 2.4 MiB with 8-byte numbers, 1.3 so. An entry is 88 bytes (208 before the listener kept only what a response cannot be
 //! made again from, `reply::kept`; 128 before the key became a fingerprint and the time 64
 //! bits): at full rate the cache is full, 5.5 MiB instead of 13.
 
@@ -175,9 +175,9 @@ impl Answer {
 }
 
 struct Shard {
-    /// The sequence numbers of the entries a key maps to, by the key's hash. Every number
-    /// here names an entry still in `entries`.
-    seqs: HashTable<u64>,
+    /// The sequence numbers of the entries a key maps to, by the key's hash: their low 32
+    /// bits (`Low`). Every number here names an entry still in `entries`.
+    seqs: HashTable<Low>,
     /// Entries in arrival order: entry `i` has sequence number `first + i`.
     entries: VecDeque<Entry>,
     first: u64,
@@ -188,6 +188,22 @@ fn position(first: u64, seq: u64) -> Option<usize> {
     usize::try_from(seq.checked_sub(first)?).ok()
 }
 
+/// A sequence number's low 32 bits, as the index keeps it: a shard holds far fewer than 2^32
+/// entries, so among those kept it names one alone, counted from `first`'s.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Low(u32);
+
+impl Low {
+    fn of(seq: u64) -> Self {
+        Low(seq as u32)
+    }
+
+    /// The full sequence number, given the shard's `first` (this one's entry being kept).
+    fn seq(self, first: u64) -> u64 {
+        first + u64::from(self.0.wrapping_sub(first as u32))
+    }
+}
+
 /// The entry with sequence number `seq`, if still kept.
 fn entry(entries: &VecDeque<Entry>, first: u64, seq: u64) -> Option<&Entry> {
     entries.get(position(first, seq)?)
@@ -195,8 +211,8 @@ fn entry(entries: &VecDeque<Entry>, first: u64, seq: u64) -> Option<&Entry> {
 
 /// The hash of the key a sequence number's entry holds: the index rehashes by it when it
 /// grows or shrinks (it keeps no keys itself).
-fn rehash(entries: &VecDeque<Entry>, first: u64) -> impl Fn(&u64) -> u64 + '_ {
-    move |&seq| entry(entries, first, seq).map_or(0, |e| e.key.hash())
+fn rehash(entries: &VecDeque<Entry>, first: u64) -> impl Fn(&Low) -> u64 + '_ {
+    move |low| entry(entries, first, low.seq(first)).map_or(0, |e| e.key.hash())
 }
 
 impl Shard {
@@ -208,21 +224,21 @@ impl Shard {
     fn mapped(&self, key: Fingerprint) -> Option<u64> {
         let (entries, first) = (&self.entries, self.first);
         self.seqs
-            .find(key.hash(), |&seq| {
-                entry(entries, first, seq).is_some_and(|e| e.key == key)
+            .find(key.hash(), |low| {
+                entry(entries, first, low.seq(first)).is_some_and(|e| e.key == key)
             })
-            .copied()
+            .map(|low| low.seq(first))
     }
 
     /// Maps `key` to `seq` (whose entry is already in `entries`).
     fn map(&mut self, key: Fingerprint, seq: u64) {
         self.seqs
-            .insert_unique(key.hash(), seq, rehash(&self.entries, self.first));
+            .insert_unique(key.hash(), Low::of(seq), rehash(&self.entries, self.first));
     }
 
     /// Removes the mapping of `key` if it is to `seq` (a newer entry may hold the key now).
     fn unmap(&mut self, key: Fingerprint, seq: u64) {
-        if let Ok(slot) = self.seqs.find_entry(key.hash(), |&s| s == seq) {
+        if let Ok(slot) = self.seqs.find_entry(key.hash(), |&s| s == Low::of(seq)) {
             slot.remove();
         }
     }
@@ -638,6 +654,40 @@ mod tests {
             evicted > n as usize * 9 / 10,
             "{evicted} of the first generation evicted"
         );
+    }
+
+    /// The index keeps sequence numbers' low 32 bits: past 2^32 (and across the wrap) every
+    /// kept key still finds its own entry, evicted and abandoned ones none.
+    #[test]
+    fn sequence_numbers_past_32_bits_still_name_their_entries() {
+        let n = 4_000u32;
+        // Twice the keys of one generation, as in the test above.
+        let c = DedupCache::new(Duration::from_secs(60), 2 * n as usize);
+        for shard in &c.shards {
+            shard.lock().first = (1 << 32) - 100;
+        }
+        let t0 = Instant::now();
+        for i in 0..3 * n {
+            let t = ticket(c.begin(key_n(i), t0));
+            if i % 7 == 0 {
+                c.abandon(t);
+            } else {
+                c.complete(t, &[&i.to_le_bytes()], t0);
+            }
+        }
+        assert!(c.shards.iter().all(|s| s.lock().first > 1 << 32));
+        for i in 2 * n..3 * n {
+            let seen = c.begin(key_n(i), t0);
+            if i % 7 == 0 {
+                assert!(matches!(seen, Seen::New(_)), "abandoned key {i}: {seen:?}");
+            } else {
+                assert_eq!(seen, Seen::Answered(i.to_le_bytes().to_vec()), "key {i}");
+            }
+        }
+        let evicted = (0..n)
+            .filter(|&i| matches!(c.begin(key_n(i), t0), Seen::New(_)))
+            .count();
+        assert_eq!(evicted, n as usize, "the first generation is gone");
     }
 
     /// With no request to come, a sweep expires a burst's answers and gives back their
