@@ -165,34 +165,91 @@ pub fn accounting_response(request: &Original<'_>) -> Vec<u8> {
     sign_accounting(request, response(request, code::ACCOUNTING_RESPONSE))
 }
 
-/// What the duplicate cache keeps of a response: its code, then the attributes after its
-/// Message-Authenticator (first in every response here). The rest (identifier, length and both
-/// authenticators) follows from the request and the secret: `resigned` makes the same bytes
-/// again. 37 bytes less to keep of every answer, a third of a typical Accept's.
-pub fn kept(response: &[u8]) -> [&[u8]; 2] {
+/// What the duplicate cache keeps of a response (`kept`): its code, which reason's
+/// Reply-Message ended it (0: none, or another text, kept among the attributes), and the
+/// attributes between its Message-Authenticator and that Reply-Message.
+pub struct Kept<'a> {
+    head: [u8; 2],
+    attributes: &'a [u8],
+}
+
+impl Kept<'_> {
+    /// The bytes to keep, in two parts.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.head, self.attributes]
+    }
+}
+
+/// What the duplicate cache keeps of a response: the rest (identifier, length, both
+/// authenticators, and an access response's closing Reply-Message, its reason's text) follows
+/// from the request, the secret and the reason's number: `resigned` makes the same bytes
+/// again. 37 bytes less to keep of every answer, a third of a typical Accept's, and the
+/// Reply-Message's 10–70 more.
+pub fn kept(response: &[u8]) -> Kept<'_> {
     assert_eq!(
         response.get(HEADER_LEN..FIRST_MA_OFFSET),
         Some(&[dict::MESSAGE_AUTHENTICATOR, 18][..]),
         "a response of this module, its Message-Authenticator first"
     );
-    [&response[..1], &response[FIRST_MA_OFFSET + 16..]]
+    let attributes = &response[FIRST_MA_OFFSET + 16..];
+    let reason = last_attribute(attributes)
+        .filter(|&at| attributes[at] == dict::REPLY_MESSAGE)
+        .and_then(|at| {
+            let text = &attributes[at + 2..];
+            let i = Reason::ALL
+                .iter()
+                .position(|r| r.message().as_bytes() == text)?;
+            Some((u8::try_from(i + 1).expect("fewer than 255 reasons"), at))
+        });
+    match reason {
+        Some((number, at)) => Kept {
+            head: [response[0], number],
+            attributes: &attributes[..at],
+        },
+        None => Kept {
+            head: [response[0], 0],
+            attributes,
+        },
+    }
 }
 
-/// The response `kept` kept (code, attributes after the Message-Authenticator), signed again
-/// for a retransmission of `request`: the very bytes first sent, signing being deterministic
-/// (unless the client's secret changed meanwhile: then signed as the client now expects).
+/// Where the last of well-formed `attributes` starts.
+fn last_attribute(attributes: &[u8]) -> Option<usize> {
+    let (mut at, mut last) = (0, None);
+    while at < attributes.len() {
+        let len = usize::from(*attributes.get(at + 1)?);
+        if len < 2 || at + len > attributes.len() {
+            return None;
+        }
+        last = Some(at);
+        at += len;
+    }
+    last
+}
+
+/// The response `kept` kept (its parts concatenated), signed again for a retransmission of
+/// `request`: the very bytes first sent, signing being deterministic (unless the client's
+/// secret changed meanwhile: then signed as the client now expects).
 pub fn resigned(request: &Original<'_>, kept: &[u8]) -> Vec<u8> {
-    let (&code, attributes) = kept.split_first().expect("a kept response has its code");
+    let [code, reason, attributes @ ..] = kept else {
+        panic!("a kept response has its code and reason");
+    };
     // The echoed Proxy-States are among the kept attributes.
     let request = &Original {
         proxy_state: None,
         ..*request
     };
-    let mut resp = response(request, code);
+    let mut resp = response(request, *code);
     resp.raw(attributes);
+    if let Some(reason) = usize::from(*reason).checked_sub(1) {
+        resp.attr(
+            dict::REPLY_MESSAGE,
+            Reason::ALL[reason].message().as_bytes(),
+        );
+    }
     // As `access_response` and `accounting_response` sign (Status-Server's answers, signed
     // otherwise, are never cached).
-    if code == code::ACCOUNTING_RESPONSE {
+    if *code == code::ACCOUNTING_RESPONSE {
         sign_accounting(request, resp)
     } else {
         sign(request, resp)
@@ -224,6 +281,8 @@ fn sign(request: &Original<'_>, resp: Builder) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipam::Allocation;
+    use crate::store::{Access, AccessDevice, DeviceType};
 
     /// What the duplicate cache keeps of each kind of response makes the same bytes again,
     /// Proxy-States included; another request's identifier and authenticator make another.
@@ -239,21 +298,77 @@ mod tests {
             secret: b"secret",
             proxy_state: Some(&request),
         };
-        let ctx = ReplyContext {
-            kind: GatewayKind::Asa,
-            dns: &DnsConfig::default(),
+        let plain = Original {
+            proxy_state: None,
+            ..original
+        };
+        let dns = DnsConfig {
+            primary: Some([10, 0, 0, 53].into()),
+            secondary: Some([10, 0, 0, 54].into()),
+        };
+        let ctx = |kind| ReplyContext {
+            kind,
+            dns: &dns,
             interim_interval: Duration::from_secs(60),
         };
-        for response in [
-            access_response(&original, &Decision::Reject(Reason::BadPassword), &ctx),
-            accounting_response(&original),
-            accounting_response(&Original {
-                proxy_state: None,
-                ..original
-            }),
-        ] {
-            let kept = kept(&response).concat();
-            assert_eq!(kept.len(), response.len() - 37);
+        let accept = |proxy| {
+            let laptop =
+                AccessDevice::new("laptop", DeviceType::Windows, Some("SER1"), None).unwrap();
+            Decision::Accept(ReplyPlan {
+                user: Access::with_devices("alice", None, [laptop]),
+                device: 0,
+                address: Some(Allocation {
+                    addr: [10, 8, 0, 2].into(),
+                    netmask: [255, 255, 0, 0].into(),
+                    new: true,
+                }),
+                proxy,
+            })
+        };
+        let managed = ProxyPush::Managed {
+            server: "proxy.example.com:8080".into(),
+            exceptions: Some("*.example.com".into()),
+        };
+        // An access response closing with a text no reason has: kept whole.
+        let mut other_text = response(&plain, code::ACCESS_REJECT);
+        other_text.attr(dict::REPLY_MESSAGE, b"not a reason's");
+        let mut responses = vec![
+            // What an ASA's and an ocserv's Accept keep: 1 + 1 + 36 and 1 + 1 + 48 bytes.
+            (
+                access_response(&plain, &accept(ProxyPush::Nothing), &ctx(GatewayKind::Asa)),
+                38,
+            ),
+            (
+                access_response(
+                    &plain,
+                    &accept(ProxyPush::Nothing),
+                    &ctx(GatewayKind::Ocserv),
+                ),
+                50,
+            ),
+            (
+                access_response(&original, &accept(managed), &ctx(GatewayKind::Asa)),
+                0,
+            ),
+            (accounting_response(&original), 0),
+            (accounting_response(&plain), 2),
+            (sign(&plain, other_text), 0),
+        ];
+        for reason in Reason::ALL.into_iter().filter(|r| *r != Reason::Accepted) {
+            let reject =
+                access_response(&original, &Decision::Reject(reason), &ctx(GatewayKind::Asa));
+            responses.push((reject, 0));
+            responses.push((
+                access_response(&plain, &Decision::Reject(reason), &ctx(GatewayKind::Asa)),
+                2,
+            ));
+        }
+        for (response, size) in responses {
+            let kept = kept(&response).parts().concat();
+            if size > 0 {
+                assert_eq!(kept.len(), size, "{response:?}");
+            }
+            assert!(kept.len() <= response.len() - 37 + 1);
             assert_eq!(resigned(&original, &kept), response);
             let other = Original {
                 identifier: 10,

@@ -7,9 +7,9 @@
 //! its entry (`Answer`), not in an allocation of its own. The index maps a key's hash to its
 //! entry's sequence number only (its low 32 bits: 4 bytes a slot; the key's fingerprint is
 //! read from the entry): a full cache under load held ~8 MiB of index as a map of key to
-//! sequence number, 2.4 MiB with 8-byte numbers, 1.3 so. An entry is 88 bytes (208 before the listener kept only what a response cannot be
-//! made again from, `reply::kept`; 128 before the key became a fingerprint and the time 64
-//! bits): at full rate the cache is full, 5.5 MiB instead of 13.
+//! sequence number, 2.4 MiB with 8-byte numbers, 1.3 so. An entry is 72 bytes (208 before the
+//! listener kept only what a response cannot be made again from, `reply::kept`; 128 before
+//! the key became a fingerprint): at full rate the cache is full, 4.5 MiB instead of 13.
 
 use std::collections::VecDeque;
 use std::hash::Hasher as _;
@@ -116,12 +116,12 @@ struct Entry {
     answer: Answer,
 }
 
-/// How far an entry got, with the response once there is one: inline up to 62 bytes (what the
+/// How far an entry got, with the response once there is one: inline up to 46 bytes (what the
 /// listener keeps of an Accounting-Response, of a Reject and of an Accept without a proxy push
-/// is 1–60 bytes, of the directory lockout guard's Reject 69), so that the entries' one
-/// allocation holds it; a larger one has an allocation of its own. Small allocations of their
-/// own, made during a burst, kept ~4 MiB of the allocator's blocks in use after it
-/// (docs/PERFORMANCE.md, "Three more cuts").
+/// is 2–50 bytes: an ASA's Accept 38, an ocserv's 50), so that the entries' one allocation
+/// holds it; a larger one has an allocation of its own. Small allocations of their own, made
+/// during a burst, kept ~4 MiB of the allocator's blocks in use after it (docs/PERFORMANCE.md,
+/// "Three more cuts").
 enum Answer {
     InProgress,
     /// No response: a retransmission may try again (its key is no longer mapped here).
@@ -133,8 +133,8 @@ enum Answer {
     Spilled(Box<[u8]>),
 }
 
-/// The inline room: the tag and the length take the other two bytes of the answer's 64.
-const INLINE: usize = 62;
+/// The inline room: the tag and the length take the other two bytes of the answer's 48.
+const INLINE: usize = 46;
 
 impl Answer {
     /// The concatenation of `parts`.
@@ -398,7 +398,7 @@ impl DedupCache {
         self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 
-    /// Bytes allocated for the entries and the index (responses over 62 bytes aside).
+    /// Bytes allocated for the entries and the index (responses over 46 bytes aside).
     #[cfg(test)]
     fn allocated(&self) -> usize {
         self.shards
@@ -459,20 +459,20 @@ mod tests {
         ));
     }
 
-    /// A response of up to 62 bytes lives in its entry; a larger one in an allocation of its
+    /// A response of up to 46 bytes lives in its entry; a larger one in an allocation of its
     /// own. Both come back whole to a retransmission, made of the parts given.
     #[test]
-    fn responses_are_kept_in_their_entries_up_to_62_bytes() {
+    fn responses_are_kept_in_their_entries_up_to_46_bytes() {
         assert_eq!(
             std::mem::size_of::<Answer>(),
-            64,
-            "the tag, the length, 62 bytes"
+            48,
+            "the tag, the length, 46 bytes"
         );
-        assert_eq!(std::mem::size_of::<Entry>(), 88);
+        assert_eq!(std::mem::size_of::<Entry>(), 72);
         let c = DedupCache::new(Duration::from_secs(5), 100);
         let t0 = Instant::now();
-        let fits: Vec<u8> = (0..62).collect();
-        let over: Vec<u8> = (0..63).collect();
+        let fits: Vec<u8> = (0..46).collect();
+        let over: Vec<u8> = (0..47).collect();
         let large: Vec<u8> = (0..=255).cycle().take(4096).collect();
         for (id, response) in [(1, &fits), (2, &over), (3, &large), (4, &vec![])] {
             let t = ticket(c.begin(key(id), t0));
@@ -487,7 +487,7 @@ mod tests {
             assert_eq!(c.begin(key(id), t0), Seen::Answered(response.clone()));
             let s = c.shards[t.shard].lock();
             let spilled = s.entries[(t.seq - s.first) as usize].answer.spilled();
-            assert_eq!(spilled, response.len() > 62, "{} bytes", response.len());
+            assert_eq!(spilled, response.len() > 46, "{} bytes", response.len());
         }
     }
 

@@ -301,7 +301,8 @@ impl Handler {
         match processed {
             Some(Some(response)) => {
                 let now = Instant::now();
-                self.dedup.complete(ticket, &reply::kept(&response), now);
+                self.dedup
+                    .complete(ticket, &reply::kept(&response).parts(), now);
                 nas.requests.inc();
                 METRICS
                     .request_seconds
