@@ -183,8 +183,8 @@ impl Kept<'_> {
 /// What the duplicate cache keeps of a response: the rest (identifier, length, both
 /// authenticators, and an access response's closing Reply-Message, its reason's text) follows
 /// from the request, the secret and the reason's number: `resigned` makes the same bytes
-/// again. 37 bytes less to keep of every answer, a third of a typical Accept's, and the
-/// Reply-Message's 10–70 more.
+/// again. 36 bytes less to keep of every answer, a third of a typical Accept's, and the
+/// Reply-Message's 10–68 more.
 pub fn kept(response: &[u8]) -> Kept<'_> {
     assert_eq!(
         response.get(HEADER_LEN..FIRST_MA_OFFSET),
@@ -199,7 +199,7 @@ pub fn kept(response: &[u8]) -> Kept<'_> {
             let i = Reason::ALL
                 .iter()
                 .position(|r| r.message().as_bytes() == text)?;
-            Some((u8::try_from(i + 1).expect("fewer than 255 reasons"), at))
+            Some((i as u8 + 1, at))
         });
     match reason {
         Some((number, at)) => Kept {
@@ -212,6 +212,9 @@ pub fn kept(response: &[u8]) -> Kept<'_> {
         },
     }
 }
+
+/// A reason's number (`kept`) is its index in `Reason::ALL` plus one, in a byte.
+const _: () = assert!(Reason::ALL.len() < 256);
 
 /// Where the last of well-formed `attributes` starts.
 fn last_attribute(attributes: &[u8]) -> Option<usize> {
@@ -329,46 +332,61 @@ mod tests {
             server: "proxy.example.com:8080".into(),
             exceptions: Some("*.example.com".into()),
         };
-        // An access response closing with a text no reason has: kept whole.
+        // Access responses closing with a text no reason has, or with a reason's text before
+        // another attribute, or with a malformed attribute: kept whole.
         let mut other_text = response(&plain, code::ACCESS_REJECT);
         other_text.attr(dict::REPLY_MESSAGE, b"not a reason's");
+        let mut not_last = response(&plain, code::ACCESS_REJECT);
+        not_last.attr(
+            dict::REPLY_MESSAGE,
+            Reason::BadPassword.message().as_bytes(),
+        );
+        not_last.attr(dict::FRAMED_IP_ADDRESS, &[10, 8, 0, 2]);
+        let mut malformed = response(&plain, code::ACCESS_REJECT);
+        malformed.attr(
+            dict::REPLY_MESSAGE,
+            Reason::BadPassword.message().as_bytes(),
+        );
+        malformed.raw(&[dict::REPLY_MESSAGE, 40, b'x']);
+        // Each response, with the reason whose Reply-Message `kept` leaves out (if any).
+        let asa = access_response(&plain, &accept(ProxyPush::Nothing), &ctx(GatewayKind::Asa));
+        let ocserv = access_response(
+            &plain,
+            &accept(ProxyPush::Nothing),
+            &ctx(GatewayKind::Ocserv),
+        );
+        // What an ASA's and an ocserv's Accept keep: 1 + 1 + 36 and 1 + 1 + 48 bytes.
+        assert_eq!(kept(&asa).parts().concat().len(), 38);
+        assert_eq!(kept(&ocserv).parts().concat().len(), 50);
         let mut responses = vec![
-            // What an ASA's and an ocserv's Accept keep: 1 + 1 + 36 and 1 + 1 + 48 bytes.
+            (asa, Some(Reason::Accepted)),
+            (ocserv, Some(Reason::Accepted)),
             (
-                access_response(&plain, &accept(ProxyPush::Nothing), &ctx(GatewayKind::Asa)),
-                38,
-            ),
-            (
-                access_response(
-                    &plain,
-                    &accept(ProxyPush::Nothing),
-                    &ctx(GatewayKind::Ocserv),
-                ),
-                50,
+                access_response(&plain, &accept(ProxyPush::NoProxy), &ctx(GatewayKind::Asa)),
+                Some(Reason::Accepted),
             ),
             (
                 access_response(&original, &accept(managed), &ctx(GatewayKind::Asa)),
-                0,
+                Some(Reason::Accepted),
             ),
-            (accounting_response(&original), 0),
-            (accounting_response(&plain), 2),
-            (sign(&plain, other_text), 0),
+            (accounting_response(&original), None),
+            (accounting_response(&plain), None),
+            (sign(&plain, other_text), None),
+            (sign(&plain, not_last), None),
+            (sign(&plain, malformed), None),
         ];
         for reason in Reason::ALL.into_iter().filter(|r| *r != Reason::Accepted) {
-            let reject =
-                access_response(&original, &Decision::Reject(reason), &ctx(GatewayKind::Asa));
-            responses.push((reject, 0));
-            responses.push((
-                access_response(&plain, &Decision::Reject(reason), &ctx(GatewayKind::Asa)),
-                2,
-            ));
-        }
-        for (response, size) in responses {
-            let kept = kept(&response).parts().concat();
-            if size > 0 {
-                assert_eq!(kept.len(), size, "{response:?}");
+            for request in [&original, &plain] {
+                let reject =
+                    access_response(request, &Decision::Reject(reason), &ctx(GatewayKind::Asa));
+                responses.push((reject, Some(reason)));
             }
-            assert!(kept.len() <= response.len() - 37 + 1);
+        }
+        for (response, left_out) in responses {
+            let kept = kept(&response).parts().concat();
+            let message = left_out.map_or(0, |r| 2 + r.message().len());
+            assert_eq!(kept.len(), response.len() - 36 - message, "{response:?}");
+            assert_eq!(kept[1] != 0, left_out.is_some(), "{response:?}");
             assert_eq!(resigned(&original, &kept), response);
             let other = Original {
                 identifier: 10,
@@ -397,5 +415,15 @@ mod tests {
                 assert_eq!(again, expected, "signed for the other request");
             }
         }
+    }
+
+    #[test]
+    fn the_last_attribute_is_found_only_in_well_formed_lists() {
+        assert_eq!(last_attribute(&[]), None);
+        assert_eq!(last_attribute(&[18, 3, b'a']), Some(0));
+        assert_eq!(last_attribute(&[18, 3, b'a', 8, 6, 10, 8, 0, 2]), Some(3));
+        assert_eq!(last_attribute(&[18, 3, b'a', 8]), None, "no length");
+        assert_eq!(last_attribute(&[18, 1, b'a']), None, "length under 2");
+        assert_eq!(last_attribute(&[18, 4, b'a']), None, "past the end");
     }
 }
