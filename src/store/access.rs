@@ -5,13 +5,19 @@
 //! request, and about half the memory (no timestamps, e-mail or owner copies). At 100,000
 //! users with a device each the two record caches held 74 MiB. The entry is one allocation:
 //! the fixed part, then the user's name and each device's texts (four allocations took 224
-//! bytes a user, one 160, and 128 once the fixed part fit 56 bytes; see docs/PERFORMANCE.md,
-//! "Three more cuts" and "A user in two cache lines").
+//! bytes a user, one 160, 128 once the fixed part fit 56 bytes, and 112 with AnyConnect's
+//! device ID as a digest; see docs/PERFORMANCE.md, "Three more cuts", "A user in two cache
+//! lines" and "Device IDs as digests").
 
 use std::fmt;
+use std::hash::Hasher as _;
 use std::net::Ipv4Addr;
 use std::num::{NonZeroU32, NonZeroU8};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use rand::RngCore;
+use siphasher::sip128::{Hasher128, SipHasher24};
 
 use triomphe::ThinArc;
 
@@ -22,10 +28,10 @@ use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord}
 pub struct Access(ThinArc<Header, u8>);
 
 /// The fixed part of an entry; the bytes after it are the user's name, then each device's
-/// name, serial (packed, see `Serial`) and MAC. 56 bytes, so that with the reference count
-/// and the texts' length a typical user fits 128 (jemalloc's class below 160, and two cache
-/// lines): no field holds what the others tell, and each `Option` has a niche to keep its
-/// tag in (`entries_stay_compact`).
+/// name, serial (packed or a digest, see `Serial`) and MAC. 56 bytes, so that with the
+/// reference count and the texts' length a typical user fits 112 (jemalloc's class below 128,
+/// and two cache lines): no field holds what the others tell, and each `Option` has a niche
+/// to keep its tag in (`entries_stay_compact`).
 #[derive(PartialEq, Eq)]
 struct Header {
     /// A fingerprint of the user's argon2id hash; `None` for users whose password lives in a
@@ -78,10 +84,10 @@ impl From<Vec<DeviceSlot>> for Slots {
 struct DeviceSlot {
     address: AddressHint,
     name_len: u16,
-    /// Bytes kept: half the characters for a serial packed from hex.
+    /// Bytes kept: half the characters for a serial packed from hex, 16 for a digest.
     serial_len: u16,
     mac_len: u16,
-    serial_hex: bool,
+    serial_form: SerialForm,
     flags: PackedFlags,
 }
 
@@ -373,11 +379,14 @@ impl<'a> Device<'a> {
 
     pub fn serial(&self) -> Option<Serial<'a>> {
         let bytes = self.part(usize::from(self.slot.name_len), self.slot.serial_len);
-        match (bytes.is_empty(), self.slot.serial_hex) {
-            (true, _) => None,
-            (false, true) => Some(Serial::Hex(bytes)),
-            (false, false) => Some(Serial::Text(text(bytes))),
+        if bytes.is_empty() {
+            return None;
         }
+        Some(match self.slot.serial_form {
+            SerialForm::Text => Serial::Text(text(bytes)),
+            SerialForm::Hex => Serial::Hex(bytes),
+            SerialForm::Digest => Serial::Digest(bytes),
+        })
     }
 
     /// Canonical `12:34:56:78:90:ab`.
@@ -412,14 +421,32 @@ impl fmt::Debug for Device<'_> {
     }
 }
 
-/// A registered serial as its entry keeps it: an even number of hex digits (AnyConnect's
-/// device ID is 64) packed two to a byte, anything else as text. Serials compare trimmed and
-/// without regard to ASCII case, which a packed one cannot tell apart anyway.
+/// A registered serial as its entry keeps it: an even number of hex digits packed two to a
+/// byte, anything else as text; packed past 16 bytes (AnyConnect's device ID is 64 digits, 32
+/// bytes packed), a digest of the packed bytes instead (`Serial::digest`): 16 bytes less in
+/// the entry of nearly every AnyConnect user, which leaves it 112 bytes instead of 128
+/// (docs/PERFORMANCE.md, "Device IDs as digests"). Serials compare trimmed and without regard
+/// to ASCII case, which a packed one cannot tell apart anyway.
 #[derive(Debug, Clone, Copy)]
 pub enum Serial<'a> {
     Text(&'a str),
     Hex(&'a [u8]),
+    Digest(&'a [u8]),
 }
+
+/// How an entry keeps a device's serial (`Serial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SerialForm {
+    Text,
+    Hex,
+    Digest,
+}
+
+/// Packed serials longer than this are kept as their digest, which is this long.
+const DIGEST_LEN: usize = 16;
+
+/// The longest serial packed: one RADIUS attribute's 253 bytes hold no more digits.
+const MAX_PACKED: usize = 126;
 
 impl Serial<'_> {
     /// Whether a presented serial is this one: trimmed, ASCII case ignored.
@@ -435,24 +462,56 @@ impl Serial<'_> {
                         .zip(packed)
                         .all(|(pair, &byte)| hex_byte(pair) == Some(byte))
             }
+            Serial::Digest(digest) => {
+                let mut buf = [0; MAX_PACKED];
+                Self::pack_into(presented, &mut buf)
+                    .filter(|packed| packed.len() > DIGEST_LEN)
+                    .is_some_and(|packed| Self::digest(packed) == digest)
+            }
         }
     }
 
     /// `serial` packed, when it is an even number of hex digits.
     fn pack(serial: &str) -> Option<Vec<u8>> {
-        let b = serial.as_bytes();
-        (!b.is_empty() && b.len().is_multiple_of(2))
-            .then(|| b.chunks_exact(2).map(hex_byte).collect())
-            .flatten()
+        let mut buf = [0; MAX_PACKED];
+        Self::pack_into(serial, &mut buf).map(<[u8]>::to_vec)
     }
-}
 
-/// A packed serial shows in upper case, as AnyConnect sends it.
-impl fmt::Display for Serial<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Serial::Text(s) => f.write_str(s),
-            Serial::Hex(packed) => packed.iter().try_for_each(|b| write!(f, "{b:02X}")),
+    /// `serial` packed into `buf`, when it is an even number of hex digits that fit.
+    fn pack_into<'b>(serial: &str, buf: &'b mut [u8; MAX_PACKED]) -> Option<&'b [u8]> {
+        let b = serial.as_bytes();
+        if b.is_empty() || !b.len().is_multiple_of(2) || b.len() / 2 > MAX_PACKED {
+            return None;
+        }
+        for (pair, out) in b.chunks_exact(2).zip(buf.iter_mut()) {
+            *out = hex_byte(pair)?;
+        }
+        Some(&buf[..b.len() / 2])
+    }
+
+    /// A packed serial's digest: its 128-bit SipHash-2-4 under a key random per process (the
+    /// entries live only in memory). A device presenting another serial with the same digest
+    /// would pass for this one: a chance of 2^-128 a try, which no one can better, since no
+    /// digest leaves the process.
+    fn digest(packed: &[u8]) -> [u8; DIGEST_LEN] {
+        static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+        let &(k0, k1) = KEY.get_or_init(|| {
+            let mut rng = rand::rngs::OsRng;
+            (rng.next_u64(), rng.next_u64())
+        });
+        let mut h = SipHasher24::new_with_keys(k0, k1);
+        h.write(packed);
+        h.finish128().as_bytes()
+    }
+
+    /// What an entry keeps of `serial`, and in which form.
+    fn kept(serial: &str) -> (Vec<u8>, SerialForm) {
+        match Self::pack(serial) {
+            Some(packed) if packed.len() > DIGEST_LEN => {
+                (Self::digest(&packed).to_vec(), SerialForm::Digest)
+            }
+            Some(packed) => (packed, SerialForm::Hex),
+            None => (serial.as_bytes().to_vec(), SerialForm::Text),
         }
     }
 }
@@ -463,8 +522,8 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 }
 
 /// A text of an entry. Its bytes were copied from whole `&str`s (`Access::with_devices`), and
-/// every range read as text is one of them as its slot recorded it; a packed serial, the only
-/// bytes that are not text, is never read as text. Not checked again on each read: the user's
+/// every range read as text is one of them as its slot recorded it; a packed serial or its
+/// digest, the only bytes that are not text, is never read as text. Not checked again on each read: the user's
 /// name is read on every request (checking took 1 % of the CPU at 100,000 users).
 fn text(bytes: &[u8]) -> &str {
     debug_assert!(std::str::from_utf8(bytes).is_ok());
@@ -505,18 +564,16 @@ impl Access {
             .into_iter()
             .map(|d| {
                 texts.extend_from_slice(d.name.as_bytes());
-                let serial = d.serial.as_deref().unwrap_or("");
-                let packed = Serial::pack(serial);
-                let kept = packed.as_deref().unwrap_or(serial.as_bytes());
-                texts.extend_from_slice(kept);
+                let (kept, serial_form) = Serial::kept(d.serial.as_deref().unwrap_or(""));
+                texts.extend_from_slice(&kept);
                 let mac = d.mac.as_deref().unwrap_or("");
                 texts.extend_from_slice(mac.as_bytes());
                 // `AccessDevice::new` checked every length (a cut one would shift the texts).
                 let len = |t: &[u8]| u16::try_from(t.len()).expect("checked by AccessDevice::new");
                 DeviceSlot {
                     name_len: len(d.name.as_bytes()),
-                    serial_len: len(kept),
-                    serial_hex: packed.is_some(),
+                    serial_len: len(&kept),
+                    serial_form,
                     mac_len: len(mac.as_bytes()),
                     flags: PackedFlags::pack(DeviceFlags {
                         device_type: d.device_type,
@@ -651,10 +708,19 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A serial as these tests show it: its text, packed in upper case, a digest as such.
+    fn shown(serial: Serial<'_>) -> String {
+        match serial {
+            Serial::Text(s) => s.into(),
+            Serial::Hex(packed) => packed.iter().map(|b| format!("{b:02X}")).collect(),
+            Serial::Digest(_) => "(digest)".into(),
+        }
+    }
+
     /// The texts of each device of `a` (the serial as it shows).
     fn texts(a: &Access) -> Vec<(&str, Option<String>, Option<&str>)> {
         a.devices()
-            .map(|d| (d.name(), d.serial().map(|s| s.to_string()), d.mac()))
+            .map(|d| (d.name(), d.serial().map(shown), d.mac()))
             .collect()
     }
 
@@ -672,6 +738,7 @@ mod tests {
                 d("neither", None, None),
                 d("empty", Some(""), Some("")),
                 d("hex", Some("00ff"), Some(mac)),
+                d("id", Some(&"0F".repeat(32)), Some(mac)),
             ],
         );
         assert_eq!(a.name(), "alice");
@@ -685,6 +752,7 @@ mod tests {
                 ("neither", None, None),
                 ("empty", None, None),
                 ("hex", s("00FF"), Some(mac)),
+                ("id", s("(digest)"), Some(mac)),
             ]
         );
         assert_eq!(a.device(5).name(), "hex");
@@ -694,14 +762,29 @@ mod tests {
         assert!(AccessDevice::new("d", DeviceType::Mac, None, Some(&long)).is_none());
     }
 
-    /// A serial of an even number of hex digits is kept packed, and matches what the text
-    /// would have: trimmed, ASCII case ignored.
+    /// A serial of an even number of hex digits is kept packed (past 32 digits, as the
+    /// digest of the packed bytes), and matches what the text would have: trimmed, ASCII case
+    /// ignored.
     #[test]
-    fn a_packed_serial_matches_as_its_text_would() {
+    fn a_packed_or_digested_serial_matches_as_its_text_would() {
         let reference = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
         let id = "0123456789ABCDEFabcdef0123456789ABCDEF0123456789ABCDEF0123456789";
+        let other = format!("{}8", &id[..63]);
+        let long = "AB".repeat(MAX_PACKED + 1);
         let stored = [
-            id, "00", "ab12", "AB12", "abc", "ab 12", " ab12", "SER1", "0x12", "é1",
+            id,
+            &id[..32],
+            &id[..34],
+            &long,
+            "00",
+            "ab12",
+            "AB12",
+            "abc",
+            "ab 12",
+            " ab12",
+            "SER1",
+            "0x12",
+            "é1",
         ];
         let presented = [
             id,
@@ -709,6 +792,13 @@ mod tests {
             &format!("  {id}\t"),
             &id[..62],
             &format!("{id}00"),
+            &other,
+            &id[..32],
+            &id[..34],
+            &id[..34].to_lowercase(),
+            &id[..36],
+            &long,
+            &long.to_lowercase(),
             "00",
             "0",
             "000",
@@ -733,7 +823,18 @@ mod tests {
             );
             let serial = a.device(0).serial().unwrap();
             let hex = s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
-            assert_eq!(matches!(serial, Serial::Hex(_)), hex, "{s:?} packed");
+            let form = match serial {
+                Serial::Text(_) => "text",
+                Serial::Hex(_) => "packed",
+                Serial::Digest(_) => "digest",
+            };
+            let expected = match (hex, s.len() / 2) {
+                (false, _) => "text",
+                (true, n) if n > MAX_PACKED => "text",
+                (true, n) if n > DIGEST_LEN => "digest",
+                (true, _) => "packed",
+            };
+            assert_eq!(form, expected, "{s:?}");
             for p in presented {
                 assert_eq!(serial.matches(p), reference(s, p), "{s:?} against {p:?}");
             }
@@ -855,10 +956,10 @@ mod tests {
     fn entries_stay_compact() {
         // One allocation: the reference count, the fixed part and the slice's length, then
         // the texts. A user of 9 characters with one device of 8 and AnyConnect's 64-digit
-        // ID (packed to 32 bytes) fits jemalloc's 128-byte class (the four allocations
-        // before took 224 bytes, then one 160).
+        // ID (its digest: 16 bytes) fits jemalloc's 112-byte class (the four allocations
+        // before took 224 bytes, then one 160, then 128 with the ID packed to 32 bytes).
         let fixed = 8 + std::mem::size_of::<triomphe::HeaderWithLength<Header>>();
-        assert!(fixed + 9 + 8 + 32 <= 128, "{fixed}");
+        assert!(fixed + 9 + 8 + DIGEST_LEN <= 112, "{fixed}");
         assert_eq!(std::mem::size_of::<Header>(), 56);
         assert_eq!(
             std::mem::size_of::<Slots>(),
