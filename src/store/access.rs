@@ -29,9 +29,9 @@ pub struct Access(ThinArc<Header, u8>);
 
 /// The fixed part of an entry; the bytes after it are the user's name, then each device's
 /// name, serial (packed or a digest, see `Serial`) and MAC. 56 bytes, so that with the
-/// reference count and the texts' length a typical user fits 112 (jemalloc's class below 128,
-/// and two cache lines): no field holds what the others tell, and each `Option` has a niche
-/// to keep its tag in (`entries_stay_compact`).
+/// reference count and the texts' length a typical user (one device, no MAC registered) fits
+/// 112 (jemalloc's class below 128; with a MAC, 128): no field holds what the others tell, and
+/// each `Option` has a niche to keep its tag in (`entries_stay_compact`).
 #[derive(PartialEq, Eq)]
 struct Header {
     /// A fingerprint of the user's argon2id hash; `None` for users whose password lives in a
@@ -471,7 +471,7 @@ impl Serial<'_> {
         }
     }
 
-    /// `serial` packed, when it is an even number of hex digits.
+    /// `serial` packed, when it is an even number of hex digits, at most 252.
     fn pack(serial: &str) -> Option<Vec<u8>> {
         let mut buf = [0; MAX_PACKED];
         Self::pack_into(serial, &mut buf).map(<[u8]>::to_vec)
@@ -489,16 +489,14 @@ impl Serial<'_> {
         Some(&buf[..b.len() / 2])
     }
 
-    /// A packed serial's digest: its 128-bit SipHash-2-4 under a key random per process (the
-    /// entries live only in memory). A device presenting another serial with the same digest
-    /// would pass for this one: a chance of 2^-128 a try, which no one can better, since no
-    /// digest leaves the process.
+    /// A packed serial's digest: its 128-bit SipHash-2-4 under `digest_key` (the entries
+    /// live only in memory). Matching through digests is the comparison of the packed bytes
+    /// but for one chance: a device presenting another serial with the same digest would pass
+    /// for this one. The key is random, never stored or logged, so that chance (~2^-128 a
+    /// device compared) can only be tried online, one guess per request that has already
+    /// passed the password check.
     fn digest(packed: &[u8]) -> [u8; DIGEST_LEN] {
-        static KEY: OnceLock<(u64, u64)> = OnceLock::new();
-        let &(k0, k1) = KEY.get_or_init(|| {
-            let mut rng = rand::rngs::OsRng;
-            (rng.next_u64(), rng.next_u64())
-        });
+        let (k0, k1) = digest_key();
         let mut h = SipHasher24::new_with_keys(k0, k1);
         h.write(packed);
         h.finish128().as_bytes()
@@ -516,6 +514,15 @@ impl Serial<'_> {
     }
 }
 
+/// The key of `Serial::digest`, drawn from the OS on first use.
+fn digest_key() -> (u64, u64) {
+    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+    *KEY.get_or_init(|| {
+        let mut rng = rand::rngs::OsRng;
+        (rng.next_u64(), rng.next_u64())
+    })
+}
+
 fn hex_byte(pair: &[u8]) -> Option<u8> {
     let digit = |c: u8| char::from(c).to_digit(16);
     Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
@@ -523,8 +530,9 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 
 /// A text of an entry. Its bytes were copied from whole `&str`s (`Access::with_devices`), and
 /// every range read as text is one of them as its slot recorded it; a packed serial or its
-/// digest, the only bytes that are not text, is never read as text. Not checked again on each read: the user's
-/// name is read on every request (checking took 1 % of the CPU at 100,000 users).
+/// digest, the only bytes that are not text, is never read as text. Not checked again on each
+/// read: the user's name is read on every request (checking took 1 % of the CPU at 100,000
+/// users).
 fn text(bytes: &[u8]) -> &str {
     debug_assert!(std::str::from_utf8(bytes).is_ok());
     // SAFETY: as above, `bytes` is one whole `&str` as `with_devices` copied it.
@@ -597,8 +605,9 @@ impl Access {
         &self.0.header.header
     }
 
-    /// Asks the CPU for the entry's first 128 bytes (a typical entry's all: its header, the
-    /// user's name and a device's texts) without waiting for them.
+    /// Asks the CPU for the entry's first 128 bytes (all of a 112- or 128-byte entry: its
+    /// header, the user's name and a device's texts; a 112-byte one may span three lines)
+    /// without waiting for them.
     fn prefetch(&self) {
         crate::prefetch::bytes(self.0.heap_ptr().cast(), 128);
     }
@@ -651,8 +660,9 @@ impl Access {
 }
 
 impl PartialEq for Access {
-    /// The same user, hash and devices (credential and address hints aside; packed serials
-    /// that differ only in ASCII case are equal, as they match the same requests).
+    /// The same user, hash and devices (credential and address hints aside; packed or
+    /// digested serials that differ only in ASCII case are equal, as they match the same
+    /// requests).
     fn eq(&self, other: &Self) -> bool {
         self.header() == other.header() && self.0.slice == other.0.slice
     }
@@ -770,11 +780,15 @@ mod tests {
         let reference = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
         let id = "0123456789ABCDEFabcdef0123456789ABCDEF0123456789ABCDEF0123456789";
         let other = format!("{}8", &id[..63]);
+        let not_hex = format!("{}zz", &id[..62]);
+        let padded = format!(" {} ", &id[..34]);
+        let longest = "AB".repeat(MAX_PACKED);
         let long = "AB".repeat(MAX_PACKED + 1);
         let stored = [
             id,
             &id[..32],
             &id[..34],
+            &longest,
             &long,
             "00",
             "ab12",
@@ -793,10 +807,16 @@ mod tests {
             &id[..62],
             &format!("{id}00"),
             &other,
+            &not_hex,
+            &padded,
             &id[..32],
+            &id[..33],
             &id[..34],
+            &id[..35],
             &id[..34].to_lowercase(),
             &id[..36],
+            &longest,
+            &longest.to_lowercase(),
             &long,
             &long.to_lowercase(),
             "00",
@@ -861,6 +881,17 @@ mod tests {
         a.device(0).address().set(Ipv4Addr::new(10, 0, 0, 1), 7);
         assert_eq!(a, Access::with_devices("u", Some("$h"), [dev("AB")]));
         assert_ne!(a, Access::with_devices("u", Some("$h"), [dev("AC")]));
+        let id = "0123456789ABCDEF".repeat(4);
+        let with_id = |serial: &str| {
+            let d = AccessDevice::new("d", DeviceType::Windows, Some(serial), None).unwrap();
+            Access::with_devices("u", None, [d])
+        };
+        assert_eq!(
+            with_id(&id),
+            with_id(&id.to_lowercase()),
+            "digests of one ID"
+        );
+        assert_ne!(with_id(&id), with_id(&id[..62]));
         assert_ne!(a, Access::with_devices("u", Some("$i"), [dev("AB")]));
         assert_ne!(a, Access::with_devices("v", Some("$h"), [dev("AB")]));
         let mut disabled = dev("AB");
@@ -960,6 +991,18 @@ mod tests {
         // before took 224 bytes, then one 160, then 128 with the ID packed to 32 bytes).
         let fixed = 8 + std::mem::size_of::<triomphe::HeaderWithLength<Header>>();
         assert!(fixed + 9 + 8 + DIGEST_LEN <= 112, "{fixed}");
+        let id = AccessDevice::new(
+            "laptop-1",
+            DeviceType::Windows,
+            Some(&"AB".repeat(32)),
+            None,
+        );
+        let a = Access::with_devices("user12345", None, [id.unwrap()]);
+        assert_eq!(
+            a.0.slice.len(),
+            9 + 8 + DIGEST_LEN,
+            "the ID kept as its digest"
+        );
         assert_eq!(std::mem::size_of::<Header>(), 56);
         assert_eq!(
             std::mem::size_of::<Slots>(),
@@ -967,5 +1010,16 @@ mod tests {
         );
         assert_eq!(std::mem::size_of::<DeviceSlot>(), 16);
         assert_eq!(std::mem::size_of::<Access>(), 8);
+    }
+
+    /// The digest is keyed, by a key of this process's own: not SipHash's zero key.
+    #[test]
+    fn serial_digests_are_keyed() {
+        assert_ne!(digest_key(), (0, 0));
+        let packed = [0xAB; 32];
+        let mut unkeyed = SipHasher24::new_with_keys(0, 0);
+        unkeyed.write(&packed);
+        assert_ne!(Serial::digest(&packed), unkeyed.finish128().as_bytes());
+        assert_eq!(Serial::digest(&packed), Serial::digest(&packed));
     }
 }
