@@ -121,9 +121,9 @@ struct Entry {
 /// listener keeps of an Accounting-Response, of a Reject and of an Accept is 2–50 bytes: an
 /// ASA's Accept 38, 50 with a proxy policy, an ocserv's 50; a managed proxy's server and
 /// exceptions, or Proxy-States, make it longer), so that the entries' one allocation holds it;
-/// a larger one has an allocation of its own. Small allocations of their own, made
-/// during a burst, kept ~4 MiB of the allocator's blocks in use after it (docs/PERFORMANCE.md,
-/// "Three more cuts").
+/// a larger one has an allocation of its own. Small allocations of their own, made during a
+/// burst, kept ~4 MiB of the allocator's blocks in use after it (docs/PERFORMANCE.md, "Three
+/// more cuts").
 enum Answer {
     InProgress,
     /// No response: a retransmission may try again (its key is no longer mapped here).
