@@ -26,4 +26,5 @@ pub mod profiles;
 pub mod radius;
 pub mod reply;
 pub mod server;
+mod sip_key;
 pub mod store;

@@ -192,43 +192,29 @@ pub fn kept(response: &[u8]) -> Kept<'_> {
         "a response of this module, its Message-Authenticator first"
     );
     let attributes = &response[FIRST_MA_OFFSET + 16..];
-    let reason = last_attribute(attributes)
-        .filter(|&at| attributes[at] == dict::REPLY_MESSAGE)
-        .and_then(|at| {
-            let text = &attributes[at + 2..];
-            let i = Reason::ALL
-                .iter()
-                .position(|r| r.message().as_bytes() == text)?;
-            Some((i as u8 + 1, at))
-        });
-    match reason {
-        Some((number, at)) => Kept {
-            head: [response[0], number],
-            attributes: &attributes[..at],
-        },
-        None => Kept {
+    // The bytes end as a reason's Reply-Message would: `resigned` appends those very bytes
+    // (whatever attribute they were part of, the response comes out the same).
+    let ending = |text: &[u8]| {
+        let before = attributes.strip_suffix(text)?;
+        before.strip_suffix(&[dict::REPLY_MESSAGE, 2 + text.len() as u8])
+    };
+    Reason::ALL
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| {
+            Some(Kept {
+                head: [response[0], i as u8 + 1],
+                attributes: ending(r.message().as_bytes())?,
+            })
+        })
+        .unwrap_or(Kept {
             head: [response[0], 0],
             attributes,
-        },
-    }
+        })
 }
 
 /// A reason's number (`kept`) is its index in `Reason::ALL` plus one, in a byte.
 const _: () = assert!(Reason::ALL.len() < 256);
-
-/// Where the last of well-formed `attributes` starts.
-fn last_attribute(attributes: &[u8]) -> Option<usize> {
-    let (mut at, mut last) = (0, None);
-    while at < attributes.len() {
-        let len = usize::from(*attributes.get(at + 1)?);
-        if len < 2 || at + len > attributes.len() {
-            return None;
-        }
-        last = Some(at);
-        at += len;
-    }
-    last
-}
 
 /// The response `kept` kept (its parts concatenated), signed again for a retransmission of
 /// `request`: the very bytes first sent, signing being deterministic (unless the client's
@@ -415,15 +401,5 @@ mod tests {
                 assert_eq!(again, expected, "signed for the other request");
             }
         }
-    }
-
-    #[test]
-    fn the_last_attribute_is_found_only_in_well_formed_lists() {
-        assert_eq!(last_attribute(&[]), None);
-        assert_eq!(last_attribute(&[18, 3, b'a']), Some(0));
-        assert_eq!(last_attribute(&[18, 3, b'a', 8, 6, 10, 8, 0, 2]), Some(3));
-        assert_eq!(last_attribute(&[18, 3, b'a', 8]), None, "no length");
-        assert_eq!(last_attribute(&[18, 1, b'a']), None, "length under 2");
-        assert_eq!(last_attribute(&[18, 4, b'a']), None, "past the end");
     }
 }

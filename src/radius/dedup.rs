@@ -13,14 +13,13 @@
 //! 5 MiB instead of 13.
 
 use std::collections::VecDeque;
-use std::hash::Hasher as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use rand::RngCore;
-use siphasher::sip128::{Hasher128, SipHasher13};
+
+use crate::sip_key::SipKey;
 
 /// Independent locks; a key always lands in the same shard.
 const SHARDS: usize = 8;
@@ -38,7 +37,7 @@ pub struct Key {
     pub authenticator: [u8; 16],
 }
 
-/// A `Key` as an entry keeps it: its 128-bit SipHash-1-3 under the cache's random key (16
+/// A `Key` as an entry keeps it: its 128-bit SipHash-1-3 under the cache's random `SipKey` (16
 /// bytes instead of the 38 of its fields). Two requests are told apart by their fingerprints
 /// alone, so a collision would answer one request with the other's response: among the ≤ 2^16
 /// entries of a window that is a chance of ~2^-97, and no one can aim for one, since neither
@@ -59,18 +58,8 @@ impl Fingerprint {
     fn shard(self) -> usize {
         (self.0[1] % SHARDS as u64) as usize
     }
-}
 
-/// The fingerprints' SipHash key, random per cache.
-struct FingerprintKey(u64, u64);
-
-impl FingerprintKey {
-    fn random() -> Self {
-        let mut rng = rand::rngs::OsRng;
-        Self(rng.next_u64(), rng.next_u64())
-    }
-
-    fn of(&self, k: Key) -> Fingerprint {
+    fn of(k: Key, under: &SipKey) -> Self {
         // One write of the fields, packed: an IPv4 address as its IPv4-mapped IPv6 form, told
         // apart by a flag.
         let (ip, v4) = match k.source.ip() {
@@ -84,9 +73,7 @@ impl FingerprintKey {
         bytes[19] = k.code;
         bytes[20] = k.identifier;
         bytes[21..].copy_from_slice(&k.authenticator);
-        let mut h = SipHasher13::new_with_keys(self.0, self.1);
-        h.write(&bytes);
-        let h = h.finish128();
+        let h = under.hash13(&bytes);
         Fingerprint([h.h1, h.h2])
     }
 }
@@ -226,14 +213,13 @@ impl Shard {
         self.entries.get_mut(position(self.first, seq)?)
     }
 
-    /// The sequence number `key` maps to.
-    fn mapped(&self, key: Fingerprint) -> Option<u64> {
+    /// The entry `key` maps to.
+    fn mapped(&self, key: Fingerprint) -> Option<&Entry> {
         let (entries, first) = (&self.entries, self.first);
-        self.seqs
-            .find(key.hash(), |low| {
-                entry(entries, first, low.seq(first)).is_some_and(|e| e.key == key)
-            })
-            .map(|low| low.seq(first))
+        let low = self.seqs.find(key.hash(), |low| {
+            entry(entries, first, low.seq(first)).is_some_and(|e| e.key == key)
+        })?;
+        entry(entries, first, low.seq(first))
     }
 
     /// Maps `key` to `seq` (whose entry is already in `entries`).
@@ -270,7 +256,7 @@ pub struct DedupCache {
     /// `abandon` (a panic), and the entry ages out like an answered one.
     in_progress: Duration,
     per_shard: usize,
-    fingerprints: FingerprintKey,
+    fingerprints: SipKey,
     /// What entries' times count from.
     epoch: Instant,
     shards: [Mutex<Shard>; SHARDS],
@@ -283,7 +269,7 @@ impl DedupCache {
             window,
             in_progress: Duration::MAX,
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            fingerprints: FingerprintKey::random(),
+            fingerprints: SipKey::random(),
             epoch: Instant::now(),
             shards: std::array::from_fn(|_| {
                 Mutex::new(Shard {
@@ -336,14 +322,13 @@ impl DedupCache {
     }
 
     pub fn begin(&self, key: Key, now: Instant) -> Seen {
-        let key = self.fingerprints.of(key);
+        let key = Fingerprint::of(key, &self.fingerprints);
         let now = self.nanos(now);
         let shard = key.shard();
         let mut s = self.shards[shard].lock();
         // Expire by age, then by size (room for one more): memory stays bounded under any load.
         self.expire(&mut s, now, self.per_shard - 1);
-        if let Some(seq) = s.mapped(key) {
-            let e = s.get_mut(seq).expect("a mapped key has its entry");
+        if let Some(e) = s.mapped(key) {
             return match e.answer.response() {
                 Some(response) => Seen::Answered(response.to_vec()),
                 None => Seen::InProgress,
@@ -534,7 +519,10 @@ mod tests {
         }
         assert_eq!(c.begin(base, t0), Seen::Answered(b"base".to_vec()));
         let other = DedupCache::new(Duration::from_secs(5), 100);
-        assert_ne!(c.fingerprints.of(base), other.fingerprints.of(base));
+        assert_ne!(
+            Fingerprint::of(base, &c.fingerprints),
+            Fingerprint::of(base, &other.fingerprints)
+        );
     }
 
     #[test]
@@ -580,7 +568,7 @@ mod tests {
         let c = DedupCache::new(Duration::from_secs(5), 2 * SHARDS);
         let t0 = Instant::now();
         let at = |s| t0 + Duration::from_secs(s);
-        let shard = |k| c.fingerprints.of(k).shard();
+        let shard = |k| Fingerprint::of(k, &c.fingerprints).shard();
         let neighbour = (2..).map(key).find(|k| shard(*k) == shard(key(1))).unwrap();
         let slow = ticket(c.begin(key(1), t0));
         let _other = ticket(c.begin(neighbour, t0));

@@ -10,18 +10,15 @@
 //! lines" and "Device IDs as digests").
 
 use std::fmt;
-use std::hash::Hasher as _;
 use std::net::Ipv4Addr;
 use std::num::{NonZeroU32, NonZeroU8};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use rand::RngCore;
-use siphasher::sip128::{Hasher128, SipHasher24};
-
 use triomphe::ThinArc;
 
 use super::{AuthMethod, DeviceRecord, DeviceType, Store, StoreError, UserRecord};
+use crate::sip_key::SipKey;
 
 /// A user as the request path sees them: a shared handle (a clone is a reference count).
 #[derive(Clone)]
@@ -452,33 +449,18 @@ impl Serial<'_> {
     /// Whether a presented serial is this one: trimmed, ASCII case ignored.
     pub fn matches(self, presented: &str) -> bool {
         let presented = presented.trim();
+        let mut buf = [0; MAX_PACKED];
         match self {
             Serial::Text(s) => s.trim().eq_ignore_ascii_case(presented),
-            Serial::Hex(packed) => {
-                presented.len() == 2 * packed.len()
-                    && presented
-                        .as_bytes()
-                        .chunks_exact(2)
-                        .zip(packed)
-                        .all(|(pair, &byte)| hex_byte(pair) == Some(byte))
-            }
-            Serial::Digest(digest) => {
-                let mut buf = [0; MAX_PACKED];
-                Self::pack_into(presented, &mut buf)
-                    .filter(|packed| packed.len() > DIGEST_LEN)
-                    .is_some_and(|packed| Self::digest(packed) == digest)
-            }
+            Serial::Hex(packed) => Self::pack(presented, &mut buf) == Some(packed),
+            Serial::Digest(digest) => Self::pack(presented, &mut buf)
+                .filter(|packed| packed.len() > DIGEST_LEN)
+                .is_some_and(|packed| Self::digest(packed) == digest),
         }
     }
 
-    /// `serial` packed, when it is an even number of hex digits, at most 252.
-    fn pack(serial: &str) -> Option<Vec<u8>> {
-        let mut buf = [0; MAX_PACKED];
-        Self::pack_into(serial, &mut buf).map(<[u8]>::to_vec)
-    }
-
-    /// `serial` packed into `buf`, when it is an even number of hex digits that fit.
-    fn pack_into<'b>(serial: &str, buf: &'b mut [u8; MAX_PACKED]) -> Option<&'b [u8]> {
+    /// `serial` packed into `buf`, when it is an even number of hex digits, at most 252.
+    fn pack<'b>(serial: &str, buf: &'b mut [u8; MAX_PACKED]) -> Option<&'b [u8]> {
         let b = serial.as_bytes();
         if b.is_empty() || !b.len().is_multiple_of(2) || b.len() / 2 > MAX_PACKED {
             return None;
@@ -489,38 +471,33 @@ impl Serial<'_> {
         Some(&buf[..b.len() / 2])
     }
 
-    /// A packed serial's digest: its 128-bit SipHash-2-4 under `digest_key` (the entries
-    /// live only in memory). Matching through digests is the comparison of the packed bytes
+    /// A packed serial's digest: its 128-bit SipHash-2-4 under `digest_key`, random per
+    /// process (the entries live only in memory). Matching through digests is the comparison of the packed bytes
     /// but for one chance: a device presenting another serial with the same digest would pass
     /// for this one. The key is random, never stored or logged, so that chance (~2^-128 a
     /// device compared) can only be tried online, one guess per request that has already
     /// passed the password check.
     fn digest(packed: &[u8]) -> [u8; DIGEST_LEN] {
-        let (k0, k1) = digest_key();
-        let mut h = SipHasher24::new_with_keys(k0, k1);
-        h.write(packed);
-        h.finish128().as_bytes()
+        digest_key().hash24(packed).as_bytes()
     }
 
     /// What an entry keeps of `serial`, and in which form.
     fn kept(serial: &str) -> (Vec<u8>, SerialForm) {
-        match Self::pack(serial) {
+        let mut buf = [0; MAX_PACKED];
+        match Self::pack(serial, &mut buf) {
             Some(packed) if packed.len() > DIGEST_LEN => {
-                (Self::digest(&packed).to_vec(), SerialForm::Digest)
+                (Self::digest(packed).to_vec(), SerialForm::Digest)
             }
-            Some(packed) => (packed, SerialForm::Hex),
+            Some(packed) => (packed.to_vec(), SerialForm::Hex),
             None => (serial.as_bytes().to_vec(), SerialForm::Text),
         }
     }
 }
 
-/// The key of `Serial::digest`, drawn from the OS on first use.
-fn digest_key() -> (u64, u64) {
-    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
-    *KEY.get_or_init(|| {
-        let mut rng = rand::rngs::OsRng;
-        (rng.next_u64(), rng.next_u64())
-    })
+/// The key of `Serial::digest`, drawn on first use.
+fn digest_key() -> &'static SipKey {
+    static KEY: OnceLock<SipKey> = OnceLock::new();
+    KEY.get_or_init(SipKey::random)
 }
 
 fn hex_byte(pair: &[u8]) -> Option<u8> {
@@ -1015,11 +992,12 @@ mod tests {
     /// The digest is keyed, by a key of this process's own: not SipHash's zero key.
     #[test]
     fn serial_digests_are_keyed() {
-        assert_ne!(digest_key(), (0, 0));
+        assert_ne!(*digest_key(), SipKey::ZERO);
         let packed = [0xAB; 32];
-        let mut unkeyed = SipHasher24::new_with_keys(0, 0);
-        unkeyed.write(&packed);
-        assert_ne!(Serial::digest(&packed), unkeyed.finish128().as_bytes());
+        assert_ne!(
+            Serial::digest(&packed),
+            SipKey::ZERO.hash24(&packed).as_bytes()
+        );
         assert_eq!(Serial::digest(&packed), Serial::digest(&packed));
     }
 }
