@@ -6,16 +6,17 @@
 //! milliseconds under the pool's lock, so both are indexed. Every change to a lease's user or
 //! session goes through this table, which keeps the indexes in step.
 //!
-//! Sized for 100,000 sessions: a lease is a 40-byte slot holding its own address (its names
-//! in one allocation, times in 32-bit seconds, its grant's number, the NAS as a number, the
-//! states one byte of flags; a map from address to a 40-byte lease took 48), and the
-//! indexes hold addresses
-//! alone, hashed by the device, session id or user they are found by, compared against the
-//! lease itself (with boxed-string keys the two by session and user held 5 MiB at 100,000
-//! leases; now 0.6).
+//! Sized for 100,000 sessions: a lease is a 32-byte slot holding its own address (its names
+//! in one allocation behind a thin pointer, times in 32-bit seconds, its grant's number, the
+//! NAS as a number, the states four bits beside the session id's length; a map from address
+//! to a 40-byte lease took 48, and a `Box<str>` for the names 40), and the indexes hold
+//! addresses alone, hashed by the device, session id or user they are found by, compared
+//! against the lease itself (with boxed-string keys the two by session and user held 5 MiB at
+//! 100,000 leases; now 0.6).
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -28,8 +29,10 @@ use crate::store::LeaseRecord;
 /// in the table's list of NAS names.
 pub(super) struct Lease {
     /// The device's name, the user's, then the session's id if one is bound: one allocation
-    /// for the three (the id in a box of its own cost 16 bytes a slot and an allocation).
-    names: Box<str>,
+    /// for the three (the id in a box of its own cost 16 bytes a slot and an allocation), owned
+    /// as a `Box<[u8]>` of valid UTF-8 whose length is the three lengths below (a `Box<str>`
+    /// would keep that length again: 8 bytes a slot, 1 MiB at 100,000 leases).
+    names: NonNull<u8>,
     /// Its address, the table's key.
     addr: Ipv4Addr,
     /// Seconds since the Unix epoch (saturating: past 2106 a time reads as 2106).
@@ -39,27 +42,54 @@ pub(super) struct Lease {
     /// through the hint finds its own lease without reading the names.
     grant: Grant,
     /// The device's name's length: at most 64 bytes through the admin API; an entry refuses a
-    /// device over 65,535 bytes, and a stored lease with a longer name (or session id) reads
-    /// as corrupt (`LeaseRecord::decode`).
+    /// device over 65,535 bytes, and a stored lease with a longer name reads as corrupt
+    /// (`LeaseRecord::decode`), as one with a longer user name does.
     device_len: u16,
+    /// The user's name's length: one User-Name attribute (253 bytes, at most 759 once invalid
+    /// UTF-8 is replaced).
+    user_len: u16,
     nas: u16,
-    /// The bound session id's length (one Acct-Session-Id attribute: 253 bytes, at most 759
-    /// once invalid UTF-8 is replaced).
-    session_len: u16,
-    /// `BOUND`, `PENDING`, `RENEWED`.
-    flags: u8,
+    /// The bound session id's length in the low 12 bits (one Acct-Session-Id attribute: at
+    /// most 759 bytes; a stored lease with a longer one reads as corrupt), then the flags
+    /// `BOUND`, `PENDING`, `RENEWED` and `UNSTORED`.
+    state: u16,
 }
 
+// SAFETY: a lease owns its names' bytes as a `Box<[u8]>` would (no other pointer to them; they
+// change only through `&mut self`), and a `Box<[u8]>` is `Send` and `Sync`.
+unsafe impl Send for Lease {}
+// SAFETY: as above.
+unsafe impl Sync for Lease {}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // SAFETY: `names` came from `Lease::names` with this length, and is dropped once.
+        unsafe { free_names(self.names, self.names_len()) }
+    }
+}
+
+/// `Lease::state`'s session id length: 12 bits, the stored records' limit.
+const SESSION_LEN: u16 = (1 << 12) - 1;
+const _: () = assert!(SESSION_LEN as usize == crate::store::MAX_SESSION_ID_LEN);
 /// A session is bound (its id may be empty).
-const BOUND: u8 = 1;
+const BOUND: u16 = 1 << 12;
 /// The durable write of a new lease is still under way.
-const PENDING: u8 = 2;
+const PENDING: u16 = 1 << 13;
 /// The device was accepted again on this lease (an Access-Request renewal) since a session
 /// was last bound to it: a Stop for that session does not end the lease.
-const RENEWED: u8 = 4;
+const RENEWED: u16 = 1 << 14;
 /// A write of this lease failed (an accounting update's): the store holds an older state, and
 /// the next renewal writes it.
-const UNSTORED: u8 = 8;
+const UNSTORED: u16 = 1 << 15;
+
+/// Frees names allocated by `Lease::names`.
+///
+/// # Safety
+/// `names` came from `Lease::names` with `len` bytes, and is not used again.
+unsafe fn free_names(names: NonNull<u8>, len: usize) {
+    // SAFETY: the caller's promise: this is the `Box<[u8]>` `Lease::names` let go of.
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(names.as_ptr(), len)) });
+}
 
 /// A time as a lease keeps it.
 fn secs(t: u64) -> u32 {
@@ -107,33 +137,60 @@ impl Grant {
 }
 
 impl Lease {
-    /// The names of a lease of `device` for `user`, bound to `session_id` if any.
-    fn names(device: &str, user: &str, session_id: Option<&str>) -> (Box<str>, u16, u16) {
+    /// The names of a lease of `device` for `user`, bound to `session_id` if any, and their
+    /// lengths (`device_len`, `user_len`, `state`'s session id length).
+    fn names(device: &str, user: &str, session_id: Option<&str>) -> (NonNull<u8>, u16, u16, u16) {
         let session = session_id.unwrap_or("");
-        (
-            [device, user, session].concat().into(),
-            u16::try_from(device.len()).expect("entries and stored leases refuse longer names"),
-            u16::try_from(session.len()).expect("a session id is one RADIUS attribute"),
-        )
+        let len = |s: &str| u16::try_from(s.len()).ok();
+        let (Some(device_len), Some(user_len), Some(session_len)) = (
+            len(device),
+            len(user),
+            len(session).filter(|l| *l <= SESSION_LEN),
+        ) else {
+            panic!("entries, attributes and stored leases refuse longer names");
+        };
+        let bytes: Box<[u8]> = [device, user, session].concat().into_bytes().into();
+        let names = NonNull::new(Box::into_raw(bytes).cast::<u8>()).expect("a box is not null");
+        (names, device_len, user_len, session_len)
     }
 
-    fn flag(&self, flag: u8) -> bool {
-        self.flags & flag != 0
+    fn names_len(&self) -> usize {
+        usize::from(self.device_len)
+            + usize::from(self.user_len)
+            + usize::from(self.state & SESSION_LEN)
     }
 
-    fn set_flag(&mut self, flag: u8, on: bool) {
+    /// The device's name, the user's and the session id, in one.
+    fn all_names(&self) -> &str {
+        // SAFETY: `names` holds `names_len()` bytes of UTF-8 (`Lease::names`), owned by this
+        // lease and changed only through `&mut self`.
+        unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                self.names.as_ptr(),
+                self.names_len(),
+            ))
+        }
+    }
+
+    fn flag(&self, flag: u16) -> bool {
+        self.state & flag != 0
+    }
+
+    fn set_flag(&mut self, flag: u16, on: bool) {
         if on {
-            self.flags |= flag;
+            self.state |= flag;
         } else {
-            self.flags &= !flag;
+            self.state &= !flag;
         }
     }
 
     /// Binds the lease to `session_id`, or unbinds it.
     fn set_session(&mut self, session_id: Option<&str>) {
-        let (names, _, session_len) = Self::names(self.device(), self.user(), session_id);
+        let (names, _, _, session_len) = Self::names(self.device(), self.user(), session_id);
+        // SAFETY: the old names, with their length, are replaced right after.
+        unsafe { free_names(self.names, self.names_len()) };
         self.names = names;
-        self.session_len = session_len;
+        self.state = (self.state & !SESSION_LEN) | session_len;
         self.set_flag(BOUND, session_id.is_some());
     }
 
@@ -148,11 +205,12 @@ impl Lease {
     }
 
     pub fn user(&self) -> &str {
-        &self.names[self.device_len as usize..self.names.len() - usize::from(self.session_len)]
+        let device = usize::from(self.device_len);
+        &self.all_names()[device..device + usize::from(self.user_len)]
     }
 
     pub fn device(&self) -> &str {
-        &self.names[..self.device_len as usize]
+        &self.all_names()[..usize::from(self.device_len)]
     }
 
     /// When it was granted (seconds, as `secs` keeps them).
@@ -161,8 +219,8 @@ impl Lease {
     }
 
     pub fn session_id(&self) -> Option<&str> {
-        self.flag(BOUND)
-            .then(|| &self.names[self.names.len() - usize::from(self.session_len)..])
+        let before = usize::from(self.device_len) + usize::from(self.user_len);
+        self.flag(BOUND).then(|| &self.all_names()[before..])
     }
 
     pub fn expires(&self) -> u64 {
@@ -362,7 +420,8 @@ impl Leases {
     /// Adds the lease of `addr`, replacing any it had.
     pub fn insert(&mut self, addr: Ipv4Addr, new: NewLease<'_>) {
         self.remove(addr);
-        let (names, device_len, session_len) = Lease::names(new.device, new.user, new.session_id);
+        let (names, device_len, user_len, session_len) =
+            Lease::names(new.device, new.user, new.session_id);
         let mut lease = Lease {
             names,
             addr,
@@ -370,9 +429,9 @@ impl Leases {
             expires: secs(new.expires),
             grant: Grant::next(),
             device_len,
+            user_len,
             nas: self.nas.intern(new.nas),
-            session_len,
-            flags: 0,
+            state: session_len,
         };
         lease.set_flag(BOUND, new.session_id.is_some());
         lease.set_flag(PENDING, new.pending);
@@ -688,6 +747,69 @@ mod tests {
         );
     }
 
+    /// The longest names a lease keeps read back whole, beside every flag: the session id's
+    /// length and the flags share 16 bits. Empty names (an allocation of no bytes) too.
+    #[test]
+    fn longest_and_empty_names_read_back_beside_the_flags() {
+        let (device, user) = ("d".repeat(65_535), "u".repeat(65_535));
+        let session = "s".repeat(crate::store::MAX_SESSION_ID_LEN);
+        let mut t = Leases::default();
+        t.insert(
+            addr(1),
+            NewLease {
+                device: &device,
+                pending: true,
+                renewed: true,
+                ..lease(&user, "gw1", Some(&session), 10)
+            },
+        );
+        t.get_mut(addr(1)).unwrap().set_unstored(true);
+        let l = t.get(addr(1)).unwrap();
+        assert_eq!(
+            (l.device(), l.user(), l.session_id()),
+            (device.as_str(), user.as_str(), Some(session.as_str()))
+        );
+        assert!(l.pending() && l.renewed() && l.unstored());
+        assert!(t.unbind(addr(1)));
+        let l = t.get_mut(addr(1)).unwrap();
+        assert_eq!((l.user(), l.session_id()), (user.as_str(), None));
+        l.written();
+        l.clear_renewed();
+        l.set_unstored(false);
+        assert!(!l.pending() && !l.renewed() && !l.unstored());
+        t.bind(addr(1), &session);
+        let l = t.get(addr(1)).unwrap();
+        assert_eq!(
+            (l.device(), l.session_id()),
+            (device.as_str(), Some(session.as_str()))
+        );
+        assert!(!l.pending() && !l.renewed() && !l.unstored());
+
+        t.insert(
+            addr(2),
+            NewLease {
+                device: "",
+                ..lease("", "gw1", None, 10)
+            },
+        );
+        let l = t.get(addr(2)).unwrap();
+        assert_eq!((l.device(), l.user(), l.session_id()), ("", "", None));
+        t.bind(addr(2), "");
+        assert_eq!(t.get(addr(2)).unwrap().session_id(), Some(""));
+        assert!(t.remove(addr(2)).is_some() && t.remove(addr(1)).is_some());
+    }
+
+    /// A session id past what a lease keeps is refused where leases come from (records,
+    /// attributes), so here it is a bug, not a truncation.
+    #[test]
+    #[should_panic(expected = "refuse longer names")]
+    fn a_session_id_past_12_bits_is_a_bug() {
+        let session = "s".repeat(crate::store::MAX_SESSION_ID_LEN + 1);
+        let mut t = Leases::default();
+        t.insert(addr(1), lease("alice", "gw1", None, 10));
+        t.bind(addr(1), &session);
+    }
+
     /// The device index follows inserts, replacements and removals, whatever the session.
     #[test]
     fn leases_are_found_by_device() {
@@ -801,13 +923,13 @@ mod tests {
     }
 
     /// What 100,000 sessions cost: a slot of the address table is a lease, its address
-    /// included (a map from address to lease took 48 bytes a slot).
+    /// included (a map from address to lease took 48 bytes a slot, boxed names 40).
     #[test]
     fn a_lease_stays_compact() {
         fn slot<T>(_: &HashTable<T>) -> usize {
             std::mem::size_of::<T>()
         }
-        assert_eq!(slot(&Leases::default().by_addr.0), 40);
+        assert_eq!(slot(&Leases::default().by_addr.0), 32);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{DeviceRecord, LeaseRecord, ProfileRecord, StoreError, UserRecord};
+use super::{DeviceRecord, LeaseRecord, ProfileRecord, StoreError, UserRecord, MAX_SESSION_ID_LEN};
 
 /// The first byte of a compact record (JSON records start with `{`). A change to the fields
 /// of a compactly stored record needs a new format byte: fields are found by position.
@@ -73,13 +73,21 @@ impl Record for LeaseRecord {
         postcard::to_extend(self, vec![COMPACT_V2]).expect("records serialize infallibly")
     }
 
-    /// A lease in memory keeps its device's name's and session id's lengths in 16 bits
-    /// (`ipam::leases`): a record with longer ones, which no daemon writes, is corrupt.
+    /// A lease in memory keeps its device's and user's names' lengths in 16 bits and its
+    /// session id's in 12 (`ipam::leases`): a record with longer ones, which no daemon writes,
+    /// is corrupt.
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let lease = Self::decode_any(bytes)?;
         let fits = |t: &str| u16::try_from(t.len()).is_ok();
-        if !fits(&lease.device) || !fits(lease.session_id.as_deref().unwrap_or("")) {
-            return Err("a lease's device name or session id over 64 KiB".into());
+        if !fits(&lease.device) || !fits(&lease.user) {
+            return Err("a lease's device or user name over 64 KiB".into());
+        }
+        if lease
+            .session_id
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_SESSION_ID_LEN)
+        {
+            return Err("a lease's session id over 4,095 bytes".into());
         }
         Ok(lease)
     }
@@ -290,18 +298,23 @@ mod tests {
         }
     }
 
-    /// A lease in memory keeps 16-bit lengths: a record past them is corrupt, not a panic.
+    /// A lease in memory keeps 16-bit name lengths and a 12-bit session id length: a record
+    /// past them is corrupt, not a panic.
     #[test]
-    fn a_lease_with_names_over_64_kib_is_corrupt() {
+    fn a_lease_with_names_past_its_lengths_is_corrupt() {
         let long = "x".repeat(65_536);
         let fits = "x".repeat(65_535);
-        for (device, session, ok) in [
-            (&long, None, false),
-            (&fits, Some(long.clone()), false),
-            (&fits, Some(fits.clone()), true),
+        let id = |n| Some("s".repeat(n));
+        for (device, user, session, ok) in [
+            (&long, &fits, None, false),
+            (&fits, &long, None, false),
+            (&fits, &fits, id(MAX_SESSION_ID_LEN + 1), false),
+            (&fits, &fits, id(MAX_SESSION_ID_LEN), true),
+            (&fits, &fits, None, true),
         ] {
             let l = LeaseRecord {
                 device: device.clone(),
+                user: user.clone(),
                 session_id: session,
                 ..lease(true)
             };

@@ -8,6 +8,10 @@ use sled::Transactional;
 use super::devices::unwrap_tx;
 use super::{decode, encode, Store, StoreError};
 
+/// The longest session id a lease record may hold: a lease in memory keeps its length in 12
+/// bits (`ipam::leases`); one Acct-Session-Id attribute is at most 759 bytes as text.
+pub const MAX_SESSION_ID_LEN: usize = 4_095;
+
 /// One address lent to one device's session. Compact records (`codec`) hold its fields by
 /// position, so a new field needs a new format byte there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ pub use access::{
 };
 use codec::{decode, encode, Record};
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
-pub use leases::{corrupt_lease_addr, LeaseRecord};
+pub use leases::{corrupt_lease_addr, LeaseRecord, MAX_SESSION_ID_LEN};
 pub use profiles::{profile_key, DownloadRefusal, ProfileRecord};
 pub use users::UserRecord;
 
