@@ -28,3 +28,5 @@ pub mod reply;
 pub mod server;
 mod sip_key;
 pub mod store;
+#[cfg(test)]
+mod test_alloc;

@@ -45,8 +45,8 @@ pub(super) struct Lease {
     /// device over 65,535 bytes, and a stored lease with a longer name reads as corrupt
     /// (`LeaseRecord::decode`), as one with a longer user name does.
     device_len: u16,
-    /// The user's name's length: one User-Name attribute (253 bytes, at most 759 once invalid
-    /// UTF-8 is replaced).
+    /// The user's name's length: their entry's name (cut below 64 KiB, `Access::with_devices`;
+    /// the admin API takes 253 bytes), and a stored lease with a longer one reads as corrupt.
     user_len: u16,
     nas: u16,
     /// The bound session id's length in the low 12 bits (one Acct-Session-Id attribute: at
@@ -177,6 +177,7 @@ impl Lease {
     }
 
     fn set_flag(&mut self, flag: u16, on: bool) {
+        debug_assert_eq!(flag & SESSION_LEN, 0, "a flag on the session id's length");
         if on {
             self.state |= flag;
         } else {
@@ -420,6 +421,8 @@ impl Leases {
     /// Adds the lease of `addr`, replacing any it had.
     pub fn insert(&mut self, addr: Ipv4Addr, new: NewLease<'_>) {
         self.remove(addr);
+        // The NAS first: nothing is allocated yet if its table were full.
+        let nas = self.nas.intern(new.nas);
         let (names, device_len, user_len, session_len) =
             Lease::names(new.device, new.user, new.session_id);
         let mut lease = Lease {
@@ -430,7 +433,7 @@ impl Leases {
             grant: Grant::next(),
             device_len,
             user_len,
-            nas: self.nas.intern(new.nas),
+            nas,
             state: session_len,
         };
         lease.set_flag(BOUND, new.session_id.is_some());
@@ -459,12 +462,19 @@ impl Leases {
     pub fn bind(&mut self, addr: Ipv4Addr, session_id: &str) -> Option<&mut Lease> {
         let lease = self.by_addr.get_mut(&addr)?;
         if lease.session_id() != Some(session_id) {
-            lease.clear_renewed();
-            match lease.session_id() {
-                Some(old) => self.by_session.forget(old, addr),
-                None => self.unbound.forget(lease.user(), addr),
-            }
+            // The new names before the indexes change (a session id too long to keep is a
+            // bug that panics, and should leave the lease indexed as it was).
+            let (was_bound, old) = match lease.session_id() {
+                Some(old) => (true, hash(old)),
+                None => (false, hash(lease.user())),
+            };
             lease.set_session(Some(session_id));
+            lease.clear_renewed();
+            if was_bound {
+                self.by_session.forget_hashed(old, addr);
+            } else {
+                self.unbound.forget_hashed(old, addr);
+            }
             self.by_session.set(session_id, addr, &self.by_addr);
         }
         self.by_addr.get_mut(&addr)
@@ -660,7 +670,13 @@ impl<K: IndexKey> AddrIndex<K> {
 
     /// Drops `addr` from under `key`, if it is there.
     fn forget(&mut self, key: &str, addr: Ipv4Addr) {
-        if let Ok(e) = self.table.find_entry(hash(key), |a| *a == addr) {
+        self.forget_hashed(hash(key), addr);
+    }
+
+    /// Drops `addr` from under the key hashed to `h`, if it is there (found by the address
+    /// alone: its lease may be indexed under another key by now).
+    fn forget_hashed(&mut self, h: u64, addr: Ipv4Addr) {
+        if let Ok(e) = self.table.find_entry(h, |a| *a == addr) {
             e.remove();
         }
     }
@@ -748,42 +764,50 @@ mod tests {
     }
 
     /// The longest names a lease keeps read back whole, beside every flag: the session id's
-    /// length and the flags share 16 bits. Empty names (an allocation of no bytes) too.
+    /// length and the flags share 16 bits, and neither a bind nor a flag's change may touch
+    /// the other's bits. Empty names (an allocation of no bytes) too.
     #[test]
     fn longest_and_empty_names_read_back_beside_the_flags() {
         let (device, user) = ("d".repeat(65_535), "u".repeat(65_535));
-        let session = "s".repeat(crate::store::MAX_SESSION_ID_LEN);
+        let longest = "s".repeat(crate::store::MAX_SESSION_ID_LEN);
+        // Every other length bit set.
+        let alternate = "a".repeat(0xAAA);
         let mut t = Leases::default();
+        let check = |t: &Leases, session: Option<&str>, flags: [bool; 3]| {
+            let l = t.get(addr(1)).unwrap();
+            assert_eq!(
+                (l.device(), l.user(), l.session_id()),
+                (device.as_str(), user.as_str(), session)
+            );
+            assert_eq!([l.pending(), l.renewed(), l.unstored()], flags);
+        };
         t.insert(
             addr(1),
             NewLease {
                 device: &device,
                 pending: true,
                 renewed: true,
-                ..lease(&user, "gw1", Some(&session), 10)
+                ..lease(&user, "gw1", Some(&longest), 10)
             },
         );
         t.get_mut(addr(1)).unwrap().set_unstored(true);
-        let l = t.get(addr(1)).unwrap();
-        assert_eq!(
-            (l.device(), l.user(), l.session_id()),
-            (device.as_str(), user.as_str(), Some(session.as_str()))
-        );
-        assert!(l.pending() && l.renewed() && l.unstored());
+        check(&t, Some(&longest), [true, true, true]);
         assert!(t.unbind(addr(1)));
+        check(&t, None, [true, true, true]);
+        // A bind clears only the renewal mark.
+        t.bind(addr(1), &alternate);
+        check(&t, Some(&alternate), [true, false, true]);
         let l = t.get_mut(addr(1)).unwrap();
-        assert_eq!((l.user(), l.session_id()), (user.as_str(), None));
         l.written();
-        l.clear_renewed();
+        assert!(l.mark_renewed());
         l.set_unstored(false);
-        assert!(!l.pending() && !l.renewed() && !l.unstored());
-        t.bind(addr(1), &session);
-        let l = t.get(addr(1)).unwrap();
-        assert_eq!(
-            (l.device(), l.session_id()),
-            (device.as_str(), Some(session.as_str()))
-        );
-        assert!(!l.pending() && !l.renewed() && !l.unstored());
+        check(&t, Some(&alternate), [false, true, false]);
+        t.bind(addr(1), &longest);
+        check(&t, Some(&longest), [false, false, false]);
+        t.get_mut(addr(1)).unwrap().set_unstored(true);
+        check(&t, Some(&longest), [false, false, true]);
+        assert_eq!(bound(&t, &longest), vec![addr(1)]);
+        assert!(bound(&t, &alternate).is_empty());
 
         t.insert(
             addr(2),
@@ -800,14 +824,28 @@ mod tests {
     }
 
     /// A session id past what a lease keeps is refused where leases come from (records,
-    /// attributes), so here it is a bug, not a truncation.
+    /// attributes), so here it is a bug, not a truncation: it panics, and leaves the lease as
+    /// it was, names and indexes.
     #[test]
-    #[should_panic(expected = "refuse longer names")]
-    fn a_session_id_past_12_bits_is_a_bug() {
+    fn a_session_id_past_12_bits_is_a_bug_that_changes_nothing() {
         let session = "s".repeat(crate::store::MAX_SESSION_ID_LEN + 1);
         let mut t = Leases::default();
         t.insert(addr(1), lease("alice", "gw1", None, 10));
-        t.bind(addr(1), &session);
+        let bind = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.bind(addr(1), &session);
+        }));
+        assert!(bind.is_err());
+        assert_eq!(t.newest_unbound("alice", "gw1"), Some(addr(1)));
+        assert_eq!(t.get(addr(1)).unwrap().session_id(), None);
+        t.bind(addr(1), "S-1");
+        t.bind(addr(1), &"x".repeat(crate::store::MAX_SESSION_ID_LEN));
+        let bind = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.bind(addr(1), &session);
+        }));
+        assert!(bind.is_err());
+        let kept = "x".repeat(crate::store::MAX_SESSION_ID_LEN);
+        assert_eq!(bound(&t, &kept), vec![addr(1)]);
+        assert_eq!(t.get(addr(1)).unwrap().session_id(), Some(kept.as_str()));
     }
 
     /// The device index follows inserts, replacements and removals, whatever the session.
