@@ -184,27 +184,69 @@ pub fn verify_response(
 #[error("User-Password length must be a multiple of 16 between 16 and 128")]
 pub struct PapError;
 
+/// A decoded PAP password: at most 128 octets (RFC 2865 §5.2), kept inline rather than in an
+/// allocation of its own, and overwritten with zeros when dropped, so that no copy of it is
+/// left in freed memory by the request path (the password sources' own copies aside).
+pub struct PapPassword {
+    bytes: [u8; 128],
+    len: u8,
+}
+
+impl std::ops::Deref for PapPassword {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl PapPassword {
+    /// Overwrites the password's octets with zeros; past them the buffer holds the decoded
+    /// padding (zeros) or was never written.
+    fn wipe(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bytes[..usize::from(self.len)]);
+    }
+}
+
+impl Drop for PapPassword {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl std::fmt::Debug for PapPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PapPassword({} octets)", self.len)
+    }
+}
+
 /// Decodes a PAP User-Password (RFC 2865 §5.2), dropping the zero padding.
 pub fn decode_pap(
     hidden: &[u8],
     secret: &[u8],
     request_authenticator: &[u8; 16],
-) -> Result<Vec<u8>, PapError> {
+) -> Result<PapPassword, PapError> {
     if hidden.is_empty() || hidden.len() > 128 || !hidden.len().is_multiple_of(16) {
         return Err(PapError);
     }
-    let mut out = Vec::with_capacity(hidden.len());
+    let mut out = PapPassword {
+        bytes: [0; 128],
+        len: 0,
+    };
     let mut prev: &[u8] = request_authenticator;
-    for chunk in hidden.chunks_exact(16) {
+    for (chunk, plain) in hidden.chunks_exact(16).zip(out.bytes.chunks_exact_mut(16)) {
         let mut md5 = Md5::new();
         md5.update(secret);
         md5.update(prev);
         let b = md5.finalize();
-        out.extend(chunk.iter().zip(b.iter()).map(|(c, b)| c ^ b));
+        for ((p, c), b) in plain.iter_mut().zip(chunk).zip(b.iter()) {
+            *p = c ^ b;
+        }
         prev = chunk;
     }
-    let end = out.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-    out.truncate(end);
+    let decoded = &out.bytes[..hidden.len()];
+    let end = decoded.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    out.len = u8::try_from(end).expect("at most 128 octets");
     Ok(out)
 }
 
@@ -243,7 +285,7 @@ mod tests {
             0x0a, 0xee,
         ];
         assert_eq!(
-            decode_pap(&hidden, b"xyzzy5461", &auth).unwrap(),
+            &*decode_pap(&hidden, b"xyzzy5461", &auth).unwrap(),
             b"arctangent"
         );
         assert_eq!(encode_pap(b"arctangent", b"xyzzy5461", &auth), hidden);
@@ -255,11 +297,38 @@ mod tests {
         let pw = b"a password that is longer than sixteen bytes, twice over";
         let hidden = encode_pap(pw, b"s3cret", &auth);
         assert_eq!(hidden.len(), 64);
-        assert_eq!(decode_pap(&hidden, b"s3cret", &auth).unwrap(), pw);
-        assert_ne!(decode_pap(&hidden, b"other", &auth).unwrap(), pw);
-        assert_eq!(decode_pap(&[0; 15], b"s", &auth), Err(PapError));
-        assert_eq!(decode_pap(&[], b"s", &auth), Err(PapError));
-        assert_eq!(decode_pap(&[0; 144], b"s", &auth), Err(PapError));
+        assert_eq!(&*decode_pap(&hidden, b"s3cret", &auth).unwrap(), pw);
+        assert_ne!(&*decode_pap(&hidden, b"other", &auth).unwrap(), pw);
+        for bad in [&[0; 15][..], &[], &[0; 144], &[0; 129]] {
+            assert_eq!(decode_pap(bad, b"s", &auth).err(), Some(PapError));
+        }
+        // The longest a PAP password can be, and one of all zeros (only padding).
+        let longest = [0xa5; 128];
+        let hidden = encode_pap(&longest, b"s3cret", &auth);
+        assert_eq!(&*decode_pap(&hidden, b"s3cret", &auth).unwrap(), longest);
+        let hidden = encode_pap(&[0; 16], b"s3cret", &auth);
+        assert!(decode_pap(&hidden, b"s3cret", &auth).unwrap().is_empty());
+    }
+
+    /// What a dropped password leaves: zeros, in every octet of its buffer (the padding's
+    /// octets decode to zeros, and a wrong secret's garbage is part of the password).
+    #[test]
+    fn a_wiped_password_leaves_only_zeros() {
+        let auth = [7u8; 16];
+        for (pw, secret) in [
+            (&b"arctangent"[..], &b"s3cret"[..]),
+            (&[0xa5; 128], b"s3cret"),
+            (
+                b"a password that is longer than sixteen bytes, twice over",
+                b"other",
+            ),
+        ] {
+            let hidden = encode_pap(pw, b"s3cret", &auth);
+            let mut decoded = decode_pap(&hidden, secret, &auth).unwrap();
+            assert!(!decoded.is_empty());
+            decoded.wipe();
+            assert_eq!(decoded.bytes, [0; 128]);
+        }
     }
 
     #[test]

@@ -433,7 +433,7 @@ impl Handler {
         let avpairs = dict::cisco_avpairs(Attributes::of(packet));
         let request = AccessRequest {
             user_name: user,
-            password: &password,
+            password: &password[..],
             avpairs: &avpairs,
             nas,
             now: crate::store::now_secs(),
