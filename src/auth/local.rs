@@ -249,7 +249,8 @@ impl LocalVerifier {
             return Ok(Checked::Verified);
         }
         let (cache, store, decoy) = (self.cache.clone(), self.store.clone(), self.decoy.clone());
-        let (name, pw) = (user.to_owned(), password.to_vec());
+        // The blocking task's own copy of the password, wiped when it is done with it.
+        let (name, pw) = (user.to_owned(), zeroize::Zeroizing::new(password.to_vec()));
         let params = self.upgrade_imported.then(|| self.params.clone());
         let (checked, upgrade) = tokio::task::spawn_blocking(move || {
             let _permit = permit;

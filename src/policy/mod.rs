@@ -49,8 +49,8 @@ impl Settings {
     }
 }
 
-/// What the policy needs from an Access-Request, already decoded.
-#[derive(Debug)]
+/// What the policy needs from an Access-Request, already decoded. Its `Debug` leaves the
+/// password out.
 pub struct AccessRequest<'a> {
     pub user_name: &'a str,
     pub password: &'a [u8],
@@ -63,6 +63,22 @@ pub struct AccessRequest<'a> {
     /// When a directory's password check is given up on ("directory unavailable"), so the
     /// gateway gets an answer before the request's own timeout drops it unanswered.
     pub directory_deadline: Option<std::time::Instant>,
+}
+
+impl std::fmt::Debug for AccessRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessRequest")
+            .field("user_name", &self.user_name)
+            .field(
+                "password",
+                &format_args!("({} octets)", self.password.len()),
+            )
+            .field("avpairs", &self.avpairs)
+            .field("nas", &self.nas.name)
+            .field("now", &self.now)
+            .field("directory_deadline", &self.directory_deadline)
+            .finish()
+    }
 }
 
 /// The outcome of an Access-Request.

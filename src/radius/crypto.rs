@@ -205,6 +205,7 @@ impl PapPassword {
     /// padding (zeros) or was never written.
     fn wipe(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.bytes[..usize::from(self.len)]);
+        self.len = 0;
     }
 }
 
@@ -220,33 +221,61 @@ impl std::fmt::Debug for PapPassword {
     }
 }
 
-/// Decodes a PAP User-Password (RFC 2865 §5.2), dropping the zero padding.
+impl PapPassword {
+    /// No password yet: a buffer for `decode`.
+    pub fn new() -> Self {
+        Self {
+            bytes: [0; 128],
+            len: 0,
+        }
+    }
+
+    /// Decodes a PAP User-Password (RFC 2865 §5.2) into this buffer, dropping the zero
+    /// padding. In place, so that the plaintext is not moved (a move leaves a copy behind,
+    /// which nothing wipes); the request path keeps the buffer where it is used.
+    pub fn decode(
+        &mut self,
+        hidden: &[u8],
+        secret: &[u8],
+        request_authenticator: &[u8; 16],
+    ) -> Result<(), PapError> {
+        self.wipe();
+        if hidden.is_empty() || hidden.len() > 128 || !hidden.len().is_multiple_of(16) {
+            return Err(PapError);
+        }
+        let mut prev: &[u8] = request_authenticator;
+        for (chunk, plain) in hidden.chunks_exact(16).zip(self.bytes.chunks_exact_mut(16)) {
+            let mut md5 = Md5::new();
+            md5.update(secret);
+            md5.update(prev);
+            let b = md5.finalize();
+            for ((p, c), b) in plain.iter_mut().zip(chunk).zip(b.iter()) {
+                *p = c ^ b;
+            }
+            prev = chunk;
+        }
+        let decoded = &self.bytes[..hidden.len()];
+        let end = decoded.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        self.len = u8::try_from(end).expect("at most 128 octets");
+        Ok(())
+    }
+}
+
+impl Default for PapPassword {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Decodes a PAP User-Password (RFC 2865 §5.2), dropping the zero padding, into a new buffer
+/// (`PapPassword::decode` decodes in place).
 pub fn decode_pap(
     hidden: &[u8],
     secret: &[u8],
     request_authenticator: &[u8; 16],
 ) -> Result<PapPassword, PapError> {
-    if hidden.is_empty() || hidden.len() > 128 || !hidden.len().is_multiple_of(16) {
-        return Err(PapError);
-    }
-    let mut out = PapPassword {
-        bytes: [0; 128],
-        len: 0,
-    };
-    let mut prev: &[u8] = request_authenticator;
-    for (chunk, plain) in hidden.chunks_exact(16).zip(out.bytes.chunks_exact_mut(16)) {
-        let mut md5 = Md5::new();
-        md5.update(secret);
-        md5.update(prev);
-        let b = md5.finalize();
-        for ((p, c), b) in plain.iter_mut().zip(chunk).zip(b.iter()) {
-            *p = c ^ b;
-        }
-        prev = chunk;
-    }
-    let decoded = &out.bytes[..hidden.len()];
-    let end = decoded.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-    out.len = u8::try_from(end).expect("at most 128 octets");
+    let mut out = PapPassword::new();
+    out.decode(hidden, secret, request_authenticator)?;
     Ok(out)
 }
 
@@ -327,8 +356,38 @@ mod tests {
             let mut decoded = decode_pap(&hidden, secret, &auth).unwrap();
             assert!(!decoded.is_empty());
             decoded.wipe();
-            assert_eq!(decoded.bytes, [0; 128]);
+            assert_eq!((decoded.bytes, decoded.len), ([0; 128], 0));
+            // And through its drop, which is what the request path relies on.
+            let decoded = std::mem::ManuallyDrop::new(decode_pap(&hidden, secret, &auth).unwrap());
+            let at = &*decoded as *const PapPassword as *mut PapPassword;
+            // SAFETY: dropped once, in place; its bytes are read after (plain octets, still
+            // in `decoded`'s storage, which is not dropped again).
+            let left = unsafe {
+                std::ptr::drop_in_place(at);
+                std::ptr::addr_of!((*at).bytes).read()
+            };
+            assert_eq!(left, [0; 128]);
         }
+    }
+
+    /// Only the padding is dropped: zero octets inside a password, and a decode into a buffer
+    /// that held a longer one, read back exactly.
+    #[test]
+    fn a_password_keeps_its_inner_zeros_and_a_reused_buffer_nothing_else() {
+        let auth = [9u8; 16];
+        let mut buf = PapPassword::new();
+        let long = [0x5a; 100];
+        buf.decode(&encode_pap(&long, b"k", &auth), b"k", &auth)
+            .unwrap();
+        assert_eq!(&*buf, long);
+        for pw in [&b"ab\0cd"[..], b"\0\0x", b"x"] {
+            buf.decode(&encode_pap(pw, b"k", &auth), b"k", &auth)
+                .unwrap();
+            assert_eq!(&*buf, pw);
+            assert!(buf.bytes[pw.len()..].iter().all(|&b| b == 0));
+        }
+        assert_eq!(buf.decode(&[1; 17], b"k", &auth), Err(PapError));
+        assert!(buf.is_empty() && buf.bytes == [0; 128]);
     }
 
     #[test]

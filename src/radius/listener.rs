@@ -426,10 +426,13 @@ impl Handler {
         let Some(hidden) = Attributes::first(packet, dict::USER_PASSWORD) else {
             return (user.to_owned(), Decision::Reject(Reason::MissingPassword));
         };
-        let Ok(password) = crypto::decode_pap(hidden, original.secret, &original.authenticator)
-        else {
+        let mut password = crypto::PapPassword::new();
+        if password
+            .decode(hidden, original.secret, &original.authenticator)
+            .is_err()
+        {
             return (user.to_owned(), Decision::Reject(Reason::MalformedPassword));
-        };
+        }
         let avpairs = dict::cisco_avpairs(Attributes::of(packet));
         let request = AccessRequest {
             user_name: user,
