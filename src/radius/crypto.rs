@@ -186,7 +186,8 @@ pub struct PapError;
 
 /// A decoded PAP password: at most 128 octets (RFC 2865 §5.2), kept inline rather than in an
 /// allocation of its own, and overwritten with zeros when dropped, so that no copy of it is
-/// left in freed memory by the request path (the password sources' own copies aside).
+/// left in freed memory by the request path (the hash functions' state and the LDAP and HTTPS
+/// clients' buffers aside).
 pub struct PapPassword {
     bytes: [u8; 128],
     len: u8,
@@ -197,15 +198,6 @@ impl std::ops::Deref for PapPassword {
 
     fn deref(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
-    }
-}
-
-impl PapPassword {
-    /// Overwrites the password's octets with zeros; past them the buffer holds the decoded
-    /// padding (zeros) or was never written.
-    fn wipe(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.bytes[..usize::from(self.len)]);
-        self.len = 0;
     }
 }
 
@@ -258,6 +250,13 @@ impl PapPassword {
         let end = decoded.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
         self.len = u8::try_from(end).expect("at most 128 octets");
         Ok(())
+    }
+
+    /// Overwrites the password's octets with zeros; past them the buffer holds the decoded
+    /// padding (zeros) or was never written.
+    fn wipe(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bytes[..usize::from(self.len)]);
+        self.len = 0;
     }
 }
 
@@ -358,8 +357,9 @@ mod tests {
             decoded.wipe();
             assert_eq!((decoded.bytes, decoded.len), ([0; 128], 0));
             // And through its drop, which is what the request path relies on.
-            let decoded = std::mem::ManuallyDrop::new(decode_pap(&hidden, secret, &auth).unwrap());
-            let at = &*decoded as *const PapPassword as *mut PapPassword;
+            let mut decoded =
+                std::mem::ManuallyDrop::new(decode_pap(&hidden, secret, &auth).unwrap());
+            let at: *mut PapPassword = &mut *decoded;
             // SAFETY: dropped once, in place; its bytes are read after (plain octets, still
             // in `decoded`'s storage, which is not dropped again).
             let left = unsafe {
