@@ -472,25 +472,29 @@ impl Serial<'_> {
     }
 
     /// A packed serial's digest: its 128-bit SipHash-2-4 under `digest_key`, random per
-    /// process (the entries live only in memory). Matching through digests is the comparison of the packed bytes
-    /// but for one chance: a device presenting another serial with the same digest would pass
-    /// for this one. The key is random, never stored or logged, so that chance (~2^-128 a
+    /// process (the entries live only in memory). Matching through digests is the comparison
+    /// of the packed bytes but for one chance: a device presenting another serial with the
+    /// same digest would pass for this one. The key is random, never stored or logged, so that chance (~2^-128 a
     /// device compared) can only be tried online, one guess per request that has already
     /// passed the password check.
     fn digest(packed: &[u8]) -> [u8; DIGEST_LEN] {
         digest_key().hash24(packed).as_bytes()
     }
 
-    /// What an entry keeps of `serial`, and in which form.
-    fn kept(serial: &str) -> (Vec<u8>, SerialForm) {
+    /// Appends what an entry keeps of `serial` to `texts`: its length, and in which form.
+    fn keep(serial: &str, texts: &mut Vec<u8>) -> (usize, SerialForm) {
         let mut buf = [0; MAX_PACKED];
-        match Self::pack(serial, &mut buf) {
+        let digest;
+        let (kept, form) = match Self::pack(serial, &mut buf) {
             Some(packed) if packed.len() > DIGEST_LEN => {
-                (Self::digest(packed).to_vec(), SerialForm::Digest)
+                digest = Self::digest(packed);
+                (&digest[..], SerialForm::Digest)
             }
-            Some(packed) => (packed.to_vec(), SerialForm::Hex),
-            None => (serial.as_bytes().to_vec(), SerialForm::Text),
-        }
+            Some(packed) => (packed, SerialForm::Hex),
+            None => (serial.as_bytes(), SerialForm::Text),
+        };
+        texts.extend_from_slice(kept);
+        (kept.len(), form)
     }
 }
 
@@ -549,17 +553,17 @@ impl Access {
             .into_iter()
             .map(|d| {
                 texts.extend_from_slice(d.name.as_bytes());
-                let (kept, serial_form) = Serial::kept(d.serial.as_deref().unwrap_or(""));
-                texts.extend_from_slice(&kept);
+                let (serial_len, serial_form) =
+                    Serial::keep(d.serial.as_deref().unwrap_or(""), &mut texts);
                 let mac = d.mac.as_deref().unwrap_or("");
                 texts.extend_from_slice(mac.as_bytes());
                 // `AccessDevice::new` checked every length (a cut one would shift the texts).
-                let len = |t: &[u8]| u16::try_from(t.len()).expect("checked by AccessDevice::new");
+                let len = |n: usize| u16::try_from(n).expect("checked by AccessDevice::new");
                 DeviceSlot {
-                    name_len: len(d.name.as_bytes()),
-                    serial_len: len(&kept),
+                    name_len: len(d.name.len()),
+                    serial_len: len(serial_len),
                     serial_form,
-                    mac_len: len(mac.as_bytes()),
+                    mac_len: len(mac.len()),
                     flags: PackedFlags::pack(DeviceFlags {
                         device_type: d.device_type,
                         enabled: d.enabled,
