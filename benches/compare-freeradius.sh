@@ -327,16 +327,20 @@ def closed(suffix, heading):
 closed("", "closed loop, driver and servers sharing every CPU")
 if by.get("ravpnd-split"):
     closed("-split", "closed loop, split: each server alone on CPU 1, the driver (1 thread) on CPU 0")
+print("latency: to the answer's arrival at the driver's socket (the kernel's stamp); (read …): to the "
+      "driver's read of it, which adds the driver's own wake-up")
 print("one request in flight (-poll: the driver polls for the answer instead of sleeping):")
 for label in ("ravpnd-c1", "freeradius-c1", "null-c1",
               "ravpnd-c1-poll", "freeradius-c1-poll", "null-c1-poll"):
-    print(f"  {label:<18} p50 {lat(label, 'p50'):>6.0f} µs  p99 {lat(label, 'p99'):>6.0f} µs  p99.9 {lat(label, 'p999'):>6.0f} µs"
-          f"  ({med(label, 'throughput_rps'):.0f} req/s)")
+    print(f"  {label:<18} p50 {lat(label, 'p50'):>6.0f} µs (read {lat(label, 'p50', 'read'):>4.0f})"
+          f"  p99 {lat(label, 'p99'):>6.0f} µs (read {lat(label, 'p99', 'read'):>4.0f})"
+          f"  p99.9 {lat(label, 'p999'):>6.0f} µs  ({med(label, 'throughput_rps'):.0f} req/s)")
 print("open loop at half of the peak rate:")
 for label in ("ravpnd-half", "freeradius-half", "null-half", "null-at-ravpnd-half"):
     r = by.get(label, [{}])[0]
-    print(f"  {label:<19} {r.get('mode', '')}: p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs"
-          f"  p99.9 {lat(label, 'p999'):.0f} µs  skipped {r.get('skipped', 0)}")
+    print(f"  {label:<19} {r.get('mode', '')}: p50 {lat(label, 'p50'):.0f} µs (read {lat(label, 'p50', 'read'):.0f})"
+          f"  p99 {lat(label, 'p99'):.0f} µs (read {lat(label, 'p99', 'read'):.0f})"
+          f"  p99.9 {lat(label, 'p999'):.0f} µs (read {lat(label, 'p999', 'read'):.0f})  skipped {r.get('skipped', 0)}")
 print(f"  ravpnd's own histograms over ravpnd-half (its warm-up included): {daemon_half}")
 frss = [r["server_rss_kb"] for r in by.get("freeradius", []) if r.get("server_rss_kb")]
 mib = lambda kb: int(kb) / 1024

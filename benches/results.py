@@ -28,9 +28,17 @@ class Results:
         """The median of `key` over the runs labelled `label`."""
         return median(r.get(key) for r in self.by.get(label, []))
 
-    def lat(self, label, q):
-        """The median of latency quantile `q` (`p50`, `p99`, `p999`, …) over those runs."""
-        return median(r["latency_us"][q] for r in self.by.get(label, []))
+    def lat(self, label, q, to="arrival"):
+        """The median of latency quantile `q` (`p50`, `p99`, `p999`, …) over those runs, to
+        the answer's `arrival` at the driver's socket (the kernel's stamp) or to its `read` by
+        the driver. Files written before the stamps have only the read (as `latency_us`)."""
+        def one(r):
+            if to == "read" and r.get("latency_to") == "arrival":
+                return r["read_latency_us"][q]
+            if to == "arrival" and r.get("latency_to") != "arrival":
+                return None
+            return r["latency_us"][q]
+        return median(one(r) for r in self.by.get(label, []))
 
     def rounds(self, labels):
         """The runs of `labels` by round, in the order they ran (the file's): a round ends

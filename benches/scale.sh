@@ -390,11 +390,13 @@ print(f"   the daemon socket's drop counter (/proc/net/udp): +{d1 - d0} during o
 print(f"   /metrics deltas: " + (", ".join(f"{k} +{v:.0f}" for k, v in sorted(delta.items())) or "none"))
 print(f"   recovery: closed loop after overload / before = {med('recovery-closed', 'throughput_rps') / base:.2f}")
 
-print("\n4. latency (µs)                         p50     p99   p99.9    req/s")
+print("\n4. latency (µs; to the answer's arrival at the driver's socket, the kernel's stamp; read: to the driver's read)")
+print("                                         p50     p99   p99.9   read p50  p99   req/s")
 for label, text in (("big-c1", f"one in flight, big ({big} users)"), ("small-c1", f"one in flight, small ({small})"),
                     ("big-c1-poll", "the same, polling driver, big"), ("small-c1-poll", "the same, polling driver, small"),
                     ("big-half", f"half of peak, big ({big} users)"), ("small-half", f"half of peak, small ({small})")):
-    print(f"   {text:<34} {lat(label, 'p50'):7.0f} {lat(label, 'p99'):7.0f} {lat(label, 'p999'):7.0f} {med(label, 'throughput_rps'):8.0f}"
+    print(f"   {text:<34} {lat(label, 'p50'):7.0f} {lat(label, 'p99'):7.0f} {lat(label, 'p999'):7.0f}"
+          f" {lat(label, 'p50', 'read'):7.0f} {lat(label, 'p99', 'read'):7.0f} {med(label, 'throughput_rps'):8.0f}"
           f"   others {med(label, 'other_busy_cores'):.2f} cores, skipped {by.get(label, [{}])[0].get('skipped', 0)}")
 for size in ("big", "small"):
     print(f"   the {size} daemon's own histograms over {size}-half (warm-up included): "

@@ -565,6 +565,25 @@ fn self_test() -> ExitCode {
                 st.accept, st.reject, st.invalid, st.timeouts, st.received
             ));
         }
+        // Every answer stamped by the kernel, and arrived before the driver read it: each
+        // request's arrival latency is at most its read latency, so every quantile is too.
+        if st.unstamped != 0
+            || st.latency.len() != 400
+            || st.read_latency.len() != 400
+            || [0.5, 0.99, 1.0].iter().any(|&q| st.us(q) > st.read_us(q))
+        {
+            return Err(format!(
+                "closed loop: stamps: unstamped {}, latencies {} / {}, p50 {} / {} µs, max {} / {} µs",
+                st.unstamped,
+                st.latency.len(),
+                st.read_latency.len(),
+                st.us(0.5),
+                st.read_us(0.5),
+                st.us(1.0),
+                st.read_us(1.0)
+            ));
+        }
+        client::check_arrival().map_err(|e| format!("arrival from a stamp: {e}"))?;
         // Rejects are answers, not throughput: against a responder that rejects every 4th
         // request the reported rate is the accepts' alone, and the rejects are reported apart.
         let rejecting = InProcess::start(secret, 1, 4).map_err(|e| e.to_string())?;

@@ -26,10 +26,20 @@ pub struct Stats {
     /// Every datagram received from the server in the run, the warm-up's and strays included:
     /// what the server sent, to set against its own counters (its `/metrics`).
     pub received: u64,
-    /// Round-trip time of every measured request, nanoseconds: answered ones as measured,
-    /// unanswered ones (timed out, or skipped for want of an identifier) at the timeout —
-    /// the least they waited — so that the tail they make is not left out.
+    /// Round-trip time of every measured request, nanoseconds, from its send (open loop: its
+    /// scheduled instant) to its answer's arrival at the driver's socket, as the kernel
+    /// stamped it (SO_TIMESTAMPNS): what the server and the network took, without the driver's
+    /// own wake-up to read the answer. Unanswered requests (timed out, or skipped for want of
+    /// an identifier) count at the timeout — the least they waited — so that the tail they
+    /// make is not left out.
     pub latency: Histogram<u64>,
+    /// The same, to the instant the driver read the answer (the only measure before the
+    /// stamps): adds the driver's wake-up, tens of microseconds on an idle virtual CPU and
+    /// up to a scheduler slice where the driver waits for a CPU the server is using.
+    pub read_latency: Histogram<u64>,
+    /// Answers without a usable kernel stamp (none, or one later than their read): their
+    /// arrival is taken as their read.
+    pub unstamped: u64,
 }
 
 impl Stats {
@@ -45,21 +55,26 @@ impl Stats {
             skipped: 0,
             first_reject: None,
             received: 0,
-            // 1 µs .. 100 s, 3 significant digits.
-            latency: Histogram::new_with_bounds(1_000, 100_000_000_000, 3)
-                .expect("valid histogram bounds"),
+            latency: histogram(),
+            read_latency: histogram(),
+            unstamped: 0,
         }
     }
 
-    pub fn record_latency(&mut self, d: Duration) {
-        let ns = (d.as_nanos() as u64).clamp(1_000, 100_000_000_000);
-        self.latency.record(ns).expect("clamped into bounds");
+    /// An answered request: to its answer's arrival, and to its read.
+    pub fn record_latency(&mut self, arrived: Duration, read: Duration) {
+        self.latency
+            .record(nanos(arrived))
+            .expect("clamped into bounds");
+        self.read_latency
+            .record(nanos(read))
+            .expect("clamped into bounds");
     }
 
     /// A measured request that got no answer (timed out, or never sent): counted in the
-    /// latency histogram at `timeout`.
+    /// latency histograms at `timeout`.
     pub fn record_unanswered(&mut self, timeout: Duration) {
-        self.record_latency(timeout);
+        self.record_latency(timeout, timeout);
     }
 
     pub fn invalid_total(&self) -> u64 {
@@ -86,15 +101,35 @@ impl Stats {
         }
         self.received += o.received;
         self.latency.add(&o.latency).expect("same bounds");
+        self.read_latency.add(&o.read_latency).expect("same bounds");
+        self.unstamped += o.unstamped;
     }
 
-    /// Percentile in microseconds.
+    /// Percentile of `latency` in microseconds.
     pub fn us(&self, q: f64) -> f64 {
-        if self.latency.is_empty() {
-            return 0.0;
-        }
-        self.latency.value_at_quantile(q) as f64 / 1_000.0
+        quantile_us(&self.latency, q)
     }
+
+    /// Percentile of `read_latency` in microseconds.
+    pub fn read_us(&self, q: f64) -> f64 {
+        quantile_us(&self.read_latency, q)
+    }
+}
+
+/// 1 µs .. 100 s, 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn nanos(d: Duration) -> u64 {
+    (d.as_nanos() as u64).clamp(1_000, 100_000_000_000)
+}
+
+fn quantile_us(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    h.value_at_quantile(q) as f64 / 1_000.0
 }
 
 /// One run's result, ready to print.
@@ -193,13 +228,26 @@ impl Report<'_> {
             );
         }
         out += &format!(
-            "  latency µs: p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0} | mean {:.1}\n",
+            "  latency µs (to the answer's arrival): p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0} | mean {:.1}\n",
             s.us(0.50),
             s.us(0.90),
             s.us(0.99),
             s.us(0.999),
             s.latency.max() as f64 / 1_000.0,
             s.latency.mean() / 1_000.0,
+        );
+        out += &format!(
+            "  latency µs (to the driver's read):    p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0}{}\n",
+            s.read_us(0.50),
+            s.read_us(0.90),
+            s.read_us(0.99),
+            s.read_us(0.999),
+            s.read_latency.max() as f64 / 1_000.0,
+            if s.unstamped > 0 {
+                format!(" | {} answers without a kernel stamp", s.unstamped)
+            } else {
+                String::new()
+            },
         );
         let mut cpu = Vec::new();
         if let (Some(c), Some(k)) = (self.driver_cpu_us, self.driver_cores) {
@@ -260,6 +308,18 @@ impl Report<'_> {
                 "max": s.latency.max() as f64 / 1_000.0,
                 "mean": s.latency.mean() / 1_000.0,
             },
+            // Since the stamps: `latency_us` is to the answer's arrival at the driver's socket
+            // (the kernel's stamp); before, to the driver's read, now `read_latency_us`.
+            "latency_to": "arrival",
+            "read_latency_us": {
+                "p50": s.read_us(0.50),
+                "p90": s.read_us(0.90),
+                "p99": s.read_us(0.99),
+                "p999": s.read_us(0.999),
+                "max": s.read_latency.max() as f64 / 1_000.0,
+                "mean": s.read_latency.mean() / 1_000.0,
+            },
+            "unstamped": s.unstamped,
             "driver_cpu_us_per_req": self.driver_cpu_us,
             "server_cpu_us_per_req": self.server_cpu_us,
             "driver_cores": self.driver_cores,
