@@ -95,13 +95,32 @@ in_round_order() {
   fi
 }
 
-# CPUS PID...: moves every thread of each process to CPUS (e.g. `1`); `pin all PID...` gives
-# them every CPU back.
+# CPUS PID...: moves every thread of each process to CPUS (e.g. `1`), noting first the CPUs
+# each thread had; `pin all PID...` gives every thread every CPU back, then each noted thread
+# what it had — ravpnd's workers, pinned one per CPU by the daemon (`[radius] pin_workers`),
+# return to their own CPUs.
 pin() {
-  local cpus=$1 pid
+  local cpus=$1 pid t tid list
   shift
-  [ "$cpus" = all ] && cpus=0-$(( $(nproc) - 1 ))
-  for pid in "$@"; do taskset -a -p -c "$cpus" "$pid" >/dev/null; done
+  for pid in "$@"; do
+    if [ "$cpus" = all ]; then
+      taskset -a -p -c "0-$(( $(nproc) - 1 ))" "$pid" >/dev/null
+      if [ -f "$WORK/affinity-$pid" ]; then
+        while read -r tid list; do
+          taskset -p -c "$list" "$tid" >/dev/null 2>&1 || true # the thread may have ended
+        done < "$WORK/affinity-$pid"
+        rm -f "$WORK/affinity-$pid"
+      fi
+    else
+      if [ ! -f "$WORK/affinity-$pid" ]; then
+        for t in /proc/"$pid"/task/*; do
+          tid=${t##*/}
+          echo "$tid $(taskset -p -c "$tid" | sed 's/.*: //')"
+        done > "$WORK/affinity-$pid"
+      fi
+      taskset -a -p -c "$cpus" "$pid" >/dev/null
+    fi
+  done
 }
 
 # PERCENT PID: holds the process to PERCENT of one CPU with a cgroup CPU quota (a 10 ms period,

@@ -347,6 +347,7 @@ pub async fn run(
             runtime: tokio::runtime::Handle::current(),
             busy_poll: config.radius.busy_poll,
             max_queue_delay: config.radius.max_queue_delay,
+            pin_workers: config.radius.pin_workers,
         });
         threads.extend(listener::serve(l, workers).map_err(ServerError::Workers)?);
     }

@@ -12,6 +12,7 @@ mod directory_health;
 mod directory_lockout;
 mod kernel_drops;
 mod ocserv;
+mod pinning;
 mod profiles;
 mod radius_basic;
 mod restart;

@@ -67,7 +67,10 @@ struct Slot {
     active: bool,
     measured: bool,
     authenticator: [u8; 16],
+    /// When the request was due: its send (closed loop), its scheduled instant (open loop).
     sent: Instant,
+    /// When it was handed to the kernel (later than `sent` by the driver's own lateness).
+    wire: Instant,
 }
 
 /// One socket and its identifier space.
@@ -104,6 +107,7 @@ impl Conn {
                     measured: false,
                     authenticator: [0; 16],
                     sent: now,
+                    wire: now,
                 };
                 256
             ],
@@ -260,7 +264,7 @@ pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<Work
                             match send_one(
                                 conn, &plan, &mut rng, &mut out, next_user, measured, sent_at,
                             ) {
-                                Sent::Yes => {}
+                                Sent::Yes(_) => {}
                                 Sent::Full => break,
                                 Sent::Error => stats.send_errors += u64::from(measured),
                             }
@@ -311,7 +315,10 @@ pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<Work
                             measured,
                             scheduled,
                         ) {
-                            Sent::Yes => {}
+                            Sent::Yes(wire) if measured => {
+                                stats.record_lateness(wire.saturating_duration_since(scheduled));
+                            }
+                            Sent::Yes(_) => {}
                             Sent::Full if measured => {
                                 stats.skipped += 1;
                                 stats.record_unanswered(plan.timeout);
@@ -371,7 +378,8 @@ fn advance(user: u32, plan: &Plan, users: u32) -> u32 {
 }
 
 enum Sent {
-    Yes,
+    /// Handed to the kernel at that instant.
+    Yes(Instant),
     /// The socket buffer is full; try again later (nothing was sent).
     Full,
     Error,
@@ -389,6 +397,7 @@ fn send_one(
     let id = *conn.free.front().expect("caller checked can_send");
     let authenticator = rng.authenticator();
     plan.builder.build(out, user, id, &authenticator);
+    let wire = Instant::now();
     loop {
         match conn.sock.send(out) {
             Ok(_) => break,
@@ -404,9 +413,10 @@ fn send_one(
         measured,
         authenticator,
         sent: sent_at,
+        wire,
     };
     conn.in_flight += 1;
-    Sent::Yes
+    Sent::Yes(wire)
 }
 
 /// When a batch of answers was read, on both clocks: the kernel stamps arrivals on the
@@ -521,6 +531,7 @@ fn handle_response(
     stats.record_latency(
         arrived.saturating_duration_since(slot.sent),
         read.saturating_duration_since(slot.sent),
+        arrived.saturating_duration_since(slot.wire),
     );
 }
 

@@ -570,6 +570,7 @@ fn self_test() -> ExitCode {
         if st.unstamped != 0
             || st.latency.len() != 400
             || st.read_latency.len() != 400
+            || st.wire_latency.len() != st.accept
             || [0.5, 0.99, 1.0].iter().any(|&q| st.us(q) > st.read_us(q))
         {
             return Err(format!(
@@ -657,8 +658,15 @@ fn self_test() -> ExitCode {
             || st.invalid_total() != 0
             || st.sent != 400
             || st.accept + st.timeouts + st.skipped + st.send_errors != 400
-            // Every measured request is in the latency histogram, the unanswered ones too.
+            // Every measured request is in the latency histogram, the unanswered ones too;
+            // the answered ones on the wire's; every one sent in the lateness histogram.
             || st.latency.len() != st.accept + st.reject + st.timeouts + st.skipped
+            || st.wire_latency.len() != st.accept + st.reject
+            || st.lateness.len() != st.sent - st.skipped - st.send_errors
+            // A request's time on the wire is at most its time from its schedule.
+            || [0.5, 0.99, 1.0].iter().any(|&q| {
+                st.wire_latency.value_at_quantile(q) > st.latency.value_at_quantile(q)
+            })
         {
             return Err(format!(
                 "open loop: 400 requests due, got sent {} accept {} timeouts {} skipped {} invalid {:?}",

@@ -37,6 +37,13 @@ pub struct Stats {
     /// stamps): adds the driver's wake-up, tens of microseconds on an idle virtual CPU and
     /// up to a scheduler slice where the driver waits for a CPU the server is using.
     pub read_latency: Histogram<u64>,
+    /// From the request's hand-over to the kernel to its answer's arrival: the round trip on
+    /// the wire, without the driver's late sends (open loop) nor its wake-up. Answered
+    /// requests only.
+    pub wire_latency: Histogram<u64>,
+    /// Open loop: how late each measured request was sent after its scheduled instant (the
+    /// driver's own delay, which its latency counts against the server).
+    pub lateness: Histogram<u64>,
     /// Answers without a usable kernel stamp (none, or one later than their read): their
     /// arrival is taken as their read.
     pub unstamped: u64,
@@ -57,24 +64,37 @@ impl Stats {
             received: 0,
             latency: histogram(),
             read_latency: histogram(),
+            wire_latency: histogram(),
+            lateness: histogram(),
             unstamped: 0,
         }
     }
 
-    /// An answered request: to its answer's arrival, and to its read.
-    pub fn record_latency(&mut self, arrived: Duration, read: Duration) {
-        self.latency
-            .record(nanos(arrived))
-            .expect("clamped into bounds");
-        self.read_latency
-            .record(nanos(read))
+    /// An answered request: from when it was due to its answer's arrival and to its read,
+    /// and on the wire.
+    pub fn record_latency(&mut self, arrived: Duration, read: Duration, wire: Duration) {
+        for (h, d) in [
+            (&mut self.latency, arrived),
+            (&mut self.read_latency, read),
+            (&mut self.wire_latency, wire),
+        ] {
+            h.record(nanos(d)).expect("clamped into bounds");
+        }
+    }
+
+    /// An open-loop send `late` after its scheduled instant.
+    pub fn record_lateness(&mut self, late: Duration) {
+        self.lateness
+            .record(nanos(late))
             .expect("clamped into bounds");
     }
 
-    /// A measured request that got no answer (timed out, or never sent): counted in the
-    /// latency histograms at `timeout`.
+    /// A measured request that got no answer (timed out, or never sent): counted from its
+    /// due instant at `timeout` (not on the wire, which holds answered requests only).
     pub fn record_unanswered(&mut self, timeout: Duration) {
-        self.record_latency(timeout, timeout);
+        for h in [&mut self.latency, &mut self.read_latency] {
+            h.record(nanos(timeout)).expect("clamped into bounds");
+        }
     }
 
     pub fn invalid_total(&self) -> u64 {
@@ -102,6 +122,8 @@ impl Stats {
         self.received += o.received;
         self.latency.add(&o.latency).expect("same bounds");
         self.read_latency.add(&o.read_latency).expect("same bounds");
+        self.wire_latency.add(&o.wire_latency).expect("same bounds");
+        self.lateness.add(&o.lateness).expect("same bounds");
         self.unstamped += o.unstamped;
     }
 
@@ -249,6 +271,23 @@ impl Report<'_> {
                 String::new()
             },
         );
+        out += &format!(
+            "  latency µs (on the wire, answered):   p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0}\n",
+            quantile_us(&s.wire_latency, 0.50),
+            quantile_us(&s.wire_latency, 0.90),
+            quantile_us(&s.wire_latency, 0.99),
+            quantile_us(&s.wire_latency, 0.999),
+            s.wire_latency.max() as f64 / 1_000.0,
+        );
+        if !s.lateness.is_empty() {
+            out += &format!(
+                "  sends late (open loop, µs after their schedule, counted in the latency): p50 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0}\n",
+                quantile_us(&s.lateness, 0.5),
+                quantile_us(&s.lateness, 0.99),
+                quantile_us(&s.lateness, 0.999),
+                s.lateness.max() as f64 / 1_000.0,
+            );
+        }
         let mut cpu = Vec::new();
         if let (Some(c), Some(k)) = (self.driver_cpu_us, self.driver_cores) {
             cpu.push(format!("driver {c:.1} µs/req ({k:.2} cores)"));
@@ -320,6 +359,20 @@ impl Report<'_> {
                 "mean": s.read_latency.mean() / 1_000.0,
             },
             "unstamped": s.unstamped,
+            "wire_latency_us": {
+                "p50": quantile_us(&s.wire_latency, 0.50),
+                "p90": quantile_us(&s.wire_latency, 0.90),
+                "p99": quantile_us(&s.wire_latency, 0.99),
+                "p999": quantile_us(&s.wire_latency, 0.999),
+                "max": s.wire_latency.max() as f64 / 1_000.0,
+            },
+            // Open loop only (empty in a closed loop: null).
+            "send_lateness_us": (!s.lateness.is_empty()).then(|| serde_json::json!({
+                "p50": quantile_us(&s.lateness, 0.50),
+                "p99": quantile_us(&s.lateness, 0.99),
+                "p999": quantile_us(&s.lateness, 0.999),
+                "max": s.lateness.max() as f64 / 1_000.0,
+            })),
             "driver_cpu_us_per_req": self.driver_cpu_us,
             "server_cpu_us_per_req": self.server_cpu_us,
             "driver_cores": self.driver_cores,

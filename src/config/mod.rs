@@ -93,6 +93,9 @@ pub struct RadiusConfig {
     /// 0: never.
     #[serde(with = "humantime_serde")]
     pub max_queue_delay: Duration,
+    /// With one worker per CPU, each worker of a socket bound to a CPU of its own, so that two
+    /// never take turns on one CPU while another is free (`radius::pinning`).
+    pub pin_workers: bool,
 }
 
 impl RadiusConfig {
@@ -125,6 +128,7 @@ impl Default for RadiusConfig {
             workers: 0,
             busy_poll: Duration::ZERO,
             max_queue_delay: Duration::from_secs(2),
+            pin_workers: true,
         }
     }
 }

@@ -94,6 +94,12 @@ fn store_sizes_busy_poll_and_queue_delay_are_bounded() {
     }
     let c = Config::load_valid(write(MINIMAL).path()).unwrap();
     assert_eq!(c.store.page_cache_mib, crate::store::DEFAULT_PAGE_CACHE_MIB);
+    assert!(
+        c.radius.pin_workers,
+        "workers one per CPU are pinned unless asked not to"
+    );
+    let off = write(&format!("{MINIMAL}\n[radius]\npin_workers = false\n"));
+    assert!(!Config::load_valid(off.path()).unwrap().radius.pin_workers);
     assert_eq!(c.radius.busy_poll, Duration::ZERO, "off unless asked for");
     for (poll, ok) in [("100us", true), ("1ms", true), ("2ms", false)] {
         let f = write(&format!("{MINIMAL}\n[radius]\nbusy_poll = \"{poll}\"\n"));

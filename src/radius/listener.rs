@@ -21,7 +21,7 @@ use super::dedup::{DedupCache, Key, Seen, Ticket};
 use super::nas::{Nas, NasTable};
 use super::outbox::Outbox;
 use super::packet::{Attributes, Frame};
-use super::{crypto, dict};
+use super::{crypto, dict, pinning};
 use crate::accounting;
 use crate::metrics::{DropCause, METRICS};
 use crate::policy::{AccessRequest, Decision, Policy, Reason, Settings};
@@ -481,6 +481,8 @@ pub struct Listener {
     pub busy_poll: Duration,
     /// Datagrams queued longer than this are dropped unread (`[radius] max_queue_delay`).
     pub max_queue_delay: Duration,
+    /// One CPU per worker when they are one per CPU (`[radius] pin_workers`, `pinning`).
+    pub pin_workers: bool,
 }
 
 /// Starts `workers` threads receiving on the socket until `shutdown`.
@@ -497,16 +499,33 @@ pub fn serve(
     workers: usize,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     listener.socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
-    (0..workers.max(1))
+    let workers = workers.max(1);
+    let kind = if listener.port == Port::Auth {
+        "auth"
+    } else {
+        "acct"
+    };
+    let cpus = listener
+        .pin_workers
+        .then(|| pinning::plan(workers, &pinning::allowed_cpus()))
+        .flatten();
+    if let Some(cpus) = &cpus {
+        info!(port = kind, ?cpus, "RADIUS workers pinned, one per CPU");
+    }
+    (0..workers)
         .map(|i| {
             let l = listener.clone();
-            let name = format!(
-                "radius-{}-{i}",
-                if l.port == Port::Auth { "auth" } else { "acct" }
-            );
+            let cpu = cpus.as_ref().map(|c| c[i]);
             std::thread::Builder::new()
-                .name(name)
-                .spawn(move || worker(&l))
+                .name(format!("radius-{kind}-{i}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if let Err(e) = pinning::pin_current_thread(cpu) {
+                            warn!(cpu, error = %e, "cannot pin a RADIUS worker to its CPU; it runs unpinned");
+                        }
+                    }
+                    worker(&l)
+                })
         })
         .collect()
 }

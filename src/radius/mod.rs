@@ -2,8 +2,8 @@
 //!
 //! `packet` frames datagrams, `crypto` does the authenticators and PAP, `nas` maps sources
 //! to secrets, `dedup` answers retransmissions, `listener` runs the staged checks on what
-//! `batch` receives and sends the replies through `outbox`, `kernel_drops` counts what the
-//! kernel dropped before `listener` could read it.
+//! `batch` receives and sends the replies through `outbox` (its workers placed by `pinning`),
+//! `kernel_drops` counts what the kernel dropped before `listener` could read it.
 
 pub mod batch;
 pub mod crypto;
@@ -14,3 +14,4 @@ pub mod listener;
 pub mod nas;
 pub mod outbox;
 pub mod packet;
+pub mod pinning;

@@ -218,6 +218,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("radius.workers", r.workers != n.workers),
         ("radius.busy_poll", r.busy_poll != n.busy_poll),
+        ("radius.pin_workers", r.pin_workers != n.pin_workers),
         (
             "radius.max_queue_delay",
             r.max_queue_delay != n.max_queue_delay,
@@ -271,12 +272,19 @@ mod tests {
         let old = Config::default();
         let mut new = old.clone();
         new.radius.max_in_flight = 10;
+        new.radius.pin_workers = false;
         new.auth.local.cache_ttl = Duration::from_secs(60);
         new.profiles.base_url = "https://vpn.example.com".into();
         new.log.level = "debug".into();
         assert_eq!(
             restart_only(&old, &new),
-            ["radius.max_in_flight", "auth.local", "profiles", "log"]
+            [
+                "radius.max_in_flight",
+                "radius.pin_workers",
+                "auth.local",
+                "profiles",
+                "log"
+            ]
         );
     }
 
