@@ -91,7 +91,7 @@ fn workers_one_per_cpu_are_pinned_each_to_its_own() {
         want.sort();
         wait_for(d.pid(), &want);
         assert!(
-            d.log().contains("RADIUS workers pinned, one per CPU"),
+            d.log().contains("pinning the RADIUS workers, one per CPU"),
             "{}",
             d.log()
         );
@@ -108,7 +108,11 @@ fn workers_one_per_cpu_are_pinned_each_to_its_own() {
     let mut want = [every("acct", 1), every("auth", 1)].concat();
     want.sort();
     wait_for(d.pid(), &want);
-    assert!(!d.log().contains("RADIUS workers pinned"), "{}", d.log());
+    assert!(
+        !d.log().contains("pinning the RADIUS workers"),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]

@@ -510,7 +510,11 @@ pub fn serve(
         .then(|| pinning::plan(workers, &pinning::allowed_cpus()))
         .flatten();
     if let Some(cpus) = &cpus {
-        info!(port = kind, ?cpus, "RADIUS workers pinned, one per CPU");
+        info!(
+            port = kind,
+            ?cpus,
+            "pinning the RADIUS workers, one per CPU"
+        );
     }
     (0..workers)
         .map(|i| {
