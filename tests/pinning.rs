@@ -1,6 +1,7 @@
-//! `[radius] pin_workers`: with one worker per CPU the daemon may use, each RADIUS worker of a
-//! socket runs on a CPU of its own (read from the threads' `Cpus_allowed_list`); with fewer
-//! workers, or the option off, they keep every CPU.
+//! `[radius] pin_workers`: with one worker per CPU the daemon may use, each RADIUS
+//! authentication worker runs on a CPU of its own (read from the threads'
+//! `Cpus_allowed_list`); the accounting workers, and every worker when they are fewer than the
+//! CPUs or the option is off, keep every CPU.
 
 use std::time::{Duration, Instant};
 
@@ -47,17 +48,21 @@ fn workers(pid: u32) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// Polls until the daemon's workers have started (and placed themselves) as `want` says.
+/// Polls until the daemon's workers have started (and placed themselves) as `want` says;
+/// then, since a worker pins itself just after it starts under its name, looks again a little
+/// later: a match of unpinned workers must not be one caught before they pinned.
 fn wait_for(pid: u32, want: &[(String, Vec<usize>)]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = workers(pid);
         if got == want {
-            return;
+            break;
         }
         assert!(Instant::now() < deadline, "workers {got:?}, want {want:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(workers(pid), want, "and 300 ms later");
 }
 
 fn config(workers: usize, pin: Option<bool>) -> String {
@@ -68,51 +73,59 @@ fn config(workers: usize, pin: Option<bool>) -> String {
     default_config(true).replacen("[radius]\n", &format!("[radius]\n{extra}"), 1)
 }
 
+const LOGGED: &str = "pinning the RADIUS authentication workers, one per CPU";
+
 #[test]
-fn workers_one_per_cpu_are_pinned_each_to_its_own() {
-    // The daemon inherits this thread's CPUs.
-    let cpus = allowed(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+fn authentication_workers_one_per_cpu_are_pinned_each_to_its_own() {
+    // The daemon inherits this thread's CPUs: as the kernel lists them (every CPU of the
+    // mask, which an unpinned worker keeps) and as the daemon sees them (those online).
+    let raw = allowed(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+    let cpus = ravpnd::radius::pinning::allowed_cpus();
     let n = cpus.len();
-    let every = |kind: &str, count: usize| -> Vec<(String, Vec<usize>)> {
+    let unpinned = |kind: &str, count: usize| -> Vec<(String, Vec<usize>)> {
         (0..count)
-            .map(|i| (format!("radius-{kind}-{i}"), cpus.clone()))
+            .map(|i| (format!("radius-{kind}-{i}"), raw.clone()))
             .collect()
+    };
+    let sorted = |mut v: Vec<(String, Vec<usize>)>| {
+        v.sort();
+        v
     };
     if n >= 2 {
         let d = TestDaemon::with_config(&config(n, None));
-        let mut want: Vec<(String, Vec<usize>)> = ["acct", "auth"]
+        let pinned = cpus
             .iter()
-            .flat_map(|kind| {
-                cpus.iter()
-                    .enumerate()
-                    .map(move |(i, &cpu)| (format!("radius-{kind}-{i}"), vec![cpu]))
-            })
-            .collect();
-        want.sort();
-        wait_for(d.pid(), &want);
-        assert!(
-            d.log().contains("pinning the RADIUS workers, one per CPU"),
-            "{}",
-            d.log()
+            .enumerate()
+            .map(|(i, &cpu)| (format!("radius-auth-{i}"), vec![cpu]));
+        // The accounting workers stay free.
+        wait_for(
+            d.pid(),
+            &sorted(pinned.chain(unpinned("acct", n)).collect()),
         );
+        assert!(d.log().contains(LOGGED), "{}", d.log());
         // Off: every worker keeps every CPU.
         let d = TestDaemon::with_config(&config(n, Some(false)));
-        let mut want = [every("acct", n), every("auth", n)].concat();
-        want.sort();
-        wait_for(d.pid(), &want);
+        wait_for(
+            d.pid(),
+            &sorted([unpinned("acct", n), unpinned("auth", n)].concat()),
+        );
+        assert!(!d.log().contains(LOGGED), "{}", d.log());
     } else {
-        eprintln!("one CPU here: only the unpinned case can be checked");
+        eprintln!("one CPU here: only the unpinned cases can be checked");
     }
-    // Fewer workers than CPUs (one): not crowded onto the first CPU.
-    let d = TestDaemon::with_config(&config(1, Some(true)));
-    let mut want = [every("acct", 1), every("auth", 1)].concat();
-    want.sort();
-    wait_for(d.pid(), &want);
-    assert!(
-        !d.log().contains("pinning the RADIUS workers"),
-        "{}",
-        d.log()
-    );
+    // Fewer workers than CPUs: not crowded onto the first ones.
+    let mut fewer = vec![1];
+    if n >= 3 {
+        fewer.push(n - 1); // more than one worker, yet fewer than the CPUs
+    }
+    for workers in fewer {
+        let d = TestDaemon::with_config(&config(workers, Some(true)));
+        wait_for(
+            d.pid(),
+            &sorted([unpinned("acct", workers), unpinned("auth", workers)].concat()),
+        );
+        assert!(!d.log().contains(LOGGED), "{}", d.log());
+    }
 }
 
 #[test]

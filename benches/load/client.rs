@@ -528,6 +528,9 @@ fn handle_response(
             return;
         }
     }
+    if arrived < slot.wire {
+        stats.before_send += 1;
+    }
     stats.record_latency(
         arrived.saturating_duration_since(slot.sent),
         read.saturating_duration_since(slot.sent),

@@ -47,6 +47,9 @@ pub struct Stats {
     /// Answers without a usable kernel stamp (none, or one later than their read): their
     /// arrival is taken as their read.
     pub unstamped: u64,
+    /// Answers whose arrival, as converted from its stamp, came before their request was
+    /// handed to the kernel: impossible, so any means the stamps or their conversion are wrong.
+    pub before_send: u64,
 }
 
 impl Stats {
@@ -67,6 +70,7 @@ impl Stats {
             wire_latency: histogram(),
             lateness: histogram(),
             unstamped: 0,
+            before_send: 0,
         }
     }
 
@@ -125,6 +129,7 @@ impl Stats {
         self.wire_latency.add(&o.wire_latency).expect("same bounds");
         self.lateness.add(&o.lateness).expect("same bounds");
         self.unstamped += o.unstamped;
+        self.before_send += o.before_send;
     }
 
     /// Percentile of `latency` in microseconds.
@@ -265,10 +270,11 @@ impl Report<'_> {
             s.read_us(0.99),
             s.read_us(0.999),
             s.read_latency.max() as f64 / 1_000.0,
-            if s.unstamped > 0 {
-                format!(" | {} answers without a kernel stamp", s.unstamped)
-            } else {
-                String::new()
+            match (s.unstamped, s.before_send) {
+                (0, 0) => String::new(),
+                (u, b) => format!(
+                    " | {u} answers without a usable kernel stamp, {b} stamped before their send"
+                ),
             },
         );
         out += &format!(
@@ -359,6 +365,7 @@ impl Report<'_> {
                 "mean": s.read_latency.mean() / 1_000.0,
             },
             "unstamped": s.unstamped,
+            "arrived_before_send": s.before_send,
             "wire_latency_us": {
                 "p50": quantile_us(&s.wire_latency, 0.50),
                 "p90": quantile_us(&s.wire_latency, 0.90),

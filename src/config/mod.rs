@@ -93,7 +93,7 @@ pub struct RadiusConfig {
     /// 0: never.
     #[serde(with = "humantime_serde")]
     pub max_queue_delay: Duration,
-    /// With one worker per CPU, each worker of a socket bound to a CPU of its own, so that two
+    /// With one worker per CPU, each authentication worker bound to a CPU of its own, so that two
     /// never take turns on one CPU while another is free (`radius::pinning`).
     pub pin_workers: bool,
 }

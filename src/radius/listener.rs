@@ -481,7 +481,7 @@ pub struct Listener {
     pub busy_poll: Duration,
     /// Datagrams queued longer than this are dropped unread (`[radius] max_queue_delay`).
     pub max_queue_delay: Duration,
-    /// One CPU per worker when they are one per CPU (`[radius] pin_workers`, `pinning`).
+    /// One CPU per authentication worker when they are one per CPU (`[radius] pin_workers`).
     pub pin_workers: bool,
 }
 
@@ -505,15 +505,16 @@ pub fn serve(
     } else {
         "acct"
     };
-    let cpus = listener
-        .pin_workers
+    // The authentication workers only: theirs is the traffic that waits for an answer in
+    // bulk. The accounting workers, a few requests a second per thousand sessions, are left
+    // free to run wherever a CPU is idle rather than tied to an authentication worker's.
+    let cpus = (listener.pin_workers && listener.port == Port::Auth)
         .then(|| pinning::plan(workers, &pinning::allowed_cpus()))
         .flatten();
     if let Some(cpus) = &cpus {
         info!(
-            port = kind,
             ?cpus,
-            "pinning the RADIUS workers, one per CPU"
+            "pinning the RADIUS authentication workers, one per CPU"
         );
     }
     (0..workers)
