@@ -131,16 +131,6 @@ impl Stats {
         self.unstamped += o.unstamped;
         self.before_send += o.before_send;
     }
-
-    /// Percentile of `latency` in microseconds.
-    pub fn us(&self, q: f64) -> f64 {
-        quantile_us(&self.latency, q)
-    }
-
-    /// Percentile of `read_latency` in microseconds.
-    pub fn read_us(&self, q: f64) -> f64 {
-        quantile_us(&self.read_latency, q)
-    }
 }
 
 /// 1 µs .. 100 s, 3 significant digits.
@@ -150,6 +140,30 @@ fn histogram() -> Histogram<u64> {
 
 fn nanos(d: Duration) -> u64 {
     (d.as_nanos() as u64).clamp(1_000, 100_000_000_000)
+}
+
+/// p50, p90, p99, p99.9 and max of `h`, µs, as the text report gives them.
+fn quantiles_text(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0}",
+        quantile_us(h, 0.50),
+        quantile_us(h, 0.90),
+        quantile_us(h, 0.99),
+        quantile_us(h, 0.999),
+        h.max() as f64 / 1_000.0
+    )
+}
+
+/// p50, p90, p99, p99.9, max and mean of `h`, µs, as the JSON report gives them.
+fn quantiles_json(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "p50": quantile_us(h, 0.50),
+        "p90": quantile_us(h, 0.90),
+        "p99": quantile_us(h, 0.99),
+        "p999": quantile_us(h, 0.999),
+        "max": h.max() as f64 / 1_000.0,
+        "mean": h.mean() / 1_000.0,
+    })
 }
 
 fn quantile_us(h: &Histogram<u64>, q: f64) -> f64 {
@@ -255,21 +269,13 @@ impl Report<'_> {
             );
         }
         out += &format!(
-            "  latency µs (to the answer's arrival): p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0} | mean {:.1}\n",
-            s.us(0.50),
-            s.us(0.90),
-            s.us(0.99),
-            s.us(0.999),
-            s.latency.max() as f64 / 1_000.0,
+            "  latency µs (to the answer's arrival): {} | mean {:.1}\n",
+            quantiles_text(&s.latency),
             s.latency.mean() / 1_000.0,
         );
         out += &format!(
-            "  latency µs (to the driver's read):    p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0}{}\n",
-            s.read_us(0.50),
-            s.read_us(0.90),
-            s.read_us(0.99),
-            s.read_us(0.999),
-            s.read_latency.max() as f64 / 1_000.0,
+            "  latency µs (to the driver's read):    {}{}\n",
+            quantiles_text(&s.read_latency),
             match (s.unstamped, s.before_send) {
                 (0, 0) => String::new(),
                 (u, b) => format!(
@@ -278,20 +284,13 @@ impl Report<'_> {
             },
         );
         out += &format!(
-            "  latency µs (on the wire, answered):   p50 {:.0} | p90 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0}\n",
-            quantile_us(&s.wire_latency, 0.50),
-            quantile_us(&s.wire_latency, 0.90),
-            quantile_us(&s.wire_latency, 0.99),
-            quantile_us(&s.wire_latency, 0.999),
-            s.wire_latency.max() as f64 / 1_000.0,
+            "  latency µs (on the wire, answered):   {}\n",
+            quantiles_text(&s.wire_latency)
         );
         if !s.lateness.is_empty() {
             out += &format!(
-                "  sends late (open loop, µs after their schedule, counted in the latency): p50 {:.0} | p99 {:.0} | p99.9 {:.0} | max {:.0}\n",
-                quantile_us(&s.lateness, 0.5),
-                quantile_us(&s.lateness, 0.99),
-                quantile_us(&s.lateness, 0.999),
-                s.lateness.max() as f64 / 1_000.0,
+                "  sends late (open loop, µs after their schedule, counted in the latency): {}\n",
+                quantiles_text(&s.lateness)
             );
         }
         let mut cpu = Vec::new();
@@ -345,41 +344,16 @@ impl Report<'_> {
             "throughput_counts": "accept",
             "answered_rps": self.answered_rate(),
             "received_total": s.received,
-            "latency_us": {
-                "p50": s.us(0.50),
-                "p90": s.us(0.90),
-                "p99": s.us(0.99),
-                "p999": s.us(0.999),
-                "max": s.latency.max() as f64 / 1_000.0,
-                "mean": s.latency.mean() / 1_000.0,
-            },
+            "latency_us": quantiles_json(&s.latency),
             // Since the stamps: `latency_us` is to the answer's arrival at the driver's socket
             // (the kernel's stamp); before, to the driver's read, now `read_latency_us`.
             "latency_to": "arrival",
-            "read_latency_us": {
-                "p50": s.read_us(0.50),
-                "p90": s.read_us(0.90),
-                "p99": s.read_us(0.99),
-                "p999": s.read_us(0.999),
-                "max": s.read_latency.max() as f64 / 1_000.0,
-                "mean": s.read_latency.mean() / 1_000.0,
-            },
+            "read_latency_us": quantiles_json(&s.read_latency),
             "unstamped": s.unstamped,
             "arrived_before_send": s.before_send,
-            "wire_latency_us": {
-                "p50": quantile_us(&s.wire_latency, 0.50),
-                "p90": quantile_us(&s.wire_latency, 0.90),
-                "p99": quantile_us(&s.wire_latency, 0.99),
-                "p999": quantile_us(&s.wire_latency, 0.999),
-                "max": s.wire_latency.max() as f64 / 1_000.0,
-            },
+            "wire_latency_us": quantiles_json(&s.wire_latency),
             // Open loop only (empty in a closed loop: null).
-            "send_lateness_us": (!s.lateness.is_empty()).then(|| serde_json::json!({
-                "p50": quantile_us(&s.lateness, 0.50),
-                "p99": quantile_us(&s.lateness, 0.99),
-                "p999": quantile_us(&s.lateness, 0.999),
-                "max": s.lateness.max() as f64 / 1_000.0,
-            })),
+            "send_lateness_us": (!s.lateness.is_empty()).then(|| quantiles_json(&s.lateness)),
             "driver_cpu_us_per_req": self.driver_cpu_us,
             "server_cpu_us_per_req": self.server_cpu_us,
             "driver_cores": self.driver_cores,
