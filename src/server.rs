@@ -347,7 +347,11 @@ pub async fn run(
             runtime: tokio::runtime::Handle::current(),
             busy_poll: config.radius.busy_poll,
             max_queue_delay: config.radius.max_queue_delay,
-            pin_workers: config.radius.pin_workers,
+            // `[radius] pin_workers` binds the authentication workers only: theirs is the
+            // traffic that waits for an answer in bulk. The accounting workers, a few requests
+            // a second per thousand sessions, stay free to run wherever a CPU is idle rather
+            // than tied to an authentication worker's.
+            pin_workers: config.radius.pin_workers && port == Port::Auth,
         });
         threads.extend(listener::serve(l, workers).map_err(ServerError::Workers)?);
     }

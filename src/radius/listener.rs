@@ -481,7 +481,7 @@ pub struct Listener {
     pub busy_poll: Duration,
     /// Datagrams queued longer than this are dropped unread (`[radius] max_queue_delay`).
     pub max_queue_delay: Duration,
-    /// One CPU per authentication worker when they are one per CPU (`[radius] pin_workers`).
+    /// One CPU per worker of this socket when they are one per CPU (`pinning`).
     pub pin_workers: bool,
 }
 
@@ -500,22 +500,17 @@ pub fn serve(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     listener.socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
     let workers = workers.max(1);
-    let kind = if listener.port == Port::Auth {
-        "auth"
+    let (kind, what) = if listener.port == Port::Auth {
+        ("auth", "authentication")
     } else {
-        "acct"
+        ("acct", "accounting")
     };
-    // The authentication workers only: theirs is the traffic that waits for an answer in
-    // bulk. The accounting workers, a few requests a second per thousand sessions, are left
-    // free to run wherever a CPU is idle rather than tied to an authentication worker's.
-    let cpus = (listener.pin_workers && listener.port == Port::Auth)
-        .then(|| pinning::plan(workers, &pinning::allowed_cpus()))
+    let cpus = listener
+        .pin_workers
+        .then(|| pinning::plan(workers, pinning::allowed_cpus()))
         .flatten();
     if let Some(cpus) = &cpus {
-        info!(
-            ?cpus,
-            "pinning the RADIUS authentication workers, one per CPU"
-        );
+        info!(?cpus, "pinning the RADIUS {what} workers, one per CPU");
     }
     (0..workers)
         .map(|i| {

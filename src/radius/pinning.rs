@@ -25,8 +25,8 @@ pub fn allowed_cpus() -> Vec<usize> {
 
 /// The CPU of each of `workers` workers: one each, in order, when there are exactly as many
 /// workers as `cpus`; `None` otherwise.
-pub fn plan(workers: usize, cpus: &[usize]) -> Option<Vec<usize>> {
-    (workers > 1 && workers == cpus.len()).then(|| cpus.to_vec())
+pub fn plan(workers: usize, cpus: Vec<usize>) -> Option<Vec<usize>> {
+    (workers > 1 && workers == cpus.len()).then_some(cpus)
 }
 
 /// Binds the calling thread to `cpu`.
@@ -43,18 +43,22 @@ mod tests {
 
     #[test]
     fn workers_are_pinned_only_one_per_cpu() {
-        assert_eq!(plan(2, &[0, 1]), Some(vec![0, 1]));
+        assert_eq!(plan(2, vec![0, 1]), Some(vec![0, 1]));
         // The CPUs of a cpuset need not start at 0 nor be contiguous.
-        assert_eq!(plan(3, &[2, 5, 7]), Some(vec![2, 5, 7]));
-        assert_eq!(plan(1, &[0, 1]), None, "fewer workers than CPUs");
-        assert_eq!(plan(4, &[0, 1]), None, "more workers than CPUs");
-        assert_eq!(plan(2, &[0, 1, 2]), None, "not crowded onto the first CPUs");
+        assert_eq!(plan(3, vec![2, 5, 7]), Some(vec![2, 5, 7]));
+        assert_eq!(plan(1, vec![0, 1]), None, "fewer workers than CPUs");
+        assert_eq!(plan(4, vec![0, 1]), None, "more workers than CPUs");
         assert_eq!(
-            plan(1, &[3]),
+            plan(2, vec![0, 1, 2]),
+            None,
+            "not crowded onto the first CPUs"
+        );
+        assert_eq!(
+            plan(1, vec![3]),
             None,
             "one worker on one CPU: nothing to spread"
         );
-        assert_eq!(plan(2, &[]), None, "the CPUs unknown");
+        assert_eq!(plan(2, vec![]), None, "the CPUs unknown");
     }
 
     #[test]

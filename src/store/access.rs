@@ -474,9 +474,9 @@ impl Serial<'_> {
     /// A packed serial's digest: its 128-bit SipHash-2-4 under `digest_key`, random per
     /// process (the entries live only in memory). Matching through digests is the comparison
     /// of the packed bytes but for one chance: a device presenting another serial with the
-    /// same digest would pass for this one. The key is random, never stored or logged, so that chance (~2^-128 a
-    /// device compared) can only be tried online, one guess per request that has already
-    /// passed the password check.
+    /// same digest would pass for this one. The key is random, never stored or logged, so
+    /// that chance (~2^-128 a device compared) can only be tried online, one guess per
+    /// request that has already passed the password check.
     fn digest(packed: &[u8]) -> [u8; DIGEST_LEN] {
         digest_key().hash24(packed).as_bytes()
     }
