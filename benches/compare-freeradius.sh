@@ -33,6 +33,7 @@ WARMUP=${WARMUP:-2s}
 CONCURRENCY=${CONCURRENCY:-64}
 THREADS=${THREADS:-2}
 LATENCY_DURATION=${LATENCY_DURATION:-5s}
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-3}
 SECRET=${SECRET:-bench-secret-0123456789}
 PASSWORD=${PASSWORD:-bench-pass}
 WORK_PREFIX=ravpnd-compare
@@ -262,22 +263,38 @@ for s in "${SERVERS[@]}"; do
 done
 
 say "latency at half of each server's peak rate (open loop)"
-half() { python3 - "$RESULTS" "$1" <<'EOF'
+share() { python3 - "$RESULTS" "$1" "$2" <<'EOF'
 import sys
 from results import Results
-# Accepts per second: a server that rejected everything still gets a (minimal) open loop,
-# and the summary says why its figures do not count.
-print(max(1, int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps") / 2)))
+# Accepts per second over DIVISOR: a server that rejected everything still gets a (minimal)
+# open loop, and the summary says why its figures do not count.
+print(max(1, int(Results(sys.argv[1]).med(sys.argv[2], "throughput_rps") / int(sys.argv[3]))))
 EOF
 }
-with_daemon_view "$RCONF" "$ADMIN_PORT" "$WORK/daemon-half" \
-  drive "ravpnd-half" "$RAVPND_PORT" "$RAVPND_PID" --rate "$(half ravpnd)" --duration "$LATENCY_DURATION" --warmup 1s
-DAEMON_HALF=$(cat "$WORK/daemon-half")
-drive "freeradius-half" "$FR_PORT" "$FR_PID" --rate "$(half freeradius)" --duration "$LATENCY_DURATION" --warmup 1s
-# The harness's own tail: the null responder at half of its peak, and at ravpnd's half rate
-# (the same offered load, so the difference is ravpnd's).
-drive "null-half" "$NULL_PORT" "$NULL_PID" --rate "$(half null)" --duration "$LATENCY_DURATION" --warmup 1s
-drive "null-at-ravpnd-half" "$NULL_PORT" "$NULL_PID" --rate "$(half ravpnd)" --duration "$LATENCY_DURATION" --warmup 1s
+RAVPND_HALF=$(share ravpnd 2)
+RAVPND_QUARTER=$(share ravpnd 4)
+# ravpnd and the null responder at the same offered rates (half and a quarter of ravpnd's
+# peak), LATENCY_ROUNDS rounds in alternating order: a tail at load on two shared CPUs moves
+# by more than 2x from one minute to the next, so one run of each says little; the same rate
+# on the null responder, next to it in time, shows the harness's own tail then.
+for round in $(seq "$LATENCY_ROUNDS"); do
+  mapfile -t order < <(in_round_order "$round" ravpnd null)
+  echo "latency round $round of $LATENCY_ROUNDS, in this order: ${order[*]}" >&2
+  for s in "${order[@]}"; do
+    case $s in
+      ravpnd)
+        with_daemon_view "$RCONF" "$ADMIN_PORT" "$WORK/daemon-half-$round" \
+          drive "ravpnd-half" "$RAVPND_PORT" "$RAVPND_PID" --rate "$RAVPND_HALF" --duration "$LATENCY_DURATION" --warmup 1s
+        drive "ravpnd-quarter" "$RAVPND_PORT" "$RAVPND_PID" --rate "$RAVPND_QUARTER" --duration "$LATENCY_DURATION" --warmup 1s ;;
+      null)
+        drive "null-at-ravpnd-half" "$NULL_PORT" "$NULL_PID" --rate "$RAVPND_HALF" --duration "$LATENCY_DURATION" --warmup 1s
+        drive "null-at-ravpnd-quarter" "$NULL_PORT" "$NULL_PID" --rate "$RAVPND_QUARTER" --duration "$LATENCY_DURATION" --warmup 1s ;;
+    esac
+  done
+done
+DAEMON_HALF=$(for round in $(seq "$LATENCY_ROUNDS"); do echo "round $round: $(cat "$WORK/daemon-half-$round")"; done)
+drive "freeradius-half" "$FR_PORT" "$FR_PID" --rate "$(share freeradius 2)" --duration "$LATENCY_DURATION" --warmup 1s
+drive "null-half" "$NULL_PORT" "$NULL_PID" --rate "$(share null 2)" --duration "$LATENCY_DURATION" --warmup 1s
 
 # --- summary ----------------------------------------------------------------------------------
 say "summary"
@@ -335,13 +352,27 @@ for label in ("ravpnd-c1", "freeradius-c1", "null-c1",
     print(f"  {label:<18} p50 {lat(label, 'p50'):>6.0f} µs (read {lat(label, 'p50', 'read'):>4.0f})"
           f"  p99 {lat(label, 'p99'):>6.0f} µs (read {lat(label, 'p99', 'read'):>4.0f})"
           f"  p99.9 {lat(label, 'p999'):>6.0f} µs  ({med(label, 'throughput_rps'):.0f} req/s)")
-print("open loop at half of the peak rate:")
-for label in ("ravpnd-half", "freeradius-half", "null-half", "null-at-ravpnd-half"):
+print("open loop, median of the rounds (p99 per round in brackets, in the order run); busy: cores busy "
+      "on the machine / the driver's; late: the driver's late sends p99, counted in the latency:")
+def p99s(label):
+    return " ".join(f"{r['latency_us']['p99']:.0f}" for r in by.get(label, []))
+for label in ("ravpnd-half", "null-at-ravpnd-half", "ravpnd-quarter", "null-at-ravpnd-quarter",
+              "freeradius-half", "null-half"):
     r = by.get(label, [{}])[0]
-    print(f"  {label:<19} {r.get('mode', '')}: p50 {lat(label, 'p50'):.0f} µs (read {lat(label, 'p50', 'read'):.0f})"
-          f"  p99 {lat(label, 'p99'):.0f} µs (read {lat(label, 'p99', 'read'):.0f})"
-          f"  p99.9 {lat(label, 'p999'):.0f} µs (read {lat(label, 'p999', 'read'):.0f})  skipped {r.get('skipped', 0)}")
-print(f"  ravpnd's own histograms over ravpnd-half (its warm-up included): {daemon_half}")
+    print(f"  {label:<22} {r.get('mode', '')}: p50 {lat(label, 'p50'):.0f} µs  p99 {lat(label, 'p99'):.0f} µs "
+          f"[{p99s(label)}] (read {lat(label, 'p99', 'read'):.0f}; on the wire {lat(label, 'p99', 'wire'):.0f})  "
+          f"p99.9 {lat(label, 'p999'):.0f} µs  busy {med(label, 'machine_busy_cores'):.2f} / "
+          f"{med(label, 'driver_cores'):.2f}  late {lat(label, 'p99', 'late'):.0f} µs  "
+          f"skipped {sum(x.get('skipped', 0) for x in by.get(label, []))}")
+for frac in ("half", "quarter"):
+    a, b = by.get(f"ravpnd-{frac}", []), by.get(f"null-at-ravpnd-{frac}", [])
+    if a and b:
+        per = " ".join(f"{x['latency_us']['p99'] / y['latency_us']['p99']:.2f}" for x, y in zip(a, b))
+        print(f"  p99 ravpnd / null responder at ravpnd's {frac} rate: "
+              f"{lat(f'ravpnd-{frac}', 'p99') / lat(f'null-at-ravpnd-{frac}', 'p99'):.2f} (rounds {per})")
+print("  ravpnd's own histograms over each ravpnd-half run (its warm-up included):")
+for line in daemon_half.splitlines():
+    print(f"    {line}")
 frss = [r["server_rss_kb"] for r in by.get("freeradius", []) if r.get("server_rss_kb")]
 mib = lambda kb: int(kb) / 1024
 print(f"ravpnd VmRSS: {mib(r0):.1f} MiB at start, {mib(r1):.1f} after the import (argon2 hashing), "

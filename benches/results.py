@@ -30,9 +30,14 @@ class Results:
 
     def lat(self, label, q, to="arrival"):
         """The median of latency quantile `q` (`p50`, `p99`, `p999`, …) over those runs, to
-        the answer's `arrival` at the driver's socket (the kernel's stamp) or to its `read` by
-        the driver. Files written before the stamps have only the read (as `latency_us`)."""
+        the answer's `arrival` at the driver's socket (the kernel's stamp), to its `read` by
+        the driver, on the `wire` (from the send's hand-over to the kernel), or of the
+        driver's `late` sends (open loop). Files written before the stamps have only the read
+        (as `latency_us`)."""
         def one(r):
+            if to in ("wire", "late"):
+                h = r.get({"wire": "wire_latency_us", "late": "send_lateness_us"}[to])
+                return h[q] if h else None
             if to == "read" and r.get("latency_to") == "arrival":
                 return r["read_latency_us"][q]
             if to == "arrival" and r.get("latency_to") != "arrival":
