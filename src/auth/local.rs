@@ -389,8 +389,11 @@ impl PasswordVerifier for LocalVerifier {
         _sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {
+        // The argon2 runs below are boxed: their futures are over 1 KB, which would make every
+        // request's future that large, though a cached credential (nearly every request) waits
+        // for nothing; an argon2 run takes tens of milliseconds anyway.
         let Some(fingerprint) = user.password() else {
-            self.refuse_without_hash(user.name(), password).await;
+            Box::pin(self.refuse_without_hash(user.name(), password)).await;
             return Err(AuthError::NoPassword);
         };
         let entry_tag = self.entry_tag(password);
@@ -404,9 +407,7 @@ impl PasswordVerifier for LocalVerifier {
             self.keep(user, entry_tag, at);
             return Ok(());
         }
-        match self
-            .check(user.name(), Against::Record(fingerprint), tag, password)
-            .await?
+        match Box::pin(self.check(user.name(), Against::Record(fingerprint), tag, password)).await?
         {
             Checked::Verified => {
                 self.keep(user, entry_tag, self.cache.now());

@@ -135,7 +135,8 @@ impl Source {
     /// does not tell who exists. A directory's unknown names are refused at once (no bind).
     pub async fn refuse_unknown(&self, name: &str, password: &[u8]) {
         if let Source::Local(v) = self {
-            v.refuse_without_hash(name, password).await;
+            // Boxed as an argon2 run is (see `LocalVerifier::verify`).
+            Box::pin(v.refuse_without_hash(name, password)).await;
         }
     }
 }
@@ -147,11 +148,15 @@ impl PasswordVerifier for Source {
         sent_name: &str,
         password: &[u8],
     ) -> Result<(), AuthError> {
+        // A directory's bind is boxed: its future is ~6 KB, and unboxed it would make every
+        // request's future that large, local users' too (the listener boxes each request's
+        // future: a copy and an allocation of its whole size) — for a bind that takes
+        // milliseconds anyway.
         match self {
             Source::NotSelected => Err(AuthError::NotSelected),
             Source::Local(v) => v.verify(user, sent_name, password).await,
-            Source::ActiveDirectory(v) => v.bind_user(sent_name, password).await,
-            Source::AzureAd(v) => v.bind_user(sent_name, password).await,
+            Source::ActiveDirectory(v) => Box::pin(v.bind_user(sent_name, password)).await,
+            Source::AzureAd(v) => Box::pin(v.bind_user(sent_name, password)).await,
         }
     }
 }
