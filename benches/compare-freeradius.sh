@@ -34,6 +34,7 @@ CONCURRENCY=${CONCURRENCY:-64}
 THREADS=${THREADS:-2}
 LATENCY_DURATION=${LATENCY_DURATION:-5s}
 LATENCY_ROUNDS=${LATENCY_ROUNDS:-3}
+[[ $LATENCY_ROUNDS =~ ^[0-9]+$ ]] || { echo "LATENCY_ROUNDS must be a whole number, not $LATENCY_ROUNDS" >&2; exit 2; }
 SECRET=${SECRET:-bench-secret-0123456789}
 PASSWORD=${PASSWORD:-bench-pass}
 WORK_PREFIX=ravpnd-compare
@@ -262,7 +263,7 @@ for s in "${SERVERS[@]}"; do
   drive "$name-c1-poll" "$port" "$pid" --concurrency 1 --duration "$LATENCY_DURATION" --warmup 1s --spin
 done
 
-say "latency at half of each server's peak rate (open loop)"
+say "latency in the open loop: ravpnd and the null responder at half and a quarter of ravpnd's peak, $LATENCY_ROUNDS rounds; FreeRADIUS and the null responder at half of theirs"
 share() { python3 - "$RESULTS" "$1" "$2" <<'EOF'
 import sys
 from results import Results
@@ -273,6 +274,8 @@ EOF
 }
 RAVPND_HALF=$(share ravpnd 2)
 RAVPND_QUARTER=$(share ravpnd 4)
+FR_HALF=$(share freeradius 2)
+NULL_HALF=$(share null 2)
 # ravpnd and the null responder at the same offered rates (half and a quarter of ravpnd's
 # peak), LATENCY_ROUNDS rounds in alternating order: a tail at load on two shared CPUs moves
 # by more than 2x from one minute to the next, so one run of each says little; the same rate
@@ -293,8 +296,8 @@ for round in $(seq "$LATENCY_ROUNDS"); do
   done
 done
 DAEMON_HALF=$(for round in $(seq "$LATENCY_ROUNDS"); do echo "round $round: $(cat "$WORK/daemon-half-$round")"; done)
-drive "freeradius-half" "$FR_PORT" "$FR_PID" --rate "$(share freeradius 2)" --duration "$LATENCY_DURATION" --warmup 1s
-drive "null-half" "$NULL_PORT" "$NULL_PID" --rate "$(share null 2)" --duration "$LATENCY_DURATION" --warmup 1s
+drive "freeradius-half" "$FR_PORT" "$FR_PID" --rate "$FR_HALF" --duration "$LATENCY_DURATION" --warmup 1s
+drive "null-half" "$NULL_PORT" "$NULL_PID" --rate "$NULL_HALF" --duration "$LATENCY_DURATION" --warmup 1s
 
 # --- summary ----------------------------------------------------------------------------------
 say "summary"
@@ -354,6 +357,9 @@ for label in ("ravpnd-c1", "freeradius-c1", "null-c1",
           f"  p99.9 {lat(label, 'p999'):>6.0f} µs  ({med(label, 'throughput_rps'):.0f} req/s)")
 print("open loop, median of the rounds (p99 per round in brackets, in the order run); busy: cores busy "
       "on the machine / the driver's; late: the driver's late sends p99, counted in the latency:")
+def over(a, b):
+    """a / b as text; "n/a" where b is 0 (a run with nothing answered) or missing."""
+    return f"{a / b:.2f}" if b and b == b else "n/a"
 def p99s(label):
     return " ".join(f"{r['latency_us']['p99']:.0f}" for r in by.get(label, []))
 for label in ("ravpnd-half", "null-at-ravpnd-half", "ravpnd-quarter", "null-at-ravpnd-quarter",
@@ -367,9 +373,9 @@ for label in ("ravpnd-half", "null-at-ravpnd-half", "ravpnd-quarter", "null-at-r
 for frac in ("half", "quarter"):
     a, b = by.get(f"ravpnd-{frac}", []), by.get(f"null-at-ravpnd-{frac}", [])
     if a and b:
-        per = " ".join(f"{x['latency_us']['p99'] / y['latency_us']['p99']:.2f}" for x, y in zip(a, b))
+        per = " ".join(over(x["latency_us"]["p99"], y["latency_us"]["p99"]) for x, y in zip(a, b))
         print(f"  p99 ravpnd / null responder at ravpnd's {frac} rate: "
-              f"{lat(f'ravpnd-{frac}', 'p99') / lat(f'null-at-ravpnd-{frac}', 'p99'):.2f} (rounds {per})")
+              f"{over(lat(f'ravpnd-{frac}', 'p99'), lat(f'null-at-ravpnd-{frac}', 'p99'))} (rounds {per})")
 print("  ravpnd's own histograms over each ravpnd-half run (its warm-up included):")
 for line in daemon_half.splitlines():
     print(f"    {line}")
