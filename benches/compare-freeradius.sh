@@ -305,6 +305,7 @@ RSS_END=$(rss "$RAVPND_PID")
 python3 - "$RESULTS" "$FEATURES" "$FR_VERSION" "$CONCURRENCY" "$THREADS" "$(nproc)" \
   "$RSS_START" "$RSS_IMPORTED" "$RSS_PRIMED" "$RSS_END" "$(cut -d' ' -f1-3 /proc/loadavg)" \
   "$DAEMON_HALF" <<'EOF'
+import math
 import sys
 from results import Results, ratio_text
 path, features, fr_version, conc, threads, cpus, r0, r1, r2, r3, loadavg, daemon_half = sys.argv[1:]
@@ -358,8 +359,8 @@ for label in ("ravpnd-c1", "freeradius-c1", "null-c1",
 print("open loop, median of the rounds (p99 per round in brackets, in the order run); busy: cores busy "
       "on the machine / the driver's; late: the driver's late sends p99, counted in the latency:")
 def over(a, b):
-    """a / b as text; "n/a" where b is 0 (a run with nothing answered) or missing."""
-    return f"{a / b:.2f}" if b and b == b else "n/a"
+    """a / b as text; "n/a" where b is 0 (a run with nothing answered) or missing (NaN)."""
+    return "n/a" if not b or math.isnan(b) else f"{a / b:.2f}"
 def p99s(label):
     return " ".join(f"{r['latency_us']['p99']:.0f}" for r in by.get(label, []))
 for label in ("ravpnd-half", "null-at-ravpnd-half", "ravpnd-quarter", "null-at-ravpnd-quarter",

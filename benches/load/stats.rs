@@ -77,28 +77,21 @@ impl Stats {
     /// An answered request: from when it was due to its answer's arrival and to its read,
     /// and on the wire.
     pub fn record_latency(&mut self, arrived: Duration, read: Duration, wire: Duration) {
-        for (h, d) in [
-            (&mut self.latency, arrived),
-            (&mut self.read_latency, read),
-            (&mut self.wire_latency, wire),
-        ] {
-            h.record(nanos(d)).expect("clamped into bounds");
-        }
+        record(&mut self.latency, arrived);
+        record(&mut self.read_latency, read);
+        record(&mut self.wire_latency, wire);
     }
 
     /// An open-loop send `late` after its scheduled instant.
     pub fn record_lateness(&mut self, late: Duration) {
-        self.lateness
-            .record(nanos(late))
-            .expect("clamped into bounds");
+        record(&mut self.lateness, late);
     }
 
     /// A measured request that got no answer (timed out, or never sent): counted from its
     /// due instant at `timeout` (not on the wire, which holds answered requests only).
     pub fn record_unanswered(&mut self, timeout: Duration) {
-        for h in [&mut self.latency, &mut self.read_latency] {
-            h.record(nanos(timeout)).expect("clamped into bounds");
-        }
+        record(&mut self.latency, timeout);
+        record(&mut self.read_latency, timeout);
     }
 
     pub fn invalid_total(&self) -> u64 {
@@ -138,8 +131,10 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
-fn nanos(d: Duration) -> u64 {
-    (d.as_nanos() as u64).clamp(1_000, 100_000_000_000)
+/// Records `d` in `h`, clamped into its bounds.
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let ns = (d.as_nanos() as u64).clamp(1_000, 100_000_000_000);
+    h.record(ns).expect("clamped into bounds");
 }
 
 /// p50, p90, p99, p99.9 and max of `h`, µs, as the text report gives them.
