@@ -149,14 +149,30 @@ pub struct WorkerResult {
     pub window: Option<(Instant, Instant)>,
 }
 
+/// The kernel's default timer slack, which lets it end a sleep up to this late so that
+/// wake-ups due close together are taken as one.
+pub const COALESCE_NS: libc::c_ulong = 50_000;
+
+/// A worker thread's timer slack. Sleeps end on time (1 ns) where the sends they wait for are
+/// further apart than the kernel's default slack: that slack would make each of them up to
+/// 50 µs late, counted against the server. Where sends are due more often than that (above
+/// 20,000 a second per worker), a wake-up on the nanosecond for each costs the machine more
+/// than the lateness it saves: at 98,000 req/s over two workers on this 2-CPU host the p99 from
+/// the schedule was 1.0–1.5 ms with 1 ns and 0.2–0.4 ms with 50 µs, for ravpnd and the null
+/// responder alike, late sends included (docs/PERFORMANCE.md, "The driver's timer slack").
+pub fn timer_slack(pace: Pace) -> libc::c_ulong {
+    match pace {
+        Pace::Open { per_worker_rate } if per_worker_rate * COALESCE_NS as f64 > 1e9 => COALESCE_NS,
+        _ => 1,
+    }
+}
+
 /// Runs one worker to completion on the current thread. `caps` is the in-flight limit of each
 /// of its sockets.
 pub fn run_worker(plan: Plan, caps: &[usize], seed: u64) -> std::io::Result<WorkerResult> {
-    // Sleeps end on time: the default timer slack (50 µs) would make every open-loop send
-    // due after a sleep late by about that much, counted against the server.
     // SAFETY: PR_SET_TIMERSLACK takes one integer argument and affects this thread only.
     unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+        libc::prctl(libc::PR_SET_TIMERSLACK, timer_slack(plan.pace));
     }
     let mut conns = caps
         .iter()

@@ -583,6 +583,18 @@ fn self_test() -> ExitCode {
             ));
         }
         client::check_arrival().map_err(|e| format!("arrival from a stamp: {e}"))?;
+        // Sleeps coalesce only where sends are due more often than the default slack.
+        let slack = |per_worker_rate| client::timer_slack(Pace::Open { per_worker_rate });
+        if client::timer_slack(Pace::Closed) != 1
+            || slack(1_000.0) != 1
+            || slack(20_000.0) != 1
+            || slack(20_001.0) != client::COALESCE_NS
+            || slack(49_000.0) != client::COALESCE_NS
+        {
+            return Err(
+                "timer slack: 1 ns up to 20,000 sends a second per worker, 50 µs above".into(),
+            );
+        }
         // Rejects are answers, not throughput: against a responder that rejects every 4th
         // request the reported rate is the accepts' alone, and the rejects are reported apart.
         let rejecting = InProcess::start(secret, 1, 4).map_err(|e| e.to_string())?;
