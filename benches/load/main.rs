@@ -292,7 +292,7 @@ fn run_client(a: ClientArgs) -> std::io::Result<ExitCode> {
     }
 
     let (pace, concurrency, mode) = match a.rate {
-        Some(rate) if rate > 0.0 => {
+        Some(rate) if rate.is_finite() && rate > 0.0 => {
             let cap = a.concurrency.unwrap_or(MAX_PER_SOCKET * threads);
             (
                 Pace::Open {
@@ -302,7 +302,7 @@ fn run_client(a: ClientArgs) -> std::io::Result<ExitCode> {
                 format!("open loop at {rate:.0} req/s (in-flight cap {cap})"),
             )
         }
-        Some(_) => return Err(std::io::Error::other("--rate must be positive")),
+        Some(_) => return Err(std::io::Error::other("--rate must be a positive number")),
         None => {
             let c = a.concurrency.unwrap_or(64).max(1);
             (Pace::Closed, c, format!("closed loop, {c} in flight"))
