@@ -9,8 +9,8 @@
 //! cargo bench --bench load            # against an in-process null responder
 //! ```
 //!
-//! Run by `cargo test --bench load` (no `--bench` argument), it does a short self-test instead and
-//! exits; `scripts/test` runs it with the tests.
+//! Run by `cargo test --bench load` (cargo then passes it no `--bench` argument), it does a
+//! short self-test instead and exits; `scripts/test` runs it with the tests.
 
 mod client;
 mod null;
