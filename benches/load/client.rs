@@ -157,9 +157,10 @@ pub const COALESCE_NS: libc::c_ulong = 50_000;
 /// the kernel's default slack (50 µs) apart or more: that slack would make each of them up to
 /// 50 µs late, counted against the server. Where sends are due more often than that (above
 /// 20,000 a second per worker), a wake-up on the nanosecond for each costs the machine more
-/// than the lateness it saves: at 98,000 req/s over two workers on this 2-CPU host the p99 from
-/// the schedule was 1.0–1.5 ms with 1 ns and 0.2–0.4 ms with 50 µs, for ravpnd and the null
-/// responder alike, late sends included (docs/PERFORMANCE.md, "The driver's timer slack").
+/// than the lateness it saves: in an A/B at 98,000 req/s over two workers on this 2-CPU host
+/// the p99 from the schedule was 1.0–1.5 ms with 1 ns and 0.2–0.4 ms with 50 µs, for ravpnd
+/// and the null responder alike, late sends included (docs/PERFORMANCE.md, "The driver's
+/// timer slack").
 pub fn timer_slack(pace: Pace) -> libc::c_ulong {
     match pace {
         Pace::Open { per_worker_rate } if per_worker_rate * COALESCE_NS as f64 > 1e9 => COALESCE_NS,
