@@ -1,0 +1,117 @@
+//! sled's segment relocation, as patched in `vendor/sled` (RAVPND-PATCH.md): once a database
+//! has as many free segments as used ones, sled 0.34.7 relocated one segment per flusher tick
+//! for ever, writing ~1 MB/s on an idle ravpnd. This builds such a database (bulk batches in
+//! two trees, then most of one removed, as an import and its clean-up leave a store), writes
+//! a little after reopening it, as a first connection's lease does, and checks that the
+//! writing stops and that every record is still there.
+//!
+//! Alone in its test binary: it reads the process's own I/O count.
+
+#![cfg(target_os = "linux")]
+
+use std::time::{Duration, Instant};
+
+/// Bytes this process has handed to write calls so far.
+fn written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .expect("/proc/self/io")
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a wchar line")
+}
+
+/// A short tick so that the flusher's work shows within a second, not within minutes.
+fn open(dir: &std::path::Path) -> sled::Db {
+    sled::Config::new()
+        .path(dir)
+        .flush_every_ms(Some(10))
+        .open()
+        .expect("open")
+}
+
+const N: u32 = 150_000;
+const CHUNK: u32 = 1_000;
+
+fn key(i: u32) -> [u8; 4] {
+    i.to_be_bytes()
+}
+
+#[test]
+fn an_idle_database_stops_writing_after_its_clean_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let db = open(dir.path());
+        let (kept, other) = (
+            db.open_tree("kept").unwrap(),
+            db.open_tree("other").unwrap(),
+        );
+        for tree in [&other, &kept] {
+            for chunk in 0..N / CHUNK {
+                let mut batch = sled::Batch::default();
+                for i in chunk * CHUNK..(chunk + 1) * CHUNK {
+                    batch.insert(&key(i), vec![5u8; 100]);
+                }
+                tree.apply_batch(batch).unwrap();
+                db.flush().unwrap();
+            }
+        }
+        // Nine records in ten of the first tree go: most of its segments become free.
+        for chunk in 0..N / CHUNK {
+            let mut batch = sled::Batch::default();
+            for i in (chunk * CHUNK..(chunk + 1) * CHUNK).filter(|i| i % 10 != 0) {
+                batch.remove(&key(i));
+            }
+            other.apply_batch(batch).unwrap();
+            db.flush().unwrap();
+        }
+    }
+    let db = open(dir.path());
+    let kept = db.open_tree("kept").unwrap();
+    for i in 0..1_000 {
+        kept.insert(key(i * 7), vec![9u8; 30]).unwrap();
+        db.flush().unwrap();
+    }
+
+    // The clean-up the writes start takes a few ticks; unpatched, the relocation never ends
+    // (~25 MB every half second with this tick). Quiet: a 200-ms window with under 64 KiB.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let quiet = loop {
+        let before = written();
+        std::thread::sleep(Duration::from_millis(200));
+        let window = written() - before;
+        if window < 64 << 10 {
+            break true;
+        }
+        if Instant::now() > deadline {
+            eprintln!("still writing {window} bytes every 200 ms");
+            break false;
+        }
+    };
+    assert!(quiet, "sled kept rewriting an idle database");
+
+    drop(kept);
+    drop(db);
+    let db = open(dir.path());
+    let (kept, other) = (
+        db.open_tree("kept").unwrap(),
+        db.open_tree("other").unwrap(),
+    );
+    assert_eq!(kept.len(), N as usize);
+    for i in 0..N {
+        let v = kept.get(key(i)).unwrap().expect("kept");
+        let rewritten = i % 7 == 0 && i / 7 < 1_000;
+        assert_eq!(
+            &v[..],
+            if rewritten {
+                &[9u8; 30][..]
+            } else {
+                &[5u8; 100][..]
+            }
+        );
+    }
+    assert_eq!(other.len(), (N / 10) as usize);
+    assert!((0..N)
+        .step_by(10)
+        .all(|i| other.contains_key(key(i)).unwrap()));
+}
