@@ -973,10 +973,9 @@ impl SegmentAccountant {
 
             // ravpnd's patch (vendor/sled/RAVPND-PATCH.md): relocate the
             // last inactive segment only when a free segment lies below it,
-            // where `next` puts its pages. Otherwise its pages move up into
-            // a free segment above it, the next segment to fill repeats the
-            // move, and an idle database rewrote one segment per flush
-            // (~1 MB/s) for ever.
+            // where the log's next segments go (`next`). Otherwise its pages
+            // move up, the next segment to fill is relocated in turn, and an
+            // idle database rewrote one segment per flush (~1 MB/s) for ever.
             let moves_down =
                 self.free.iter().next().map_or(false, |&f| f < segment_start);
 
