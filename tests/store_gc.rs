@@ -37,6 +37,18 @@ fn key(i: u32) -> [u8; 4] {
     i.to_be_bytes()
 }
 
+/// Keys 0..N of `tree` in batches of CHUNK, each batch flushed, as an import writes its files.
+fn in_batches(db: &sled::Db, tree: &sled::Tree, mut each: impl FnMut(&mut sled::Batch, u32)) {
+    for chunk in 0..N / CHUNK {
+        let mut batch = sled::Batch::default();
+        for i in chunk * CHUNK..(chunk + 1) * CHUNK {
+            each(&mut batch, i);
+        }
+        tree.apply_batch(batch).unwrap();
+        db.flush().unwrap();
+    }
+}
+
 #[test]
 fn an_idle_database_stops_writing_after_its_clean_up() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -47,24 +59,14 @@ fn an_idle_database_stops_writing_after_its_clean_up() {
             db.open_tree("other").unwrap(),
         );
         for tree in [&other, &kept] {
-            for chunk in 0..N / CHUNK {
-                let mut batch = sled::Batch::default();
-                for i in chunk * CHUNK..(chunk + 1) * CHUNK {
-                    batch.insert(&key(i), vec![5u8; 100]);
-                }
-                tree.apply_batch(batch).unwrap();
-                db.flush().unwrap();
-            }
+            in_batches(&db, tree, |b, i| b.insert(&key(i), vec![5u8; 100]));
         }
         // Nine records in ten of the first tree go: most of its segments become free.
-        for chunk in 0..N / CHUNK {
-            let mut batch = sled::Batch::default();
-            for i in (chunk * CHUNK..(chunk + 1) * CHUNK).filter(|i| i % 10 != 0) {
-                batch.remove(&key(i));
+        in_batches(&db, &other, |b, i| {
+            if i % 10 != 0 {
+                b.remove(&key(i))
             }
-            other.apply_batch(batch).unwrap();
-            db.flush().unwrap();
-        }
+        });
     }
     let db = open(dir.path());
     let kept = db.open_tree("kept").unwrap();
