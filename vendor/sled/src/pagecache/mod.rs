@@ -1236,6 +1236,10 @@ impl PageCache {
         let purge_segment_id =
             segment_to_purge / self.config.segment_size as u64;
 
+        // ravpnd patch: whether the page was resident when first seen here
+        // (a retry finds it read in by the attempt before).
+        let mut found_resident = None;
+
         loop {
             let page_view = if let Some(page_view) = self.inner.get(pid, guard)
             {
@@ -1329,6 +1333,11 @@ impl PageCache {
             } else {
                 trace!("rewriting page with pid {}", pid);
 
+                // ravpnd patch: a page the cleaner reads in is paged out again
+                // after its rewrite (below), as resident as it was found.
+                let was_resident =
+                    *found_resident.get_or_insert(page_view.update.is_some());
+
                 // page-in whole page with a get
                 let (key, update): (_, Update) = if pid == META_PID {
                     let meta_view = self.get_meta(guard)?;
@@ -1372,6 +1381,13 @@ impl PageCache {
                     },
                 )?;
                 if res.is_ok() {
+                    // ravpnd patch: otherwise every page of a cleaned segment
+                    // stays decoded in memory, beyond the cache's capacity: the
+                    // LRU applies accesses only in blocks of 64 per shard (256
+                    // shards), so up to ~16,000 pages can wait unevicted.
+                    if !was_resident {
+                        self.page_out(vec![pid], guard)?;
+                    }
                     return Ok(());
                 }
             }
