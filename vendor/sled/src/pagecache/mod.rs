@@ -1381,8 +1381,8 @@ impl PageCache {
                     },
                 )?;
                 if res.is_ok() {
-                    // ravpnd patch: otherwise every page of a cleaned segment
-                    // stays decoded in memory, beyond the cache's capacity: the
+                    // ravpnd patch: otherwise the pages of a cleaned segment
+                    // stay decoded in memory, beyond the cache's capacity: the
                     // LRU applies accesses only in blocks of 64 per shard (256
                     // shards), so up to ~16,000 pages can wait unevicted.
                     if !was_resident {
