@@ -106,7 +106,7 @@ fn handle_datagram(c: &mut Criterion) {
             &mut fresh,
             |req| {
                 // As the listener's worker does (the entry is in cache here: a hash and a probe).
-                handler.prefetch(&req);
+                handler.prefetch([&req[..]]);
                 f.rt.block_on(handler.handle_datagram(&req, source, &nas, Port::Auth, &live))
             },
             BatchSize::SmallInput,

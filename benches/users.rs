@@ -103,9 +103,7 @@ fn among_users(size: &Size) {
                 .collect();
             let started = thread_cpu();
             for chunk in reqs.chunks(batch) {
-                for req in chunk {
-                    handler.prefetch(req);
-                }
+                handler.prefetch(chunk.iter().map(|r| &r[..]));
                 for req in chunk {
                     let resp = f.rt.block_on(handler.handle_datagram(
                         req,

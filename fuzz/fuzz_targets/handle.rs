@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
     let live = w.handler.live();
     let nas = live.nas.lookup(source.ip()).expect("both sources are clients").clone();
     // As the listener's worker does, on the datagram before any check.
-    w.handler.prefetch(&datagram);
+    w.handler.prefetch([&datagram[..]]);
     let response = w
         .rt
         .block_on(w.handler.handle_datagram(&datagram, source, &nas, port, &live));

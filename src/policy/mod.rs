@@ -22,7 +22,7 @@ use crate::metrics::METRICS;
 use crate::notify::{Notifier, RegistrationFailure};
 use crate::radius::nas::Nas;
 use crate::reply::DnsConfig;
-use crate::store::{Access, Registration, Store};
+use crate::store::{Access, Registration, Store, PREFETCH_KEYS};
 use device::{DeviceCheck, DeviceIdentity, DevicesConfig, RegistrationConfig};
 use proxy::{ProxyConfig, ProxyPush};
 
@@ -136,12 +136,21 @@ impl Policy {
         &self.ipam
     }
 
-    /// Starts loading the entry of a local user named `user_name` into the CPU's cache (see
-    /// `Store::prefetch_access`); nothing for directory users, whose checks take far longer
-    /// than a cache miss.
-    pub fn prefetch_user(&self, user_name: &[u8]) {
-        if let (Source::Local(_), Ok(name)) = (&self.source, std::str::from_utf8(user_name)) {
-            self.store.prefetch_access(name);
+    /// Starts loading the entries of local users named `user_names` (the first
+    /// `PREFETCH_KEYS` that are UTF-8) into the CPU's cache (see `Store::prefetch_access`);
+    /// nothing for directory users, whose checks take far longer than a cache miss.
+    pub fn prefetch_users<'a>(&self, user_names: impl IntoIterator<Item = &'a [u8]>) {
+        if let Source::Local(_) = &self.source {
+            let mut names = [""; PREFETCH_KEYS];
+            let valid = user_names
+                .into_iter()
+                .filter_map(|name| std::str::from_utf8(name).ok());
+            let mut n = 0;
+            for (slot, name) in names.iter_mut().zip(valid) {
+                *slot = name;
+                n += 1;
+            }
+            self.store.prefetch_access(&names[..n]);
         }
     }
 

@@ -16,6 +16,15 @@ use rustc_hash::FxBuildHasher;
 /// Independent locks, so the worker threads do not queue on one.
 const SHARDS: usize = 16;
 
+/// The most keys `RecordCache::for_candidates` looks up at once: a batch of requests.
+pub const PREFETCH_KEYS: usize = 16;
+
+/// The shard of a key's hash: bits the tables do not use to place keys (they use the low bits
+/// and the top seven), so that a shard's keys do not all share their low bits.
+fn shard_index(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
+}
+
 /// A cached value that carries its own key, so the table holds the values alone: no copy of
 /// each key in a separate allocation (at 100,000 users, ~4 MiB and a table three times wider).
 pub(super) trait Keyed {
@@ -64,9 +73,7 @@ impl<V: Clone + Keyed> RecordCache<V> {
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard<V>> {
-        // Bits the tables do not use to place keys (they use the low bits and the top seven):
-        // the shard's keys must not all share their low bits.
-        &self.shards[(hash >> 32) as usize % SHARDS]
+        &self.shards[shard_index(hash)]
     }
 
     /// Reads through: `load` runs on a miss, and what it finds is kept unless a write to the
@@ -96,12 +103,31 @@ impl<V: Clone + Keyed> RecordCache<V> {
         Ok(v)
     }
 
-    /// Calls `f` on the values that may be `key`'s (those its hash's probe finds with the
-    /// same tag, usually one), without comparing keys: reading a key costs what the caller
-    /// wants to avoid, a cache miss.
-    pub(super) fn for_candidates(&self, key: &str, f: impl FnMut(&V)) {
-        let hash = self.hash(key);
-        self.shard(hash).read().entries.iter_hash(hash).for_each(f);
+    /// Calls `f` on the values that may be `keys`' (those each hash's probe finds with the
+    /// same tag, usually one per key), without comparing keys: reading a key costs what the
+    /// caller wants to avoid, a cache miss. Keys past the first `PREFETCH_KEYS` are left out.
+    ///
+    /// The shards' read locks are all taken first, in shard order, so that the probes run back
+    /// to back: x86 completes every earlier load before a locked instruction, so a lock taken
+    /// between two probes waited for the misses of the one before, and the probes of a batch
+    /// did not overlap. (Whoever takes several shards' locks must take them in this order: a
+    /// reader queues behind a waiting writer, so two readers taking them in other orders could
+    /// deadlock.)
+    pub(super) fn for_candidates(&self, keys: &[&str], mut f: impl FnMut(&V)) {
+        let keys = &keys[..keys.len().min(PREFETCH_KEYS)];
+        let mut hashes = [0u64; PREFETCH_KEYS];
+        let mut needed = 0u32;
+        for (hash, key) in hashes.iter_mut().zip(keys) {
+            *hash = self.hash(key);
+            needed |= 1 << shard_index(*hash);
+        }
+        let shards: [_; SHARDS] =
+            std::array::from_fn(|i| (needed & 1 << i != 0).then(|| self.shards[i].read()));
+        for &hash in &hashes[..keys.len()] {
+            if let Some(s) = &shards[shard_index(hash)] {
+                s.entries.iter_hash(hash).for_each(&mut f);
+            }
+        }
     }
 
     /// Keeps what a load started at `before` invalidations found, if still current.
@@ -232,7 +258,7 @@ mod tests {
         load_numbered(&c, 1000);
         let candidates = |key: &str| {
             let mut found = Vec::new();
-            c.for_candidates(key, |r| found.push(r.1));
+            c.for_candidates(&[key], |r| found.push(r.1));
             found
         };
         let mut others = 0;
@@ -244,6 +270,75 @@ mod tests {
         // A candidate shares the key's 7-bit tag in the groups of 16 slots its probe reads:
         // about one key in eight has another.
         assert!(others < 250, "{others} other candidates");
+    }
+
+    #[test]
+    fn a_batch_finds_each_keys_candidates_and_ignores_keys_past_the_most() {
+        let c: RecordCache<Rec> = RecordCache::new(10_000);
+        load_numbered(&c, 1000);
+        let names: Vec<String> = (0..PREFETCH_KEYS as u32 + 4)
+            .map(|i| i.to_string())
+            .collect();
+        let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut found = Vec::new();
+        c.for_candidates(&keys, |r| found.push(r.1));
+        for i in 0..PREFETCH_KEYS as u32 {
+            assert!(found.contains(&i), "{i}: {found:?}");
+        }
+        for i in PREFETCH_KEYS as u32..PREFETCH_KEYS as u32 + 4 {
+            assert!(!found.contains(&i), "{i} is past the most: {found:?}");
+        }
+        // An unknown key finds at most others' candidates; an empty batch nothing.
+        let mut none = Vec::new();
+        c.for_candidates(&[], |r| none.push(r.1));
+        assert!(none.is_empty());
+    }
+
+    /// Batches taking several shards' read locks beside writers taking one: finishes (with
+    /// half the batches taking the locks in reverse shard order, it hung in each of 3 tries).
+    #[test]
+    fn batches_and_writes_at_once_do_not_deadlock() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            batches_and_writes();
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("batches and writes deadlocked");
+    }
+
+    fn batches_and_writes() {
+        let c: RecordCache<Rec> = RecordCache::new(10_000);
+        load_numbered(&c, 256);
+        let names: Vec<String> = (0..256u32).map(|i| i.to_string()).collect();
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let (c, names) = (&c, &names);
+                s.spawn(move || {
+                    for round in 0..5_000usize {
+                        // Batches in different key orders, so their shards come in any order.
+                        let keys: Vec<&str> = (0..PREFETCH_KEYS)
+                            .map(|k| names[(round * 31 + k * (t * 2 + 7)) % names.len()].as_str())
+                            .rev()
+                            .collect();
+                        c.for_candidates(&keys, |r| {
+                            std::hint::black_box(r);
+                        });
+                    }
+                });
+            }
+            for t in 0..2u32 {
+                let (c, names) = (&c, &names);
+                s.spawn(move || {
+                    for round in 0..5_000u32 {
+                        let key = names[((round * 13 + t) % 256) as usize].as_str();
+                        c.invalidate(key);
+                        c.get_or_load(key, || Ok::<_, ()>(rec(key, round))).unwrap();
+                    }
+                });
+            }
+        });
     }
 
     #[test]

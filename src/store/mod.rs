@@ -20,6 +20,7 @@ pub use access::{
     Access, AccessDevice, AddressHint, Device, DeviceFlags, HashFingerprint, Serial, Verified,
     VerifiedCredential,
 };
+pub use cache::PREFETCH_KEYS;
 use codec::{decode, encode, Record};
 pub use devices::{serial_key, AuthMethod, DeviceRecord, DeviceType, Registration};
 pub use leases::{corrupt_lease_addr, LeaseRecord, MAX_SESSION_ID_LEN};
