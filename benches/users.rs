@@ -148,7 +148,11 @@ fn thread_cpu() -> Duration {
 fn main() {
     let rounds = std::env::var("ROUNDS").map_or(20, |r| r.parse().expect("ROUNDS"));
     let batch = std::env::var("BATCH").map_or(1, |b| b.parse().expect("BATCH"));
-    assert!(batch > 0, "BATCH: at least 1");
+    assert!(
+        (1..=ravpnd::store::PREFETCH_KEYS).contains(&batch),
+        "BATCH: 1 to {} (the most prefetched at once, as a recvmmsg batch)",
+        ravpnd::store::PREFETCH_KEYS
+    );
     // `cargo test --benches` runs this without `--bench`: a small run, to show it works.
     let size = if std::env::args().any(|a| a == "--bench") {
         Size {

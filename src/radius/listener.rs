@@ -17,9 +17,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::batch::{Inbox, BATCH};
-
-// A batch's entries are prefetched with one call.
-const _: () = assert!(BATCH <= crate::store::PREFETCH_KEYS);
 use super::dedup::{DedupCache, Key, Seen, Ticket};
 use super::nas::{Nas, NasTable};
 use super::outbox::Outbox;
@@ -32,6 +29,9 @@ use crate::reply::{self, Original, ReplyContext};
 
 /// Most responses kept for duplicate detection; bounds memory under floods.
 const DEDUP_CAPACITY: usize = 65_536;
+
+// A batch's entries are prefetched with one call (`Handler::prefetch`).
+const _: () = assert!(BATCH <= crate::store::PREFETCH_KEYS);
 
 /// Which socket a datagram came in on; each accepts its own packet codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +111,9 @@ impl Handler {
         self.live.load_full()
     }
 
-    /// Starts loading the entries of the users the Access-Requests among `datagrams` name, the
-    /// datagrams unchecked (a hint: it reads nothing the request path relies on). The worker
+    /// Starts loading the entries of the users the Access-Requests among `datagrams` name (the
+    /// first `store::PREFETCH_KEYS` with a UTF-8 User-Name), the datagrams unchecked (a hint: it
+    /// reads nothing the request path relies on). The worker
     /// calls it with a whole batch before handling the first datagram: the batch's table
     /// probes then overlap, and the MD5 rounds of each request's checks hide what is left of
     /// its wait (among 100,000 users the entries are rarely in cache).

@@ -663,7 +663,7 @@ impl fmt::Debug for Access {
 
 impl Store {
     /// Starts loading the entries of `names` (the first `PREFETCH_KEYS`) into the CPU's cache,
-    /// those kept, without waiting for them or comparing names: the listener calls it for a
+    /// those in the record cache, without waiting for them or comparing names: the listener calls it for a
     /// whole batch of requests before checking the first one's Message-Authenticator
     /// (`Handler::prefetch`), so that the probes overlap and the MD5 rounds hide the wait the
     /// lookups would have had (among 100,000 users the entries are rarely in cache).

@@ -16,6 +16,9 @@ use rustc_hash::FxBuildHasher;
 /// Independent locks, so the worker threads do not queue on one.
 const SHARDS: usize = 16;
 
+// `for_candidates` marks the shards it needs in a `u32`.
+const _: () = assert!(SHARDS <= 32);
+
 /// The most keys `RecordCache::for_candidates` looks up at once: a batch of requests.
 pub const PREFETCH_KEYS: usize = 16;
 
@@ -107,12 +110,13 @@ impl<V: Clone + Keyed> RecordCache<V> {
     /// same tag, usually one per key), without comparing keys: reading a key costs what the
     /// caller wants to avoid, a cache miss. Keys past the first `PREFETCH_KEYS` are left out.
     ///
-    /// The shards' read locks are all taken first, in shard order, so that the probes run back
-    /// to back: x86 completes every earlier load before a locked instruction, so a lock taken
-    /// between two probes waited for the misses of the one before, and the probes of a batch
-    /// did not overlap. (Whoever takes several shards' locks must take them in this order: a
-    /// reader queues behind a waiting writer, so two readers taking them in other orders could
-    /// deadlock.)
+    /// The shards' read locks are all taken first, in shard order, and released after the
+    /// last probe, so that the probes run back to back: x86 completes every earlier load before
+    /// a locked instruction, so a lock taken (or released) between two probes likely waited for
+    /// the misses of the one before, and the probes of a batch overlapped less. (Whoever takes
+    /// several shards' locks must take them in this order: a reader queues behind a waiting
+    /// writer, so two readers taking them in other orders could deadlock.) `f` runs under the
+    /// locks: it must not use the cache.
     pub(super) fn for_candidates(&self, keys: &[&str], mut f: impl FnMut(&V)) {
         let keys = &keys[..keys.len().min(PREFETCH_KEYS)];
         let mut hashes = [0u64; PREFETCH_KEYS];
@@ -122,7 +126,7 @@ impl<V: Clone + Keyed> RecordCache<V> {
             needed |= 1 << shard_index(*hash);
         }
         let shards: [_; SHARDS] =
-            std::array::from_fn(|i| (needed & 1 << i != 0).then(|| self.shards[i].read()));
+            std::array::from_fn(|i| ((needed & (1 << i)) != 0).then(|| self.shards[i].read()));
         for &hash in &hashes[..keys.len()] {
             if let Some(s) = &shards[shard_index(hash)] {
                 s.entries.iter_hash(hash).for_each(&mut f);
@@ -285,10 +289,17 @@ mod tests {
         for i in 0..PREFETCH_KEYS as u32 {
             assert!(found.contains(&i), "{i}: {found:?}");
         }
-        for i in PREFETCH_KEYS as u32..PREFETCH_KEYS as u32 + 4 {
-            assert!(!found.contains(&i), "{i} is past the most: {found:?}");
-        }
-        // An unknown key finds at most others' candidates; an empty batch nothing.
+        // Exactly what the first `PREFETCH_KEYS` find one by one, in their order.
+        let one_by_one: Vec<u32> = keys[..PREFETCH_KEYS]
+            .iter()
+            .flat_map(|k| {
+                let mut one = Vec::new();
+                c.for_candidates(&[k], |r| one.push(r.1));
+                one
+            })
+            .collect();
+        assert_eq!(found, one_by_one);
+        // An empty batch finds nothing.
         let mut none = Vec::new();
         c.for_candidates(&[], |r| none.push(r.1));
         assert!(none.is_empty());
@@ -299,13 +310,19 @@ mod tests {
     #[test]
     fn batches_and_writes_at_once_do_not_deadlock() {
         let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let work = std::thread::spawn(move || {
             batches_and_writes();
             done.send(()).unwrap();
         });
-        finished
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("batches and writes deadlocked");
+        use std::sync::mpsc::RecvTimeoutError;
+        match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => panic!("batches and writes deadlocked"),
+            // It panicked: pass its panic on.
+            Err(RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(work.join().unwrap_err())
+            }
+        }
     }
 
     fn batches_and_writes() {
@@ -317,7 +334,8 @@ mod tests {
                 let (c, names) = (&c, &names);
                 s.spawn(move || {
                     for round in 0..5_000usize {
-                        // Batches in different key orders, so their shards come in any order.
+                        // Keys in varied orders: a lock order that followed the keys would
+                        // differ between batches.
                         let keys: Vec<&str> = (0..PREFETCH_KEYS)
                             .map(|k| names[(round * 31 + k * (t * 2 + 7)) % names.len()].as_str())
                             .rev()
