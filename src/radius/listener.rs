@@ -113,10 +113,10 @@ impl Handler {
 
     /// Starts loading the entries of the users the Access-Requests among `datagrams` name (the
     /// first `store::PREFETCH_KEYS` with a UTF-8 User-Name), the datagrams unchecked (a hint: it
-    /// reads nothing the request path relies on). The worker
-    /// calls it with a whole batch before handling the first datagram: the batch's table
-    /// probes then overlap, and the MD5 rounds of each request's checks hide what is left of
-    /// its wait (among 100,000 users the entries are rarely in cache).
+    /// reads nothing the request path relies on). The worker calls it with a whole batch before
+    /// handling the first datagram: the batch's table probes then overlap, and the MD5 rounds
+    /// of each request's checks hide what is left of its wait (among 100,000 users the entries
+    /// are rarely in cache).
     pub fn prefetch<'a>(&self, datagrams: impl IntoIterator<Item = &'a [u8]>) {
         self.policy
             .prefetch_users(datagrams.into_iter().filter_map(|d| {

@@ -663,10 +663,11 @@ impl fmt::Debug for Access {
 
 impl Store {
     /// Starts loading the entries of `names` (the first `PREFETCH_KEYS`) into the CPU's cache,
-    /// those in the record cache, without waiting for them or comparing names: the listener calls it for a
-    /// whole batch of requests before checking the first one's Message-Authenticator
-    /// (`Handler::prefetch`), so that the probes overlap and the MD5 rounds hide the wait the
-    /// lookups would have had (among 100,000 users the entries are rarely in cache).
+    /// those in the record cache, without waiting for them or comparing names: the listener
+    /// calls it for a whole batch of requests before checking the first one's
+    /// Message-Authenticator (`Handler::prefetch`), so that the probes overlap and the MD5
+    /// rounds hide the wait the lookups would have had (among 100,000 users the entries are
+    /// rarely in cache).
     pub fn prefetch_access(&self, names: &[&str]) {
         self.cache.access.for_candidates(names, Access::prefetch);
     }
