@@ -24,24 +24,24 @@ static ALLOCATOR: Counting = Counting;
 /// Bytes allocated and not yet freed, in the whole process.
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
+/// `block` as the system's allocator returned it, `size` bytes counted if it is one.
+fn counted(block: *mut u8, size: usize) -> *mut u8 {
+    if !block.is_null() {
+        IN_USE.fetch_add(size, Relaxed);
+    }
+    block
+}
+
 // SAFETY: every call goes to the system's allocator unchanged; only the count is added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's promises, passed on.
-        let block = unsafe { System.alloc(layout) };
-        if !block.is_null() {
-            IN_USE.fetch_add(layout.size(), Relaxed);
-        }
-        block
+        counted(unsafe { System.alloc(layout) }, layout.size())
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        let block = unsafe { System.alloc_zeroed(layout) };
-        if !block.is_null() {
-            IN_USE.fetch_add(layout.size(), Relaxed);
-        }
-        block
+        counted(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
@@ -52,9 +52,8 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        let moved = unsafe { System.realloc(block, layout, size) };
+        let moved = counted(unsafe { System.realloc(block, layout, size) }, size);
         if !moved.is_null() {
-            IN_USE.fetch_add(size, Relaxed);
             IN_USE.fetch_sub(layout.size(), Relaxed);
         }
         moved

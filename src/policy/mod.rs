@@ -22,7 +22,7 @@ use crate::metrics::METRICS;
 use crate::notify::{Notifier, RegistrationFailure};
 use crate::radius::nas::Nas;
 use crate::reply::DnsConfig;
-use crate::store::{Access, Registration, Store, PREFETCH_KEYS};
+use crate::store::{Access, Registration, Store};
 use device::{DeviceCheck, DeviceIdentity, DevicesConfig, RegistrationConfig};
 use proxy::{ProxyConfig, ProxyPush};
 
@@ -141,16 +141,11 @@ impl Policy {
     /// nothing for directory users, whose checks take far longer than a cache miss.
     pub fn prefetch_users<'a>(&self, user_names: impl IntoIterator<Item = &'a [u8]>) {
         if let Source::Local(_) = &self.source {
-            let mut names = [""; PREFETCH_KEYS];
-            let valid = user_names
-                .into_iter()
-                .filter_map(|name| std::str::from_utf8(name).ok());
-            let mut n = 0;
-            for (slot, name) in names.iter_mut().zip(valid) {
-                *slot = name;
-                n += 1;
-            }
-            self.store.prefetch_access(&names[..n]);
+            self.store.prefetch_access(
+                user_names
+                    .into_iter()
+                    .filter_map(|name| std::str::from_utf8(name).ok()),
+            );
         }
     }
 

@@ -668,7 +668,7 @@ impl Store {
     /// Message-Authenticator (`Handler::prefetch`), so that the probes overlap and the MD5
     /// rounds hide the wait the lookups would have had (among 100,000 users the entries are
     /// rarely in cache).
-    pub fn prefetch_access(&self, names: &[&str]) {
+    pub fn prefetch_access<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         self.cache.access.for_candidates(names, Access::prefetch);
     }
 

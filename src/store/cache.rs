@@ -108,7 +108,8 @@ impl<V: Clone + Keyed> RecordCache<V> {
 
     /// Calls `f` on the values that may be `keys`' (those each hash's probe finds with the
     /// same tag, usually one per key), without comparing keys: reading a key costs what the
-    /// caller wants to avoid, a cache miss. Keys past the first `PREFETCH_KEYS` are left out.
+    /// caller wants to avoid, a cache miss. Keys past the first `PREFETCH_KEYS` are left out;
+    /// the keys are all drawn (hashed) before any lock is taken.
     ///
     /// The shards' read locks are all taken first, in shard order, and released after the
     /// last probe, so that the probes run back to back: x86 completes every earlier load before
@@ -117,17 +118,21 @@ impl<V: Clone + Keyed> RecordCache<V> {
     /// several shards' locks must take them in this order: a reader queues behind a waiting
     /// writer, so two readers taking them in other orders could deadlock.) `f` runs under the
     /// locks: it must not use the cache.
-    pub(super) fn for_candidates(&self, keys: &[&str], mut f: impl FnMut(&V)) {
-        let keys = &keys[..keys.len().min(PREFETCH_KEYS)];
-        let mut hashes = [0u64; PREFETCH_KEYS];
+    pub(super) fn for_candidates<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+        mut f: impl FnMut(&V),
+    ) {
+        let (mut hashes, mut n) = ([0u64; PREFETCH_KEYS], 0);
         let mut needed = 0u32;
         for (hash, key) in hashes.iter_mut().zip(keys) {
             *hash = self.hash(key);
             needed |= 1 << shard_index(*hash);
+            n += 1;
         }
         let shards: [_; SHARDS] =
             std::array::from_fn(|i| ((needed & (1 << i)) != 0).then(|| self.shards[i].read()));
-        for &hash in &hashes[..keys.len()] {
+        for &hash in &hashes[..n] {
             if let Some(s) = &shards[shard_index(hash)] {
                 s.entries.iter_hash(hash).for_each(&mut f);
             }
@@ -262,7 +267,7 @@ mod tests {
         load_numbered(&c, 1000);
         let candidates = |key: &str| {
             let mut found = Vec::new();
-            c.for_candidates(&[key], |r| found.push(r.1));
+            c.for_candidates([key], |r| found.push(r.1));
             found
         };
         let mut others = 0;
@@ -285,7 +290,7 @@ mod tests {
             .collect();
         let keys: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut found = Vec::new();
-        c.for_candidates(&keys, |r| found.push(r.1));
+        c.for_candidates(keys.iter().copied(), |r| found.push(r.1));
         for i in 0..PREFETCH_KEYS as u32 {
             assert!(found.contains(&i), "{i}: {found:?}");
         }
@@ -294,14 +299,14 @@ mod tests {
             .iter()
             .flat_map(|k| {
                 let mut one = Vec::new();
-                c.for_candidates(&[k], |r| one.push(r.1));
+                c.for_candidates([*k], |r| one.push(r.1));
                 one
             })
             .collect();
         assert_eq!(found, one_by_one);
         // An empty batch finds nothing.
         let mut none = Vec::new();
-        c.for_candidates(&[], |r| none.push(r.1));
+        c.for_candidates([], |r| none.push(r.1));
         assert!(none.is_empty());
     }
 
@@ -340,7 +345,7 @@ mod tests {
                             .map(|k| names[(round * 31 + k * (t * 2 + 7)) % names.len()].as_str())
                             .rev()
                             .collect();
-                        c.for_candidates(&keys, |r| {
+                        c.for_candidates(keys.iter().copied(), |r| {
                             std::hint::black_box(r);
                         });
                     }
