@@ -118,12 +118,12 @@ impl Handler {
     /// of each request's checks hide what is left of its wait (among 100,000 users the entries
     /// are rarely in cache).
     pub fn prefetch<'a>(&self, datagrams: impl IntoIterator<Item = &'a [u8]>) {
-        self.policy
-            .prefetch_users(datagrams.into_iter().filter_map(|d| {
-                (d.first() == Some(&dict::code::ACCESS_REQUEST))
-                    .then(|| Attributes::first(d, dict::USER_NAME))
-                    .flatten()
-            }));
+        self.policy.prefetch_users(
+            datagrams
+                .into_iter()
+                .filter(|d| d.first() == Some(&dict::code::ACCESS_REQUEST))
+                .filter_map(|d| Attributes::first(d, dict::USER_NAME)),
+        );
     }
 
     pub fn policy(&self) -> &Policy {
