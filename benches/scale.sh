@@ -3,7 +3,9 @@
 # features as benches/compare-freeradius.sh (local users, one registered Windows device per
 # user with the serial the load driver presents, an address pool, DNS), one holding BIG
 # (100,000) users and devices, the other SMALL (1,000). Measures
-#   1. VmRSS after the import, restarted (the store without the import's freed memory), with
+#   1. VmRSS after the import, restarted (the store without the import's freed memory; with
+#      RESTART=0 the daemons keep running after their import, and the column reads 2 s later:
+#      the memory of a daemon that imported its users itself), with
 #      CONNECTED (10,000) of the big store's users connected (a first connection and a
 #      reconnection each, then 5 s at 1,000 req/s over them: during, and 3 s after), after
 #      priming every user, after the runs and after overload;
@@ -35,6 +37,8 @@ ROOT=$PWD
 
 BIG=${BIG:-100000}
 SMALL=${SMALL:-1000}
+# 0: the daemons are not restarted after their import (see 1. above).
+RESTART=${RESTART:-1}
 # Users of the big store connected before all are primed (0: skip that step).
 CONNECTED=${CONNECTED:-10000}
 [ "$CONNECTED" -le "$BIG" ] || CONNECTED=$BIG
@@ -167,9 +171,13 @@ IMPORT_SMALL_S=$(import_all SMALL) || exit 1
 echo "SMALL: $SMALL users and devices imported in ${IMPORT_SMALL_S}s" >&2
 RSS_BIG_IMPORTED=$(rss "$BIG_PID")
 RSS_SMALL_IMPORTED=$(rss "$SMALL_PID")
-say "restarting both daemons on their stores"
-restart_daemon BIG "$BIG_PORT"
-restart_daemon SMALL "$SMALL_PORT"
+if [ "$RESTART" = 1 ]; then
+  say "restarting both daemons on their stores"
+  restart_daemon BIG "$BIG_PORT"
+  restart_daemon SMALL "$SMALL_PORT"
+else
+  say "RESTART=0: the daemons keep running after their import"
+fi
 sleep 2
 RSS_BIG_RESTARTED=$(rss "$BIG_PID")
 RSS_SMALL_RESTARTED=$(rss "$SMALL_PID")
@@ -300,11 +308,12 @@ python3 - "$RESULTS" "$WORK" "$BIG" "$SMALL" "$CONCURRENCY" "$THREADS" "$(nproc)
   "$RSS_BIG_START $RSS_BIG_IMPORTED $RSS_BIG_RESTARTED $RSS_BIG_PRIMED $RSS_BIG_RUNS $RSS_BIG_OVERLOAD $RSS_BIG_END" \
   "$RSS_SMALL_START $RSS_SMALL_IMPORTED $RSS_SMALL_RESTARTED $RSS_SMALL_PRIMED $RSS_SMALL_RUNS $RSS_SMALL_END" \
   "$IMPORT_BIG_S $IMPORT_SMALL_S $PRIME_BIG_S" "$DROPS_BEFORE $DROPS_OVERLOAD $DROPS_RECOVERY" \
-  "$BIG_ALIVE" "$OVERLOAD_FACTOR" "$(cut -d' ' -f1-3 /proc/loadavg)" "$CONNECTED" "$RSS_CONNECTED" "$QUOTA" <<'EOF'
+  "$BIG_ALIVE" "$OVERLOAD_FACTOR" "$(cut -d' ' -f1-3 /proc/loadavg)" "$CONNECTED" "$RSS_CONNECTED" "$QUOTA" \
+  "$RESTART" <<'EOF'
 import re, sys
 from results import Results, ratio_text
 (path, work, big, small, conc, threads, cpus, pool, rss_big, rss_small, times, drops,
- alive, factor, loadavg, connected, rss_connected, quota) = sys.argv[1:]
+ alive, factor, loadavg, connected, rss_connected, quota, restart) = sys.argv[1:]
 res = Results(path)
 rs, by, med, lat = res.runs, res.by, res.med, res.lat
 mib = lambda kb: int(kb) / 1024
@@ -313,14 +322,14 @@ print(f"machine: {cpus} CPUs, load driver {threads} thread(s); ravpnd features: 
 ib, is_, pb = times.split()
 print(f"import: {big} users+devices in {ib} s, {small} in {is_} s; priming {big} users {pb} s")
 
-print("\n1. VmRSS (MiB)            start  imported  restarted  primed  after runs  after overload  end")
+print(f"\n1. VmRSS (MiB)            start  imported  {'restarted' if restart == '1' else 'not rest.'}  primed  after runs  after overload  end")
 rb = [mib(x) for x in rss_big.split()]
 rsm = [mib(x) for x in rss_small.split()]
 samples = [int(x) for x in open(f"{work}/rss-samples").read().split() if x.isdigit()]
 print(f"   big ({big:>6})        {rb[0]:6.1f}  {rb[1]:8.1f}  {rb[2]:9.1f}  {rb[3]:6.1f}  {rb[4]:10.1f}  {rb[5]:14.1f}  {rb[6]:5.1f}"
       f"   (max during overload+recovery {max(samples) / 1024 if samples else float('nan'):.1f})")
 print(f"   small ({small:>6})      {rsm[0]:6.1f}  {rsm[1]:8.1f}  {rsm[2]:9.1f}  {rsm[3]:6.1f}  {rsm[4]:10.1f}  {'':>14}  {rsm[5]:5.1f}")
-print(f"   ratio big/small restarted {rb[2] / rsm[2]:.2f}, after priming {rb[3] / rsm[3]:.2f}, after runs {rb[4] / rsm[4]:.2f};"
+print(f"   ratio big/small {'restarted' if restart == '1' else 'after import'} {rb[2] / rsm[2]:.2f}, after priming {rb[3] / rsm[3]:.2f}, after runs {rb[4] / rsm[4]:.2f};"
       " target: big under 64 MiB")
 if by.get("connected"):
     print(f"   big store, {connected} of its users connected (1,000 req/s over them): during {med('connected', 'server_rss_kb') / 1024:.1f},"
