@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connection_cap;
+mod heap;
 pub mod ipam;
 pub mod metrics;
 pub mod notify;

@@ -198,6 +198,19 @@ impl Store {
 
     /// Makes every write this caller made so far durable, sharing the flush with
     /// concurrent callers.
+    /// Moves the page-table entries of pages sled paged out (one per page not in its cache)
+    /// out of mostly empty allocator slabs, so that those slabs can go back to the system.
+    /// Evictions allocate such entries among whatever else is allocated at the time: after a
+    /// bulk import, its freed transaction left them in slabs otherwise empty (with 100,000
+    /// users imported into a running daemon ~10 MiB of RSS until a restart). Entries in fuller
+    /// slabs stay where they are. Returns how many were moved.
+    pub fn compact_memory(&self) -> usize {
+        // SAFETY: sled asks about its page-table entries' two allocations, live while it holds
+        // its epoch guard, made by the process allocator (jemalloc, src/main.rs).
+        self.db
+            .compact_page_table(&mut |ptr| unsafe { crate::heap::in_sparse_slab(ptr) })
+    }
+
     pub async fn flush(&self) -> Result<(), StoreError> {
         let c = &self.commit;
         // Our writes are complete, so any flush that starts after this number is taken

@@ -33,7 +33,21 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Forwards every connection to `listen` to `target`.
     pub fn start(listen: SocketAddr, target: SocketAddr) -> TcpProxy {
-        let listener = TcpListener::bind(listen).unwrap_or_else(|e| panic!("bind {listen}: {e}"));
+        // A proxy just dropped on the same address can hold it for a moment (its connections
+        // closing: seen once in a full-suite run, "Address already in use").
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(listen) {
+                Ok(l) => break l,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("bind {listen}: {e}"),
+            }
+        };
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();

@@ -421,6 +421,18 @@ impl Db {
         Ok(hasher.finalize())
     }
 
+    /// ravpnd patch (change 4): gives the page table's entries of paged-out pages that
+    /// `sparse` picks (it is asked about each entry's two allocations: whether the allocator
+    /// would rather have that memory elsewhere) fresh allocations, so that the allocator can
+    /// return the slabs a bulk write left mostly empty. Returns how many entries were copied.
+    /// Safe at any time, concurrently with any other use.
+    pub fn compact_page_table(
+        &self,
+        sparse: &mut dyn FnMut(*const u8) -> bool,
+    ) -> usize {
+        self.context.pagecache.compact_paged_out(sparse)
+    }
+
     /// Returns the on-disk size of the storage files
     /// for this database.
     pub fn size_on_disk(&self) -> Result<u64> {
