@@ -437,11 +437,15 @@ async fn compact_memory(store: Store, shutdown: CancellationToken) {
             _ = tokio::time::sleep(COMPACT_PERIOD) => {}
         }
         let store = store.clone();
-        if let Ok(moved @ 1..) = tokio::task::spawn_blocking(move || store.compact_memory()).await {
-            tracing::debug!(
-                moved,
-                "page-table entries moved out of sparse allocator slabs"
-            );
+        match tokio::task::spawn_blocking(move || store.compact_memory()).await {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::debug!(
+                    moved,
+                    "page-table entries moved out of sparse allocator slabs"
+                )
+            }
+            Err(e) => error!(error = %e, "the store's memory compaction failed"),
         }
     }
 }
