@@ -196,8 +196,6 @@ impl Store {
         }
     }
 
-    /// Makes every write this caller made so far durable, sharing the flush with
-    /// concurrent callers.
     /// Moves the page-table entries of pages sled paged out (one per page not in its cache)
     /// out of mostly empty allocator slabs, so that those slabs can go back to the system.
     /// Evictions allocate such entries among whatever else is allocated at the time: after a
@@ -211,6 +209,8 @@ impl Store {
             .compact_page_table(&mut |ptr| unsafe { crate::heap::in_sparse_slab(ptr) })
     }
 
+    /// Makes every write this caller made so far durable, sharing the flush with
+    /// concurrent callers.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let c = &self.commit;
         // Our writes are complete, so any flush that starts after this number is taken

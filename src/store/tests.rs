@@ -564,10 +564,11 @@ fn a_new_store_directory_is_private() {
     assert_eq!(mode & 0o077, 0, "{mode:o}");
 }
 
-/// An import larger than the page cache pages part of the store out, and the import then gives
-/// those pages' table entries fresh allocations (`compact_page_table`, vendor/sled change 4).
-/// Every record reads back the same: after the imports, with writes and reads racing further
-/// compactions (entries swapped while others change them), and after a reopen.
+/// An import larger than the page cache pages part of the store out; moving those pages'
+/// table entries to fresh allocations (`compact_page_table`, vendor/sled change 4, which the
+/// daemon runs every 10 s) keeps every record as it was: with writes and reads racing passes
+/// that move every entry (swaps racing other changes of the same entries), after the daemon's
+/// own pass, and after a reopen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacting_the_page_table_keeps_every_record() {
     const N: usize = 10_000;
