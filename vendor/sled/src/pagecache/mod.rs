@@ -1981,9 +1981,8 @@ impl PageCache {
         let guard = pin();
         let mut copied = 0;
         for pid in 0..next_pid_to_allocate {
-            if pid == COUNTER_PID || pid == META_PID || pid == BATCH_MANIFEST_PID {
-                continue;
-            }
+            // No exception for the pages `page_out` never evicts (counter, meta, batch
+            // manifest): a copy of an entry holds the same state, resident or not.
             let page_view = match self.inner.get(pid, &guard) {
                 Some(page_view) => page_view,
                 None => continue,
